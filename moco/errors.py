@@ -1,0 +1,11 @@
+"""Typed errors for bad user input. The CLI turns these into one line and exit code 2."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad input from the user (a file, folder or option). The message names the file and the reason."""
+
+
+class FormatVersionError(InputError):
+    """An artefact was written by a newer version of this program."""
