@@ -1,0 +1,144 @@
+"""Augmentation presets: the MoCo v2 recipe, a copy-detection preset, and the eval transform."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Callable
+
+import torch
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class GaussianBlur:
+    """PIL Gaussian blur with a random sigma in [sigma_min, sigma_max] (MoCo v2 / SimCLR)."""
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)) -> None:
+        self.sigma = sigma
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        # sigma is given for 224 px images; scale it to the actual size
+        s = random.uniform(*self.sigma) * min(img.size) / 224
+        return img.filter(ImageFilter.GaussianBlur(radius=s))
+
+
+class JpegReencode:
+    """Re-encode as JPEG at a random quality: the artefacts real duplicates carry."""
+
+    def __init__(self, quality: tuple[int, int] = (10, 80)) -> None:
+        self.quality = quality
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=random.randint(*self.quality))
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+
+
+class RandomPad:
+    """Add a border (solid colour) of up to `max_frac` of the size on each side: letterboxing, frames."""
+
+    def __init__(self, max_frac: float = 0.25) -> None:
+        self.max_frac = max_frac
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        pads = [int(random.uniform(0, self.max_frac) * s) for s in (w, h, w, h)]
+        fill = tuple(random.randint(0, 255) for _ in range(3)) if random.random() < 0.5 else (0, 0, 0)
+        return ImageOps.expand(img, border=tuple(pads), fill=fill)
+
+
+class RandomOverlay:
+    """Draw random text-like strokes or a filled box (a logo, a caption) over part of the image."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        img = img.copy()
+        d = ImageDraw.Draw(img)
+        w, h = img.size
+        colour = tuple(random.randint(0, 255) for _ in range(3))
+        if random.random() < 0.5:
+            x0, y0 = random.uniform(0, 0.7) * w, random.uniform(0, 0.8) * h
+            d.rectangle([x0, y0, x0 + random.uniform(0.1, 0.3) * w, y0 + random.uniform(0.05, 0.2) * h], fill=colour)
+        else:
+            text = "".join(random.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ") for _ in range(12))
+            d.text((random.uniform(0, 0.5) * w, random.uniform(0, 0.9) * h), text, fill=colour)
+        return img
+
+
+class RandomRescale:
+    """Downscale then upscale back: the loss of detail of a resized copy."""
+
+    def __init__(self, scale: tuple[float, float] = (0.3, 1.0)) -> None:
+        self.scale = scale
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        s = random.uniform(*self.scale)
+        small = img.resize((max(8, int(w * s)), max(8, int(h * s))), Image.BILINEAR)
+        return small.resize((w, h), Image.BILINEAR)
+
+
+def _normalize() -> list[Callable]:
+    return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def moco_v2(size: int) -> T.Compose:
+    """The MoCo v2 augmentation recipe (Chen et al., 2020), at `size` px."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
+            T.RandomHorizontalFlip(),
+            *_normalize(),
+        ]
+    )
+
+
+def copy_detection(size: int) -> T.Compose:
+    """MoCo v2 plus the edits near duplicates really have: re-encoding, resizing, borders, aspect
+    changes, overlays, small rotations, flips. Crops are milder than v2 (a copy keeps most content)."""
+    return T.Compose(
+        [
+            T.RandomApply([RandomPad(0.2)], p=0.25),
+            T.RandomApply([T.RandomRotation(10, fill=0)], p=0.25),
+            T.RandomResizedCrop(size, scale=(0.3, 1.0), ratio=(0.6, 1.6)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.3),
+            T.RandomApply([RandomRescale((0.3, 1.0))], p=0.3),
+            T.RandomApply([RandomOverlay()], p=0.3),
+            T.RandomApply([JpegReencode((10, 80))], p=0.4),
+            T.RandomHorizontalFlip(),
+            *_normalize(),
+        ]
+    )
+
+
+PRESETS: dict[str, Callable[[int], T.Compose]] = {"moco-v2": moco_v2, "copy-detection": copy_detection}
+
+
+def make_preset(name: str, size: int) -> T.Compose:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name](size)
+
+
+def eval_transform(size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> T.Compose:
+    """Query/index-time preprocessing: resize the shorter side to `size`, centre crop, normalise."""
+    return T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+
+
+class TwoCropsTransform:
+    """Two independent augmentations of one image: the query view and the key view."""
+
+    def __init__(self, base: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.base = base
+
+    def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base(img), self.base(img)

@@ -1,0 +1,83 @@
+"""ResNet backbones without their classifier, ghost batch norm, and the GeM retrieval descriptor."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048}
+
+
+class SplitBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are computed over `num_splits` disjoint groups of the batch.
+
+    On one device this stands in for per-GPU BN: combined with a shuffled key batch the query and key
+    of a pair never share BN statistics (the "BN cheat" of the MoCo paper, section 3.3). The state
+    dict is that of a plain BatchNorm2d; in eval mode it is one.
+    """
+
+    def __init__(self, num_features: int, num_splits: int = 1) -> None:
+        super().__init__(num_features)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        G = self.num_splits
+        if not self.training or G == 1:
+            return super().forward(x)
+        N, C, H, W = x.shape
+        if N % G != 0:
+            raise ValueError(f"batch of {N} does not split into {G} BN groups")
+        # (N, C, H, W) -> (G, N/G, C, H, W) -> (N/G, G*C, H, W): group g is samples g*N/G ... (g+1)*N/G - 1
+        xg = x.view(G, N // G, C, H, W).transpose(0, 1).reshape(N // G, G * C, H, W)
+        running_mean = self.running_mean.repeat(G)  # (G*C,)
+        running_var = self.running_var.repeat(G)  # (G*C,)
+        out = F.batch_norm(
+            xg, running_mean, running_var, self.weight.repeat(G), self.bias.repeat(G),
+            True, self.momentum if self.momentum is not None else 0.1, self.eps,
+        )  # (N/G, G*C, H, W)
+        with torch.no_grad():
+            self.running_mean.copy_(running_mean.view(G, C).mean(dim=0))
+            self.running_var.copy_(running_var.view(G, C).mean(dim=0))
+            self.num_batches_tracked.add_(1)
+        return out.view(N // G, G, C, H, W).transpose(0, 1).reshape(N, C, H, W)
+
+
+def gem(x: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling over the spatial dims: (N, C, H, W) -> (N, C)."""
+    return x.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+
+
+def build_backbone(arch: str, bn_splits: int = 1) -> nn.Module:
+    """A torchvision ResNet with its avgpool and fc replaced by identities: returns the last feature map."""
+    norm_layer = (lambda c: SplitBatchNorm(c, bn_splits)) if bn_splits > 1 else nn.BatchNorm2d
+    net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm_layer)
+    net.avgpool = nn.Identity()
+    net.fc = nn.Identity()
+    return _FeatureMap(net)
+
+
+class _FeatureMap(nn.Module):
+    """Wraps a torchvision ResNet so that forward returns the layer4 feature map (N, C, h, w)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+
+
+class RetrievalEncoder(nn.Module):
+    """Backbone + GeM pooling: the exported encoder. forward(x) -> (N, C) descriptor, not normalised."""
+
+    def __init__(self, arch: str, gem_p: float = 3.0) -> None:
+        super().__init__()
+        self.backbone = build_backbone(arch)
+        self.gem_p = gem_p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gem(self.backbone(x), self.gem_p)  # (N, C)

@@ -1,0 +1,101 @@
+"""Frozen configs for the MoCo model and for one training run; both are stored in the checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ARCHS = ("resnet18", "resnet50")
+PRESETS = ("moco-v2", "copy-detection")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class MoCoConfig:
+    """The model: backbone, projection head, dictionary (queue) and contrastive loss."""
+
+    arch: str = "resnet18"
+    dim: int = 128  # projection output size (the contrastive space)
+    queue_size: int = 4096  # K: number of keys in the dictionary
+    momentum: float = 0.99  # m: key encoder update theta_k <- m*theta_k + (1-m)*theta_q
+    temperature: float = 0.2  # T
+    symmetric: bool = False  # symmetric loss (both views act as query)
+    bn_splits: int = 1  # ghost-BN groups on one device (emulates per-GPU BN); 1 under DDP
+    gem_p: float = 3.0  # GeM pooling exponent of the retrieval descriptor
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}: choose one of {', '.join(ARCHS)}")
+        if self.dim < 1:
+            raise ValueError(f"Illegal dim {self.dim}: must be positive")
+        if self.queue_size < 1:
+            raise ValueError(f"Illegal queue_size {self.queue_size}: must be positive")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"Illegal momentum {self.momentum}: must be in [0, 1)")
+        if self.temperature <= 0.0:
+            raise ValueError(f"Illegal temperature {self.temperature}: must be positive")
+        if self.bn_splits < 1:
+            raise ValueError(f"Illegal bn_splits {self.bn_splits}: must be >= 1")
+        if self.gem_p < 1.0:
+            raise ValueError(f"Illegal gem_p {self.gem_p}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One `retrieval train` run. Paths are stored as strings so the config fits in a checkpoint."""
+
+    images: str
+    out: str
+    model: MoCoConfig = MoCoConfig()
+    image_size: int = 64  # training crop size
+    embed_size: int = 0  # query/index-time input size (shorter side); 0 = 2 * image_size
+    epochs: int = 100
+    time_budget_min: float = 0.0  # 0 = no budget; otherwise stop cleanly at the budget
+    batch_size: int = 64
+    lr: float = 0.06  # SGD learning rate for batch 256, scaled linearly with batch size
+    weight_decay: float = 5e-4
+    warmup_steps: int = 20
+    preset: str = "moco-v2"
+    device: str = "auto"
+    amp: bool = True  # autocast on CUDA (bf16 where supported)
+    workers: int = -1  # data-loader workers; -1 = pick from the CPU count
+    seed: int = 0
+    val: str = ""  # labelled folder (class subfolders) for kNN top-1 each epoch
+    init: str = ""  # local weights file (safetensors or encoder dir) to start the backbone from
+    checkpoint_every: int = 200  # steps between checkpoints (and one at the end)
+    log_every: int = 10  # steps between metrics.jsonl records
+    stop_after_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0 = never
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16:
+            raise ValueError(f"Illegal image_size {self.image_size}: must be >= 16")
+        if self.batch_size < 2:
+            raise ValueError(f"Illegal batch_size {self.batch_size}: must be >= 2")
+        if self.epochs < 1:
+            raise ValueError(f"Illegal epochs {self.epochs}: must be >= 1")
+        if self.time_budget_min < 0:
+            raise ValueError(f"Illegal time budget {self.time_budget_min}: must be >= 0")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def eval_size(self) -> int:
+        return self.embed_size or 2 * self.image_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        model = MoCoConfig(**d.pop("model"))
+        known = {f.name for f in fields(TrainConfig)}
+        return TrainConfig(model=model, **{k: v for k, v in d.items() if k in known})

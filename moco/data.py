@@ -1,0 +1,201 @@
+"""Unlabelled image-folder data for training: a persistent decode cache and the pair dataset.
+
+Decoding a 12-MP JPEG costs tens of milliseconds; a training step at 64 px costs about as much per
+image. So every image is decoded once (JPEG draft mode, near the training size), squashed to a square of
+`side` px and kept in one uint8 array on disk (`cache-<side>.npy`, memory-mapped). Later epochs and
+later runs on the same folder never decode the originals again. Files that cannot be decoded are listed
+with their reason and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from moco.images import BadImageError, load_image
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BadFile:
+    path: str
+    reason: str
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _decode_square(path: Path, side: int) -> np.ndarray:
+    img = load_image(path, min_side=side)
+    return np.asarray(img.resize((side, side), Image.BICUBIC), dtype=np.uint8)  # (side, side, 3)
+
+
+class DecodeCache:
+    """Decoded, downsized images of a folder: `array[i]` is (side, side, 3) uint8 for `paths[i]`."""
+
+    def __init__(self, array: np.ndarray, paths: list[Path], bad: list[BadFile]) -> None:
+        self.array = array
+        self.paths = paths
+        self.bad = bad
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @staticmethod
+    def build(
+        paths: Sequence[Path],
+        side: int,
+        cache_dir: Path,
+        threads: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> DecodeCache:
+        """Decode what is not cached yet (new or changed files), reuse the rest, write atomically."""
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        index_file, array_file = cache_dir / f"cache-{side}.json", cache_dir / f"cache-{side}.npy"
+        old_rows, old_array = _read_cache(index_file, array_file)
+        keys = {str(p): _stat_key(p) for p in paths}
+        rows: list[np.ndarray | BadFile] = [None] * len(paths)  # type: ignore[list-item]
+        todo: list[int] = []
+        for i, p in enumerate(paths):
+            old = old_rows.get(str(p))
+            if old is not None and old["key"] == keys[str(p)]:
+                rows[i] = BadFile(str(p), old["bad"]) if old["row"] < 0 else old_array[old["row"]]
+            else:
+                todo.append(i)
+        if todo:
+            logger.info("decoding %d of %d images into the cache at %d px", len(todo), len(paths), side)
+        with ThreadPoolExecutor(max_workers=threads or min(8, (os.cpu_count() or 1) * 2)) as pool:
+            for i, result in zip(todo, pool.map(lambda i: _try_decode(paths[i], side), todo), strict=True):
+                rows[i] = result
+                if progress is not None:
+                    progress(1)
+        good = [i for i, r in enumerate(rows) if not isinstance(r, BadFile)]
+        bad = [r for r in rows if isinstance(r, BadFile)]
+        if todo or len(old_rows) != len(paths):
+            _write_cache(index_file, array_file, paths, keys, rows, good, side)
+        array = np.load(array_file, mmap_mode="r") if good else np.zeros((0, side, side, 3), np.uint8)
+        return DecodeCache(array, [paths[i] for i in good], bad)
+
+
+def _try_decode(path: Path, side: int) -> np.ndarray | BadFile:
+    try:
+        return _decode_square(path, side)
+    except BadImageError as e:
+        return BadFile(str(path), e.reason)
+
+
+def _read_cache(index_file: Path, array_file: Path) -> tuple[dict[str, dict], np.ndarray]:
+    try:
+        meta = json.loads(index_file.read_text())
+        if meta.get("version") != CACHE_VERSION:
+            return {}, np.zeros(0)
+        return meta["files"], np.load(array_file, mmap_mode="r")
+    except (OSError, ValueError, KeyError):
+        return {}, np.zeros(0)
+
+
+def _write_cache(
+    index_file: Path,
+    array_file: Path,
+    paths: Sequence[Path],
+    keys: dict[str, list[int]],
+    rows: list,
+    good: list[int],
+    side: int,
+) -> None:
+    tmp_array = array_file.with_suffix(".npy.tmp")
+    out = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.uint8, shape=(len(good), side, side, 3))
+    for j, i in enumerate(good):
+        out[j] = rows[i]
+    out.flush()
+    del out
+    row_of = {i: j for j, i in enumerate(good)}
+    files = {
+        str(p): {"key": keys[str(p)], "row": row_of.get(i, -1), "bad": rows[i].reason if i not in row_of else ""}
+        for i, p in enumerate(paths)
+    }
+    tmp_index = index_file.with_suffix(".json.tmp")
+    tmp_index.write_text(json.dumps({"version": CACHE_VERSION, "side": side, "files": files}))
+    os.replace(tmp_array, array_file)  # array first: an index never points at rows that are not there
+    os.replace(tmp_index, index_file)
+
+
+def write_bad_files(path: Path, bad: Sequence[BadFile]) -> None:
+    """`bad_files.csv`: one line per skipped file with the reason."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "reason"])
+        for b in bad:
+            w.writerow([b.path, b.reason])
+    os.replace(tmp, path)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one sample in one epoch: independent of workers, batch and resume."""
+    return (seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2**31 - 1)
+
+
+class PairDataset(Dataset):
+    """Two augmented views of cached image i, plus i. Augmentation randomness depends only on
+    (seed, epoch, i), so a resumed run sees exactly the views an uninterrupted one would."""
+
+    def __init__(self, array: np.ndarray, transform: Callable[[Image.Image], torch.Tensor], seed: int) -> None:
+        self.array = array
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        epoch, i = key
+        s = sample_seed(self.seed, epoch, i)
+        random.seed(s)
+        torch.manual_seed(s)
+        img = Image.fromarray(np.asarray(self.array[i]))
+        return self.transform(img), self.transform(img), i
+
+
+def epoch_batches(
+    n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1
+) -> list[list[tuple[int, int]]]:
+    """This rank's batches of one epoch: a seeded permutation, split across ranks, last partial batch
+    dropped (every rank runs the same number of equal-sized steps)."""
+    g = torch.Generator().manual_seed(seed * 9_973 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    per_rank = n // world
+    mine = perm[rank * per_rank : (rank + 1) * per_rank]
+    steps = per_rank // batch_size
+    return [[(epoch, i) for i in mine[s * batch_size : (s + 1) * batch_size]] for s in range(steps)]
+
+
+class BatchList(torch.utils.data.Sampler):
+    """Feeds a precomputed list of batches (of dataset keys) to a DataLoader."""
+
+    def __init__(self, batches: list[list[tuple[int, int]]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

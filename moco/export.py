@@ -1,0 +1,149 @@
+"""Export and load of the retrieval encoder: `encoder.safetensors` + `encoder.json`.
+
+The JSON carries everything a reader needs to embed an image exactly as at training's eval time
+(architecture, layer, pooling, input size, resize/crop, mean/std, flip averaging), and the sha256 of
+the weights file, which indexes record to refuse vectors from another encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from moco.augment import IMAGENET_MEAN, IMAGENET_STD
+from moco.backbone import FEATURE_DIMS, RetrievalEncoder
+from moco.checkpoint import atomic_write_bytes
+from moco.errors import FormatVersionError, InputError
+
+ENCODER_VERSION = 1
+LAYERS = ("backbone", "head")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    arch: str
+    embedding_dim: int
+    image_size: int  # input side at query/index time: shorter side resized to it, then centre-cropped
+    layer: str = "backbone"  # "backbone": GeM-pooled feature map; "head": the projection head's output
+    gem_p: float = 3.0
+    head_dim: int = 0  # projection size when layer == "head"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    flip_average: bool = True  # descriptor = f(x) + f(hflip(x)), then L2-normalised
+    resize: str = "shorter-side+center-crop"
+    sha256: str = ""
+    trained: dict[str, Any] = field(default_factory=dict)  # provenance: preset, steps, image size, ...
+    format_version: int = ENCODER_VERSION
+
+    def __post_init__(self) -> None:
+        if self.layer not in LAYERS:
+            raise ValueError(f"unknown layer {self.layer!r}")
+
+
+class ExportedEncoder(nn.Module):
+    """Backbone + GeM (+ optional head): (N, 3, H, W) -> (N, embedding_dim), not normalised."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = RetrievalEncoder(spec.arch, spec.gem_p)
+        c = FEATURE_DIMS[spec.arch]
+        self.head = (
+            nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, spec.head_dim))
+            if spec.layer == "head"
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def export_encoder(
+    backbone_state: dict[str, torch.Tensor],
+    head_state: dict[str, torch.Tensor] | None,
+    spec: EncoderSpec,
+    out_dir: Path,
+) -> EncoderSpec:
+    """Write weights then the JSON (with the weights' sha256), each atomically. Returns the final spec."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module = ExportedEncoder(spec)
+    module.encoder.backbone.load_state_dict(backbone_state)
+    if spec.layer == "head":
+        assert head_state is not None, "layer 'head' needs the head's weights"
+        module.head.load_state_dict(head_state)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    weights = out_dir / "encoder.safetensors"
+    tmp = out_dir / ".encoder.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    atomic_write_bytes(weights, lambda f: f.write(tmp.read_bytes()))
+    tmp.unlink()
+    spec = EncoderSpec(**{**asdict(spec), "sha256": file_sha256(weights)})
+    text = json.dumps(asdict(spec), indent=2) + "\n"
+    atomic_write_bytes(out_dir / "encoder.json", lambda f: f.write(text.encode()))
+    return spec
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_spec(encoder_dir: Path) -> EncoderSpec:
+    path = encoder_dir / "encoder.json"
+    if not path.is_file():
+        raise InputError(f"{path}: no encoder here (run `retrieval train` first, or point --model at its run folder)")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: unreadable encoder description ({e})") from e
+    version = raw.get("format_version")
+    if not isinstance(version, int):
+        raise InputError(f"{path}: not an encoder description (no format_version)")
+    if version > ENCODER_VERSION:
+        raise FormatVersionError(f"{path}: encoder format {version} is newer than this program reads; upgrade")
+    try:
+        raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
+        return EncoderSpec(**raw)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{path}: invalid encoder description ({e})") from e
+
+
+def load_encoder(encoder_dir: Path, device: str | torch.device = "cpu") -> tuple[ExportedEncoder, EncoderSpec]:
+    """Read the spec, verify the weights' sha256, and build the encoder in eval mode on `device`."""
+    spec = read_spec(encoder_dir)
+    weights = encoder_dir / "encoder.safetensors"
+    if not weights.is_file():
+        raise InputError(f"{weights}: encoder weights are missing")
+    if file_sha256(weights) != spec.sha256:
+        raise InputError(f"{weights}: checksum does not match encoder.json (damaged or replaced file)")
+    module = ExportedEncoder(spec)
+    try:
+        module.load_state_dict(load_file(str(weights)))
+    except Exception as e:
+        raise InputError(f"{weights}: weights do not fit the described encoder ({e})") from e
+    return module.to(device).eval(), spec
+
+
+def save_random_encoder(
+    out_dir: Path, arch: str = "resnet18", image_size: int = 32, dim: int = 16, seed: int = 0
+) -> EncoderSpec:
+    """A randomly initialised encoder with a `dim`-wide head: for tests and random-init baselines."""
+    torch.manual_seed(seed)
+    layer = "head" if dim else "backbone"
+    spec = EncoderSpec(
+        arch=arch, embedding_dim=dim or FEATURE_DIMS[arch], image_size=image_size, layer=layer, head_dim=dim,
+        trained={"random_init": True, "seed": seed},
+    )
+    module = ExportedEncoder(spec)
+    head = module.head.state_dict() if layer == "head" else None
+    return export_encoder(module.encoder.backbone.state_dict(), head, spec, out_dir)

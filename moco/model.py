@@ -1,0 +1,152 @@
+"""MoCo (He et al., 2020; v2 head and augmentations, Chen et al., 2020) as one nn.Module.
+
+The paper's pseudocode, line by line:
+    q = f_q(x_q); k = f_k(x_k).detach()            # queries and keys, (N, C), L2-normalised
+    l_pos = q . k;  l_neg = q . queue              # (N, 1) and (N, K)
+    logits = cat([l_pos, l_neg]) / T; labels = 0   # (N, 1+K), positive at index 0
+    loss = CE(logits, labels); update f_q by SGD
+    f_k.params = m * f_k.params + (1 - m) * f_q.params
+    enqueue(k); dequeue(oldest)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from moco.backbone import FEATURE_DIMS, build_backbone, gem
+from moco.config import MoCoConfig
+from moco.loss import info_nce_logits
+
+
+class Encoder(nn.Module):
+    """f_q / f_k: ResNet feature map -> GeM pooling -> 2-layer MLP head (MoCo v2) -> dim."""
+
+    def __init__(self, cfg: MoCoConfig, bn_splits: int) -> None:
+        super().__init__()
+        c = FEATURE_DIMS[cfg.arch]
+        self.backbone = build_backbone(cfg.arch, bn_splits)
+        self.head = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, cfg.dim))
+        self.gem_p = cfg.gem_p
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The retrieval descriptor before normalisation: (N, 3, H, W) -> (N, C)."""
+        return gem(self.backbone(x), self.gem_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (N, dim)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' tensors concatenated along dim 0 (no gradient), identical on every rank."""
+    if not _distributed():
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+class MoCo(nn.Module):
+    def __init__(self, cfg: MoCoConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.K = cfg.queue_size
+        self.m = cfg.momentum
+        self.T = cfg.temperature
+        self.encoder_q = Encoder(cfg, cfg.bn_splits)
+        self.encoder_k = Encoder(cfg, cfg.bn_splits)
+        for p_q, p_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters(), strict=True):
+            p_k.data.copy_(p_q.data)
+            p_k.requires_grad = False
+        self.register_buffer("queue", F.normalize(torch.randn(self.K, cfg.dim), dim=1))  # (K, dim)
+        self.register_buffer("queue_ids", torch.full((self.K,), -1, dtype=torch.long))  # (K,) image ids
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """theta_k <- m * theta_k + (1 - m) * theta_q; BN running statistics are copied."""
+        p_k = [p for p in self.encoder_k.parameters()]
+        p_q = [p.detach() for p in self.encoder_q.parameters()]
+        torch._foreach_mul_(p_k, self.m)
+        torch._foreach_add_(p_k, p_q, alpha=1.0 - self.m)
+        for b_k, b_q in zip(self.encoder_k.buffers(), self.encoder_q.buffers(), strict=True):
+            b_k.copy_(b_q)
+
+    @torch.no_grad()
+    def enqueue(self, k: torch.Tensor, ids: torch.Tensor) -> None:
+        """Ring buffer: write the newest keys over the oldest; any batch size, K need not divide it."""
+        n = k.shape[0]
+        if n >= self.K:
+            k, ids, n = k[-self.K :], ids[-self.K :], self.K
+        ptr = int(self.queue_ptr)
+        slots = (ptr + torch.arange(n, device=k.device)) % self.K  # (n,)
+        self.queue[slots] = k.to(self.queue.dtype)
+        self.queue_ids[slots] = ids
+        self.queue_ptr[0] = (ptr + n) % self.K
+
+    @torch.no_grad()
+    def _keys(self, im_k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """k = f_k(x_k) computed on a shuffled batch (shuffle BN), returned in the original order."""
+        if _distributed():
+            return self._keys_ddp(im_k, generator)
+        N = im_k.shape[0]
+        idx_shuffle = torch.randperm(N, generator=generator).to(im_k.device)  # (N,)
+        idx_unshuffle = torch.argsort(idx_shuffle)  # (N,)
+        k = self.encoder_k(im_k[idx_shuffle])  # (N, dim), shuffled order
+        return F.normalize(k.float(), dim=1)[idx_unshuffle]  # (N, dim)
+
+    @torch.no_grad()
+    def _keys_ddp(self, im_k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Shuffle BN across ranks: gather the key batch, permute it globally, each rank encodes a slice."""
+        n_local = im_k.shape[0]
+        x_all = concat_all_gather(im_k)  # (N_global, 3, H, W)
+        n_all = x_all.shape[0]
+        idx_shuffle = torch.randperm(n_all, generator=generator).to(im_k.device)  # (N_global,)
+        dist.broadcast(idx_shuffle, src=0)
+        idx_unshuffle = torch.argsort(idx_shuffle)  # (N_global,)
+        rank = dist.get_rank()
+        mine = idx_shuffle.view(-1, n_local)[rank]  # (n_local,)
+        k = F.normalize(self.encoder_k(x_all[mine]).float(), dim=1)  # (n_local, dim)
+        k_all = concat_all_gather(k)  # (N_global, dim), shuffled order
+        return k_all[idx_unshuffle].view(-1, n_local, k.shape[1])[rank]  # (n_local, dim)
+
+    def forward(
+        self,
+        im_q: torch.Tensor,
+        im_k: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """im_q, im_k: (N, 3, H, W) two views of the same N images. Returns logits (N', 1+K), labels (N',).
+
+        N' = N, or 2N with the symmetric loss. Keys are enqueued after the logits are formed.
+        """
+        N = im_q.shape[0]
+        if ids is None:
+            ids = torch.full((N,), -1, dtype=torch.long, device=im_q.device)
+        with torch.no_grad():
+            self.momentum_update()
+        queue = self.queue.clone().detach()  # (K, dim)
+        q = F.normalize(self.encoder_q(im_q).float(), dim=1)  # (N, dim)
+        k = self._keys(im_k, generator)  # (N, dim)
+        logits = info_nce_logits(q, k, queue, self.T)  # (N, 1+K)
+        if self.cfg.symmetric:
+            q2 = F.normalize(self.encoder_q(im_k).float(), dim=1)  # (N, dim)
+            k2 = self._keys(im_q, generator)  # (N, dim)
+            logits = torch.cat([logits, info_nce_logits(q2, k2, queue, self.T)], dim=0)  # (2N, 1+K)
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)  # (N',)
+        self.enqueue(concat_all_gather(k), concat_all_gather(ids.to(k.device)))
+        self.last_q = q.detach()  # (N, dim): read by the trainer's health metrics
+        return logits, labels
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Retrieval embedding: GeM-pooled backbone features, L2-normalised. (N, 3, H, W) -> (N, C)."""
+        return F.normalize(self.encoder_q.features(x).float(), dim=1)

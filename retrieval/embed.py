@@ -1,0 +1,69 @@
+"""Embedder: images -> L2-normalised float32 descriptors, with the preprocessing stored in encoder.json.
+
+Query time and index time both go through this one class, so preprocessing can never drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from moco.augment import eval_transform
+from moco.devices import autocast, resolve_device
+from moco.export import EncoderSpec, ExportedEncoder, load_encoder
+
+
+class Embedder:
+    def __init__(self, module: ExportedEncoder, spec: EncoderSpec, device: torch.device) -> None:
+        self.module = module
+        self.spec = spec
+        self.device = device
+        self._transform = eval_transform(spec.image_size, spec.mean, spec.std)
+
+    @staticmethod
+    def load(encoder_dir: Path, device: str = "auto") -> Embedder:
+        dev = resolve_device(device)
+        module, spec = load_encoder(Path(encoder_dir), dev)
+        if dev.type == "cuda":
+            module = module.to(memory_format=torch.channels_last)
+        return Embedder(module, spec, dev)
+
+    @property
+    def dim(self) -> int:
+        return self.spec.embedding_dim
+
+    @property
+    def sha256(self) -> str:
+        return self.spec.sha256
+
+    @property
+    def min_side(self) -> int:
+        """Decode size to pass to `load_image`: the shorter side the eval transform resizes to."""
+        return self.spec.image_size
+
+    def preprocess(self, img: Image.Image) -> torch.Tensor:
+        return self._transform(img)  # (3, S, S)
+
+    @torch.no_grad()
+    def encode_tensors(self, x: torch.Tensor) -> np.ndarray:
+        """(N, 3, S, S) preprocessed batch -> (N, dim) float32, L2-normalised."""
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device):
+            f = self.module(x).float()  # (N, dim)
+            if self.spec.flip_average:
+                f = F.normalize(f, dim=1) + F.normalize(self.module(torch.flip(x, dims=[3])).float(), dim=1)
+        return F.normalize(f, dim=1).cpu().numpy().astype(np.float32)
+
+    def encode(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
+        out = [
+            self.encode_tensors(torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]))
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
