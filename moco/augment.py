@@ -129,7 +129,9 @@ def make_preset(name: str, size: int) -> T.Compose:
     return PRESETS[name](size)
 
 
-def eval_transform(size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> T.Compose:
+def eval_transform(
+    size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> T.Compose:
     """Query/index-time preprocessing: resize the shorter side to `size`, centre crop, normalise."""
     return T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
 

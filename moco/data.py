@@ -157,9 +157,11 @@ class PairDataset(Dataset):
     """Two augmented views of cached image i, plus i. Augmentation randomness depends only on
     (seed, epoch, i), so a resumed run sees exactly the views an uninterrupted one would."""
 
-    def __init__(self, array: np.ndarray, transform: Callable[[Image.Image], torch.Tensor], seed: int) -> None:
+    def __init__(
+        self, array: np.ndarray, two_crops: Callable[[Image.Image], tuple[torch.Tensor, torch.Tensor]], seed: int
+    ) -> None:
         self.array = array
-        self.transform = transform
+        self.two_crops = two_crops
         self.seed = seed
         self.epoch = 0
 
@@ -172,7 +174,8 @@ class PairDataset(Dataset):
         random.seed(s)
         torch.manual_seed(s)
         img = Image.fromarray(np.asarray(self.array[i]))
-        return self.transform(img), self.transform(img), i
+        q, k = self.two_crops(img)
+        return q, k, i
 
 
 def epoch_batches(

@@ -27,6 +27,7 @@ def _register() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU-feature probe
     _register()
     try:
         app(standalone_mode=False)

@@ -9,3 +9,8 @@ def register_all(app: typer.Typer) -> None:
     from retrieval.commands import train
 
     train.register(app)
+    from retrieval.commands import index, info, search
+
+    index.register(app)
+    search.register(app)
+    info.register(app)

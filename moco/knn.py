@@ -1,0 +1,34 @@
+"""Label-based and label-free measures of an embedding: weighted kNN top-1, dimension std, effective rank."""
+
+from __future__ import annotations
+
+import torch
+
+
+def weighted_knn_top1(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+    k: int = 20, T: float = 0.07,
+) -> float:
+    """Weighted kNN classifier (Wu et al., 2018): each of the k nearest gallery items votes exp(s/T)
+    for its class. Inputs L2-normalised: train_x (N, D), test_x (M, D); labels (N,), (M,) int64."""
+    k = min(k, train_x.shape[0])
+    sims = test_x @ train_x.T  # (M, N)
+    s, idx = sims.topk(k, dim=1)  # (M, k)
+    n_classes = int(max(train_y.max(), test_y.max())) + 1
+    votes = torch.zeros(test_x.shape[0], n_classes, dtype=sims.dtype)  # (M, n_classes)
+    votes.scatter_add_(1, train_y[idx], (s / T).exp())
+    return float((votes.argmax(dim=1) == test_y).float().mean())
+
+
+def dimension_std(z: torch.Tensor) -> float:
+    """Mean per-dimension std of L2-normalised embeddings z (N, D). About 1/sqrt(D) when healthy,
+    0 when every input maps to the same point (collapse)."""
+    return float(z.std(dim=0).mean())
+
+
+def effective_rank(z: torch.Tensor) -> float:
+    """exp(entropy) of the normalised singular values of centred z (N, D) (Roy & Vetterli, 2007)."""
+    s = torch.linalg.svdvals(z - z.mean(dim=0, keepdim=True))  # (min(N, D),)
+    p = s / s.sum().clamp(min=1e-12)
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))

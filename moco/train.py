@@ -1,0 +1,314 @@
+"""fit(cfg): the one MoCo training loop, single process or DDP under torchrun.
+
+Resumable to the bit: data order is a seeded permutation per epoch, augmentation randomness is a function
+of (seed, epoch, image), the key shuffle of step s is seeded by s, and the checkpoint holds everything
+else (both encoders, the queue, optimizer, scaler, step, elapsed time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from moco.augment import TwoCropsTransform, make_preset
+from moco.checkpoint import load_checkpoint, save_checkpoint
+from moco.config import MoCoConfig, TrainConfig
+from moco.data import BatchList, DecodeCache, PairDataset, epoch_batches, write_bad_files
+from moco.devices import amp_dtype, autocast, resolve_device
+from moco.distributed import Dist, barrier, init_distributed, shutdown
+from moco.errors import InputError
+from moco.export import EncoderSpec, export_encoder
+from moco.health import EpochHealth
+from moco.images import list_images
+from moco.initweights import load_init_weights
+from moco.model import MoCo
+from moco.plot import plot_loss
+from moco.validation import KnnValidator
+
+logger = logging.getLogger(__name__)
+
+CACHE_SCALE = 1.25  # cached side = image_size * CACHE_SCALE, so crops keep some resolution
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    steps: int
+    epochs: float
+    loss: float
+    stopped: str  # "done" | "time budget" | "stop_after_steps"
+    encoder: EncoderSpec | None
+    model_config: MoCoConfig
+
+
+def resolve_model_config(cfg: TrainConfig, n_images: int, d: Dist) -> MoCoConfig:
+    """The queue never holds more than the folder minus one batch; ghost BN groups on one device."""
+    global_batch = cfg.batch_size * d.world
+    K = max(1, min(cfg.model.queue_size, n_images - global_batch))
+    splits = 1
+    if not d.enabled:
+        splits = next(g for g in (4, 2, 1) if cfg.batch_size % g == 0 and cfg.batch_size // g >= 2)
+    return dataclasses.replace(cfg.model, queue_size=K, bn_splits=splits)
+
+
+def learning_rate(cfg: TrainConfig, step: int, progress: float, world: int) -> float:
+    """Linear warm-up, then cosine decay over `progress` in [0, 1] (steps or time budget, whichever leads)."""
+    base = cfg.lr * cfg.batch_size * world / 256
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    return base * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _check_output(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{out}: output folder is not writable ({e.strerror or e})") from e
+
+
+def _workers(cfg: TrainConfig, device: torch.device) -> int:
+    if cfg.workers >= 0:
+        return cfg.workers
+    cpus = os.cpu_count() or 1
+    return min(8, cpus - 1) if device.type != "cpu" else min(4, max(0, cpus - 1))
+
+
+def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    device = resolve_device(cfg.device)
+    d = init_distributed(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+    try:
+        return _fit(cfg, device, d, progress)
+    finally:
+        shutdown(d)
+
+
+def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> TrainResult:
+    out = cfg.out_dir
+    root = Path(cfg.images)
+    paths = list_images(root)
+    if not paths:
+        raise InputError(f"{root}: no images found (looked for jpg, png, webp, bmp, gif, tiff)")
+    if d.is_main:
+        _check_output(out)
+    side = round(cfg.image_size * CACHE_SCALE)
+    cache = _build_cache(paths, side, out, d, progress)
+    if d.is_main:
+        write_bad_files(out / "bad_files.csv", cache.bad)
+        for b in cache.bad:
+            logger.warning("skipped %s: %s", b.path, b.reason)
+    n = len(cache)
+    if n < cfg.batch_size * d.world:
+        raise InputError(
+            f"{root}: {n} readable images, fewer than one batch of {cfg.batch_size * d.world}; "
+            "lower --batch-size or add images"
+        )
+    mcfg = resolve_model_config(cfg, n, d)
+    torch.manual_seed(cfg.seed)
+    model = MoCo(mcfg)
+    if cfg.init:
+        load_init_weights(model, Path(cfg.init))
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.encoder_q.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and amp_dtype(device) == torch.float16)
+    ddp = (
+        DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
+        if d.enabled
+        else model
+    )
+    steps_per_epoch = n // (cfg.batch_size * d.world)
+    total_steps = cfg.epochs * steps_per_epoch
+    state = _resume(cfg, mcfg, model, optimizer, scaler, out) if cfg.resume else None
+    step = state["step"] if state else 0
+    elapsed_before = state["elapsed_s"] if state else 0.0
+    loss_history: list[list[float]] = state["loss_history"] if state else []
+    if d.is_main:
+        logger.info(
+            "training %s on %s: %d images, %d px, batch %d x %d ranks, K %d, m %.3g, T %.3g, preset %s, "
+            "%d steps/epoch, up to %d epochs%s%s",
+            mcfg.arch, device, n, cfg.image_size, cfg.batch_size, d.world, mcfg.queue_size, mcfg.momentum,
+            mcfg.temperature, cfg.preset, steps_per_epoch, cfg.epochs,
+            f", time budget {cfg.time_budget_min:g} min" if cfg.time_budget_min else "",
+            f", resuming at step {step}" if step else "",
+        )
+    dataset = PairDataset(cache.array, TwoCropsTransform(make_preset(cfg.preset, cfg.image_size)), cfg.seed)
+    validator = KnnValidator.load(Path(cfg.val), cfg.eval_size) if cfg.val and d.is_main else None
+    bar = _progress_bar(total_steps, step, progress and d.is_main)
+    metrics_file = out / "metrics.jsonl"
+    t_start = time.monotonic() - elapsed_before
+    stopped = "done"
+    loss_value = float("nan")
+    ddp.train()
+    while step < total_steps and stopped == "done":
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        batches = epoch_batches(n, cfg.batch_size, epoch, cfg.seed, d.rank, d.world)[in_epoch:]
+        loader = DataLoader(
+            dataset, batch_sampler=BatchList(batches), num_workers=_workers(cfg, device),
+            pin_memory=device.type == "cuda", persistent_workers=False,
+        )
+        health = EpochHealth()
+        t_log, seen_log = time.monotonic(), 0
+        for im_q, im_k, ids in loader:
+            elapsed = time.monotonic() - t_start
+            progress_frac = step / total_steps
+            if cfg.time_budget_min:
+                progress_frac = max(progress_frac, elapsed / (cfg.time_budget_min * 60))
+                if progress_frac >= 1.0:
+                    stopped = "time budget"
+                    break
+            lr = learning_rate(cfg, step, progress_frac, d.world)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            im_q, im_k, ids = (t.to(device, non_blocking=True) for t in (im_q, im_k, ids))
+            if device.type == "cuda":
+                im_q = im_q.contiguous(memory_format=torch.channels_last)
+                im_k = im_k.contiguous(memory_format=torch.channels_last)
+            gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
+            with autocast(device, cfg.amp):
+                logits, labels = ddp(im_q, im_k, ids, gen)
+                loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            loss_value = float(loss.detach())
+            loss_history.append([step, loss_value])
+            health.update(logits.detach(), model.last_q)
+            seen_log += im_q.shape[0] * d.world
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=f"{step / steps_per_epoch:.2f}", loss=f"{loss_value:.3f}",
+                                img_s=f"{seen_log / max(1e-9, time.monotonic() - t_log):.0f}")
+            if d.is_main and step % cfg.log_every == 0:
+                _append_jsonl(metrics_file, {
+                    "step": step, "epoch": step / steps_per_epoch, "loss": loss_value, "lr": lr,
+                    "img_per_s": seen_log / max(1e-9, time.monotonic() - t_log),
+                    "elapsed_s": time.monotonic() - t_start,
+                })
+                t_log, seen_log = time.monotonic(), 0
+            if d.is_main and step % cfg.checkpoint_every == 0:
+                _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
+            if cfg.stop_after_steps and step >= cfg.stop_after_steps:
+                stopped = "stop_after_steps"
+                break
+        if d.is_main and health.batches:
+            record = {"epoch_end": step / steps_per_epoch, "step": step, **health.summary(mcfg.dim)}
+            if validator is not None:
+                record["knn_top1"] = validator.evaluate(model, device)
+            if record.get("collapse_warning"):
+                logger.warning("embeddings look collapsed (mean dimension std %.4f)", record["dim_std"])
+            _append_jsonl(metrics_file, record)
+            if bar is not None:
+                bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+    if bar is not None:
+        bar.close()
+    spec = None
+    if d.is_main:
+        _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
+        if stopped != "stop_after_steps":
+            spec = export_encoder(
+                model.encoder_q.backbone.state_dict(), None,
+                EncoderSpec(
+                    arch=mcfg.arch, embedding_dim=model.encoder_q.head[0].in_features, image_size=cfg.eval_size,
+                    gem_p=mcfg.gem_p,
+                    trained={"preset": cfg.preset, "steps": step, "train_image_size": cfg.image_size,
+                             "images": n, "queue_size": mcfg.queue_size},
+                ),
+                out,
+            )
+            plot_loss(loss_history, out / "loss.png")
+    barrier(d)
+    return TrainResult(out, step, step / steps_per_epoch, loss_value, stopped, spec, mcfg)
+
+
+def _build_cache(paths: list[Path], side: int, out: Path, d: Dist, progress: bool) -> DecodeCache:
+    """Rank 0 decodes; the other ranks wait and then read the finished cache."""
+    cache_dir = out / "cache"
+    if d.is_main:
+        bar = _progress_bar(len(paths), 0, progress, desc="decoding")
+        cache = DecodeCache.build(paths, side, cache_dir, progress=bar.update if bar is not None else None)
+        if bar is not None:
+            bar.close()
+    barrier(d)
+    if not d.is_main:
+        cache = DecodeCache.build(paths, side, cache_dir)
+    return cache
+
+
+def _progress_bar(total: int, initial: int, enabled: bool, desc: str = "training") -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step" if desc == "training" else "img",
+                dynamic_ncols=True, leave=True)
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _save(
+    out: Path, cfg: TrainConfig, mcfg: MoCoConfig, model: MoCo, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler, step: int, elapsed_s: float, loss_history: list[list[float]],
+) -> None:
+    save_checkpoint(out / "checkpoint.pt", {
+        "config": cfg.to_dict(),
+        "model_config": dataclasses.asdict(mcfg),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,
+        "elapsed_s": elapsed_s,
+        "loss_history": loss_history,
+        "torch_rng": torch.get_rng_state(),
+    })
+
+
+# settings that change what a step computes: a checkpoint made with others cannot be continued
+_MUST_MATCH = ("image_size", "batch_size", "preset", "seed", "epochs", "lr", "weight_decay")
+
+
+def _resume(
+    cfg: TrainConfig, mcfg: MoCoConfig, model: MoCo, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler, out: Path,
+) -> dict[str, Any] | None:
+    path = out / "checkpoint.pt"
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    old = TrainConfig.from_dict(state["config"])
+    old_m = MoCoConfig(**state["model_config"])
+    diffs = [k for k in _MUST_MATCH if getattr(old, k) != getattr(cfg, k)]
+    diffs += [f"model.{k}" for k in ("arch", "dim", "queue_size", "momentum", "temperature", "symmetric")
+              if getattr(old_m, k) != getattr(mcfg, k)]
+    if diffs:
+        raise InputError(
+            f"{path}: was trained with other settings ({', '.join(diffs)}); "
+            "use --no-resume to start over or another --out"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state
