@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up .venv, then runs the main job end to end on the bundled samples/:
+# train a MoCo encoder (3-minute budget on CPU), index the folder, search it, and find duplicates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+BUDGET=${BUDGET:-3}
+retrieval train samples --out runs/samples --time-budget "$BUDGET" --batch-size 32
+retrieval index samples --model runs/samples --index indexes/samples
+retrieval info --index indexes/samples
+retrieval search samples/photos/mate-backgrounds-Aqua.jpg --index indexes/samples -k 5
+if retrieval --help | grep -q dedup; then
+  retrieval dedup --index indexes/samples --report runs/samples/duplicates.html
+  echo "duplicate report: runs/samples/duplicates.html"
+fi
