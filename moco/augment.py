@@ -86,11 +86,11 @@ def _normalize() -> list[Callable]:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def moco_v2(size: int) -> T.Compose:
+def moco_v2(size: int, min_scale: float = 0.2) -> T.Compose:
     """The MoCo v2 augmentation recipe (Chen et al., 2020), at `size` px."""
     return T.Compose(
         [
-            T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+            T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
             T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
             T.RandomGrayscale(p=0.2),
             T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
@@ -100,14 +100,14 @@ def moco_v2(size: int) -> T.Compose:
     )
 
 
-def copy_detection(size: int) -> T.Compose:
+def copy_detection(size: int, min_scale: float = 0.3) -> T.Compose:
     """MoCo v2 plus the edits near duplicates really have: re-encoding, resizing, borders, aspect
     changes, overlays, small rotations, flips. Crops are milder than v2 (a copy keeps most content)."""
     return T.Compose(
         [
             T.RandomApply([RandomPad(0.2)], p=0.25),
             T.RandomApply([T.RandomRotation(10, fill=0)], p=0.25),
-            T.RandomResizedCrop(size, scale=(0.3, 1.0), ratio=(0.6, 1.6)),
+            T.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=(0.6, 1.6)),
             T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
             T.RandomGrayscale(p=0.2),
             T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.3),
@@ -120,13 +120,14 @@ def copy_detection(size: int) -> T.Compose:
     )
 
 
-PRESETS: dict[str, Callable[[int], T.Compose]] = {"moco-v2": moco_v2, "copy-detection": copy_detection}
+PRESETS: dict[str, Callable[..., T.Compose]] = {"moco-v2": moco_v2, "copy-detection": copy_detection}
 
 
-def make_preset(name: str, size: int) -> T.Compose:
+def make_preset(name: str, size: int, min_scale: float | None = None) -> T.Compose:
+    """The named preset at `size` px; `min_scale` overrides its smallest crop area (fraction of the image)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-    return PRESETS[name](size)
+    return PRESETS[name](size) if min_scale is None else PRESETS[name](size, min_scale)
 
 
 def eval_transform(

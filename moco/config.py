@@ -21,7 +21,7 @@ class MoCoConfig:
     momentum: float = 0.99  # m: key encoder update theta_k <- m*theta_k + (1-m)*theta_q
     temperature: float = 0.2  # T
     symmetric: bool = False  # symmetric loss (both views act as query)
-    bn_splits: int = 1  # ghost-BN groups on one device (emulates per-GPU BN); 1 under DDP
+    bn_splits: int = 0  # ghost-BN groups on one device (emulates per-GPU BN); 0 = auto; 1 under DDP
     gem_p: float = 3.0  # GeM pooling exponent of the retrieval descriptor
 
     def __post_init__(self) -> None:
@@ -35,8 +35,8 @@ class MoCoConfig:
             raise ValueError(f"Illegal momentum {self.momentum}: must be in [0, 1)")
         if self.temperature <= 0.0:
             raise ValueError(f"Illegal temperature {self.temperature}: must be positive")
-        if self.bn_splits < 1:
-            raise ValueError(f"Illegal bn_splits {self.bn_splits}: must be >= 1")
+        if self.bn_splits < 0:
+            raise ValueError(f"Illegal bn_splits {self.bn_splits}: must be >= 0 (0 = auto)")
         if self.gem_p < 1.0:
             raise ValueError(f"Illegal gem_p {self.gem_p}: must be >= 1")
 
@@ -57,6 +57,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_steps: int = 20
     preset: str = "moco-v2"
+    crop_min_scale: float = 0.0  # smallest random crop (fraction of the image area); 0 = the preset's own
     device: str = "auto"
     amp: bool = True  # autocast on CUDA (bf16 where supported)
     workers: int = -1  # data-loader workers; -1 = pick from the CPU count

@@ -60,8 +60,8 @@ class MoCo(nn.Module):
         self.K = cfg.queue_size
         self.m = cfg.momentum
         self.T = cfg.temperature
-        self.encoder_q = Encoder(cfg, cfg.bn_splits)
-        self.encoder_k = Encoder(cfg, cfg.bn_splits)
+        self.encoder_q = Encoder(cfg, max(1, cfg.bn_splits))
+        self.encoder_k = Encoder(cfg, max(1, cfg.bn_splits))
         for p_q, p_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters(), strict=True):
             p_k.data.copy_(p_q.data)
             p_k.requires_grad = False

@@ -58,7 +58,11 @@ def resolve_model_config(cfg: TrainConfig, n_images: int, d: Dist) -> MoCoConfig
     global_batch = cfg.batch_size * d.world
     K = max(1, min(cfg.model.queue_size, n_images - global_batch))
     splits = 1
-    if not d.enabled:
+    if d.enabled:
+        splits = 1  # real per-rank BN, with the key batch shuffled across ranks
+    elif cfg.model.bn_splits > 0:
+        splits = cfg.model.bn_splits
+    else:
         splits = next(g for g in (4, 2, 1) if cfg.batch_size % g == 0 and cfg.batch_size // g >= 2)
     return dataclasses.replace(cfg.model, queue_size=K, bn_splits=splits)
 
@@ -149,7 +153,8 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             f", time budget {cfg.time_budget_min:g} min" if cfg.time_budget_min else "",
             f", resuming at step {step}" if step else "",
         )
-    dataset = PairDataset(cache.array, TwoCropsTransform(make_preset(cfg.preset, cfg.image_size)), cfg.seed)
+    two_crops = TwoCropsTransform(make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None))
+    dataset = PairDataset(cache.array, two_crops, cfg.seed)
     validator = KnnValidator.load(Path(cfg.val), cfg.eval_size) if cfg.val and d.is_main else None
     bar = _progress_bar(total_steps, step, progress and d.is_main)
     metrics_file = out / "metrics.jsonl"
@@ -286,7 +291,7 @@ def _save(
 
 
 # settings that change what a step computes: a checkpoint made with others cannot be continued
-_MUST_MATCH = ("image_size", "batch_size", "preset", "seed", "epochs", "lr", "weight_decay")
+_MUST_MATCH = ("image_size", "batch_size", "preset", "crop_min_scale", "seed", "epochs", "lr", "weight_decay")
 
 
 def _resume(

@@ -1,0 +1,61 @@
+"""Category kNN top-1 of an exported encoder on a labelled folder (class subfolders).
+
+Every 5th image of each class is a query, the rest the gallery (moco.validation.holdout_split); each
+query is classified by a weighted vote of its 20 nearest gallery images (moco.knn.weighted_knn_top1).
+
+    python bench/knn_quality.py LABELLED_DIR --model runs/NAME [--model runs/OTHER ...] [--random-init]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moco.export import save_random_encoder
+from moco.images import load_image
+from moco.knn import weighted_knn_top1
+from moco.validation import holdout_split, labelled_images
+from retrieval.embed import Embedder
+
+
+def embed_paths(embedder: Embedder, paths: list[Path], batch: int = 128) -> np.ndarray:
+    out = []
+    with ThreadPoolExecutor(8) as pool:
+        for i in range(0, len(paths), batch):
+            ims = list(pool.map(lambda p: load_image(p, min_side=embedder.min_side), paths[i : i + batch]))
+            out.append(embedder.encode(ims, batch_size=batch))
+    return np.concatenate(out)
+
+
+def knn_top1(model_dir: Path, root: Path, device: str = "auto") -> float:
+    paths, labels, _ = labelled_images(root)
+    z = torch.from_numpy(embed_paths(Embedder.load(model_dir, device), paths))
+    y = torch.tensor(labels)
+    train, test = holdout_split(labels)
+    return weighted_knn_top1(z[train], y[train], z[test], y[test])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--model", type=Path, action="append", default=[])
+    ap.add_argument("--random-init", type=int, default=0, help="also score a random-init encoder at this size")
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+    results = {}
+    if a.random_init:
+        rnd = Path("runs/random-init")
+        save_random_encoder(rnd, image_size=a.random_init, dim=0)
+        results["random-init"] = knn_top1(rnd, a.data, a.device)
+    for m in a.model:
+        results[str(m)] = knn_top1(m, a.data, a.device)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
