@@ -1,0 +1,625 @@
+"""FAISS indexes: choose a kind, build it, measure its recall, and keep it on disk in atomic generations.
+
+Layout of one index folder (`indexes/NAME/`):
+
+    CURRENT              one line naming the live generation, e.g. "gen-0003"
+    gen-0003/
+      catalog.sqlite     one row per file (retrieval.catalog); ok ids are 0..n_ok-1
+      vectors.npy        float32 (n_ok, dim), row i is the L2-normalised embedding of id i
+      index.faiss        FAISS index over vectors.npy; FAISS id i == catalog id i == row i
+      manifest.json      format version, root, encoder, index kind + params, recall@10, counts, sha256s
+    work/                resume cache of an index run in progress (retrieval.pipeline), else absent
+    .lock                held (flock) by the one run allowed to write here
+
+A new generation is written to a fresh `gen-NNNN/` folder, every file fsynced, then the folder, then
+`CURRENT` is replaced atomically (write `CURRENT.tmp`, fsync, `os.replace`, fsync the folder). A SIGKILL
+at any moment leaves `CURRENT` naming either the old or the new generation, both complete; generations
+that are not current are removed after the swap (or by the next run). Readers verify the sha256 of every
+file against the manifest before handing anything to `faiss.read_index`, so a damaged file is reported,
+never a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from retrieval.catalog import BadFile, Catalog
+from retrieval.errors import FormatVersionError, IndexError_, InputError
+from retrieval.hashing import content_hash
+from retrieval.records import FileRecord
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+
+CURRENT = "CURRENT"
+CATALOG = "catalog.sqlite"
+VECTORS = "vectors.npy"
+INDEX = "index.faiss"
+MANIFEST = "manifest.json"
+WORK = "work"
+LOCK = ".lock"
+CHECKSUMMED = (CATALOG, VECTORS, INDEX)
+
+FLAT_MAX_VECTORS = 200_000  # below this, exact search is fast enough (a few ms per query) and perfect
+TARGET_RECALL = 0.95  # approximate kinds are tuned (efSearch / nprobe) to reach this recall@10
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024)
+PQ_RERANK = 8  # IVF-PQ: re-score 8 * k compressed candidates exactly from vectors.npy
+RECALL_QUERIES = 1000
+_ADD_CHUNK = 65_536
+_EXACT_CHUNK = 16_384
+_GENERATION_RE = re.compile(r"^gen-(\d{4,})$")
+
+
+# ============================================================================================ building
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    """A FAISS index over rows 0..n-1 of some vectors, with the parameters it was tuned to."""
+
+    index: faiss.Index
+    kind: str  # flat | hnsw | ivf | ivfpq
+    params: Mapping[str, int] = field(default_factory=dict)
+    recall_at_10: float | None = None  # None when there are no vectors to measure on
+
+
+def default_ram_budget() -> int:
+    """Bytes of vectors we are willing to hold in RAM: half the physical memory (8 GiB if unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (AttributeError, ValueError, OSError):
+        return 8 << 30
+
+
+def choose_kind(n: int, dim: int, ram_budget_bytes: int | None = None) -> str:
+    """`auto`: exact Flat for small corpora, HNSW while the raw vectors fit the RAM budget, else IVF-PQ."""
+    if n < FLAT_MAX_VECTORS:
+        return "flat"
+    budget = default_ram_budget() if ram_budget_bytes is None else ram_budget_bytes
+    if n * dim * 4 > budget:
+        return "ivfpq"
+    return "hnsw"
+
+
+def build_index(
+    vectors: np.ndarray,
+    kind: str = "auto",
+    *,
+    ram_budget_bytes: int | None = None,
+    target_recall: float = TARGET_RECALL,
+    seed: int = 0,
+) -> BuiltIndex:
+    """Build an inner-product index over `vectors` (n, d) float32 (ids = row numbers), tune its search
+    parameter on a sample of the vectors themselves and measure recall@10 against exact search."""
+    if kind not in KINDS:
+        raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be (n, d), got shape {vectors.shape}")
+    n, d = vectors.shape
+    if kind == "auto":
+        kind = choose_kind(n, d, ram_budget_bytes)
+    if n == 0 and kind != "flat":
+        logger.info("no vectors to train a %s index on; using flat", kind)
+        kind = "flat"
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, RECALL_QUERIES), replace=False))
+    queries = np.ascontiguousarray(vectors[sample], dtype=np.float32)  # (q, d)
+
+    if kind == "flat":
+        index = faiss.index_factory(d, "Flat", faiss.METRIC_INNER_PRODUCT)
+        _add(index, vectors)
+        recall = measure_recall(index, vectors, queries) if n else None
+        return BuiltIndex(index, "flat", {}, recall)
+
+    if kind == "hnsw":
+        index = faiss.index_factory(d, f"HNSW{HNSW_M}", faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        _add(index, vectors)
+        params = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION}
+        return _tune(index, "hnsw", params, "efSearch", HNSW_EF_SEARCH, vectors, queries, target_recall)
+
+    nlist = _nlist(n)
+    if kind == "ivf":
+        index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        params = {"nlist": nlist}
+        train_n = min(n, max(64 * nlist, 1))
+    else:  # ivfpq: m sub-quantizers of nbits each; m divides d, about 4 dims per code byte
+        m = _pq_subquantizers(d)
+        nbits = max(1, min(8, int(math.log2(max(n // 39, 2)))))  # >= 39 training points per code
+        index = faiss.index_factory(d, f"IVF{nlist},PQ{m}x{nbits}np", faiss.METRIC_INNER_PRODUCT)
+        params = {"nlist": nlist, "m": m, "nbits": nbits, "rerank": PQ_RERANK}
+        train_n = min(n, max(64 * nlist, 64 * 2**nbits))
+    train_n = min(train_n, 262_144)
+    train_rows = np.sort(rng.choice(n, size=train_n, replace=False))
+    index.train(np.ascontiguousarray(vectors[train_rows], dtype=np.float32))
+    _add(index, vectors)
+    nprobes = tuple(p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if p < nlist) + (nlist,)
+    return _tune(index, kind, params, "nprobe", nprobes, vectors, queries, target_recall)
+
+
+class Reranked:
+    """A compressed (PQ) index whose top `rerank * k` candidates are re-scored exactly with the raw
+    vectors (memory-mapped `vectors.npy`, read only for those rows) and re-sorted: exact cosines out."""
+
+    def __init__(self, index: faiss.Index, vectors: np.ndarray, rerank: int) -> None:
+        self.index = index
+        self.vectors = vectors
+        self.rerank = max(1, int(rerank))
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        _, cand = self.index.search(queries, min(self.ntotal, k * self.rerank))  # (q, k')
+        valid = cand >= 0
+        rows = np.asarray(self.vectors[np.where(valid, cand, 0).ravel()], dtype=np.float32)
+        D = np.einsum("qkd,qd->qk", rows.reshape(*cand.shape, -1), queries)  # (q, k') exact cosines
+        D = np.where(valid, D, -np.inf).astype(np.float32)
+        order = np.argsort(-D, axis=1, kind="stable")[:, :k]
+        D = np.take_along_axis(D, order, axis=1)
+        ids = np.take_along_axis(cand, order, axis=1)
+        return np.where(np.isfinite(D), D, -np.inf).astype(np.float32), np.where(np.isfinite(D), ids, -1)
+
+
+def searcher(index: faiss.Index, kind: str, params: Mapping[str, int], vectors: np.ndarray) -> faiss.Index:
+    """What answers `.search(Q, k)` for an index of this kind: the index itself, or Reranked for PQ."""
+    if kind == "ivfpq":
+        return Reranked(index, vectors, params.get("rerank", PQ_RERANK))
+    return index
+
+
+def _add(index: faiss.Index, vectors: np.ndarray) -> None:
+    for start in range(0, vectors.shape[0], _ADD_CHUNK):
+        index.add(np.ascontiguousarray(vectors[start : start + _ADD_CHUNK], dtype=np.float32))
+
+
+def _nlist(n: int) -> int:
+    """About 4 sqrt(n) lists, with at least 39 training points each."""
+    return int(max(1, min(round(4 * math.sqrt(n)), n // 39)))
+
+
+def _pq_subquantizers(d: int) -> int:
+    target = max(1, d // 4)
+    return max(m for m in range(1, target + 1) if d % m == 0)
+
+
+def _tune(
+    index: faiss.Index,
+    kind: str,
+    params: dict[str, int],
+    name: str,
+    values: Sequence[int],
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    target_recall: float,
+) -> BuiltIndex:
+    """Pick the smallest search parameter value whose recall@10 reaches the target (else the largest)."""
+    exact = exact_search(vectors, queries, min(10, vectors.shape[0]))
+    recall = 0.0
+    value = values[-1]
+    search_with = searcher(index, kind, params, vectors)
+    for value in values:
+        apply_search_params(index, kind, {name: value})
+        recall = measure_recall(search_with, vectors, queries, exact=exact)
+        logger.debug("%s %s=%d: recall@10 %.4f", kind, name, value, recall)
+        if recall >= target_recall:
+            break
+    return BuiltIndex(index, kind, {**params, name: value}, recall)
+
+
+def apply_search_params(index: faiss.Index, kind: str, params: Mapping[str, int]) -> None:
+    """Set the query-time parameters (efSearch, nprobe) that the manifest records."""
+    if kind == "hnsw" and "efSearch" in params:
+        faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
+    elif kind in ("ivf", "ivfpq") and "nprobe" in params:
+        faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
+
+
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force inner-product top-k, in chunks so it also works on memory-mapped vectors.
+
+    Returns D (q, k) float32 scores, descending, and I (q, k) int64 row ids.
+    """
+    q = queries.shape[0]
+    n = vectors.shape[0]
+    k = min(k, n)
+    best_d = np.full((q, 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((q, 0), dtype=np.int64)
+    for start in range(0, n, _EXACT_CHUNK):
+        chunk = np.asarray(vectors[start : start + _EXACT_CHUNK], dtype=np.float32)  # (c, d)
+        scores = queries @ chunk.T  # (q, c)
+        ids = np.broadcast_to(np.arange(start, start + chunk.shape[0], dtype=np.int64), scores.shape)
+        all_d = np.concatenate([best_d, scores], axis=1)  # (q, k + c)
+        all_i = np.concatenate([best_i, ids], axis=1)
+        keep = np.argpartition(-all_d, k - 1, axis=1)[:, :k] if all_d.shape[1] > k else None
+        if keep is not None:
+            all_d = np.take_along_axis(all_d, keep, axis=1)
+            all_i = np.take_along_axis(all_i, keep, axis=1)
+        best_d, best_i = all_d, all_i
+    order = np.lexsort((best_i, -best_d), axis=1) if q else np.zeros((0, k), dtype=np.int64)
+    return np.take_along_axis(best_d, order, axis=1), np.take_along_axis(best_i, order, axis=1)
+
+
+def measure_recall(
+    index: faiss.Index,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int = 10,
+    exact: tuple[np.ndarray, np.ndarray] | None = None,
+) -> float:
+    """recall@k of `index` against exact search: the share of the returned top-k whose true score is at
+    least the exact k-th best score (so ties between duplicate images are not counted as misses)."""
+    n = vectors.shape[0]
+    k = min(k, n)
+    if k == 0 or queries.shape[0] == 0:
+        return 1.0
+    d_ref, _ = exact if exact is not None else exact_search(vectors, queries, k)
+    kth = d_ref[:, k - 1 : k]  # (q, 1)
+    _, ids = index.search(queries, k)  # (q, k)
+    valid = ids >= 0
+    rows = np.asarray(vectors[np.where(valid, ids, 0).ravel()], dtype=np.float32).reshape(*ids.shape, -1)
+    true_scores = np.einsum("qkd,qd->qk", rows, queries)  # (q, k)
+    hits = valid & (true_scores >= kth - 1e-5)
+    return float(hits.sum() / (queries.shape[0] * k))
+
+
+# ============================================================================================ manifest
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`manifest.json` of one generation."""
+
+    generation: str
+    root: str
+    encoder_sha256: str
+    encoder_path: str
+    dim: int
+    kind: str
+    params: Mapping[str, int]
+    recall_at_10: float | None
+    n_ok: int
+    n_bad: int
+    checksums: Mapping[str, str]
+    created: str
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict:
+        return {
+            "format_version": self.format_version,
+            "generation": self.generation,
+            "created": self.created,
+            "root": self.root,
+            "encoder": {"sha256": self.encoder_sha256, "path": self.encoder_path},
+            "dim": self.dim,
+            "index": {"kind": self.kind, "metric": "inner_product", "params": dict(self.params)},
+            "recall_at_10": self.recall_at_10,
+            "counts": {"ok": self.n_ok, "bad": self.n_bad},
+            "checksums": {name: {"sha256": digest} for name, digest in self.checksums.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: object, path: Path) -> Manifest:
+        if not isinstance(data, dict):
+            raise IndexError_(f"{path}: damaged manifest (not a JSON object)")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise IndexError_(f"{path}: damaged manifest (no format_version)")
+        if version > FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{path}: index format {version} is newer than this program reads ({FORMAT_VERSION});"
+                " upgrade retrieval or rebuild the index"
+            )
+        try:
+            return cls(
+                generation=str(data["generation"]),
+                root=str(data["root"]),
+                encoder_sha256=str(data["encoder"]["sha256"]),
+                encoder_path=str(data["encoder"]["path"]),
+                dim=int(data["dim"]),
+                kind=str(data["index"]["kind"]),
+                params={str(k): int(v) for k, v in data["index"]["params"].items()},
+                recall_at_10=None if data["recall_at_10"] is None else float(data["recall_at_10"]),
+                n_ok=int(data["counts"]["ok"]),
+                n_bad=int(data["counts"]["bad"]),
+                checksums={str(k): str(v["sha256"]) for k, v in data["checksums"].items()},
+                created=str(data["created"]),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IndexError_(f"{path}: damaged manifest ({type(exc).__name__}: {exc})") from exc
+
+
+# ============================================================================================ writing
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory handles (Windows): nothing to sync
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def write_lock(index_dir: Path) -> Iterator[None]:
+    """Hold the index folder's lock for the duration; a second writer gets an InputError at once."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / LOCK, "a+b") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock (Windows): single-writer is then the user's responsibility
+            pass
+        except BlockingIOError as exc:
+            raise InputError(f"{index_dir}: another `retrieval index` run is writing this index") from exc
+        yield
+
+
+def write_generation(
+    index_dir: Path,
+    *,
+    root: Path,
+    encoder_sha256: str,
+    encoder_path: str,
+    records: Sequence[FileRecord],
+    bad: Sequence[BadFile],
+    vectors: np.ndarray,
+    built: BuiltIndex,
+) -> Manifest:
+    """Write a complete new generation aside, make it current atomically, then remove older ones."""
+    n = len(records)
+    if vectors.ndim != 2 or vectors.shape[0] != n:
+        raise ValueError(f"vectors shape {vectors.shape} does not match {n} records")
+    if any(r.id != i for i, r in enumerate(records)):
+        raise ValueError("ok records must have ids 0..n-1 in order")
+    if built.index.ntotal != n:
+        raise ValueError(f"index holds {built.index.ntotal} vectors, catalog {n}")
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    name = _next_generation(index_dir)
+    gen = index_dir / name
+    gen.mkdir()
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+    with Catalog.create(gen / CATALOG) as catalog:
+        catalog.write(
+            records,
+            bad,
+            meta={
+                "root": str(root),
+                "encoder_sha256": encoder_sha256,
+                "generation": name,
+                "created": created,
+            },
+        )
+    _fsync_file(gen / CATALOG)
+
+    with open(gen / VECTORS, "wb") as f:
+        np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+    faiss.write_index(built.index, str(gen / INDEX))
+    _fsync_file(gen / INDEX)
+
+    manifest = Manifest(
+        generation=name,
+        root=str(root),
+        encoder_sha256=encoder_sha256,
+        encoder_path=encoder_path,
+        dim=int(vectors.shape[1]),
+        kind=built.kind,
+        params=dict(built.params),
+        recall_at_10=built.recall_at_10,
+        n_ok=n,
+        n_bad=len(bad),
+        checksums={file: content_hash(gen / file) for file in CHECKSUMMED},
+        created=created,
+    )
+    with open(gen / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump(manifest.to_json(), f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(gen)
+    _fsync_dir(index_dir)
+
+    _point_current(index_dir, name)
+    logger.info("index generation %s is live (%d ok, %d bad, %s)", name, n, len(bad), built.kind)
+    remove_stale_generations(index_dir)
+    return manifest
+
+
+def _point_current(index_dir: Path, name: str) -> None:
+    tmp = index_dir / (CURRENT + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, index_dir / CURRENT)
+    _fsync_dir(index_dir)
+
+
+def _generations(index_dir: Path) -> list[tuple[int, str]]:
+    found = []
+    if index_dir.is_dir():
+        for entry in index_dir.iterdir():
+            m = _GENERATION_RE.match(entry.name)
+            if m and entry.is_dir():
+                found.append((int(m.group(1)), entry.name))
+    return sorted(found)
+
+
+def _next_generation(index_dir: Path) -> str:
+    gens = _generations(index_dir)
+    number = gens[-1][0] + 1 if gens else 1
+    return f"gen-{number:04d}"
+
+
+def remove_stale_generations(index_dir: Path) -> None:
+    """Delete every generation folder that `CURRENT` does not name (left by crashes or older runs)."""
+    index_dir = Path(index_dir)
+    try:
+        live = current_generation(index_dir)
+    except IndexError_:
+        return  # never delete anything when we cannot tell what is live
+    if live is None:
+        return
+    for _, name in _generations(index_dir):
+        if name != live:
+            shutil.rmtree(index_dir / name, ignore_errors=True)
+            logger.debug("removed stale generation %s", name)
+    (index_dir / (CURRENT + ".tmp")).unlink(missing_ok=True)
+
+
+# ============================================================================================ reading
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One loaded, verified generation."""
+
+    path: Path
+    manifest: Manifest
+    records: list[FileRecord]  # ok files, records[i].id == i
+    bad: list[BadFile]
+    vectors: np.ndarray  # (n_ok, dim) float32, memory-mapped read-only
+    index: faiss.Index | None
+
+
+def current_generation(index_dir: Path) -> str | None:
+    """The name in `CURRENT`, or None when the folder holds no index yet."""
+    pointer = Path(index_dir) / CURRENT
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexError_(f"{pointer}: unreadable ({exc})") from exc
+    if not _GENERATION_RE.match(name):
+        raise IndexError_(f"{pointer}: damaged (names {name!r}, not a generation folder)")
+    return name
+
+
+def _require_current(index_dir: Path) -> str:
+    name = current_generation(index_dir)
+    if name is None:
+        if not Path(index_dir).exists():
+            raise IndexError_(f"{index_dir}: no such index; build it with `retrieval index`")
+        raise IndexError_(f"{index_dir}: no index here (no {CURRENT} file); build it with `retrieval index`")
+    return name
+
+
+def read_manifest(index_dir: Path) -> Manifest:
+    """The live generation's manifest (no checksums verified: cheap, for `info`)."""
+    index_dir = Path(index_dir)
+    name = _require_current(index_dir)
+    return _read_manifest_file(index_dir / name / MANIFEST)
+
+
+def _read_manifest_file(path: Path) -> Manifest:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise IndexError_(f"{path}: manifest missing") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexError_(f"{path}: unreadable manifest ({exc})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IndexError_(f"{path}: damaged manifest (invalid JSON: {exc})") from exc
+    return Manifest.from_json(data, path)
+
+
+def verify_checksums(gen: Path, manifest: Manifest, files: Sequence[str] = CHECKSUMMED) -> None:
+    """sha256 of each file against the manifest; IndexError_ naming the first file that differs."""
+    for file in files:
+        path = gen / file
+        expected = manifest.checksums.get(file)
+        if expected is None:
+            raise IndexError_(f"{gen / MANIFEST}: damaged manifest (no checksum for {file})")
+        try:
+            actual = content_hash(path)
+        except FileNotFoundError as exc:
+            raise IndexError_(f"{path}: missing") from exc
+        except OSError as exc:
+            raise IndexError_(f"{path}: unreadable ({exc})") from exc
+        if actual != expected:
+            raise IndexError_(f"{path}: checksum mismatch (file damaged or changed since it was written)")
+
+
+def load_generation(index_dir: Path, *, load_index: bool = True) -> Generation:
+    """Load and verify the live generation. Retries once if a concurrent writer swapped it meanwhile."""
+    index_dir = Path(index_dir)
+    for attempt in range(3):
+        name = _require_current(index_dir)
+        try:
+            return _load(index_dir / name, load_index)
+        except IndexError_:
+            if attempt == 2 or current_generation(index_dir) == name:
+                raise
+            logger.debug("generation %s replaced while loading; retrying", name)
+    raise AssertionError("unreachable")
+
+
+def _load(gen: Path, load_index: bool) -> Generation:
+    manifest = _read_manifest_file(gen / MANIFEST)
+    verify_checksums(gen, manifest, CHECKSUMMED if load_index else (CATALOG, VECTORS))
+    with Catalog.open(gen / CATALOG) as catalog:
+        records = catalog.records()
+        bad = catalog.bad_files()
+    try:
+        vectors = np.load(gen / VECTORS, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexError_(f"{gen / VECTORS}: unreadable ({exc})") from exc
+    n = len(records)
+    if vectors.dtype != np.float32 or vectors.shape != (n, manifest.dim):
+        raise IndexError_(
+            f"{gen / VECTORS}: shape {vectors.shape} {vectors.dtype} does not match the catalog"
+            f" ({n} ok files, dim {manifest.dim})"
+        )
+    if any(r.id != i for i, r in enumerate(records)) or n != manifest.n_ok:
+        raise IndexError_(f"{gen / CATALOG}: ids are not 0..{n - 1} or counts differ from the manifest")
+    index = None
+    if load_index:
+        try:
+            index = faiss.read_index(str(gen / INDEX))
+        except RuntimeError as exc:
+            raise IndexError_(f"{gen / INDEX}: unreadable FAISS index ({exc})") from exc
+        if index.ntotal != n or index.d != manifest.dim:
+            raise IndexError_(f"{gen / INDEX}: holds {index.ntotal}x{index.d}, catalog {n}x{manifest.dim}")
+        apply_search_params(index, manifest.kind, manifest.params)
+    return Generation(gen, manifest, records, bad, vectors, index)
