@@ -273,6 +273,26 @@ def _pair_cosines(xb: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1 <
     return out
 
 
+def normalised_scores(cos: np.ndarray, b_i: np.ndarray, b_j: np.ndarray) -> np.ndarray:
+    """Score normalisation against background neighbours: where a pair's cosine lies between the
+    typical close neighbour of its two images (their mean background similarity b, score 0) and an
+    identical image (score 1). Dense regions of the embedding (plain backgrounds, one photo session)
+    get a higher bar than sparse ones; the threshold becomes comparable across encoders and folders."""
+    b = (b_i + b_j) / 2  # (E,)
+    return ((cos - b) / np.maximum(1.0 - b, 1e-6)).astype(np.float32)
+
+
+def background_similarities(xb: np.ndarray, reps: np.ndarray, rank: int, batch_size: int) -> np.ndarray:
+    """(N,) per record: the cosine of its representative to the rank-th nearest other representative
+    (0 where there are fewer). Records that share a representative share its background."""
+    b = np.zeros(xb.shape[0], dtype=np.float32)
+    if rank < 1 or reps.size < 2:
+        return b
+    nn = nearest_neighbour_similarities(xb[reps], k=rank, batch_size=batch_size)  # (R, min(rank, R-1))
+    b[reps] = np.nan_to_num(nn[:, -1], nan=0.0)
+    return b
+
+
 def _candidate_edges(
     xb: np.ndarray,
     stage: _ExactStage,
@@ -280,8 +300,10 @@ def _candidate_edges(
     k: int,
     batch_size: int,
     index: faiss.Index | None,
+    background: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Edges (i, j, cosine) between representatives with cosine >= threshold, from k-NN batches."""
+    """Edges (i, j, score) between representatives with score >= threshold, from k-NN batches. The score
+    is the cosine, or with `background` (per-record background similarity) the normalised score."""
     import faiss
 
     n, d = xb.shape
@@ -313,6 +335,8 @@ def _candidate_edges(
         mask = valid & (J != src)  # (B, kk)
         i, j = src[mask], J[mask]  # (E,)
         s = _pair_cosines(xb, i, j)  # (E,) exact cosine
+        if background is not None:
+            s = normalised_scores(s, background[i], background[j])  # (E,)
         keep = s >= threshold
         src_parts.append(i[keep].astype(idx_dtype))
         dst_parts.append(j[keep].astype(idx_dtype))
@@ -377,8 +401,12 @@ def find_groups(
     batch_size: int = 4096,
     index: faiss.Index | None = None,
     root: Path | None = None,
+    background_rank: int = 0,
 ) -> list[Group]:
-    """Duplicate groups: exact (same content hash) first, then near (cosine >= threshold to the keeper).
+    """Duplicate groups: exact (same content hash) first, then near (score >= threshold to the keeper).
+
+    The score is the cosine similarity, or with `background_rank` r > 0 the normalised score of
+    `normalised_scores`, whose background is each image's cosine to its r-th nearest neighbour.
 
     `threshold` None (or above 1) finds exact duplicates only. `k` neighbours are searched per
     file, in batches of `batch_size` queries; a cluster larger than k may come back split in two.
@@ -399,7 +427,10 @@ def find_groups(
     groups: list[Group] = []
     grouped: set[int] = set()
     if threshold is not None and threshold <= 1.0 and stage.reps.size > 1:
-        src, dst, sim = _candidate_edges(xb, stage, threshold, k, batch_size, index)
+        background = (
+            background_similarities(xb, stage.reps, background_rank, batch_size) if background_rank > 0 else None
+        )
+        src, dst, sim = _candidate_edges(xb, stage, threshold, k, batch_size, index, background)
         log.debug("%d candidate edges at threshold %.4f", src.size, threshold)
         for c, members in _star_groups(src, dst, sim, recs, keeper, ident):
             dups = exact_copies(c)
@@ -409,6 +440,8 @@ def find_groups(
                     if ident.same(c, i):
                         continue
                     s_copy = float(np.dot(xb[c], xb[i]))  # the same bytes embed the same, up to noise
+                    if background is not None:
+                        s_copy = float(normalised_scores(np.float32(s_copy), background[c], background[m]))
                     if s_copy >= threshold:
                         dups.append(Duplicate(recs[i], s_copy, "near"))
                 grouped.add(m)

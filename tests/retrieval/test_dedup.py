@@ -413,3 +413,35 @@ def test_groups_to_csv_and_table():
     assert "group 1: keep a.jpg" in table and "0.9312  near" in table and "x/e.jpg" in table
     assert table.splitlines()[-1].startswith("2 groups, 3 duplicates")
     assert groups_to_table([]) == "No duplicates found."
+
+
+def test_normalised_scores_hand_computed():
+    from retrieval.dedup import normalised_scores
+
+    # b = (0.5 + 0.7) / 2 = 0.6: cosine 0.8 is halfway from 0.6 to 1 -> 0.5; cosine 0.6 -> 0; 1.0 -> 1
+    cos = np.array([0.8, 0.6, 1.0], np.float32)
+    got = normalised_scores(cos, np.full(3, 0.5, np.float32), np.full(3, 0.7, np.float32))
+    np.testing.assert_allclose(got, [0.5, 0.0, 1.0], atol=1e-6)
+
+
+def test_background_rank_separates_a_pair_in_a_dense_region_from_a_real_copy():
+    # A dense cluster of 8 similar-but-distinct images (cosine ~0.95 to each other) and, far away, an image
+    # with one real copy (cosine 0.93). Raw cosine 0.9 groups the whole cluster; normalised against each
+    # image's 5th neighbour, only the copy pair stands out.
+    rng = np.random.default_rng(0)
+    d = 32
+    centre = rng.normal(size=d)
+    cluster = centre + 0.25 * rng.normal(size=(8, d)) * np.linalg.norm(centre) / np.sqrt(d)
+    others = rng.normal(size=(6, d))
+    copy = others[0] + 0.38 * rng.normal(size=d) * np.linalg.norm(others[0]) / np.sqrt(d)
+    v = np.vstack([cluster, others, copy[None]]).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    records = [rec(i) for i in range(len(v))]
+    pair = {8, 14}
+    assert float(v[8] @ v[14]) > 0.85
+    raw = find_groups(records, v, 0.85)
+    assert any(len(g.records) > 2 for g in raw)  # the dense cluster is grouped on raw cosine
+    norm = find_groups(records, v, 0.5, background_rank=5)
+    assert [{r.id for r in g.records} for g in norm] == [pair]
+    (dup,) = norm[0].duplicates
+    assert 0.5 <= dup.score <= 1.0
