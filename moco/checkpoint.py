@@ -28,6 +28,8 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Call `write(file_object)` on a temp file beside `path`, fsync it, and rename it over `path`."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:

@@ -49,7 +49,7 @@ class TrainConfig:
     out: str
     model: MoCoConfig = MoCoConfig()
     image_size: int = 64  # training crop size
-    embed_size: int = 0  # query/index-time input size (shorter side); 0 = 2 * image_size
+    embed_size: int = 0  # query/index-time input size (shorter side); 0 = image_size (measured: bench/)
     epochs: int = 100
     time_budget_min: float = 0.0  # 0 = no budget; otherwise stop cleanly at the budget
     batch_size: int = 64
@@ -89,7 +89,7 @@ class TrainConfig:
 
     @property
     def eval_size(self) -> int:
-        return self.embed_size or 2 * self.image_size
+        return self.embed_size or self.image_size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

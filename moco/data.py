@@ -104,8 +104,8 @@ def _try_decode(path: Path, side: int) -> np.ndarray | BadFile:
 def _read_cache(index_file: Path, array_file: Path) -> tuple[dict[str, dict], np.ndarray]:
     try:
         meta = json.loads(index_file.read_text())
-        if meta.get("version") != CACHE_VERSION:
-            return {}, np.zeros(0)
+        if meta.get("version") != CACHE_VERSION or meta.get("array") != _stat_key(array_file):
+            return {}, np.zeros(0)  # another version, or the array is not the one this index was written with
         return meta["files"], np.load(array_file, mmap_mode="r")
     except (OSError, ValueError, KeyError):
         return {}, np.zeros(0)
@@ -132,7 +132,8 @@ def _write_cache(
         for i, p in enumerate(paths)
     }
     tmp_index = index_file.with_suffix(".json.tmp")
-    tmp_index.write_text(json.dumps({"version": CACHE_VERSION, "side": side, "files": files}))
+    array_key = _stat_key(tmp_array)  # size and mtime survive the rename: they tie the index to this array
+    tmp_index.write_text(json.dumps({"version": CACHE_VERSION, "side": side, "array": array_key, "files": files}))
     os.replace(tmp_array, array_file)  # array first: an index never points at rows that are not there
     os.replace(tmp_index, index_file)
 

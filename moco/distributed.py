@@ -37,6 +37,15 @@ def init_distributed(device_type: str) -> Dist:
     return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
 
 
+def from_main(d: Dist, value: float, device: torch.device) -> float:
+    """Rank 0's `value` on every rank (unchanged on one process): decisions every rank must take alike."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+    dist.broadcast(t, src=0)
+    return float(t)
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

@@ -27,7 +27,7 @@ from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig
 from moco.data import BatchList, DecodeCache, PairDataset, epoch_batches, write_bad_files
 from moco.devices import amp_dtype, autocast, resolve_device
-from moco.distributed import Dist, barrier, init_distributed, shutdown
+from moco.distributed import Dist, barrier, from_main, init_distributed, shutdown
 from moco.errors import InputError
 from moco.export import EncoderSpec, export_encoder
 from moco.health import EpochHealth
@@ -63,7 +63,8 @@ def resolve_model_config(cfg: TrainConfig, n_images: int, d: Dist) -> MoCoConfig
     elif cfg.model.bn_splits > 0:
         splits = cfg.model.bn_splits
     else:
-        splits = next(g for g in (4, 2, 1) if cfg.batch_size % g == 0 and cfg.batch_size // g >= 2)
+        # groups of at least 8 images: smaller ones make BN statistics too noisy to learn from
+        splits = next((g for g in (4, 2) if cfg.batch_size % g == 0 and cfg.batch_size // g >= 8), 1)
     return dataclasses.replace(cfg.model, queue_size=K, bn_splits=splits)
 
 
@@ -156,11 +157,13 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     two_crops = TwoCropsTransform(make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None))
     dataset = PairDataset(cache.array, two_crops, cfg.seed)
     validator = KnnValidator.load(Path(cfg.val), cfg.eval_size) if cfg.val and d.is_main else None
+    if not cfg.resume and d.is_main:  # start over, but only once every input has been accepted
+        (out / "checkpoint.pt").unlink(missing_ok=True)
     bar = _progress_bar(total_steps, step, progress and d.is_main)
     metrics_file = out / "metrics.jsonl"
     t_start = time.monotonic() - elapsed_before
     stopped = "done"
-    loss_value = float("nan")
+    loss_value = loss_history[-1][1] if loss_history else float("nan")
     ddp.train()
     while step < total_steps and stopped == "done":
         epoch, in_epoch = divmod(step, steps_per_epoch)
@@ -175,7 +178,8 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             elapsed = time.monotonic() - t_start
             progress_frac = step / total_steps
             if cfg.time_budget_min:
-                progress_frac = max(progress_frac, elapsed / (cfg.time_budget_min * 60))
+                # rank 0's clock for all: every rank takes the same LR and stops at the same step
+                progress_frac = max(progress_frac, from_main(d, elapsed / (cfg.time_budget_min * 60), device))
                 if progress_frac >= 1.0:
                     stopped = "time budget"
                     break

@@ -25,24 +25,31 @@ def _register() -> None:
     register_all(app)
 
 
+def _click_errors() -> tuple[type[BaseException], ...]:
+    """Usage-error types: click's own and the copy that newer typer releases bundle."""
+    types: list[type[BaseException]] = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            types.append(__import__(module, fromlist=["ClickException"]).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(types)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU-feature probe
     _register()
+    usage_errors = _click_errors()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except typer.Abort:
+    except usage_errors as e:
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click usage errors and friends carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -30,7 +30,7 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Run folder [default: runs/<folder name>]")] = None,
     arch: Annotated[str | None, typer.Option(help="resnet18 | resnet50")] = None,
     image_size: Annotated[int | None, typer.Option(help="Training crop size in px")] = None,
-    embed_size: Annotated[int, typer.Option(help="Index/query input size; 0 = 2 x image size")] = 0,
+    embed_size: Annotated[int, typer.Option(help="Index/query input size; 0 = the training size")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Epochs (the schedule ends at this or the budget)")] = None,
     time_budget: Annotated[float | None, typer.Option(help="Minutes; stop cleanly then (0 = none)")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
@@ -61,8 +61,6 @@ def train(
     }
     if out is None:
         out = Path("runs") / (images.resolve().name or "run")
-    if not resume and (out / "checkpoint.pt").exists():
-        (out / "checkpoint.pt").unlink()
     try:
         cfg = TrainConfig(
             images=str(images), out=str(out),
