@@ -41,21 +41,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Cosine-similarity thresholds, in one place (to be re-tuned from bench/ measurements).
-# "exact" is hash-only: math.inf, which no cosine can reach; resolve_threshold() maps it to None.
+# Thresholds on the normalised score (see `normalised_scores`: 0 = as close as an image's 5th nearest
+# neighbour, 1 = identical), which is what `retrieval dedup` thresholds. Chosen from
+# bench/dedup_quality.py (docs/BENCHMARKS.md): "default" is near the best-F1 threshold measured there.
+# "exact" is hash-only: math.inf, which no score can reach; resolve_threshold() maps it to None.
+BACKGROUND_RANK = 5
 EXACT_ONLY = math.inf
 THRESHOLD_PRESETS: dict[str, float] = {
     "exact": EXACT_ONLY,
-    "strict": 0.95,
-    "default": 0.90,
-    "loose": 0.80,
+    "strict": 0.30,
+    "default": 0.12,
+    "loose": 0.0,
 }
 
 DuplicateKind = Literal["exact", "near"]
 
 
 def resolve_threshold(value: str) -> float | None:
-    """A preset name or a cosine in (-1, 1] -> the threshold; None means exact (hash-only) duplicates."""
+    """A preset name or a score in (-1, 1] -> the threshold; None means exact (hash-only) duplicates."""
     text = value.strip().lower()
     if text in THRESHOLD_PRESETS:
         preset = THRESHOLD_PRESETS[text]
@@ -66,7 +69,7 @@ def resolve_threshold(value: str) -> float | None:
         names = ", ".join(THRESHOLD_PRESETS)
         raise InputError(f"threshold {value!r}: expected one of {names} or a number in (-1, 1]") from None
     if not -1.0 < threshold <= 1.0:  # also rejects nan
-        raise InputError(f"threshold {value!r}: a cosine similarity must be in (-1, 1]")
+        raise InputError(f"threshold {value!r}: a score threshold must be in (-1, 1]")
     return threshold
 
 

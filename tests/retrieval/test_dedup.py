@@ -354,16 +354,17 @@ def test_nearest_neighbour_similarities_match_bruteforce():
 
 
 def test_calibration_histogram_and_text():
-    sims = np.array([0.42, 0.55, 0.91, 0.93, 0.97, 1.0000001, np.nan])
+    sims = np.array([-0.05, 0.05, 0.2, 0.5, 0.97, 1.0000001, np.nan])
     hist = calibration_histogram(sims, bins=10)
     assert len(hist) == 10
     assert sum(count for _, _, count in hist) == 6  # NaN ignored, 1.0000001 clipped into the top bin
-    assert hist[0][0] == pytest.approx(0.4) and hist[-1][1] == pytest.approx(1.0)
-    assert hist[-1][2] == 2  # [0.94, 1.0]: 0.97 and 1.0
+    assert hist[0][0] == pytest.approx(-0.05) and hist[-1][1] == pytest.approx(1.0)
+    assert hist[-1][2] == 2  # [0.895, 1.0]: 0.97 and 1.0
     text = format_histogram(hist)
     lines = text.splitlines()
     assert len(lines) == 10
-    assert "default 0.90" in text and "strict 0.95" in text and "loose 0.80" in text
+    for name in ("strict", "default", "loose"):  # each preset is marked in its bin
+        assert f"{name} {THRESHOLD_PRESETS[name]:.2f}" in text
     assert "#" in lines[-1]
     assert calibration_histogram(np.array([])) == []
 

@@ -1,0 +1,337 @@
+"""Scale benchmark for `retrieval dedup`: N synthetic embeddings with planted duplicates, wall time and
+peak memory to groups, and pairwise precision / recall against the planted truth.
+
+    python bench/dedup_scale.py                       # N = 1,000,000, dim 128, the index kind auto picks
+    python bench/dedup_scale.py --n 100000 300000 --kind ivf
+
+For each N:
+  1. build (this process, the cost of `retrieval index` minus embedding): random unit vectors, plus
+     planted groups (an original and 1-2 near copies at a known cosine in [0.92, 0.99] to it, a few with
+     an exact byte copy as well) and decoy pairs just below the default threshold (cosine 0.75-0.87, not
+     duplicates); `retrieval.index.build_index(vectors, kind)` and `write_generation`, exactly as
+     `retrieval index` writes an index (catalog.sqlite, vectors.npy, index.faiss, manifest.json).
+  2. dedup (a fresh subprocess, so its peak RSS is dedup's alone): `pipeline.find_duplicates(DedupConfig(
+     index, threshold))`, the library call behind `retrieval dedup --index DIR`: load and verify the index,
+     tune the search parameter for the threshold, exact stage, batched k-NN, star grouping. Wall time from
+     before the call to the groups; peak memory = VmHWM (peak resident set) of that process.
+Goal (issue 4): 1M vectors to groups in under 10 minutes and 4 GB on this machine.
+
+Writes bench/results/dedup_scale.json and bench/results/dedup_scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GOAL_SECONDS = 600.0
+GOAL_BYTES = 4 * 1024**3
+COPY_COSINE = (0.92, 0.99)  # planted near copies: cosine to their original
+DECOY_COSINE = (0.75, 0.87)  # planted decoy pairs: similar, but below the default threshold 0.90
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def at_cosine(v: np.ndarray, cos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows at exactly cosine `cos[i]` to the unit rows `v[i]`."""
+    noise = rng.standard_normal(v.shape, dtype=np.float32)  # (m, d)
+    noise -= np.einsum("md,md->m", noise, v)[:, None] * v
+    noise = unit_rows(noise)
+    return (cos[:, None] * v + np.sqrt(1.0 - cos**2)[:, None] * noise).astype(np.float32)
+
+
+def synthetic(n: int, dim: int, groups: int, decoys: int, exact_every: int, seed: int):
+    """vectors (n, dim), widths (n,), hash ids (n,) and the planted truth: group label per row (-1: none).
+
+    Row layout before shuffling: [originals | first copies | second copies (triples) | exact copies |
+    decoy partners | background]. Originals have the most pixels, so the keeper rule keeps them.
+    """
+    rng = np.random.default_rng(seed)
+    triples = groups // 2
+    n_exact = groups // exact_every if exact_every else 0
+    planted = groups + groups + triples + n_exact + decoys
+    if planted > n:
+        raise SystemExit(f"--n {n} is too small for {planted} planted rows")
+    x = rng.standard_normal((n, dim), dtype=np.float32)  # (n, dim)
+    unit_rows(x)
+    label = np.full(n, -1, dtype=np.int64)
+    hash_id = np.arange(n, dtype=np.int64)  # distinct bytes unless planted as an exact copy
+    width = np.full(n, 1000, dtype=np.int64)
+    orig = np.arange(groups)
+    label[orig] = orig
+    width[orig] = 4000
+    c1 = np.arange(groups, 2 * groups)
+    x[c1] = at_cosine(x[orig], rng.uniform(*COPY_COSINE, groups).astype(np.float32), rng)
+    label[c1] = orig
+    c2 = np.arange(2 * groups, 2 * groups + triples)
+    x[c2] = at_cosine(x[orig[:triples]], rng.uniform(*COPY_COSINE, triples).astype(np.float32), rng)
+    label[c2] = orig[:triples]
+    ex = np.arange(2 * groups + triples, 2 * groups + triples + n_exact)
+    src = orig[triples : triples + n_exact]  # pairs that get an exact copy of the original
+    x[ex] = x[src]
+    hash_id[ex] = hash_id[src]
+    width[ex] = width[src]
+    label[ex] = src
+    dec = np.arange(ex[-1] + 1 if n_exact else 2 * groups + triples, planted)
+    partner = np.arange(planted, planted + decoys)  # background rows that get a decoy partner
+    x[dec] = at_cosine(x[partner], rng.uniform(*DECOY_COSINE, decoys).astype(np.float32), rng)
+    perm = rng.permutation(n)  # planted rows scattered through the catalog
+    inv = np.empty(n, dtype=np.int64)
+    inv[perm] = np.arange(n)
+    x = x[perm]
+    relabel = np.where(label[perm] >= 0, inv[np.maximum(label[perm], 0)], -1)  # label = new row of original
+    return x, width[perm], hash_id[perm], relabel
+
+
+def build(n: int, dim: int, args: argparse.Namespace, work: Path) -> dict:
+    from retrieval.index import build_index, write_generation
+    from retrieval.records import FileRecord
+
+    t0 = time.perf_counter()
+    x, width, hash_id, label = synthetic(n, dim, args.groups, args.decoys, args.exact_every, args.seed)
+    records = [
+        FileRecord(i, f"d{i // 1000:04d}/img{i:07d}.jpg", 100_000 + int(h) % 50_000, 1_600_000_000 * 10**9,
+                   f"{int(h):064x}", int(w), int(w) * 3 // 4)
+        for i, (h, w) in enumerate(zip(hash_id.tolist(), width.tolist(), strict=True))
+    ]
+    t_gen = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    built = build_index(x, args.kind)
+    t_build = time.perf_counter() - t0
+    logging.info("built %s %s recall@10 %s in %.1fs", built.kind, dict(built.params), built.recall_at_10, t_build)
+    t0 = time.perf_counter()
+    root = work / "photos"
+    root.mkdir(parents=True, exist_ok=True)
+    write_generation(work / "index", root=root, encoder_sha256="0" * 64, encoder_path="synthetic", records=records,
+                     bad=[], vectors=x, built=built)
+    np.save(work / "truth.npy", label)
+    t_write = time.perf_counter() - t0
+    out = {
+        "generate_s": round(t_gen, 1),
+        "build_index_s": round(t_build, 1),
+        "write_index_s": round(t_write, 1),
+        "kind": built.kind,
+        "index_params": dict(built.params),
+        "index_recall_at_10": built.recall_at_10,
+        "build_peak_rss_mb": round(peak_rss_bytes() / 1024**2),
+    }
+    del x, records, built
+    gc.collect()
+    return out
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process: VmHWM (per address space, so reset by exec, unlike ru_maxrss,
+    which a child started by fork + exec inherits from its parent on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def pairs_of(groups_rows: list[list[int]]) -> set[tuple[int, int]]:
+    out = set()
+    for rows in groups_rows:
+        rows = sorted(rows)
+        for a in range(len(rows)):
+            for b in range(a + 1, len(rows)):
+                out.add((rows[a], rows[b]))
+    return out
+
+
+def dedup_phase(args: argparse.Namespace) -> None:
+    """In a fresh process: find_duplicates on the index, then score against the truth; one JSON line out."""
+    stages: list[tuple[float, str]] = []
+
+    class Stages(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            stages.append((time.perf_counter(), record.getMessage()))
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [dedup] %(message)s")  # stderr: progress
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+    logging.getLogger().addHandler(Stages())
+    from retrieval.pipeline import DedupConfig, find_duplicates
+
+    rss_before = peak_rss_bytes()
+    t0 = time.perf_counter()
+    cfg = DedupConfig(index=Path(args.index), threshold=args.threshold, k=args.k,
+                      **({} if args.background_rank is None else {"background_rank": args.background_rank}))
+    result = find_duplicates(cfg)
+    seconds = time.perf_counter() - t0
+    peak = peak_rss_bytes()
+
+    def at(prefix: str) -> float | None:
+        return next((round(t - t0, 1) for t, msg in stages if prefix in msg), None)
+
+    label = np.load(args.truth)
+    truth_groups: dict[int, list[int]] = {}
+    for row in np.flatnonzero(label >= 0).tolist():
+        truth_groups.setdefault(int(label[row]), []).append(row)
+    truth = pairs_of(list(truth_groups.values()))
+    found = pairs_of([[r.id for r in g.records] for g in result.groups])
+    hit = len(truth & found)
+    exact_found = sum(1 for g in result.groups for d in g.duplicates if d.kind == "exact")
+    print(json.dumps({
+        "dedup_s": round(seconds, 1),
+        "stage_s": {"index_loaded": at(" files in "), "search_tuned": at("dedup search:"),
+                    "groups": at("duplicate groups")},
+        "tuned": next((msg for _, msg in stages if "dedup search:" in msg), None),
+        "peak_rss_bytes": peak,
+        "rss_after_imports_bytes": rss_before,
+        "groups": len(result.groups),
+        "duplicates": result.n_duplicates,
+        "exact_duplicates": exact_found,
+        "planted_groups": len(truth_groups),
+        "planted_pairs": len(truth),
+        "found_pairs": len(found),
+        "pair_precision": round(hit / len(found), 5) if found else None,
+        "pair_recall": round(hit / len(truth), 5) if truth else None,
+        "threshold": result.threshold,
+        "background_rank": result.background_rank,
+    }))
+
+
+def one_size(n: int, args: argparse.Namespace) -> dict:
+    work = Path(args.workdir) / f"n{n}-{args.kind}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t_all = time.perf_counter()
+    built = build(n, args.dim, args, work)
+    cmd = [sys.executable, __file__, "--phase", "dedup", "--index", str(work / "index"),
+           "--truth", str(work / "truth.npy"), "--threshold", args.threshold, "--k", str(args.k)]
+    if args.background_rank is not None:
+        cmd += ["--background-rank", str(args.background_rank)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)  # its log goes to our stderr
+    if proc.returncode != 0:
+        raise SystemExit(f"dedup phase failed for n={n} (exit {proc.returncode})")
+    dedup = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    row = {"n": n, "dim": args.dim, **built, **dedup, "total_s": round(time.perf_counter() - t_all, 1)}
+    row["goal_met"] = row["dedup_s"] < GOAL_SECONDS and row["peak_rss_bytes"] < GOAL_BYTES
+    logging.info("n=%d: %s", n, json.dumps(row))
+    return row
+
+
+def machine() -> dict:
+    import faiss
+
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "faiss": faiss.__version__, "numpy": np.__version__, "faiss_omp_threads": faiss.omp_get_max_threads()}
+    try:
+        info["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
+        info["memory_gb"] = round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1024**3, 1)
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def write_results(runs: list[dict], args: argparse.Namespace, info: dict, command: str) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {k: getattr(args, k) for k in ("dim", "groups", "decoys", "exact_every", "kind", "threshold", "k",
+                                               "background_rank", "seed")}
+    settings["copy_cosine"] = COPY_COSINE
+    settings["decoy_cosine"] = DECOY_COSINE
+    doc = {"command": command, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "machine": info, "settings": settings, "goal": {"seconds": GOAL_SECONDS, "bytes": GOAL_BYTES},
+           "runs": runs}
+    (out / "dedup_scale.json").write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [
+        "# dedup scale: synthetic embeddings with planted duplicates",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {doc['date']}  ",
+        f"Machine: {info.get('cpu', '?')}, {info['cpus']} CPUs, {info.get('memory_gb', '?')} GB RAM, "
+        f"faiss {info['faiss']} ({info['faiss_omp_threads']} threads), load average at start "
+        f"{info.get('load_average_at_start')} (shared machine)  ",
+        f"Settings: dim {args.dim}; {args.groups} planted groups (half pairs, half triples; copies at cosine "
+        f"{COPY_COSINE[0]}-{COPY_COSINE[1]} to the original; every {args.exact_every}th pair also has an exact "
+        f"byte copy); {args.decoys} decoy pairs at cosine {DECOY_COSINE[0]}-{DECOY_COSINE[1]} (not duplicates); "
+        f"threshold `{args.threshold}`, k {args.k}; index kind `{args.kind}`.",
+        "",
+        "Dedup = `find_duplicates(DedupConfig(index, threshold))` in a fresh process (what `retrieval dedup "
+        "--index DIR` runs): load + verify the index, tune the search parameter for the threshold, exact "
+        "stage, batched k-NN, star groups. Peak memory = VmHWM (peak RSS) of that process. Build = what `retrieval "
+        "index` spends after embedding (build_index + write_generation), shown for context.",
+        "",
+        "| N | kind (params) | build index s | dedup s | load / tune / groups s | peak RSS | groups | pair "
+        "precision | pair recall | goal (<600 s, <4 GB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        st = r["stage_s"]
+        params = ", ".join(f"{k}={v}" for k, v in r["index_params"].items())
+        lines.append(
+            f"| {r['n']:,} | {r['kind']} ({params}) | {r['build_index_s']} | {r['dedup_s']} | "
+            f"{st['index_loaded']} / {st['search_tuned']} / {st['groups']} | "
+            f"{r['peak_rss_bytes'] / 1024**3:.2f} GB | {r['groups']:,} | {r['pair_precision']} | "
+            f"{r['pair_recall']} | {'met' if r['goal_met'] else 'NOT met'} |"
+        )
+    lines += ["", "Search parameter chosen for dedup per run:", ""]
+    lines += [f"- N {r['n']:,}: {r['tuned'] or 'exact search (flat)'}" for r in runs]
+    (out / "dedup_scale.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, nargs="+", default=[1_000_000])
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--groups", type=int, default=10_000)
+    p.add_argument("--decoys", type=int, default=0)
+    p.add_argument("--exact-every", type=int, default=10, help="every Nth planted pair gets an exact copy (0: none)")
+    p.add_argument("--kind", default="auto", help="index kind for build_index (auto: as `retrieval index`)")
+    p.add_argument("--threshold", default="default")
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--background-rank", type=int, default=None,
+                   help="score normalisation rank (default: the pipeline's, dedup.BACKGROUND_RANK; 0 = plain cosine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default="/tmp/dedup_scale")
+    p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    p.add_argument("--keep", action="store_true", help="keep the generated indexes")
+    p.add_argument("--phase", choices=["all", "dedup"], default="all", help=argparse.SUPPRESS)
+    p.add_argument("--index", help=argparse.SUPPRESS)
+    p.add_argument("--truth", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.phase == "dedup":
+        dedup_phase(args)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+    command = "python bench/dedup_scale.py " + " ".join(sys.argv[1:])
+    info = machine()
+    runs = []
+    for n in args.n:
+        runs.append(one_size(n, args))
+        write_results(runs, args, info, command)  # after each size, so a cut-off sweep keeps what it measured
+    print((Path(args.out) / "dedup_scale.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

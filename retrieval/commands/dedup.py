@@ -1,0 +1,214 @@
+"""`retrieval dedup --index indexes/NAME [...]` and `retrieval undo MOVE_LOG`.
+
+The groups (table, json or csv) go to stdout or `--output`; what was or would be moved, the undo log
+and the report path go to stderr, so stdout stays parseable. Dry run unless `--move-to DIR --apply`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from retrieval.moves import MovePlan, MoveReport, SkippedMove
+    from retrieval.pipeline import DedupResult
+
+FORMATS = ("table", "json", "csv")
+THUMB_SIZE = 256
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dedup")(dedup)
+    app.command("undo")(undo)
+
+
+def dedup(
+    index_dir: Path = typer.Option(..., "--index", help="Index folder (indexes/NAME)."),
+    threshold: str = typer.Option(
+        "default",
+        "--threshold",
+        help="Preset (exact | strict | default | loose) or a score in (-1, 1]: the cosine normalised against"
+        " each image's nearest neighbours (0 = as close as a typical neighbour, 1 = identical).",
+    ),
+    keeper: str = typer.Option(
+        "pixels,size,oldest,shortest_path",
+        "--keeper",
+        help="Which copy to keep, keys in order: pixels, size, oldest | newest, shortest_path.",
+    ),
+    fmt: str = typer.Option("table", "--format", help="table | json | csv"),
+    output: Path | None = typer.Option(None, "--output", help="Write the groups to FILE instead of stdout."),
+    report: Path | None = typer.Option(None, "--report", help="Also write a self-contained HTML report."),
+    move_to: Path | None = typer.Option(
+        None, "--move-to", help="Folder (outside the indexed one) to move duplicates into, keeping their paths."
+    ),
+    apply: bool = typer.Option(False, "--apply", help="Really move (default: a dry run that shows the moves)."),
+    calibrate: bool = typer.Option(
+        False, "--calibrate", help="Print a histogram of nearest-neighbour similarities to pick a threshold."
+    ),
+    k: int = typer.Option(32, "-k", "--k", min=1, help="Neighbours searched per file."),
+) -> None:
+    """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""
+    from retrieval.dedup import KeeperRule
+    from retrieval.errors import InputError
+    from retrieval.pipeline import DedupConfig, find_duplicates
+
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if apply and move_to is None:
+        raise InputError("--apply needs --move-to DIR: duplicates are moved aside, never deleted")
+    if calibrate and (move_to is not None or report is not None):
+        raise InputError("--calibrate only prints a histogram; run again without it to --move-to or --report")
+    cfg = DedupConfig(
+        index=index_dir,
+        threshold=threshold,
+        keeper=KeeperRule.parse(keeper).keys,
+        move_to=move_to,
+        apply=apply,
+        calibrate=calibrate,
+        k=k,
+    )
+    result = find_duplicates(cfg)
+
+    if result.histogram is not None:
+        _emit(format_calibration(result, fmt), output)
+        return
+    _emit(format_groups(result, fmt), output)
+    if report is not None:
+        from moco.images import load_image
+        from retrieval.report import render_report
+
+        page = render_report(
+            result.groups, result.root, result.threshold, THUMB_SIZE, loader=partial(load_image, min_side=THUMB_SIZE)
+        )
+        _write_text(report, page)
+        typer.echo(f"report: {report} ({len(result.groups)} groups)", err=True)
+    if result.moved is not None:
+        _echo_moved(result.moved, cfg.move_to)
+    elif result.plan is not None:
+        _echo_plan(result.plan, cfg.move_to)
+    elif result.groups:
+        typer.echo(
+            f"dry run: nothing moved; add --move-to DIR --apply to move the {result.n_duplicates} duplicates aside",
+            err=True,
+        )
+
+
+def undo(
+    move_log: Path = typer.Argument(..., help="The undo-*.jsonl log written by `retrieval dedup --apply`."),
+) -> None:
+    """Move every file that `retrieval dedup --apply` moved back to where it was (verified by sha256)."""
+    from retrieval.errors import InputError
+    from retrieval.pipeline import undo as undo_moves
+
+    result = undo_moves(move_log)
+    typer.echo(f"restored {len(result.restored)} files, {len(result.already_in_place)} already in place")
+    for path in result.extra_copies:
+        typer.echo(f"left a verified copy at {path} (an interrupted move); the original is in place", err=True)
+    for p in result.problems:
+        typer.echo(f"not restored {p.path}: {p.reason}", err=True)
+    if result.problems:
+        raise InputError(f"{len(result.problems)} files were not restored (see above); nothing was overwritten")
+
+
+# -------------------------------------------------------------------------------------------- output
+
+
+def format_groups(result: DedupResult, fmt: str) -> str:
+    from retrieval.dedup import groups_to_csv, groups_to_json, groups_to_table
+
+    if fmt == "json":
+        return json.dumps(groups_to_json(result.groups, result.threshold), indent=2) + "\n"
+    if fmt == "csv":
+        return groups_to_csv(result.groups)
+    t = "exact duplicates only" if result.threshold is None else f"score >= {result.threshold:.4f}"
+    return f"{result.n_files} files, {t}\n" + groups_to_table(result.groups) + "\n"
+
+
+def format_calibration(result: DedupResult, fmt: str) -> str:
+    from retrieval.dedup import format_histogram
+    from retrieval.pipeline import threshold_marks
+
+    histogram = result.histogram or ()
+    marks = threshold_marks(result.threshold)
+    if fmt == "json":
+        data = {
+            "files": result.n_files,
+            "presets": marks,
+            "histogram": [{"low": lo, "high": hi, "count": n} for lo, hi, n in histogram],
+        }
+        return json.dumps(data, indent=2) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["low", "high", "count"])
+        writer.writerows([f"{lo:.4f}", f"{hi:.4f}", n] for lo, hi, n in histogram)
+        return buf.getvalue()
+    what = "normalised score" if result.background_rank else "cosine similarity"
+    head = f"{what} of each of {result.n_files} files to its best neighbour (presets marked):"
+    lines = [head, format_histogram(histogram, marks=marks)]
+    below = [f"{name} {t:.2f}" for name, t in marks.items() if histogram and t < histogram[0][0]]
+    if below:
+        lines.append(f"below the range shown: {', '.join(below)}")
+    return "\n".join(lines) + "\n"
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        _write_text(output, text)
+        typer.echo(f"written to {output}", err=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so a reader never sees half a file."""
+    from retrieval.errors import InputError
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def _size(n_bytes: int) -> str:
+    from retrieval.dedup import human_size
+
+    return human_size(n_bytes)
+
+
+def _echo_skipped(skipped: Sequence[SkippedMove]) -> None:
+    for s in skipped:
+        typer.echo(f"  leaving {s.path}: {s.reason}", err=True)
+
+
+def _echo_plan(plan: MovePlan, move_to: Path | None) -> None:
+    for m in plan.moves:
+        typer.echo(f"  would move {m.source} -> {Path(str(move_to)) / m.destination}", err=True)
+    _echo_skipped(plan.skipped)
+    n_bytes = sum(m.size for m in plan.moves)
+    typer.echo(
+        f"dry run: would move {len(plan.moves)} files ({_size(n_bytes)}) to {move_to}, leave {len(plan.skipped)};"
+        " add --apply to move them",
+        err=True,
+    )
+
+
+def _echo_moved(report: MoveReport, move_to: Path | None) -> None:
+    _echo_skipped(report.skipped)
+    typer.echo(
+        f"moved {len(report.moved)} files ({_size(report.bytes_moved)}) to {move_to}, left {len(report.skipped)}",
+        err=True,
+    )
+    typer.echo(f"undo log: {report.log_path}  (to restore: retrieval undo {report.log_path})", err=True)
