@@ -214,11 +214,16 @@ def dedup_phase(args: argparse.Namespace) -> None:
 
 
 def one_size(n: int, args: argparse.Namespace) -> dict:
-    work = Path(args.workdir) / f"n{n}-{args.kind}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = Path(args.workdir) / f"n{n}-{args.kind}-g{args.groups}-s{args.seed}"
     t_all = time.perf_counter()
-    built = build(n, args.dim, args, work)
+    if args.reuse and (work / "built.json").is_file():
+        built = json.loads((work / "built.json").read_text())
+        logging.info("reusing the index built in %s", work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        built = build(n, args.dim, args, work)
+        (work / "built.json").write_text(json.dumps(built))
     cmd = [sys.executable, __file__, "--phase", "dedup", "--index", str(work / "index"),
            "--truth", str(work / "truth.npy"), "--threshold", args.threshold, "--k", str(args.k)]
     if args.background_rank is not None:
@@ -227,7 +232,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"dedup phase failed for n={n} (exit {proc.returncode})")
     dedup = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not args.keep:
+    if not (args.keep or args.reuse):
         shutil.rmtree(work, ignore_errors=True)
     row = {"n": n, "dim": args.dim, **built, **dedup, "total_s": round(time.perf_counter() - t_all, 1)}
     row["goal_met"] = row["dedup_s"] < GOAL_SECONDS and row["peak_rss_bytes"] < GOAL_BYTES
@@ -252,50 +257,55 @@ def machine() -> dict:
     return info
 
 
-def write_results(runs: list[dict], args: argparse.Namespace, info: dict, command: str) -> None:
+def write_results(new_runs: list[dict], args: argparse.Namespace, info: dict) -> None:
+    """bench/results/dedup_scale.{json,md}; with --append, after the runs already recorded there."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(args, k) for k in ("dim", "groups", "decoys", "exact_every", "kind", "threshold", "k",
-                                               "background_rank", "seed")}
-    settings["copy_cosine"] = COPY_COSINE
-    settings["decoy_cosine"] = DECOY_COSINE
-    doc = {"command": command, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "machine": info, "settings": settings, "goal": {"seconds": GOAL_SECONDS, "bytes": GOAL_BYTES},
-           "runs": runs}
-    (out / "dedup_scale.json").write_text(json.dumps(doc, indent=2) + "\n")
+    path = out / "dedup_scale.json"
+    old_runs = json.loads(path.read_text())["runs"] if args.append and path.is_file() else []
+    runs = old_runs + new_runs
+    doc = {"machine": info, "goal": {"seconds": GOAL_SECONDS, "bytes": GOAL_BYTES},
+           "synthetic": {"copy_cosine": COPY_COSINE, "decoy_cosine": DECOY_COSINE}, "runs": runs}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         "# dedup scale: synthetic embeddings with planted duplicates",
         "",
-        f"Command: `{command}`  ",
-        f"Date: {doc['date']}  ",
         f"Machine: {info.get('cpu', '?')}, {info['cpus']} CPUs, {info.get('memory_gb', '?')} GB RAM, "
-        f"faiss {info['faiss']} ({info['faiss_omp_threads']} threads), load average at start "
-        f"{info.get('load_average_at_start')} (shared machine)  ",
-        f"Settings: dim {args.dim}; {args.groups} planted groups (half pairs, half triples; copies at cosine "
-        f"{COPY_COSINE[0]}-{COPY_COSINE[1]} to the original; every {args.exact_every}th pair also has an exact "
-        f"byte copy); {args.decoys} decoy pairs at cosine {DECOY_COSINE[0]}-{DECOY_COSINE[1]} (not duplicates); "
-        f"threshold `{args.threshold}`, k {args.k}; index kind `{args.kind}`.",
+        f"faiss {info['faiss']} ({info['faiss_omp_threads']} threads), numpy {info['numpy']}, Python "
+        f"{info['python']}. Shared with other jobs: the load average at the start of each run is in the JSON "
+        "(typically 6-9 on these 2 cores), so wall times are several times those of an idle machine.",
         "",
-        "Dedup = `find_duplicates(DedupConfig(index, threshold))` in a fresh process (what `retrieval dedup "
-        "--index DIR` runs): load + verify the index, tune the search parameter for the threshold, exact "
-        "stage, batched k-NN, star groups. Peak memory = VmHWM (peak RSS) of that process. Build = what `retrieval "
-        "index` spends after embedding (build_index + write_generation), shown for context.",
+        f"Data: N random unit vectors (dim per row), plus planted groups: an original (most pixels, so the "
+        f"keeper) and 1 or 2 near copies at a cosine drawn from {COPY_COSINE[0]}-{COPY_COSINE[1]} to it (half "
+        "pairs, half triples); every 10th pair also gets an exact byte copy (same content hash). Truth = all "
+        "pairs inside a planted group; precision / recall are over pairs (every pair inside a found group).",
         "",
-        "| N | kind (params) | build index s | dedup s | load / tune / groups s | peak RSS | groups | pair "
-        "precision | pair recall | goal (<600 s, <4 GB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Dedup = `pipeline.find_duplicates(DedupConfig(index, threshold, background_rank))` in a fresh process "
+        "(what `retrieval dedup --index DIR` runs): load + verify the index, tune the search parameter for the "
+        "threshold, exact stage, background, batched k-NN, star groups. Peak memory = VmHWM (peak resident set) "
+        "of that process. Build = `build_index` (with its recall@10 tuning) as `retrieval index` runs it after "
+        "embedding, for context; it is not part of the dedup time.",
+        "",
+        "| N | dim | index (params) | score: threshold, background rank | build index s | dedup s | "
+        "load / tune / groups at s | peak RSS | groups | pair precision | pair recall | goal (<600 s, <4 GB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         st = r["stage_s"]
         params = ", ".join(f"{k}={v}" for k, v in r["index_params"].items())
+        score = f"{r['threshold']}, {r['background_rank']}" + (" (cosine)" if r["background_rank"] == 0 else "")
         lines.append(
-            f"| {r['n']:,} | {r['kind']} ({params}) | {r['build_index_s']} | {r['dedup_s']} | "
+            f"| {r['n']:,} | {r['dim']} | {r['kind']} ({params}) | {score} | {r['build_index_s']} | {r['dedup_s']} | "
             f"{st['index_loaded']} / {st['search_tuned']} / {st['groups']} | "
             f"{r['peak_rss_bytes'] / 1024**3:.2f} GB | {r['groups']:,} | {r['pair_precision']} | "
             f"{r['pair_recall']} | {'met' if r['goal_met'] else 'NOT met'} |"
         )
-    lines += ["", "Search parameter chosen for dedup per run:", ""]
-    lines += [f"- N {r['n']:,}: {r['tuned'] or 'exact search (flat)'}" for r in runs]
+    lines += ["", "Runs (command, date, load average at start, dedup search parameter):", ""]
+    lines += [
+        f"- N {r['n']:,}: `{r['command']}` ({r['date']}, load {r['load_average']}): "
+        f"{r['tuned'] or 'exact search (flat index)'}"
+        for r in runs
+    ]
     (out / "dedup_scale.md").write_text("\n".join(lines) + "\n")
 
 
@@ -315,6 +325,8 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/dedup_scale")
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     p.add_argument("--keep", action="store_true", help="keep the generated indexes")
+    p.add_argument("--append", action="store_true", help="add to the runs already in --out")
+    p.add_argument("--reuse", action="store_true", help="keep the generated indexes and reuse them on the next run")
     p.add_argument("--phase", choices=["all", "dedup"], default="all", help=argparse.SUPPRESS)
     p.add_argument("--index", help=argparse.SUPPRESS)
     p.add_argument("--truth", help=argparse.SUPPRESS)
@@ -328,8 +340,14 @@ def main() -> None:
     info = machine()
     runs = []
     for n in args.n:
-        runs.append(one_size(n, args))
-        write_results(runs, args, info, command)  # after each size, so a cut-off sweep keeps what it measured
+        load = [round(v, 2) for v in os.getloadavg()]
+        row = one_size(n, args)
+        row.update(command=command, load_average=load,
+                   date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   settings={k: getattr(args, k) for k in ("groups", "decoys", "exact_every", "kind", "threshold",
+                                                           "k", "background_rank", "seed")})
+        runs.append(row)
+        write_results(runs, args, info)  # after each size, so a cut-off sweep keeps what it measured
     print((Path(args.out) / "dedup_scale.md").read_text())
 
 
