@@ -36,6 +36,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from moco.checkpoint import fsync_dir
 from retrieval.catalog import BadFile, Catalog
 from retrieval.errors import FormatVersionError, IndexError_, InputError
 from retrieval.hashing import content_hash
@@ -359,17 +360,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms without directory handles (Windows): nothing to sync
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir  # one implementation: moco.checkpoint
 
 
 @contextlib.contextmanager

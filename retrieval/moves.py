@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from moco.checkpoint import fsync_dir
 from moco.errors import FormatVersionError, InputError
 from retrieval.dedup import Group, normalise_path
 from retrieval.hashing import content_hash
@@ -108,17 +109,7 @@ class UndoReport:
 # Small file helpers
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not possible on every platform (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir  # one implementation: moco.checkpoint
 
 
 def _lstat(path: Path) -> os.stat_result | None:

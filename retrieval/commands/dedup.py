@@ -11,7 +11,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from retrieval.moves import MovePlan, MoveReport, SkippedMove
     from retrieval.pipeline import DedupResult
 
@@ -52,7 +54,7 @@ def dedup(
     ),
     apply: bool = typer.Option(False, "--apply", help="Really move (default: a dry run that shows the moves)."),
     calibrate: bool = typer.Option(
-        False, "--calibrate", help="Print a histogram of nearest-neighbour similarities to pick a threshold."
+        False, "--calibrate", help="Print a histogram of each image's best-neighbour score, presets marked."
     ),
     k: int = typer.Option(32, "-k", "--k", min=1, help="Neighbours searched per file."),
 ) -> None:
@@ -83,12 +85,10 @@ def dedup(
         return
     _emit(format_groups(result, fmt), output)
     if report is not None:
-        from moco.images import load_image
         from retrieval.report import render_report
 
-        page = render_report(
-            result.groups, result.root, result.threshold, THUMB_SIZE, loader=partial(load_image, min_side=THUMB_SIZE)
-        )
+        loader = _report_loader(result, cfg.move_to)
+        page = render_report(result.groups, result.root, result.threshold, THUMB_SIZE, loader=loader)
         _write_text(report, page)
         typer.echo(f"report: {report} ({len(result.groups)} groups)", err=True)
     if result.moved is not None:
@@ -159,6 +159,22 @@ def format_calibration(result: DedupResult, fmt: str) -> str:
     if below:
         lines.append(f"below the range shown: {', '.join(below)}")
     return "\n".join(lines) + "\n"
+
+
+def _report_loader(result: DedupResult, move_to: Path | None) -> Callable[[Path], Image.Image]:
+    """moco.images.load_image at thumbnail size; files that --apply has just moved are read where they are now."""
+    from moco.images import load_image
+
+    moved: dict[Path, Path] = {}
+    if result.moved is not None and move_to is not None:
+        target = Path(move_to).resolve()  # as apply_moves resolves it
+        moved = {result.root / m.source: target / m.destination for m in result.moved.moved}
+    load = partial(load_image, min_side=THUMB_SIZE)
+
+    def loader(path: Path) -> Image.Image:
+        return load(moved.get(Path(path), path))
+
+    return loader
 
 
 def _emit(text: str, output: Path | None) -> None:
