@@ -236,11 +236,14 @@ def test_move_apply_then_undo_restores_the_tree_byte_for_byte(encoder, tmp_path,
     assert f"would move {EXACT_COPY}" in err and f"would move {NEAR_COPY}" in err and "add --apply" in err
     assert snapshot(photos) == before and not dups.exists()
 
+    page = tmp_path / "report.html"
     code, out, err = run_cli(
         monkeypatch, capsys, "dedup", "--index", str(b["index"]), "--threshold", NEAR,
-        "--move-to", str(dups), "--apply",
+        "--move-to", str(dups), "--apply", "--report", str(page),
     )
     assert code == 0, err
+    html = page.read_text()  # moved files are shown from where they are now
+    assert html.count("<img ") == 4 and "no preview" not in html
     after = snapshot(photos)
     assert set(after) == set(before) - {EXACT_COPY, NEAR_COPY}  # keepers and unrelated files stay
     assert all(after[p] == before[p] for p in after)
