@@ -173,7 +173,7 @@ class PairDataset(Dataset):
         epoch, i = key
         s = sample_seed(self.seed, epoch, i)
         random.seed(s)
-        torch.manual_seed(s)
+        torch.default_generator.manual_seed(s)  # CPU stream only: torch.manual_seed also seeds CUDA, slowly
         img = Image.fromarray(np.asarray(self.array[i]))
         q, k = self.two_crops(img)
         return q, k, i
