@@ -29,19 +29,22 @@ class SplitBatchNorm(nn.BatchNorm2d):
         N, C, H, W = x.shape
         if N % G != 0:
             raise ValueError(f"batch of {N} does not split into {G} BN groups")
-        # (N, C, H, W) -> (G, N/G, C, H, W) -> (N/G, G*C, H, W): group g is samples g*N/G ... (g+1)*N/G - 1
-        xg = x.view(G, N // G, C, H, W).transpose(0, 1).reshape(N // G, G * C, H, W)
-        running_mean = self.running_mean.repeat(G)  # (G*C,)
-        running_var = self.running_var.repeat(G)  # (G*C,)
-        out = F.batch_norm(
-            xg, running_mean, running_var, self.weight.repeat(G), self.bias.repeat(G),
-            True, self.momentum if self.momentum is not None else 0.1, self.eps,
-        )  # (N/G, G*C, H, W)
+        # group g is samples g*N/G ... (g+1)*N/G - 1: a slice along N, contiguous in either memory format
+        # (channels_last too), so each group runs the native BN kernel with no transposes
+        n = N // G
+        momentum = self.momentum if self.momentum is not None else 0.1
+        means = [self.running_mean.clone() for _ in range(G)]
+        variances = [self.running_var.clone() for _ in range(G)]
+        out = torch.cat([
+            F.batch_norm(x[g * n : (g + 1) * n], means[g], variances[g], self.weight, self.bias, True, momentum,
+                         self.eps)
+            for g in range(G)
+        ])
         with torch.no_grad():
-            self.running_mean.copy_(running_mean.view(G, C).mean(dim=0))
-            self.running_var.copy_(running_var.view(G, C).mean(dim=0))
+            self.running_mean.copy_(torch.stack(means).mean(dim=0))
+            self.running_var.copy_(torch.stack(variances).mean(dim=0))
             self.num_batches_tracked.add_(1)
-        return out.view(N // G, G, C, H, W).transpose(0, 1).reshape(N, C, H, W)
+        return out
 
 
 def gem(x: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:

@@ -169,6 +169,22 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.array)
 
+    def __getstate__(self) -> dict:
+        """Workers reopen a memory-mapped cache by file name: pickling an np.memmap would copy every row
+        into each worker (on spawn platforms, macOS and Windows, for every worker start)."""
+        state = dict(self.__dict__)
+        a = self.array
+        if isinstance(a, np.memmap) and a.filename is not None:
+            state["array"] = ("memmap", a.filename, a.offset, a.shape, a.dtype.str)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        a = state["array"]
+        if isinstance(a, tuple) and a and a[0] == "memmap":
+            _, filename, offset, shape, dtype = a
+            state["array"] = np.memmap(filename, mode="r", dtype=np.dtype(dtype), shape=shape, offset=offset)
+        self.__dict__.update(state)
+
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         epoch, i = key
         s = sample_seed(self.seed, epoch, i)
@@ -190,6 +206,30 @@ def epoch_batches(
     mine = perm[rank * per_rank : (rank + 1) * per_rank]
     steps = per_rank // batch_size
     return [[(epoch, i) for i in mine[s * batch_size : (s + 1) * batch_size]] for s in range(steps)]
+
+
+class RunBatches(torch.utils.data.Sampler):
+    """This rank's batches from `start_step` to `total_steps`, epoch after epoch, made lazily: one
+    DataLoader (and one set of workers) serves the whole run instead of one per epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int,
+                 rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.start_step, self.total_steps = start_step, total_steps
+        self.steps_per_epoch = (n // world) // batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while step < self.total_steps:
+            epoch, in_epoch = divmod(step, self.steps_per_epoch)
+            for batch in epoch_batches(self.n, self.batch_size, epoch, self.seed, self.rank, self.world)[in_epoch:]:
+                if step >= self.total_steps:
+                    return
+                yield batch
+                step += 1
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step)
 
 
 class BatchList(torch.utils.data.Sampler):

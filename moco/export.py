@@ -1,7 +1,8 @@
 """Export and load of the retrieval encoder: `encoder.safetensors` + `encoder.json`.
 
 The JSON carries everything a reader needs to embed an image exactly as at training's eval time
-(architecture, layer, pooling, input size, resize/crop, mean/std, flip averaging), and the sha256 of
+(architecture, layer, pooling, input size, resize/crop, mean/std, grayscale, standardisation, border
+trimming, flip averaging), and the sha256 of
 the weights file, which indexes record to refuse vectors from another encoder.
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -21,8 +24,11 @@ from moco.augment import IMAGENET_MEAN, IMAGENET_STD
 from moco.backbone import FEATURE_DIMS, RetrievalEncoder
 from moco.checkpoint import atomic_write_bytes
 from moco.errors import FormatVersionError, InputError
+from moco.preprocess import RESIZES, make_preprocess
 
 ENCODER_VERSION = 1
+LEGACY_PREPROCESSING = {"resize": "shorter-side+center-crop", "grayscale": False, "standardize": False,
+                        "trim_borders": False}
 LAYERS = ("backbone", "head")
 
 
@@ -37,7 +43,10 @@ class EncoderSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     flip_average: bool = True  # descriptor = f(x) + f(hflip(x)), then L2-normalised
-    resize: str = "shorter-side+center-crop"
+    resize: str = "shorter-side+center-crop"  # or "squash" (moco.preprocess)
+    grayscale: bool = False  # descriptor of the grey picture
+    standardize: bool = False  # per-image channel mean/std fixed (brightness and contrast cancel)
+    trim_borders: bool = False  # a uniform frame is cut off first
     sha256: str = ""
     trained: dict[str, Any] = field(default_factory=dict)  # provenance: preset, steps, image size, ...
     format_version: int = ENCODER_VERSION
@@ -45,6 +54,24 @@ class EncoderSpec:
     def __post_init__(self) -> None:
         if self.layer not in LAYERS:
             raise ValueError(f"unknown layer {self.layer!r}")
+        if self.resize not in RESIZES:
+            raise ValueError(f"unknown resize {self.resize!r}")
+
+    def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
+        """The image -> input tensor transform that index and query time share."""
+        return make_preprocess(
+            self.image_size, self.mean, self.std, self.resize, self.grayscale, self.standardize, self.trim_borders
+        )
+
+    @property
+    def identity(self) -> str:
+        """What an index's vectors depend on: the weights' sha256, plus the preprocessing when it is not the
+        original default (so two descriptors of the same weights are never mixed in one index)."""
+        steps = {"resize": self.resize, "grayscale": self.grayscale, "standardize": self.standardize,
+                 "trim_borders": self.trim_borders}
+        if steps == LEGACY_PREPROCESSING:
+            return self.sha256
+        return hashlib.sha256(f"{self.sha256}:{json.dumps(steps, sort_keys=True)}".encode()).hexdigest()
 
 
 class ExportedEncoder(nn.Module):
@@ -135,14 +162,20 @@ def load_encoder(encoder_dir: Path, device: str | torch.device = "cpu") -> tuple
 
 
 def save_random_encoder(
-    out_dir: Path, arch: str = "resnet18", image_size: int = 32, dim: int = 16, seed: int = 0
+    out_dir: Path,
+    arch: str = "resnet18",
+    image_size: int = 32,
+    dim: int = 16,
+    seed: int = 0,
+    preprocessing: dict[str, Any] | None = None,
 ) -> EncoderSpec:
-    """A randomly initialised encoder with a `dim`-wide head: for tests and random-init baselines."""
+    """A randomly initialised encoder with a `dim`-wide head: for tests and random-init baselines.
+    `preprocessing` sets EncoderSpec's resize / grayscale / standardize / trim_borders."""
     torch.manual_seed(seed)
     layer = "head" if dim else "backbone"
     spec = EncoderSpec(
         arch=arch, embedding_dim=dim or FEATURE_DIMS[arch], image_size=image_size, layer=layer, head_dim=dim,
-        trained={"random_init": True, "seed": seed},
+        trained={"random_init": True, "seed": seed}, **(preprocessing or {}),
     )
     module = ExportedEncoder(spec)
     head = module.head.state_dict() if layer == "head" else None

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from moco.augment import TwoCropsTransform, make_preset
 from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig
-from moco.data import BatchList, DecodeCache, PairDataset, epoch_batches, write_bad_files
+from moco.data import DecodeCache, PairDataset, RunBatches, write_bad_files
 from moco.devices import amp_dtype, autocast, resolve_device
 from moco.distributed import Dist, barrier, from_main, init_distributed, shutdown
 from moco.errors import InputError
@@ -35,6 +35,7 @@ from moco.images import list_images
 from moco.initweights import load_init_weights
 from moco.model import MoCo
 from moco.plot import plot_loss
+from moco.preprocess import PRESET_PREPROCESSING
 from moco.validation import KnnValidator
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     if cfg.init:
         load_init_weights(model, Path(cfg.init))
     model = model.to(device)
-    if device.type == "cuda":
+    channels_last = device.type in ("cuda", "cpu")  # faster convolutions (CPU MoCo step: 1.19x at 96 px, ~1x at 64)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.encoder_q.parameters()]
     optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -165,69 +167,65 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     stopped = "done"
     loss_value = loss_history[-1][1] if loss_history else float("nan")
     ddp.train()
-    while step < total_steps and stopped == "done":
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        batches = epoch_batches(n, cfg.batch_size, epoch, cfg.seed, d.rank, d.world)[in_epoch:]
-        loader = DataLoader(
-            dataset, batch_sampler=BatchList(batches), num_workers=_workers(cfg, device),
-            pin_memory=device.type == "cuda", persistent_workers=False,
-        )
-        health = EpochHealth()
-        t_log, seen_log = time.monotonic(), 0
-        for im_q, im_k, ids in loader:
-            elapsed = time.monotonic() - t_start
-            progress_frac = step / total_steps
-            if cfg.time_budget_min:
-                # rank 0's clock for all: every rank takes the same LR and stops at the same step
-                progress_frac = max(progress_frac, from_main(d, elapsed / (cfg.time_budget_min * 60), device))
-                if progress_frac >= 1.0:
-                    stopped = "time budget"
-                    break
-            lr = learning_rate(cfg, step, progress_frac, d.world)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            im_q, im_k, ids = (t.to(device, non_blocking=True) for t in (im_q, im_k, ids))
-            if device.type == "cuda":
-                im_q = im_q.contiguous(memory_format=torch.channels_last)
-                im_k = im_k.contiguous(memory_format=torch.channels_last)
-            gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
-            with autocast(device, cfg.amp):
-                logits, labels = ddp(im_q, im_k, ids, gen)
-                loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            loss_value = float(loss.detach())
-            loss_history.append([step, loss_value])
-            health.update(logits.detach(), model.last_q)
-            seen_log += im_q.shape[0] * d.world
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=f"{step / steps_per_epoch:.2f}", loss=f"{loss_value:.3f}",
-                                img_s=f"{seen_log / max(1e-9, time.monotonic() - t_log):.0f}")
-            if d.is_main and step % cfg.log_every == 0:
-                _append_jsonl(metrics_file, {
-                    "step": step, "epoch": step / steps_per_epoch, "loss": loss_value, "lr": lr,
-                    "img_per_s": seen_log / max(1e-9, time.monotonic() - t_log),
-                    "elapsed_s": time.monotonic() - t_start,
-                })
-                t_log, seen_log = time.monotonic(), 0
-            if d.is_main and step % cfg.checkpoint_every == 0:
-                _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
-            if cfg.stop_after_steps and step >= cfg.stop_after_steps:
-                stopped = "stop_after_steps"
+    workers = _workers(cfg, device)
+    loader = DataLoader(
+        dataset, batch_sampler=RunBatches(n, cfg.batch_size, cfg.seed, step, total_steps, d.rank, d.world),
+        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    health = EpochHealth()
+    t_log, seen_log = time.monotonic(), 0
+    for im_q, im_k, ids in loader:
+        elapsed = time.monotonic() - t_start
+        progress_frac = step / total_steps
+        if cfg.time_budget_min:
+            # rank 0's clock for all: every rank takes the same LR and stops at the same step
+            progress_frac = max(progress_frac, from_main(d, elapsed / (cfg.time_budget_min * 60), device))
+            if progress_frac >= 1.0:
+                stopped = "time budget"
                 break
-        if d.is_main and health.batches:
-            record = {"epoch_end": step / steps_per_epoch, "step": step, **health.summary(mcfg.dim)}
-            if validator is not None:
-                record["knn_top1"] = validator.evaluate(model, device)
-            if record.get("collapse_warning"):
-                logger.warning("embeddings look collapsed (mean dimension std %.4f)", record["dim_std"])
-            _append_jsonl(metrics_file, record)
-            if bar is not None:
-                bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+        lr = learning_rate(cfg, step, progress_frac, d.world)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        im_q, im_k, ids = (t.to(device, non_blocking=True) for t in (im_q, im_k, ids))
+        if channels_last:
+            im_q = im_q.contiguous(memory_format=torch.channels_last)
+            im_k = im_k.contiguous(memory_format=torch.channels_last)
+        gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
+        with autocast(device, cfg.amp):
+            logits, labels = ddp(im_q, im_k, ids, gen)
+            loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        loss_value = float(loss.detach())
+        loss_history.append([step, loss_value])
+        health.update(logits.detach(), model.last_q)
+        seen_log += im_q.shape[0] * d.world
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=f"{step / steps_per_epoch:.2f}", loss=f"{loss_value:.3f}",
+                            img_s=f"{seen_log / max(1e-9, time.monotonic() - t_log):.0f}")
+        if d.is_main and step % cfg.log_every == 0:
+            _append_jsonl(metrics_file, {
+                "step": step, "epoch": step / steps_per_epoch, "loss": loss_value, "lr": lr,
+                "img_per_s": seen_log / max(1e-9, time.monotonic() - t_log),
+                "elapsed_s": time.monotonic() - t_start,
+            })
+            t_log, seen_log = time.monotonic(), 0
+        if d.is_main and step % cfg.checkpoint_every == 0:
+            _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
+        if cfg.stop_after_steps and step >= cfg.stop_after_steps:
+            stopped = "stop_after_steps"
+            break
+        if step % steps_per_epoch == 0:
+            _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, bar, d)
+            health = EpochHealth()
+    if health.batches:  # a run that stopped inside an epoch reports the part it ran
+        _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, bar, d)
+    del loader  # stops persistent workers before the export
     if bar is not None:
         bar.close()
     spec = None
@@ -239,6 +237,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
                 EncoderSpec(
                     arch=mcfg.arch, embedding_dim=model.encoder_q.head[0].in_features, image_size=cfg.eval_size,
                     gem_p=mcfg.gem_p,
+                    **PRESET_PREPROCESSING.get(cfg.preset, {}),
                     trained={"preset": cfg.preset, "steps": step, "train_image_size": cfg.image_size,
                              "images": n, "queue_size": mcfg.queue_size},
                 ),
@@ -247,6 +246,23 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             plot_loss(loss_history, out / "loss.png")
     barrier(d)
     return TrainResult(out, step, step / steps_per_epoch, loss_value, stopped, spec, mcfg)
+
+
+def _end_epoch(
+    health: EpochHealth, step: int, steps_per_epoch: int, dim: int, validator: KnnValidator | None, model: MoCo,
+    device: torch.device, metrics_file: Path, bar: Any, d: Dist,
+) -> None:
+    """The label-free health record of the epoch just ended (and kNN top-1 with --val), on rank 0."""
+    if not d.is_main or not health.batches:
+        return
+    record = {"epoch_end": step / steps_per_epoch, "step": step, **health.summary(dim)}
+    if validator is not None:
+        record["knn_top1"] = validator.evaluate(model, device)
+    if record.get("collapse_warning"):
+        logger.warning("embeddings look collapsed (mean dimension std %.4f)", record["dim_std"])
+    _append_jsonl(metrics_file, record)
+    if bar is not None:
+        bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
 
 
 def _build_cache(paths: list[Path], side: int, out: Path, d: Dist, progress: bool) -> DecodeCache:
