@@ -4,12 +4,15 @@ data across ranks without overlap."""
 from __future__ import annotations
 
 import os
+import pickle
 
 import numpy as np
 import pytest
+import torch
 
 import moco.data
-from moco.data import DecodeCache, _decode_square, epoch_batches
+from moco.augment import TwoCropsTransform, make_preset
+from moco.data import DecodeCache, PairDataset, RunBatches, _decode_square, epoch_batches
 from tests.moco.tiny import make_images
 
 
@@ -66,3 +69,26 @@ def test_epoch_batches_split_one_permutation_across_ranks(world):
     assert per_rank[0] == epoch_batches(n, batch, epoch=2, seed=5, rank=0, world=world)  # seeded
     assert per_rank[0] != epoch_batches(n, batch, epoch=3, seed=5, rank=0, world=world)  # reshuffled per epoch
 
+
+
+@pytest.mark.parametrize("start", [0, 3, 7])
+def test_run_batches_resume_where_the_epoch_batches_left_off(start):
+    n, batch, seed, total = 23, 4, 3, 17  # 5 steps per epoch: the run spans 4 epochs
+    every = [b for epoch in range(4) for b in epoch_batches(n, batch, epoch, seed)][:total]
+    sampler = RunBatches(n, batch, seed, start_step=start, total_steps=total)
+    assert list(sampler) == every[start:]
+    assert len(sampler) == total - start
+
+
+def test_pair_dataset_pickles_a_memmap_by_name_not_by_rows(tmp_path):
+    paths = make_images(tmp_path / "photos", 6, seed=4)
+    cache = DecodeCache.build(paths, 32, tmp_path / "cache")
+    assert isinstance(cache.array, np.memmap)
+    ds = PairDataset(cache.array, TwoCropsTransform(make_preset("moco-v2", 24)), seed=0)
+    blob = pickle.dumps(ds)
+    assert len(blob) < cache.array.nbytes / 2  # a worker gets the file name, not a copy of every row
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(np.asarray(again.array), np.asarray(cache.array))
+    q1, k1, i1 = ds[(2, 5)]
+    q2, k2, i2 = again[(2, 5)]
+    assert i1 == i2 == 5 and torch.equal(q1, q2) and torch.equal(k1, k2)
