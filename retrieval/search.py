@@ -24,10 +24,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hit:
     """One result: `rank` from 1, `id` the catalog/FAISS id, `path` relative to the index root,
-    `score` the cosine similarity between query and result embeddings."""
+    `score` the cosine similarity between query and result embeddings.
+
+    A slotted, non-frozen dataclass because one is built per result on every query: a frozen dataclass's
+    `__init__` goes through `object.__setattr__` per field (~1.7 us per hit, ~17 us of a 10-hit query);
+    this one costs ~0.3 us, less than a NamedTuple (~0.45 us), and unlike a NamedTuple
+    still works with `dataclasses.replace` (retrieval.pipeline uses it). Treat hits as read-only."""
 
     rank: int
     id: int
@@ -49,6 +54,7 @@ class SearchIndex:
         self.index: faiss.Index = generation.index
         self.root = Path(generation.manifest.root)
         self._searcher = searcher(self.index, self.manifest.kind, self.manifest.params, self.vectors)
+        self._paths: list[str] = [r.path for r in self.records]  # _paths[id], no record lookup per hit
         self._by_path = {r.path: r.id for r in self.records}
         self._by_hash: dict[str, list[int]] = {}
         for r in self.records:
@@ -109,9 +115,7 @@ class SearchIndex:
         `exclude_ids[i]` lists ids never returned for query i (e.g. the query image itself)."""
         if k < 1:
             raise ValueError(f"Illegal k {k}: must be at least 1")
-        Q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (q, d)
-        if Q.ndim != 2 or Q.shape[1] != self.dim:
-            raise ValueError(f"queries must be (n, {self.dim}), got shape {np.shape(queries)}")
+        Q = self._query_rows(queries)
         if exclude_ids is not None and len(exclude_ids) != Q.shape[0]:
             raise ValueError(f"exclude_ids has {len(exclude_ids)} entries for {Q.shape[0]} queries")
         n = len(self.records)
@@ -119,18 +123,30 @@ class SearchIndex:
             return [[] for _ in range(Q.shape[0])]
         extra = max((len(e) for e in exclude_ids), default=0) if exclude_ids is not None else 0
         D, I = self._searcher.search(Q, min(n, k + extra))  # noqa: E741  (q, k'), (q, k')
-        results: list[list[Hit]] = []
-        for qi in range(Q.shape[0]):
-            skip = exclude_ids[qi] if exclude_ids is not None else ()
-            hits: list[Hit] = []
-            for score, i in zip(D[qi].tolist(), I[qi].tolist(), strict=True):
-                if i < 0 or i in skip:
-                    continue
-                hits.append(Hit(rank=len(hits) + 1, id=i, path=self.records[i].path, score=score))
-                if len(hits) == k:
-                    break
-            results.append(hits)
-        return results
+        rows = zip(D.tolist(), I.tolist(), strict=True)
+        if exclude_ids is not None:
+            return [self._hits(s, ids, skip, k) for (s, ids), skip in zip(rows, exclude_ids, strict=True)]
+        # the usual row: k' <= k real ids, best first, taken as it is (-1 pads rows FAISS could not fill)
+        path = self._paths.__getitem__
+        ranks = range(1, I.shape[1] + 1)
+        return [
+            list(map(Hit, ranks, ids, map(path, ids), s)) if -1 not in ids else self._hits(s, ids, (), k)
+            for s, ids in rows
+        ]
+
+    def _query_rows(self, queries: np.ndarray) -> np.ndarray:
+        """`queries` as (q, dim) float32 rows, without a copy when they already are; one vector is one query."""
+        Q = np.ascontiguousarray(queries, dtype=np.float32)
+        if Q.ndim == 1:
+            Q = Q.reshape(1, -1)
+        if Q.ndim != 2 or Q.shape[1] != self.dim:
+            raise ValueError(f"queries must be (n, {self.dim}), got shape {np.shape(queries)}")
+        return Q
+
+    def _hits(self, scores: list[float], ids: list[int], skip: Collection[int], k: int) -> list[Hit]:
+        """The first `k` results of one query row that are real ids (FAISS pads with -1) and not skipped."""
+        kept = [j for j, i in enumerate(ids) if i >= 0 and i not in skip][:k]
+        return [Hit(rank, ids[j], self._paths[ids[j]], scores[j]) for rank, j in enumerate(kept, 1)]
 
     def search_images(
         self,

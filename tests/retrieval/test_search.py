@@ -34,12 +34,17 @@ def _brute_force(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 def _open(tmp_path: Path, x: np.ndarray, kind: str = "flat", hashes: list[str] | None = None) -> SearchIndex:
     records = [
-        FileRecord(i, f"sub/{i:04d}.jpg", 10 + i, 1, hashes[i] if hashes else f"{i:064x}", 8, 8)
-        for i in range(len(x))
+        FileRecord(i, f"sub/{i:04d}.jpg", 10 + i, 1, hashes[i] if hashes else f"{i:064x}", 8, 8) for i in range(len(x))
     ]
     write_generation(
-        tmp_path / "idx", root=tmp_path / "photos", encoder_sha256="e" * 64, encoder_path="/runs/r",
-        records=records, bad=[], vectors=x, built=build_index(x, kind),
+        tmp_path / "idx",
+        root=tmp_path / "photos",
+        encoder_sha256="e" * 64,
+        encoder_path="/runs/r",
+        records=records,
+        bad=[],
+        vectors=x,
+        built=build_index(x, kind),
     )
     return SearchIndex.open(tmp_path / "idx")
 
@@ -75,6 +80,26 @@ def test_exclude_ids_still_returns_k(tmp_path, vectors):
     assert [h.id for h in excl[0]] == [i for i in i_ref[0] if i != 5][:4]
     assert [h.id for h in excl[1]] == [i for i in i_ref[1] if i not in (9, plain[1][1].id)][:4]
     assert [h.rank for h in excl[1]] == [1, 2, 3, 4]
+
+
+def test_padding_ids_are_dropped(tmp_path, vectors):
+    index = _open(tmp_path, vectors)
+
+    class Padded:  # what FAISS answers when it finds fewer than k: -1 ids (and -inf / -3.4e38 scores)
+        def search(self, q, k):
+            d = np.array([[0.9, 0.8, 0.7], [0.6, -np.inf, -np.inf]], dtype=np.float32)[:, :k]
+            i = np.array([[4, 2, 7], [3, -1, -1]], dtype=np.int64)[:, :k]
+            return d, i
+
+    index._searcher = Padded()
+    q = vectors[:2]
+    assert [[(h.rank, h.id, h.path) for h in row] for row in index.search_vectors(q, k=3)] == [
+        [(1, 4, "sub/0004.jpg"), (2, 2, "sub/0002.jpg"), (3, 7, "sub/0007.jpg")],
+        [(1, 3, "sub/0003.jpg")],
+    ]
+    excluded = index.search_vectors(q, k=2, exclude_ids=[{2}, {3}])  # searches k + 1 = 3
+    assert [[h.id for h in row] for row in excluded] == [[4, 7], []]
+    assert [h.rank for h in excluded[0]] == [1, 2]
 
 
 def test_k_larger_than_index(tmp_path, vectors):
