@@ -4,33 +4,54 @@
 
 1. Builds the benchmark folder (bench/neardup_data.py: originals with 1-3 edited copies + distractors).
 2. `retrieval train` on that folder (preset copy-detection, --time-budget BUDGET minutes, CPU defaults),
-   `retrieval index`, `retrieval dedup --format json` at the default threshold.
+   `retrieval index`, `retrieval dedup --format json` at the default threshold. The same again with a
+   random-init encoder (same architecture, input size and preprocessing) as the baseline for training.
 3. imagededup PHash on the same folder at its default max_distance_threshold (10).
-4. Pairwise precision / recall / F1 of each against the planted truth, plus each method's best F1 over
-   all thresholds (an upper bound a person would get by tuning), and what each descriptor step adds.
+4. Pairwise precision / recall / F1 of each against the planted truth, plus PHash's best F1 over all
+   thresholds (an upper bound a person would get by tuning).
+5. What each descriptor step adds, for both encoders: the preprocessing steps of moco/preprocess.py
+   switched on one after another (centre crop -> squash -> + border trim -> + grayscale -> + standardise),
+   each scored by raw cosine and by the normalised score, at its best threshold.
 Writes bench/results/dedup_quality.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # moco/, bench/
 from neardup_data import build  # noqa: E402
 from neardup_eval import pairwise_prf  # noqa: E402
 
+from moco.export import read_spec, save_random_encoder  # noqa: E402
+from moco.images import list_images, load_image  # noqa: E402
+from moco.preprocess import PRESET_PREPROCESSING  # noqa: E402
 from retrieval.dedup import BACKGROUND_RANK, THRESHOLD_PRESETS, find_groups  # noqa: E402
+from retrieval.embed import Embedder  # noqa: E402
+from retrieval.records import FileRecord  # noqa: E402
 from retrieval.search import SearchIndex  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+# descriptor steps switched on one after another (moco/preprocess.py)
+STEPS: list[tuple[str, dict]] = [
+    ("centre crop (legacy)", {"resize": "shorter-side+center-crop"}),
+    ("squash", {"resize": "squash"}),
+    ("+ border trim", {"resize": "squash", "trim_borders": True}),
+    ("+ grayscale", {"resize": "squash", "trim_borders": True, "grayscale": True}),
+    ("+ standardise", {"resize": "squash", "trim_borders": True, "grayscale": True, "standardize": True}),
+]
+NO_STEPS = {"resize": "shorter-side+center-crop", "grayscale": False, "standardize": False, "trim_borders": False}
 
 
 def run(*args: str) -> str:
@@ -54,13 +75,59 @@ def phash_groups(root: Path, max_distance: int) -> tuple[list[list[str]], dict]:
     return [[a, b] for a, bs in dups.items() for b in bs], enc
 
 
-def best_over_thresholds(score_groups, thresholds, truth) -> dict:  # noqa: ANN001
+def best_over_thresholds(score_groups: Callable[[float], list[list[str]]], thresholds, truth) -> dict:  # noqa: ANN001
     best = {"f1": -1.0}
     for t in thresholds:
         m = pairwise_prf(score_groups(t), truth)
         if m["f1"] > best["f1"]:
             best = {**m, "threshold": round(float(t), 3)}
     return best
+
+
+def dedup_default(encoder_dir: Path, images: Path, index_dir: Path, truth: list[list[str]]) -> dict:
+    """`retrieval index` + `retrieval dedup` at the default threshold, scored against the truth."""
+    run("index", str(images), "--model", str(encoder_dir), "--index", str(index_dir), "--rebuild")
+    doc = json.loads(run("dedup", "--index", str(index_dir), "--format", "json"))
+    return {**pairwise_prf(groups_from_json(doc), truth), "threshold": THRESHOLD_PRESETS["default"]}
+
+
+def embed_folder(encoder_dir: Path, images: Path) -> tuple[list[str], np.ndarray]:
+    emb = Embedder.load(encoder_dir, "cpu")
+    paths = list_images(images)
+    vecs = [emb.encode([load_image(p, min_side=emb.min_side) for p in paths[i : i + 64]])
+            for i in range(0, len(paths), 64)]
+    return [str(p.relative_to(images)) for p in paths], np.concatenate(vecs)
+
+
+def scorer(
+    rel: list[str], vecs: np.ndarray, rank: int, catalog: dict[str, FileRecord]
+) -> Callable[[float], list[list[str]]]:
+    """Groups at a threshold as `retrieval dedup` forms them: the catalog's sizes and hashes (keeper rule,
+    exact copies), ids renumbered to the rows of `vecs`."""
+    recs = [dataclasses.replace(catalog[r], id=i) for i, r in enumerate(rel)]
+    return lambda t: [[g.keep.path] + [d.record.path for d in g.duplicates]
+                      for g in find_groups(recs, vecs, float(t), background_rank=rank)]
+
+
+def descriptor_steps(
+    encoder_dir: Path, images: Path, truth: list[list[str]], scratch: Path, catalog: dict[str, FileRecord]
+) -> dict:
+    """Best-threshold F1 of raw cosine and of the normalised score, for each preprocessing step."""
+    out = {}
+    for i, (name, steps) in enumerate(STEPS):
+        variant = scratch / f"step-{i}"
+        variant.mkdir(parents=True, exist_ok=True)
+        shutil.copy(encoder_dir / "encoder.safetensors", variant / "encoder.safetensors")
+        desc = json.loads((encoder_dir / "encoder.json").read_text())
+        (variant / "encoder.json").write_text(json.dumps({**desc, **NO_STEPS, **steps}))
+        rel, vecs = embed_folder(variant, images)
+        cosine, normalised = scorer(rel, vecs, 0, catalog), scorer(rel, vecs, BACKGROUND_RANK, catalog)
+        out[name] = {
+            "cosine": best_over_thresholds(cosine, np.arange(0.80, 1.0, 0.004), truth),
+            "normalised": best_over_thresholds(normalised, np.arange(-0.1, 0.8, 0.01), truth),
+        }
+        print(name, {k: round(v["f1"], 3) for k, v in out[name].items()}, file=sys.stderr, flush=True)
+    return out
 
 
 def main() -> None:
@@ -74,50 +141,46 @@ def main() -> None:
     if not (a.work / "truth.json").exists():
         build(a.src, a.work, a.seed)
     truth = json.loads((a.work / "truth.json").read_text())["groups"]
-    run_dir, index_dir = a.work / "run", a.work / "index"
+    run_dir = a.work / "run"
+    load_at_start = os.getloadavg()
     t0 = time.time()
     run("train", str(images), "--out", str(run_dir), "--preset", "copy-detection", "--time-budget", str(a.budget),
-        "--device", "cpu")
+        "--device", "cpu", "--no-resume")
     train_s = time.time() - t0
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = max(m.get("step", 0) for m in metrics)
-    run("index", str(images), "--model", str(run_dir), "--index", str(index_dir), "--rebuild")
-    doc = json.loads(run("dedup", "--index", str(index_dir), "--format", "json"))
-    ours = pairwise_prf(groups_from_json(doc), truth)
+    ours = dedup_default(run_dir, images, a.work / "index", truth)
+
+    random_dir = a.work / "random-init"
+    spec = read_spec(run_dir)
+    save_random_encoder(random_dir, spec.arch, spec.image_size, dim=0, seed=0,
+                        preprocessing=PRESET_PREPROCESSING["copy-detection"])
+    random_default = dedup_default(random_dir, images, a.work / "index-random", truth)
+
     t1 = time.time()
     ph_groups, enc = phash_groups(images, 10)
     phash = pairwise_prf(ph_groups, truth)
     phash_s = time.time() - t1
-
-    # ablation on the same vectors: raw cosine vs score normalisation, each at its best threshold
-    idx = SearchIndex.open(index_dir)
-    recs, vecs = idx.records, np.asarray(idx.vectors)
-
-    def ours_at(rank: int):  # noqa: ANN202
-        return lambda t: [[g.keep.path] + [d.record.path for d in g.duplicates]
-                          for g in find_groups(recs, vecs, float(t), background_rank=rank)]
-
-    ablation = {
-        "cosine (GeM, flip-averaged), best threshold": best_over_thresholds(
-            ours_at(0), np.arange(0.80, 1.0, 0.004), truth),
-        f"+ score normalisation (rank {BACKGROUND_RANK}), best threshold": best_over_thresholds(
-            ours_at(BACKGROUND_RANK), np.arange(-0.1, 0.8, 0.01), truth),
-    }
     from imagededup.methods import PHash
 
     ph = PHash(verbose=False)
     phash_best = best_over_thresholds(
         lambda t: [[x, y] for x, ys in ph.find_duplicates(encoding_map=enc, max_distance_threshold=int(t)).items()
                    for y in ys], range(0, 33, 2), truth)
+    catalog = {r.path: r for r in SearchIndex.open(a.work / "index").records}
+    ablation = {name: descriptor_steps(enc_dir, images, truth, a.work / f"steps-{name.replace(' ', '-')}", catalog)
+                for name, enc_dir in (("trained", run_dir), ("random init", random_dir))}
     result = {
         "machine": f"{os.cpu_count()} CPU cores, no GPU",
         "folder": {"originals": len(truth), "copies": sum(len(g) - 1 for g in truth),
                    "files": sum(1 for _ in images.rglob("*.jpg"))},
-        "train": {"preset": "copy-detection", "budget_min": a.budget, "steps": steps, "seconds": round(train_s)},
-        "retrieval_default": {**ours, "threshold": THRESHOLD_PRESETS["default"]},
+        "train": {"preset": "copy-detection", "budget_min": a.budget, "steps": steps, "seconds": round(train_s),
+                  "load": [round(x, 1) for x in load_at_start]},
+        "retrieval_default": ours,
+        "random_default": random_default,
         "phash_default": {**phash, "max_distance_threshold": 10, "seconds": round(phash_s, 1)},
-        "retrieval_best": ablation,
         "phash_best": phash_best,
+        "descriptor_steps": ablation,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dedup_quality.json").write_text(json.dumps(result, indent=1))
@@ -129,6 +192,8 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
     def row(name: str, m: dict, setting: str) -> str:
         return f"| {name} | {setting} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} |"
 
+    t = r["train"]
+    default = f"default ({THRESHOLD_PRESETS['default']})"
     lines = [
         "## Near-duplicate detection: `retrieval dedup` vs imagededup PHash",
         "",
@@ -136,18 +201,30 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
         f"Folder: {r['folder']['files']} images, {r['folder']['originals']} originals (real photos and clip art) "
         f"with {r['folder']['copies']} edited copies, plus distractors (bench/neardup_data.py).",
         f"Encoder: `retrieval train --preset copy-detection --time-budget {a.budget:g}` on that folder "
-        f"({r['train']['steps']} steps in {r['train']['seconds']} s), CPU defaults.",
+        f"({t['steps']} steps in {t['seconds']} s; load average at the start {t['load']}), CPU defaults. Random "
+        "init: the same ResNet-18 with torchvision's initialisation (seed 0), same input size and preprocessing.",
         "",
         "| method | threshold | precision | recall | F1 |",
         "|---|---|---|---|---|",
-        row("retrieval dedup", r["retrieval_default"], f"default ({r['retrieval_default']['threshold']})"),
+        row("retrieval dedup, trained encoder", r["retrieval_default"], default),
+        row("retrieval dedup, random-init encoder", r["random_default"], default),
         row("imagededup PHash", r["phash_default"], "default (distance 10)"),
+        row("imagededup PHash, best threshold", r["phash_best"], str(r["phash_best"]["threshold"])),
+        "",
+        "What each descriptor step adds (moco/preprocess.py; the steps switched on one after another; best F1",
+        f"over thresholds, of the raw cosine and of the score normalised against the {BACKGROUND_RANK}th neighbour):",
+        "",
+        "| descriptor | trained: cosine | trained: normalised | random init: cosine | random init: normalised |",
+        "|---|---|---|---|---|",
     ]
-    for name, m in r["retrieval_best"].items():
-        lines.append(row(f"retrieval: {name}", m, str(m["threshold"])))
-    lines.append(row("imagededup PHash, best threshold", r["phash_best"], str(r["phash_best"]["threshold"])))
-    ratio = r["retrieval_default"]["f1"] - r["phash_default"]["f1"]
-    lines += ["", f"F1 difference at the defaults: {ratio:+.3f} (goal: F1 >= 0.90 and >= 0.3 above PHash).", ""]
+    tr, rn = r["descriptor_steps"]["trained"], r["descriptor_steps"]["random init"]
+    for name in tr:
+        cells = [f"{m[name][kind]['f1']:.3f} (at {m[name][kind]['threshold']})"
+                 for m in (tr, rn) for kind in ("cosine", "normalised")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    diff = r["retrieval_default"]["f1"] - r["phash_default"]["f1"]
+    lines += ["", f"F1 difference at the defaults (trained encoder): {diff:+.3f} (goal: F1 >= 0.90 and >= 0.3 above "
+              "PHash).", ""]
     return "\n".join(lines)
 
 

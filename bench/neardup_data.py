@@ -78,19 +78,25 @@ def edit(im: Image.Image, kind: str, s: int, rng: random.Random) -> Image.Image:
 EDITS = ("jpeg", "resize", "crop", "border", "aspect", "overlay", "grayscale", "rotate", "flip", "brightness")
 
 
-def _thumb(path: Path) -> np.ndarray:
+def _thumb(path: Path) -> np.ndarray | None:
+    """16-px grey thumbnail, centred and unit length; None for a flat picture (a blank or fully transparent
+    PNG), which has no content to compare and would make every blank source a byte-identical twin."""
     a = np.asarray(Image.open(path).convert("L").resize((16, 16), Image.BILINEAR), np.float32).ravel()
     a -= a.mean()
-    return a / (np.linalg.norm(a) + 1e-6)
+    norm = float(np.linalg.norm(a))
+    return a / norm if norm > 1.0 else None
 
 
 def distinct_sources(paths: list[Path]) -> list[Path]:
-    """Keep paths in order, dropping any picture nearly identical to one kept before it (clip-art packages
-    hold the same drawing under several names), so that the planted copies are the only duplicates."""
+    """Keep paths in order, dropping flat pictures and any picture nearly identical to one kept before it
+    (clip-art packages hold the same drawing under several names), so that the planted copies are the only
+    duplicates."""
     kept: list[Path] = []
     thumbs: list[np.ndarray] = []
     for p in paths:
         t = _thumb(p)
+        if t is None:
+            continue
         if not thumbs or float(np.max(np.stack(thumbs) @ t)) < SOURCE_SIMILARITY_LIMIT:
             kept.append(p)
             thumbs.append(t)
