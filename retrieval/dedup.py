@@ -5,9 +5,11 @@ L2-normalised embeddings, so the inner product of two rows is their cosine simil
 
 1. Exact stage: records with the same `content_hash` form one group (score 1.0, kind "exact").
    Each hash keeps one representative (its best record by the keeper rule) for stage 2.
-2. Near stage: a batched FAISS k-nearest-neighbour search over the representatives collects
-   candidate edges with cosine >= threshold (never an N x N matrix). Scores are recomputed exactly
-   from the vectors, so an approximate index passed in only limits recall, never correctness.
+2. Near stage (`retrieval.near_pairs`): one batched FAISS k-nearest-neighbour pass over the
+   representatives gives each one's background (for normalised scores) and its candidate edges with
+   score >= threshold (never an N x N matrix). Scores are recomputed exactly from the vectors, so an
+   approximate index passed in only limits recall (and, for normalised scores, approximates the
+   backgrounds), never the reported scores.
 3. Grouping is a greedy *star* clustering, so groups never chain: representatives are visited in
    keeper order (best keeper first); each one not yet assigned becomes a centre and claims its
    unassigned neighbours. Edges are symmetric, so a better-ranked neighbour would already have
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from moco.errors import InputError
+from retrieval.near_pairs import near_pairs, normalised_scores
 from retrieval.records import FileRecord
 
 if TYPE_CHECKING:
@@ -50,7 +53,7 @@ EXACT_ONLY = math.inf
 THRESHOLD_PRESETS: dict[str, float] = {
     "exact": EXACT_ONLY,
     "strict": 0.30,
-    "default": 0.12,
+    "default": 0.16,
     "loose": 0.0,
 }
 
@@ -268,88 +271,6 @@ def _exact_stage(records: list[FileRecord], keeper: KeeperRule, ident: _Identiti
     return _ExactStage(rep_of=rep_of, reps=np.flatnonzero(is_rep), copies=copies)
 
 
-def _pair_cosines(xb: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
-    """Cosine of each pair (i[e], j[e]), gathered in chunks so scratch memory stays bounded."""
-    out = np.empty(i.size, dtype=np.float32)  # (E,)
-    for s in range(0, i.size, chunk):
-        out[s : s + chunk] = np.einsum("ed,ed->e", xb[i[s : s + chunk]], xb[j[s : s + chunk]])
-    return out
-
-
-def normalised_scores(cos: np.ndarray, b_i: np.ndarray, b_j: np.ndarray) -> np.ndarray:
-    """Score normalisation against background neighbours: where a pair's cosine lies between the
-    typical close neighbour of its two images (their mean background similarity b, score 0) and an
-    identical image (score 1). Dense regions of the embedding (plain backgrounds, one photo session)
-    get a higher bar than sparse ones; the threshold becomes comparable across encoders and folders."""
-    b = (b_i + b_j) / 2  # (E,)
-    return ((cos - b) / np.maximum(1.0 - b, 1e-6)).astype(np.float32)
-
-
-def background_similarities(xb: np.ndarray, reps: np.ndarray, rank: int, batch_size: int) -> np.ndarray:
-    """(N,) per record: the cosine of its representative to the rank-th nearest other representative
-    (0 where there are fewer). Records that share a representative share its background."""
-    b = np.zeros(xb.shape[0], dtype=np.float32)
-    if rank < 1 or reps.size < 2:
-        return b
-    nn = nearest_neighbour_similarities(xb[reps], k=rank, batch_size=batch_size)  # (R, min(rank, R-1))
-    b[reps] = np.nan_to_num(nn[:, -1], nan=0.0)
-    return b
-
-
-def _candidate_edges(
-    xb: np.ndarray,
-    stage: _ExactStage,
-    threshold: float,
-    k: int,
-    batch_size: int,
-    index: faiss.Index | None,
-    background: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Edges (i, j, score) between representatives with score >= threshold, from k-NN batches. The score
-    is the cosine, or with `background` (per-record background similarity) the normalised score."""
-    import faiss
-
-    n, d = xb.shape
-    reps = stage.reps
-    if index is None:
-        full = reps.size == n
-        index = faiss.IndexFlatIP(d)
-        index.add(xb if full else xb[reps])
-        id_map = None if full else reps  # index row -> record id
-        extra = 0
-    else:
-        if index.d != d or index.ntotal != n:
-            raise ValueError(f"index holds {index.ntotal} x {index.d}-d vectors, expected {n} x {d}")
-        id_map = None
-        # exact copies can take neighbour slots; bounded, a huge copy set only costs recall
-        extra = min(int(np.bincount(stage.rep_of).max()) - 1, 4 * k)
-    kk = min(k + 1 + extra, index.ntotal)  # +1: the query itself comes back
-    idx_dtype = np.int32 if n < 2**31 else np.int64
-    src_parts: list[np.ndarray] = []
-    dst_parts: list[np.ndarray] = []
-    sim_parts: list[np.ndarray] = []
-    for start in range(0, reps.size, batch_size):
-        q_ids = reps[start : start + batch_size]  # (B,)
-        _, I = index.search(xb[q_ids], kk)  # noqa: E741  (B, kk)
-        valid = I >= 0  # (B, kk)
-        ids = I if id_map is None else id_map[np.where(valid, I, 0)]  # (B, kk) record ids
-        J = stage.rep_of[np.where(valid, ids, 0)]  # (B, kk) representatives
-        src = np.broadcast_to(q_ids[:, None], J.shape)  # (B, kk)
-        mask = valid & (J != src)  # (B, kk)
-        i, j = src[mask], J[mask]  # (E,)
-        s = _pair_cosines(xb, i, j)  # (E,) exact cosine
-        if background is not None:
-            s = normalised_scores(s, background[i], background[j])  # (E,)
-        keep = s >= threshold
-        src_parts.append(i[keep].astype(idx_dtype))
-        dst_parts.append(j[keep].astype(idx_dtype))
-        sim_parts.append(s[keep])
-    if not src_parts:
-        empty = np.empty(0, dtype=idx_dtype)
-        return empty, empty, np.empty(0, dtype=np.float32)
-    return np.concatenate(src_parts), np.concatenate(dst_parts), np.concatenate(sim_parts)
-
-
 def _star_groups(
     src: np.ndarray,
     dst: np.ndarray,
@@ -411,11 +332,13 @@ def find_groups(
     The score is the cosine similarity, or with `background_rank` r > 0 the normalised score of
     `normalised_scores`, whose background is each image's cosine to its r-th nearest neighbour.
 
-    `threshold` None (or above 1) finds exact duplicates only. `k` neighbours are searched per
+    `threshold` None (or above 1) finds exact duplicates only. Up to `k` neighbours are searched per
     file, in batches of `batch_size` queries; a cluster larger than k may come back split in two.
     `index` is an optional FAISS index over the same rows (ids = record ids); it is only used to
-    find candidates, scores are always exact. With `root`, records that are the same file on disk
-    (hard links, symlinks) are never paired. Groups: largest first, then by keeper path.
+    find candidates and backgrounds, scores are always exact cosines (normalised against them).
+    Without it, an exact flat index over one copy of each distinct file is searched. With `root`,
+    records that are the same file on disk (hard links, symlinks) are never paired. Groups: largest
+    first, then by keeper path.
     """
     if k < 1 or batch_size < 1:
         raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
@@ -430,12 +353,19 @@ def find_groups(
     groups: list[Group] = []
     grouped: set[int] = set()
     if threshold is not None and threshold <= 1.0 and stage.reps.size > 1:
-        background = (
-            background_similarities(xb, stage.reps, background_rank, batch_size) if background_rank > 0 else None
+        pairs = near_pairs(
+            xb,
+            stage.reps,
+            stage.rep_of,
+            threshold,
+            k=k,
+            background_rank=background_rank,
+            batch_size=batch_size,
+            index=index,
         )
-        src, dst, sim = _candidate_edges(xb, stage, threshold, k, batch_size, index, background)
-        log.debug("%d candidate edges at threshold %.4f", src.size, threshold)
-        for c, members in _star_groups(src, dst, sim, recs, keeper, ident):
+        background = pairs.background
+        log.debug("%d candidate edges at threshold %.4f", pairs.src.size, threshold)
+        for c, members in _star_groups(pairs.src, pairs.dst, pairs.score, recs, keeper, ident):
             dups = exact_copies(c)
             for m, score in members.items():
                 dups.append(Duplicate(recs[m], score, "near"))

@@ -200,9 +200,7 @@ def _index_rank0(cfg: IndexConfig, dist: _Dist, held: contextlib.ExitStack) -> I
         root = Path(cfg.images).expanduser().resolve()
         files = list_images(root)
         if not files:
-            raise InputError(
-                f"{root}: no images found (is the disk mounted?); the index was left as it was"
-            )
+            raise InputError(f"{root}: no images found (is the disk mounted?); the index was left as it was")
         held.enter_context(write_lock(index_dir))  # held until the new generation is live
         embedder = _load_embedder(cfg.model, cfg.device, dist)
         old = _load_previous(index_dir, embedder, cfg)
@@ -245,19 +243,29 @@ def _index_rank0(cfg: IndexConfig, dist: _Dist, held: contextlib.ExitStack) -> I
         logger.info("nothing changed under %s; keeping %s", root, m.generation)
         work.remove()
         return IndexReport(
-            index=index_dir, generation=m.generation, root=root, ok=m.n_ok, bad=m.n_bad, embedded=0,
-            unchanged=plan.unchanged, rehashed=0, resumed=0, removed=0, written=False, kind=m.kind,
-            params=dict(m.params), recall_at_10=m.recall_at_10, seconds=time.perf_counter() - t0,
+            index=index_dir,
+            generation=m.generation,
+            root=root,
+            ok=m.n_ok,
+            bad=m.n_bad,
+            embedded=0,
+            unchanged=plan.unchanged,
+            rehashed=0,
+            resumed=0,
+            removed=0,
+            written=False,
+            kind=m.kind,
+            params=dict(m.params),
+            recall_at_10=m.recall_at_10,
+            seconds=time.perf_counter() - t0,
             images_per_second=0.0,
         )
 
     records = [
-        FileRecord(i, r.path, r.size, r.mtime_ns, r.content_hash or "", r.width, r.height)
-        for i, r in enumerate(ok)
+        FileRecord(i, r.path, r.size, r.mtime_ns, r.content_hash or "", r.width, r.height) for i, r in enumerate(ok)
     ]
     bad_files = [
-        BadFile(len(ok) + i, r.path, r.size, r.mtime_ns, r.content_hash, r.error or "")
-        for i, r in enumerate(bad)
+        BadFile(len(ok) + i, r.path, r.size, r.mtime_ns, r.content_hash, r.error or "") for i, r in enumerate(bad)
     ]
     vectors = np.zeros((len(ok), embedder.dim), dtype=np.float32)  # (n_ok, d)
     for i, r in enumerate(ok):
@@ -277,16 +285,33 @@ def _index_rank0(cfg: IndexConfig, dist: _Dist, held: contextlib.ExitStack) -> I
     work.remove()
     seconds = time.perf_counter() - t0
     report = IndexReport(
-        index=index_dir, generation=manifest.generation, root=root, ok=manifest.n_ok, bad=manifest.n_bad,
-        embedded=n_embedded, unchanged=plan.unchanged, rehashed=plan.rehashed, resumed=plan.resumed,
-        removed=plan.removed, written=True, kind=manifest.kind, params=dict(manifest.params),
-        recall_at_10=manifest.recall_at_10, seconds=seconds,
+        index=index_dir,
+        generation=manifest.generation,
+        root=root,
+        ok=manifest.n_ok,
+        bad=manifest.n_bad,
+        embedded=n_embedded,
+        unchanged=plan.unchanged,
+        rehashed=plan.rehashed,
+        resumed=plan.resumed,
+        removed=plan.removed,
+        written=True,
+        kind=manifest.kind,
+        params=dict(manifest.params),
+        recall_at_10=manifest.recall_at_10,
+        seconds=seconds,
         images_per_second=(len(plan.todo) / t_embed) if plan.todo and t_embed > 0 else 0.0,
     )
     logger.info(
         "%s: %d ok, %d bad (%d embedded, %d unchanged, %d reused by hash, %d resumed, %d removed)",
-        manifest.generation, report.ok, report.bad, report.embedded, report.unchanged, report.rehashed,
-        report.resumed, report.removed,
+        manifest.generation,
+        report.ok,
+        report.bad,
+        report.embedded,
+        report.unchanged,
+        report.rehashed,
+        report.resumed,
+        report.removed,
     )
     return report
 
@@ -304,9 +329,21 @@ def _index_follower(cfg: IndexConfig, dist: _Dist) -> IndexReport:
     seconds = time.perf_counter() - t0
     _gather(fresh, dist)
     return IndexReport(
-        index=Path(cfg.index), generation="", root=Path(cfg.images), ok=0, bad=0,
-        embedded=sum(1 for r in fresh if r.error is None), unchanged=0, rehashed=0, resumed=0, removed=0,
-        written=False, kind="", params={}, recall_at_10=None, seconds=seconds,
+        index=Path(cfg.index),
+        generation="",
+        root=Path(cfg.images),
+        ok=0,
+        bad=0,
+        embedded=sum(1 for r in fresh if r.error is None),
+        unchanged=0,
+        rehashed=0,
+        resumed=0,
+        removed=0,
+        written=False,
+        kind="",
+        params={},
+        recall_at_10=None,
+        seconds=seconds,
         images_per_second=len(mine) / seconds if mine and seconds > 0 else 0.0,
     )
 
@@ -412,8 +449,9 @@ def _plan(root: Path, files: Sequence[Path], old: Generation | None, work: _Work
         if digest is not None and digest in old_by_hash:
             assert old is not None
             src = old.records[old_by_hash[digest]]
-            plan.rows.append(_Row(c.path, c.size, c.mtime_ns, digest, src.width, src.height,
-                                  vector=old.vectors[src.id]))
+            plan.rows.append(
+                _Row(c.path, c.size, c.mtime_ns, digest, src.width, src.height, vector=old.vectors[src.id])
+            )
             if src.path == c.path:
                 plan.stat_changed += 1
                 plan.unchanged += 1
@@ -430,7 +468,12 @@ def _plan(root: Path, files: Sequence[Path], old: Generation | None, work: _Work
     plan.removed = sum(1 for p in (*old_ok, *old_bad) if p not in seen)
     logger.info(
         "%d files: %d unchanged, %d reused by hash, %d resumed, %d to embed, %d removed",
-        len(files), plan.unchanged, plan.rehashed, plan.resumed, len(plan.todo), plan.removed,
+        len(files),
+        plan.unchanged,
+        plan.rehashed,
+        plan.resumed,
+        len(plan.todo),
+        plan.removed,
     )
     return plan
 
@@ -480,9 +523,7 @@ def _decode(todo: _Todo, embedder: Embedder) -> _Decoded:
     return out
 
 
-def _decoded_stream(
-    todo: Sequence[_Todo], embedder: Embedder, workers: int, window: int
-) -> Iterator[_Decoded]:
+def _decoded_stream(todo: Sequence[_Todo], embedder: Embedder, workers: int, window: int) -> Iterator[_Decoded]:
     """Decode in order on `workers` threads, at most `window` files ahead of the consumer."""
     if workers == 0:
         for t in todo:
@@ -521,8 +562,7 @@ def _embed_all(
     unsaved: list[_Row] = []
     last_flush = time.monotonic()
     window = max(2 * cfg.batch_size, 4 * max(cfg.workers, 1))
-    bar = tqdm(total=len(todo), unit="img", desc="embedding", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="img", desc="embedding", file=sys.stderr, disable=not progress, dynamic_ncols=True)
 
     pin = embedder.device.type == "cuda"
 
@@ -575,9 +615,7 @@ class _WorkCache:
     Each flush is one `.npz` shard (written to a temp name, then renamed), keyed by (path, size, mtime).
     Shards from another encoder are dropped. The folder is removed once a generation is live."""
 
-    def __init__(
-        self, folder: Path, encoder_sha256: str, dim: int, rank: int, *, create: bool = True
-    ) -> None:
+    def __init__(self, folder: Path, encoder_sha256: str, dim: int, rank: int, *, create: bool = True) -> None:
         self.folder = folder
         self.encoder_sha256 = encoder_sha256
         self.dim = dim
@@ -820,6 +858,7 @@ from retrieval.dedup import (  # noqa: E402
 )
 from retrieval.index import HNSW_EF_SEARCH, apply_search_params, searcher  # noqa: E402
 from retrieval.moves import MovePlan, MoveReport, UndoReport, apply_moves, plan_moves, undo_moves  # noqa: E402
+from retrieval.near_pairs import search_width  # noqa: E402
 
 CALIBRATION_BINS = 20
 UNDO_LOG_PREFIX = "undo-"
@@ -940,6 +979,17 @@ def _probe_recall(search: Any, probes: np.ndarray, targets: np.ndarray, k: int) 
     return float((I == targets[:, None]).any(axis=1).mean())
 
 
+def _finer(values: Sequence[int]) -> tuple[int, ...]:
+    """Search-parameter values with a 1.5x step between doublings (16, 24, 32, 48, ...): the k-NN pass of
+    dedup costs about linearly in efSearch / nprobe, so stopping at 24 rather than 32 saves a quarter."""
+    out: list[int] = []
+    for a, b in zip(values, values[1:], strict=False):
+        out.append(a)
+        if a < a + a // 2 < b:
+            out.append(a + a // 2)
+    return (*out, *values[-1:])
+
+
 def tune_for_threshold(
     index: SearchIndex, threshold: float, k: int, background_rank: int = BACKGROUND_RANK, seed: int = 0
 ) -> dict[str, int]:
@@ -949,8 +999,9 @@ def tune_for_threshold(
     The index's own parameter is tuned for recall@10 of *any* neighbour; dedup only needs neighbours whose
     score reaches the threshold, often far fewer. Probes: sampled rows moved to exactly the cosine at which
     a pair scores `threshold` (for normalised scores: b + t (1 - b), b the row's background, measured with
-    the index's own parameter), the hardest pair dedup must find; the parameter is the smallest whose
-    top-(k+1) holds the original row for DEDUP_PROBE_RECALL of the probes, at most the index's own (which
+    the index's own parameter), the hardest pair dedup must find; the parameter is the smallest whose results,
+    as many as find_groups first asks for (`near_pairs.search_width`), hold the original row for
+    DEDUP_PROBE_RECALL of the probes, at most the index's own (which
     is tuned for recall@10 >= 0.95; dedup never searches harder than search does).
     """
     kind, params = index.manifest.kind, index.manifest.params
@@ -975,13 +1026,13 @@ def tune_for_threshold(
     noise /= np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
     probes = np.ascontiguousarray(cos[:, None] * v + np.sqrt(1.0 - cos**2)[:, None] * noise)  # (P, D)
     if kind == "hnsw":
-        name, values = "efSearch", HNSW_EF_SEARCH
+        name, values = "efSearch", _finer(HNSW_EF_SEARCH)
     else:
         nlist = int(params.get("nlist", 1))
         name = "nprobe"
-        values = tuple(p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if p < nlist) + (nlist,)
+        values = _finer(tuple(p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if p < nlist) + (nlist,))
     own_value = int(params.get(name, values[-1]))
-    kk = min(n, k + 1)
+    kk = min(n, search_width(k, background_rank, t) + 1)  # as deep as find_groups searches first
     value, recall = own_value, -1.0
     for v_try in (*(x for x in values if x < own_value), own_value):
         apply_search_params(index.index, kind, {name: v_try})
@@ -990,7 +1041,13 @@ def tune_for_threshold(
             break
     (logger.info if recall >= DEDUP_PROBE_RECALL else logger.warning)(
         "dedup search: %s=%d finds %.1f%% of neighbours at score %.3f (median cosine %.3f; index default %s=%d)",
-        name, value, 100 * recall, t, float(np.median(cos)), name, own_value,
+        name,
+        value,
+        100 * recall,
+        t,
+        float(np.median(cos)),
+        name,
+        own_value,
     )
     return {name: value}
 
@@ -1036,8 +1093,14 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
     root = index.root
     candidates = _candidate_index(index)
     logger.info("%d files in %s (%s index)", len(index), cfg.index, index.manifest.kind)
-    done = partial(DedupResult, index=Path(cfg.index), root=root, n_files=len(index), threshold=threshold,
-                   background_rank=cfg.background_rank)
+    done = partial(
+        DedupResult,
+        index=Path(cfg.index),
+        root=root,
+        n_files=len(index),
+        threshold=threshold,
+        background_rank=cfg.background_rank,
+    )
 
     if cfg.calibrate:
         loosest = min(t for t in THRESHOLD_PRESETS.values() if math.isfinite(t))
@@ -1050,7 +1113,13 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
         tune_for_threshold(index, threshold, cfg.k, cfg.background_rank)
     groups = tuple(
         find_groups(
-            index.records, index.vectors, threshold, keeper=cfg.keeper_rule, k=cfg.k, index=candidates, root=root,
+            index.records,
+            index.vectors,
+            threshold,
+            keeper=cfg.keeper_rule,
+            k=cfg.k,
+            index=candidates,
+            root=root,
             background_rank=cfg.background_rank,
         )
     )

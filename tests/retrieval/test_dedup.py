@@ -27,6 +27,7 @@ from retrieval.dedup import (
     groups_to_json,
     groups_to_table,
     nearest_neighbour_similarities,
+    normalised_scores,
     resolve_threshold,
     same_file,
 )
@@ -185,9 +186,10 @@ def test_find_groups_matches_bruteforce_components_on_planted_clusters():
         assert [d.score for d in g.duplicates] == sorted((d.score for d in g.duplicates), reverse=True)
 
 
-def bruteforce_star(records, vectors, t, rule):
-    """The grouping spec on a dense N x N matrix: visit in keeper order, claim unassigned >= t."""
-    S = vectors @ vectors.T  # (N, N)
+def bruteforce_star(records, vectors, t, rule, scores=None):
+    """The grouping spec on a dense N x N matrix (cosines, or the given scores): visit in keeper order,
+    claim unassigned >= t."""
+    S = vectors @ vectors.T if scores is None else scores  # (N, N)
     assigned, groups = set(), set()
     for c in rule.order(records):
         if c.id in assigned:
@@ -220,6 +222,30 @@ def test_find_groups_matches_dense_star_oracle_where_chains_exist(seed):
     assert_keeper_invariant(groups, records, vectors, t)
     chained = any(S[g.keep.id, d.record.id] < t for g in groups for d in g.duplicates)
     assert not chained
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_find_groups_normalised_matches_dense_star_oracle(seed):
+    # planted near copies and small tight clusters among random rows; scores normalised against each row's
+    # 5th nearest neighbour, from the dense matrix
+    rng = np.random.default_rng(seed)
+    x = unit(rng.standard_normal((160, 12)))
+    x[20:40] = unit(x[:20] + 0.3 * unit(rng.standard_normal((20, 12))))
+    x[40:64] = unit(np.repeat(x[40:46], 4, axis=0) + 0.2 * unit(rng.standard_normal((24, 12))))
+    records = [rec(i, size=int(rng.integers(1, 5)), w=int(rng.integers(50, 60))) for i in range(len(x))]
+    S = x @ x.T
+    np.fill_diagonal(S, -np.inf)
+    b = -np.sort(-S, axis=1)[:, 4]
+    scores = normalised_scores(S, b[:, None], b[None, :])
+    np.fill_diagonal(scores, -np.inf)
+    t = 0.35
+    assert np.abs(scores - t).min() > 1e-4  # nothing on the boundary
+    groups = find_groups(records, x, t, background_rank=5, batch_size=33)
+    assert len(groups) > 10
+    assert as_sets(groups) == bruteforce_star(records, x, t, KeeperRule(), scores)
+    for g in groups:
+        for d in g.duplicates:
+            assert d.score == pytest.approx(float(scores[g.keep.id, d.record.id]), abs=1e-4)
 
 
 def test_exact_groups_by_hash():
