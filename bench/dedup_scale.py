@@ -382,7 +382,7 @@ def write_results(runs: list[dict], args: argparse.Namespace, info: dict) -> Non
             f"{r['peak_rss_bytes'] / 1024**3:.2f} GB | {r['groups']:,} | {r['pair_precision']} | "
             f"{r['pair_recall']} | {'met' if r['goal_met'] else 'NOT met'} |"
         )
-    lines += ["", "Runs (command, date, load average at start, dedup search parameter):", ""]
+    lines += ["", "Runs (command, start time, load average at start, dedup search parameter):", ""]
     lines += [
         f"- N {r['n']:,}: `{r['command']}` ({r['date']}, load {r['load_average']}): "
         f"{r['tuned'] or 'exact search (flat index)'}"
@@ -427,11 +427,12 @@ def main() -> None:
     runs = recorded_runs(args)
     for n in args.n:
         load = [round(v, 2) for v in os.getloadavg()]
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         row = one_size(n, args)
         row.update(
             command=command,
             load_average=load,
-            date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            date=started,
             settings={
                 k: getattr(args, k)
                 for k in ("groups", "decoys", "exact_every", "kind", "threshold", "k", "background_rank", "seed")
