@@ -34,7 +34,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 from neardup_data import build  # noqa: E402
 from neardup_eval import pairwise_prf  # noqa: E402
 
-from moco.export import read_spec, save_random_encoder  # noqa: E402
+from moco.export import LEGACY_PREPROCESSING, read_spec, save_random_encoder  # noqa: E402
 from moco.images import list_images, load_image  # noqa: E402
 from moco.preprocess import PRESET_PREPROCESSING  # noqa: E402
 from retrieval.dedup import BACKGROUND_RANK, THRESHOLD_PRESETS, find_groups  # noqa: E402
@@ -51,7 +51,6 @@ STEPS: list[tuple[str, dict]] = [
     ("+ grayscale", {"resize": "squash", "trim_borders": True, "grayscale": True}),
     ("+ standardise", {"resize": "squash", "trim_borders": True, "grayscale": True, "standardize": True}),
 ]
-NO_STEPS = {"resize": "shorter-side+center-crop", "grayscale": False, "standardize": False, "trim_borders": False}
 
 
 def run(*args: str) -> str:
@@ -119,7 +118,7 @@ def descriptor_steps(
         variant.mkdir(parents=True, exist_ok=True)
         shutil.copy(encoder_dir / "encoder.safetensors", variant / "encoder.safetensors")
         desc = json.loads((encoder_dir / "encoder.json").read_text())
-        (variant / "encoder.json").write_text(json.dumps({**desc, **NO_STEPS, **steps}))
+        (variant / "encoder.json").write_text(json.dumps({**desc, **LEGACY_PREPROCESSING, **steps}))
         rel, vecs = embed_folder(variant, images)
         cosine, normalised = scorer(rel, vecs, 0, catalog), scorer(rel, vecs, BACKGROUND_RANK, catalog)
         out[name] = {

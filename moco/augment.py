@@ -10,6 +10,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from torchvision import transforms as T
 
+from moco.preprocess import make_preprocess
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -132,9 +134,10 @@ def make_preset(name: str, size: int, min_scale: float | None = None) -> T.Compo
 
 def eval_transform(
     size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
-) -> T.Compose:
-    """Query/index-time preprocessing: resize the shorter side to `size`, centre crop, normalise."""
-    return T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the shorter side to `size`, centre crop, normalise: `moco.preprocess.make_preprocess` with its
+    default steps (the --val kNN check uses it; index and query time use the encoder's own steps)."""
+    return make_preprocess(size, mean, std)
 
 
 class TwoCropsTransform:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from moco.devices import autocast, resolve_device
+from moco.devices import autocast, resolve_device, uses_channels_last
 from moco.export import EncoderSpec, ExportedEncoder, load_encoder
 
 
@@ -28,7 +28,7 @@ class Embedder:
     def load(encoder_dir: Path, device: str = "auto") -> Embedder:
         dev = resolve_device(device)
         module, spec = load_encoder(Path(encoder_dir), dev)
-        if dev.type in ("cuda", "cpu"):  # faster convolutions on both (CPU: 1.1x at 64 px, 1.5x at 224 px)
+        if uses_channels_last(dev):
             module = module.to(memory_format=torch.channels_last)
         return Embedder(module, spec, dev)
 
@@ -53,7 +53,7 @@ class Embedder:
     def encode_tensors(self, x: torch.Tensor) -> np.ndarray:
         """(N, 3, S, S) preprocessed batch -> (N, dim) float32, L2-normalised."""
         x = x.to(self.device, non_blocking=True)
-        if self.device.type in ("cuda", "cpu"):
+        if uses_channels_last(self.device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
             f = self.module(x).float()  # (N, dim)
