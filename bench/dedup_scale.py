@@ -11,7 +11,7 @@ For each N:
      an exact byte copy as well) and decoy pairs just below the benchmark's threshold (cosine 0.75-0.87, not
      duplicates); `retrieval.index.build_index(vectors, kind)` and `write_generation`, exactly as
      `retrieval index` writes an index (catalog.sqlite, vectors.npy, index.faiss, manifest.json).
-  2. dedup (a fresh subprocess, so its peak RSS is dedup's alone): `pipeline.find_duplicates(DedupConfig(
+  2. dedup (a fresh subprocess, so its peak RSS is dedup's alone): `dedup_run.find_duplicates(DedupConfig(
      index, threshold))`, the library call behind `retrieval dedup --index DIR`: load and verify the index,
      tune the search parameter for the threshold, exact stage, batched k-NN, star grouping. Wall time from
      before the call to the groups; CPU time (user + system, all threads) of that process; peak memory =
@@ -202,7 +202,7 @@ def dedup_phase(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [dedup] %(message)s")  # stderr: progress
     logging.getLogger("faiss").setLevel(logging.WARNING)
     logging.getLogger().addHandler(Stages())
-    from retrieval.pipeline import DedupConfig, find_duplicates
+    from retrieval.dedup_run import DedupConfig, find_duplicates
 
     rss_before = peak_rss_bytes()
     cpu0 = cpu_seconds()
@@ -353,7 +353,7 @@ def write_results(runs: list[dict], args: argparse.Namespace, info: dict) -> Non
         "pairs, half triples); every 10th pair also gets an exact byte copy (same content hash). Truth = all "
         "pairs inside a planted group; precision / recall are over pairs (every pair inside a found group).",
         "",
-        "Dedup = `pipeline.find_duplicates(DedupConfig(index, threshold, background_rank))` in a fresh process "
+        "Dedup = `dedup_run.find_duplicates(DedupConfig(index, threshold, background_rank))` in a fresh process "
         "(what `retrieval dedup --index DIR` runs): load + verify the index, tune the search parameter for the "
         "threshold, exact stage, background, batched k-NN, star groups. Peak memory = VmHWM (peak resident set) "
         "of that process. Build = `build_index` (with its recall@10 tuning) as `retrieval index` runs it after "
@@ -405,7 +405,7 @@ def main() -> None:
         "--background-rank",
         type=int,
         default=0,
-        help="score normalisation rank (0: plain cosine, the default here; the pipeline's is 5)",
+        help="score normalisation rank (0: plain cosine, the default here; DedupConfig's is 5)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default="/tmp/dedup_scale")

@@ -3,7 +3,7 @@
 The data set made by `../shared/datasets/build.py`: `emoji/gallery/<category>/*.png` (Noto renditions),
 `emoji/queries/<category>/*.png` (Twemoji renditions of the same code points) and `emoji/pairs.json`
 ([query, gallery] relative paths). For each encoder the gallery folder is indexed with
-`retrieval.pipeline.index_folder` and every query image is searched with `retrieval.pipeline.search_images`
+`retrieval.indexing.index_folder` and every query image is searched with `retrieval.querying.search_images`
 (k = 10), exactly as `retrieval index` / `retrieval search` do. A query hits at k when its paired gallery
 image is among its top k; recall@k = hits / pairs. Also reported: category precision@1 (the top result
 is in the query's category folder), and chance level (k / gallery size).
@@ -40,7 +40,8 @@ sys.path[:0] = [str(ROOT)]  # run as a script from a checkout: moco/ and retriev
 import torch  # noqa: E402
 
 from moco.export import read_spec, save_random_encoder  # noqa: E402
-from retrieval.pipeline import IndexConfig, SearchConfig, index_folder, search_images  # noqa: E402
+from retrieval.indexing import IndexConfig, index_folder  # noqa: E402
+from retrieval.querying import SearchConfig, search_images  # noqa: E402
 
 NAME = "emoji_recall"
 DEFAULT_EMOJI = Path.home() / ".cache/retrieval-datasets/emoji"

@@ -1,11 +1,11 @@
-"""Indexing throughput: end-to-end `retrieval.pipeline.index_folder` images/s vs the model forward alone.
+"""Indexing throughput: end-to-end `retrieval.indexing.index_folder` images/s vs the model forward alone.
 
 A temp folder of `--n` 4000x3000 JPEGs (quality 90) is made by upscaling the real photos of
 `photos/*.jpg` (each repeat mirrored / flipped / rotated 180 and, from the 5th repeat on, cropped 90 %
 first, so no two files share bytes and nothing is reused by content hash).
 
 - end to end: `index_folder(IndexConfig(images=folder, model=encoder, index=fresh dir, device=...))`
-  with the pipeline's defaults (decode threads = min(8, CPUs), batch 64): list, stat, hash, draft-mode
+  with IndexConfig's defaults (decode threads = min(8, CPUs), batch 64): list, stat, hash, draft-mode
   decode + preprocess on the thread pool, batched forward, flat index build, recall measurement and an
   fsynced generation on disk. images/s = n / wall time of the whole call.
 - forward alone: the same images decoded and preprocessed beforehand (`load_image` + `Embedder.preprocess`,
@@ -49,7 +49,7 @@ from moco.export import save_random_encoder  # noqa: E402
 from moco.images import image_size, load_image  # noqa: E402
 from retrieval.embed import Embedder  # noqa: E402
 from retrieval.hashing import content_hash  # noqa: E402
-from retrieval.pipeline import IndexConfig, index_folder  # noqa: E402
+from retrieval.indexing import IndexConfig, index_folder  # noqa: E402
 
 DEFAULT_PHOTOS = Path.home() / ".cache/retrieval-datasets/photos"
 TRANSPOSES = [None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180]
@@ -109,7 +109,7 @@ def end_to_end(folder: Path, model: Path, index_dir: Path, device: str, batch_si
 
 
 def decode_cost_ms(embedder: Embedder, paths: list[Path]) -> dict[str, float]:
-    """Cost per image of each step a decode worker does (pipeline._decode), one image at a time here."""
+    """Cost per image of each step a decode worker does (embed_stream._decode), one image at a time here."""
     steps = {"sha256": 0.0, "header (image_size)": 0.0, "load_image (draft decode + resize)": 0.0,
              "preprocess (eval transform)": 0.0}
     for p in paths:
@@ -225,7 +225,7 @@ def main() -> None:
     ap.add_argument("--image-sizes", type=int, nargs="+", default=[128, 64],
                     help="index-time input sizes of the random-init encoder (ignored with --model)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=None, help="decode threads (default: the pipeline's)")
+    ap.add_argument("--workers", type=int, default=None, help="decode threads (default: IndexConfig's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=BENCH / "results")

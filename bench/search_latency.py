@@ -158,7 +158,7 @@ def bench_dim(d: int, n: int, a: argparse.Namespace) -> dict:
     gc.collect()
     log(step="exact", batch_s=exact_batch_s, **percentiles(exact_ns), **stats)
 
-    # our index, as the pipeline builds it
+    # our index, as `retrieval index` builds it
     t = time.perf_counter()
     built = build_index(xb, kind="auto", seed=a.seed)
     build_s = time.perf_counter() - t

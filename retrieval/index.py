@@ -8,7 +8,7 @@ Layout of one index folder (`indexes/NAME/`):
       vectors.npy        float32 (n_ok, dim), row i is the L2-normalised embedding of id i
       index.faiss        FAISS index over vectors.npy; FAISS id i == catalog id i == row i
       manifest.json      format version, root, encoder, index kind + params, recall@10, counts, sha256s
-    work/                resume cache of an index run in progress (retrieval.pipeline), else absent
+    work/                resume cache of an index run in progress (retrieval.work_cache), else absent
     .lock                held (flock) by the one run allowed to write here
 
 A new generation is written to a fresh `gen-NNNN/` folder, every file fsynced, then the folder, then

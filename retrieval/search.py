@@ -32,7 +32,7 @@ class Hit:
     A slotted, non-frozen dataclass because one is built per result on every query: a frozen dataclass's
     `__init__` goes through `object.__setattr__` per field (~1.7 us per hit, ~17 us of a 10-hit query);
     this one costs ~0.3 us, less than a NamedTuple (~0.45 us), and unlike a NamedTuple
-    still works with `dataclasses.replace` (retrieval.pipeline uses it). Treat hits as read-only."""
+    still works with `dataclasses.replace` (retrieval.querying uses it). Treat hits as read-only."""
 
     rank: int
     id: int

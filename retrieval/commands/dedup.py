@@ -21,8 +21,8 @@ import typer
 if TYPE_CHECKING:
     from PIL import Image
 
+    from retrieval.dedup_run import DedupResult
     from retrieval.moves import MovePlan, MoveReport, SkippedMove
-    from retrieval.pipeline import DedupResult
 
 FORMATS = ("table", "json", "csv")
 THUMB_SIZE = 256
@@ -60,8 +60,8 @@ def dedup(
 ) -> None:
     """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""
     from retrieval.dedup import KeeperRule
+    from retrieval.dedup_run import DedupConfig, find_duplicates
     from retrieval.errors import InputError
-    from retrieval.pipeline import DedupConfig, find_duplicates
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -106,8 +106,8 @@ def undo(
     move_log: Path = typer.Argument(..., help="The undo-*.jsonl log written by `retrieval dedup --apply`."),
 ) -> None:
     """Move every file that `retrieval dedup --apply` moved back to where it was (verified by sha256)."""
+    from retrieval.dedup_run import undo as undo_moves
     from retrieval.errors import InputError
-    from retrieval.pipeline import undo as undo_moves
 
     result = undo_moves(move_log)
     typer.echo(f"restored {len(result.restored)} files, {len(result.already_in_place)} already in place")
@@ -135,7 +135,7 @@ def format_groups(result: DedupResult, fmt: str) -> str:
 
 def format_calibration(result: DedupResult, fmt: str) -> str:
     from retrieval.dedup import format_histogram
-    from retrieval.pipeline import threshold_marks
+    from retrieval.dedup_run import threshold_marks
 
     histogram = result.histogram or ()
     marks = threshold_marks(result.threshold)

@@ -36,7 +36,7 @@ def index(
 ) -> None:
     """Embed every image under IMAGES into a searchable index (incremental: reruns embed only changes)."""
     from retrieval.errors import InputError
-    from retrieval.pipeline import IndexConfig, index_folder
+    from retrieval.indexing import IndexConfig, index_folder
 
     if kind not in KINDS:
         raise InputError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")

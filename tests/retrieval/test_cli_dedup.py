@@ -25,7 +25,7 @@ import retrieval.cli as cli
 from moco.export import save_random_encoder
 from retrieval.commands import dedup as dedup_cmd
 from retrieval.dedup import BACKGROUND_RANK, normalised_scores
-from retrieval.pipeline import IndexConfig, index_folder
+from retrieval.indexing import IndexConfig, index_folder
 from retrieval.search import SearchIndex
 
 NEAR = "0.8"

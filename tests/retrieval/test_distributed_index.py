@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from moco.export import save_random_encoder
-from retrieval.pipeline import IndexConfig, index_folder
+from retrieval.indexing import IndexConfig, index_folder
 from retrieval.search import SearchIndex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ _RANK_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from retrieval.pipeline import IndexConfig, index_folder
+    from retrieval.indexing import IndexConfig, index_folder
 
     photos, model, index, out = map(Path, sys.argv[1:5])
     report = index_folder(IndexConfig(photos, model, index, batch_size=3, workers=1, device="cpu",

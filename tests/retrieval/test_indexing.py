@@ -1,5 +1,5 @@
-"""index_folder / search_images end to end with a tiny random encoder: incremental rules, resume,
-encoder checks, bad files, and vectors checked against the Embedder run directly (the oracle)."""
+"""index_folder end to end with a tiny random encoder: incremental rules, resume, encoder checks, bad files,
+and vectors checked against the Embedder run directly (the oracle)."""
 
 from __future__ import annotations
 
@@ -9,42 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-import retrieval.pipeline as pipeline
+import retrieval.embed_stream as embed_stream
 from moco.export import save_random_encoder
 from moco.images import load_image
 from retrieval.embed import Embedder
 from retrieval.errors import EncoderMismatchError, InputError
 from retrieval.hashing import content_hash
-from retrieval.pipeline import IndexConfig, SearchConfig, index_folder, search_images
+from retrieval.indexing import index_folder
+from retrieval.querying import SearchConfig, search_images
 from retrieval.search import SearchIndex
+from tests.retrieval.conftest import index_cfg, make_image
 
-
-def make_image(path: Path, seed: int, size: tuple[int, int] = (40, 32)) -> Path:
-    """A distinct blocky colour pattern per seed."""
-    blocks = np.random.default_rng(seed).integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST).save(path)
-    return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight the decode threads or other jobs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    save_random_encoder(out, arch="resnet18", image_size=32, dim=16, seed=0)
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -53,21 +30,11 @@ def embedder(encoder) -> Embedder:
 
 
 @pytest.fixture
-def photos(tmp_path) -> Path:
-    root = tmp_path / "photos"
-    for i in range(8):
-        make_image(root / ("a" if i < 4 else "b") / f"{i}.png", seed=i)
-    (root / "broken.jpg").write_bytes(b"plain text, not an image")
-    (root / "empty.png").write_bytes(b"")
-    return root
-
-
-@pytest.fixture
 def counter(monkeypatch) -> dict[str, int]:
-    """Counts images run through the encoder and files decoded by the pipeline."""
+    """Counts images run through the encoder and files decoded by the embed stream."""
     counts = {"encoded": 0, "decoded": 0}
     real_encode = Embedder.encode_tensors
-    real_load = pipeline.load_image
+    real_load = embed_stream.load_image
 
     def encode_tensors(self, x):
         counts["encoded"] += x.shape[0]
@@ -78,13 +45,8 @@ def counter(monkeypatch) -> dict[str, int]:
         return real_load(path, min_side=min_side)
 
     monkeypatch.setattr(Embedder, "encode_tensors", encode_tensors)
-    monkeypatch.setattr(pipeline, "load_image", load)
+    monkeypatch.setattr(embed_stream, "load_image", load)
     return counts
-
-
-def _cfg(photos: Path, encoder: Path, tmp_path: Path, **kw) -> IndexConfig:
-    return IndexConfig(photos, encoder, tmp_path / "idx", batch_size=4, workers=2, device="cpu",
-                       progress=False, **kw)
 
 
 def _oracle(embedder: Embedder, path: Path) -> np.ndarray:
@@ -97,7 +59,7 @@ def _vectors_by_path(index_dir: Path) -> dict[str, np.ndarray]:
 
 
 def test_first_run_indexes_everything_and_records_bad_files(photos, encoder, embedder, tmp_path, counter):
-    report = index_folder(_cfg(photos, encoder, tmp_path))
+    report = index_folder(index_cfg(photos, encoder, tmp_path))
     assert (report.ok, report.bad, report.embedded, report.written) == (8, 2, 8, True)
     assert counter["encoded"] == 8
     index = SearchIndex.open(tmp_path / "idx")
@@ -120,7 +82,7 @@ def test_first_run_indexes_everything_and_records_bad_files(photos, encoder, emb
 
 
 def test_incremental_reruns(photos, encoder, embedder, tmp_path, counter):
-    cfg = _cfg(photos, encoder, tmp_path)
+    cfg = index_cfg(photos, encoder, tmp_path)
     index_folder(cfg)
     before = _vectors_by_path(cfg.index)
     counter.update(encoded=0, decoded=0)
@@ -174,7 +136,7 @@ def test_incremental_reruns(photos, encoder, embedder, tmp_path, counter):
 
 
 def test_missing_or_empty_root_deletes_nothing(photos, encoder, tmp_path):
-    cfg = _cfg(photos, encoder, tmp_path)
+    cfg = index_cfg(photos, encoder, tmp_path)
     index_folder(cfg)
     files = {p: content_hash(p) for p in cfg.index.rglob("*") if p.is_file()}
     shutil.rmtree(photos)
@@ -189,12 +151,12 @@ def test_missing_or_empty_root_deletes_nothing(photos, encoder, tmp_path):
 
 
 def test_other_encoder_is_refused_unless_rebuild(photos, encoder, tmp_path):
-    index_folder(_cfg(photos, encoder, tmp_path))
+    index_folder(index_cfg(photos, encoder, tmp_path))
     other = tmp_path / "runs" / "other"
     save_random_encoder(other, arch="resnet18", image_size=32, dim=16, seed=1)
     with pytest.raises(EncoderMismatchError, match="--rebuild"):
-        index_folder(_cfg(photos, other, tmp_path))
-    report = index_folder(_cfg(photos, other, tmp_path, rebuild=True))
+        index_folder(index_cfg(photos, other, tmp_path))
+    report = index_folder(index_cfg(photos, other, tmp_path, rebuild=True))
     assert (report.embedded, report.generation) == (8, "gen-0002")
     assert SearchIndex.open(tmp_path / "idx").manifest.encoder_path == str(other.resolve())
     with pytest.raises(EncoderMismatchError):  # searching with the first encoder now fails
@@ -202,7 +164,7 @@ def test_other_encoder_is_refused_unless_rebuild(photos, encoder, tmp_path):
 
 
 def test_interrupted_run_resumes(photos, encoder, embedder, tmp_path, monkeypatch, counter):
-    cfg = _cfg(photos, encoder, tmp_path)
+    cfg = index_cfg(photos, encoder, tmp_path)
     real = Embedder.encode_tensors  # the counting one
     calls = {"n": 0}
 
@@ -225,34 +187,3 @@ def test_interrupted_run_resumes(photos, encoder, embedder, tmp_path, monkeypatc
     for p, v in vectors.items():
         np.testing.assert_allclose(v, _oracle(embedder, photos / p), atol=1e-5)
     assert not (cfg.index / "work").exists()
-
-
-def test_search_images(photos, encoder, tmp_path):
-    index_folder(_cfg(photos, encoder, tmp_path))
-    q = photos / "a" / "3.png"
-    outside = tmp_path / "query-copy.png"
-    shutil.copy(q, outside)
-    cfg = SearchConfig((q, outside), tmp_path / "idx", k=3, device="cpu")
-    results = search_images(cfg)
-    assert [r.query for r in results] == [str(q), str(outside)]
-    for r in results:
-        assert [h.rank for h in r.hits] == [1, 2, 3]
-        assert r.hits[0].path == str(photos.resolve() / "a" / "3.png")
-        assert r.hits[0].score == pytest.approx(1.0, abs=1e-5)
-    excluded = search_images(SearchConfig((q, outside), tmp_path / "idx", k=3, exclude_self=True, device="cpu"))
-    for plain, ex in zip(results, excluded, strict=True):
-        assert len(ex.hits) == 3
-        assert [h.id for h in ex.hits] == [h.id for h in plain.hits[1:]] + [ex.hits[2].id]
-        assert all(h.path != plain.hits[0].path for h in ex.hits)
-    # a folder is expanded into its images
-    assert [r.query for r in search_images(SearchConfig((photos / "a",), tmp_path / "idx", k=1))] == [
-        str(photos / "a" / f"{i}.png") for i in range(4)
-    ]
-
-
-@pytest.mark.parametrize("name,reason", [("broken.jpg", "not an image"), ("nope.png", "no such file")])
-def test_bad_query_names_the_file(photos, encoder, tmp_path, name, reason):
-    index_folder(_cfg(photos, encoder, tmp_path))
-    with pytest.raises(InputError, match=reason) as exc:
-        search_images(SearchConfig((photos / name,), tmp_path / "idx", device="cpu"))
-    assert str(photos / name) in str(exc.value)

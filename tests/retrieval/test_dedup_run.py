@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 
 from retrieval.dedup import BACKGROUND_RANK, THRESHOLD_PRESETS, KeeperRule, find_groups, normalised_scores
-from retrieval.errors import IndexError_, InputError
-from retrieval.index import build_index, write_generation
-from retrieval.pipeline import (
+from retrieval.dedup_run import (
     DedupConfig,
     _finer,
     find_duplicates,
@@ -22,6 +20,8 @@ from retrieval.pipeline import (
     tune_for_threshold,
     undo,
 )
+from retrieval.errors import IndexError_, InputError
+from retrieval.index import build_index, write_generation
 from retrieval.records import FileRecord
 from retrieval.search import SearchIndex
 

@@ -1,0 +1,54 @@
+"""Shared by test_indexing.py and test_querying.py: a folder of tiny photos with two bad files, a tiny
+random encoder, and the index config both build their index with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from moco.export import save_random_encoder
+from retrieval.indexing import IndexConfig
+
+
+def make_image(path: Path, seed: int, size: tuple[int, int] = (40, 32)) -> Path:
+    """A distinct blocky colour pattern per seed."""
+    blocks = np.random.default_rng(seed).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST).save(path)
+    return path
+
+
+def index_cfg(photos: Path, encoder: Path, tmp_path: Path, **kw) -> IndexConfig:
+    return IndexConfig(photos, encoder, tmp_path / "idx", batch_size=4, workers=2, device="cpu", progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight the decode threads or other jobs.
+    Not autouse: a module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    save_random_encoder(out, arch="resnet18", image_size=32, dim=16, seed=0)
+    return out
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    for i in range(8):
+        make_image(root / ("a" if i < 4 else "b") / f"{i}.png", seed=i)
+    (root / "broken.jpg").write_bytes(b"plain text, not an image")
+    (root / "empty.png").write_bytes(b"")
+    return root
