@@ -236,10 +236,12 @@ def dedup_phase(args: argparse.Namespace) -> None:
                 "dedup_cpu_s": round(cpu, 1),
                 "stage_s": {
                     "index_loaded": at(" files in "),
-                    "search_tuned": at("dedup search:"),
+                    "search_tuned": at("dedup neighbours: "),
+                    "table": at(" table in "),
                     "groups": at("duplicate groups"),
                 },
-                "tuned": next((msg for _, msg in stages if "dedup search:" in msg), None),
+                "tuned": next((msg for _, msg in stages if "dedup neighbours: " in msg), None),
+                "method": "self-join",
                 "peak_rss_bytes": peak,
                 "rss_after_imports_bytes": rss_before,
                 "groups": len(result.groups),
@@ -354,8 +356,11 @@ def write_results(runs: list[dict], args: argparse.Namespace, info: dict) -> Non
         "pairs inside a planted group; precision / recall are over pairs (every pair inside a found group).",
         "",
         "Dedup = `dedup_run.find_duplicates(DedupConfig(index, threshold, background_rank))` in a fresh process "
-        "(what `retrieval dedup --index DIR` runs): load + verify the index, tune the search parameter for the "
-        "threshold, exact stage, background, batched k-NN, star groups. Peak memory = VmHWM (peak resident set) "
+        "(what `retrieval dedup --index DIR` runs): load + verify the index, exact stage, neighbours, background, "
+        "star groups. Neighbours, method `self-join` (since 2026-11-23): for an approximate index, the k-NN "
+        "self-join of `retrieval/cell_join.py` (k-means cells, nprobe tuned for the threshold, one matrix product "
+        "per cell); earlier rows, method `index search`, searched the index once per vector (efSearch / nprobe "
+        "tuned for the threshold). Peak memory = VmHWM (peak resident set) "
         "of that process. Build = `build_index` (with its recall@10 tuning) as `retrieval index` runs it after "
         "embedding, for context; it is not part of the dedup time.",
         "",
@@ -367,22 +372,24 @@ def write_results(runs: list[dict], args: argparse.Namespace, info: dict) -> Non
         "at N 20,000 and 50,000), not a bug.",
         "",
         "| N | dim | index (params) | score: threshold, background rank | build index s | load avg at start | "
-        "dedup s | dedup CPU s | load / tune / groups at s | peak RSS | groups | pair precision | pair recall | "
+        "method | dedup s | dedup CPU s | load / tune / groups at s | peak RSS | groups | pair precision | "
+        "pair recall | "
         "goal (<600 s, <4 GB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         st = r["stage_s"]
+        method = "exact search" if r["kind"] == "flat" else r.get("method", "index search")
         params = ", ".join(f"{k}={v}" for k, v in r["index_params"].items())
         score = f"{r['threshold']}, {r['background_rank']}" + (" (cosine)" if r["background_rank"] == 0 else "")
         lines.append(
             f"| {r['n']:,} | {r['dim']} | {r['kind']} ({params}) | {score} | {r['build_index_s']} | "
-            f"{r['load_average'][0]} | {r['dedup_s']} | {r.get('dedup_cpu_s', '?')} | "
+            f"{r['load_average'][0]} | {method} | {r['dedup_s']} | {r.get('dedup_cpu_s', '?')} | "
             f"{st['index_loaded']} / {st['search_tuned']} / {st['groups']} | "
             f"{r['peak_rss_bytes'] / 1024**3:.2f} GB | {r['groups']:,} | {r['pair_precision']} | "
             f"{r['pair_recall']} | {'met' if r['goal_met'] else 'NOT met'} |"
         )
-    lines += ["", "Runs (command, start time, load average at start, dedup search parameter):", ""]
+    lines += ["", "Runs (command, start time, load average at start, how dedup found neighbours):", ""]
     lines += [
         f"- N {r['n']:,}: `{r['command']}` ({r['date']}, load {r['load_average']}): "
         f"{r['tuned'] or 'exact search (flat index)'}"

@@ -131,9 +131,7 @@ class Catalog:
                 " VALUES (?, ?, ?, ?, ?, NULL, NULL, 'bad', ?)",
                 ((b.id, b.path, b.size, b.mtime_ns, b.content_hash, b.error) for b in bad),
             )
-            conn.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", sorted((meta or {}).items())
-            )
+            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", sorted((meta or {}).items()))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -144,8 +142,7 @@ class Catalog:
     def records(self) -> list[FileRecord]:
         """The ok files, ordered by id."""
         rows = self._query(
-            "SELECT id, path, size, mtime_ns, content_hash, width, height FROM files"
-            " WHERE status = 'ok' ORDER BY id"
+            "SELECT id, path, size, mtime_ns, content_hash, width, height FROM files WHERE status = 'ok' ORDER BY id"
         )
         return [FileRecord(*row) for row in rows]
 

@@ -6,14 +6,14 @@ import datetime as _dt
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from retrieval.cell_join import BACKGROUND_RECALL, PAIR_RECALL, KnnTable, choose_nprobe, self_join, train_cells
 from retrieval.dedup import (
     BACKGROUND_RANK,
     DEFAULT_KEEPER_KEYS,
@@ -26,20 +26,14 @@ from retrieval.dedup import (
     resolve_threshold,
 )
 from retrieval.errors import InputError
-from retrieval.index import HNSW_EF_SEARCH, apply_search_params, searcher
 from retrieval.moves import MovePlan, MoveReport, UndoReport, apply_moves, plan_moves, undo_moves
-from retrieval.near_pairs import search_width
+from retrieval.near_pairs import SCORE_SLACK
 from retrieval.search import SearchIndex
 
 logger = logging.getLogger(__name__)
 
 CALIBRATION_BINS = 20
 UNDO_LOG_PREFIX = "undo-"
-DEDUP_PROBES = 1000  # probe queries used to tune an approximate index's search parameter for dedup
-# Share of probes whose neighbour at the threshold must come back. Per direction: find_groups searches a
-# pair from both of its files, so a pair is missed only when neither finds the other; on planted pairs in
-# 1M random 128-d vectors (IVF), 0.96 one way gave 0.99 either way (bench/dedup_scale.py).
-DEDUP_PROBE_RECALL = 0.95
 _DEDUP_BATCH = 4096
 
 
@@ -112,30 +106,52 @@ class DedupResult:
         return self.moved is None
 
 
-@dataclass(frozen=True)
-class _Candidates:
-    """What `dedup.find_groups` needs of an index (d, ntotal, search), for a searcher that lacks `d`
-    (the exactly re-ranked IVF-PQ searcher)."""
+def neighbour_table(
+    index: SearchIndex,
+    threshold: float,
+    k: int,
+    background_rank: int = BACKGROUND_RANK,
+    *,
+    every_file: bool = False,
+    seed: int = 0,
+) -> KnnTable | None:
+    """What `find_groups` takes its neighbours from: None for a flat index (it searches exactly), else the
+    k-NN self-join of the indexed vectors (`cell_join`), as wide as find_groups may ask for, with its
+    nprobe tuned so the pairs at `threshold` are found (`cell_join.choose_nprobe`). It keeps only what
+    find_groups reads: with plain cosines the neighbours at the threshold or above, with normalised scores
+    (threshold >= 0) the neighbours as close as the background or closer (see `near_pairs`); with
+    `every_file` (calibration) each file's nearest neighbours whatever their score.
 
-    inner: Any
-    d: int
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.inner.ntotal)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.inner.search(queries, k)
-
-
-def _candidate_index(index: SearchIndex) -> Any | None:
-    """The index dedup searches for neighbours: None for flat (dedup builds an exact one over one copy of
-    each distinct file), else the loaded approximate index (IVF-PQ re-ranked exactly from the vectors)."""
-    kind = index.manifest.kind
-    if kind == "flat" or len(index) == 0:
+    An approximate index answers one query at a time; dedup queries every indexed vector, which the join
+    does as one matrix product per cell (bench/dedup_scale.py: 1M vectors)."""
+    n = len(index)
+    if index.manifest.kind == "flat" or n < 2:
         return None
-    found = searcher(index.index, kind, index.manifest.params, index.vectors)
-    return found if hasattr(found, "d") else _Candidates(found, index.dim)
+    t0 = time.perf_counter()
+    x = index.vectors
+    cells = train_cells(x, seed=seed)
+    nprobe, pair_recall, bg_recall = choose_nprobe(x, cells, threshold, background_rank, seed=seed)
+    copies = max(Counter(r.content_hash for r in index.records).values()) - 1  # exact copies take slots
+    width = min(n, max(k, background_rank) + 1 + min(copies, 4 * k))
+    ok = pair_recall >= PAIR_RECALL and bg_recall >= BACKGROUND_RECALL
+    (logger.info if ok else logger.warning)(
+        "dedup neighbours: %d cells, nprobe %d finds %.1f%% of pairs at score %.3f and %.1f%% of background "
+        "neighbours (tuned in %.1f s)",
+        cells.nlist,
+        nprobe,
+        100 * pair_recall,
+        threshold,
+        100 * bg_recall,
+        time.perf_counter() - t0,
+    )
+    nearest = max(1, background_rank) + copies  # list position (0 = the file itself) of the last neighbour read
+    if every_file or background_rank > 0:
+        floor_rank, min_similarity = (nearest if every_file or threshold >= 0 else None), -np.inf
+    else:
+        floor_rank, min_similarity = None, threshold - SCORE_SLACK
+    table = self_join(x, width, cells, nprobe, floor_rank=floor_rank, min_similarity=min_similarity)
+    logger.info("dedup neighbours: %d x %d table in %.1f s", n, width, time.perf_counter() - t0)
+    return table
 
 
 def _without_self(D: np.ndarray, I: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: E741
@@ -146,87 +162,8 @@ def _without_self(D: np.ndarray, I: np.ndarray, first: int) -> tuple[np.ndarray,
     return D[~own].reshape(b, kk - 1), I[~own].reshape(b, kk - 1)
 
 
-def _probe_recall(search: Any, probes: np.ndarray, targets: np.ndarray, k: int) -> float:
-    """Share of probes whose target row is among the k results."""
-    _, I = search.search(probes, k)  # noqa: E741  (P, k)
-    return float((I == targets[:, None]).any(axis=1).mean())
-
-
-def _finer(values: Sequence[int]) -> tuple[int, ...]:
-    """Search-parameter values with a 1.5x step between doublings (16, 24, 32, 48, ...): the k-NN pass of
-    dedup costs about linearly in efSearch / nprobe, so stopping at 24 rather than 32 saves a quarter."""
-    out: list[int] = []
-    for a, b in zip(values, values[1:], strict=False):
-        out.append(a)
-        if a < a + a // 2 < b:
-            out.append(a + a // 2)
-    return (*out, *values[-1:])
-
-
-def tune_for_threshold(
-    index: SearchIndex, threshold: float, k: int, background_rank: int = BACKGROUND_RANK, seed: int = 0
-) -> dict[str, int]:
-    """Set (in memory) the smallest efSearch / nprobe at which an approximate index finds the neighbours
-    dedup needs; return the parameter chosen ({} for flat, whose search is exact).
-
-    The index's own parameter is tuned for recall@10 of *any* neighbour; dedup only needs neighbours whose
-    score reaches the threshold, often far fewer. Probes: sampled rows moved to exactly the cosine at which
-    a pair scores `threshold` (for normalised scores: b + t (1 - b), b the row's background, measured with
-    the index's own parameter), the hardest pair dedup must find; the parameter is the smallest whose results,
-    as many as find_groups first asks for (`near_pairs.search_width`), hold the original row for
-    DEDUP_PROBE_RECALL of the probes, at most the index's own (which
-    is tuned for recall@10 >= 0.95; dedup never searches harder than search does).
-    """
-    kind, params = index.manifest.kind, index.manifest.params
-    n = len(index)
-    if kind not in ("hnsw", "ivf", "ivfpq") or n < 2:
-        return {}
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, size=min(n, DEDUP_PROBES), replace=False))  # (P,)
-    v = np.asarray(index.vectors[rows], dtype=np.float32)  # (P, D)
-    search = searcher(index.index, kind, params, index.vectors)
-    t = float(np.clip(threshold, -1.0, 1.0))
-    cos = np.full(rows.size, t, dtype=np.float32)  # (P,) cosine of the probe to its row
-    if background_rank > 0:
-        kb = min(n, background_rank + 1)
-        D, I = search.search(v, kb)  # noqa: E741  (P, kb) at the index's own (recall-tuned) parameter
-        own = I == rows[:, None]
-        own[~own.any(axis=1), -1] = True
-        b = np.nan_to_num(D[~own].reshape(rows.size, kb - 1)[:, -1], nan=0.0, neginf=0.0)  # (P,)
-        cos = np.clip(b + t * (1.0 - b), -1.0, 1.0).astype(np.float32)
-    noise = rng.standard_normal(v.shape).astype(np.float32)  # (P, D)
-    noise -= np.einsum("pd,pd->p", noise, v)[:, None] * v  # orthogonal to v
-    noise /= np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
-    probes = np.ascontiguousarray(cos[:, None] * v + np.sqrt(1.0 - cos**2)[:, None] * noise)  # (P, D)
-    if kind == "hnsw":
-        name, values = "efSearch", _finer(HNSW_EF_SEARCH)
-    else:
-        nlist = int(params.get("nlist", 1))
-        name = "nprobe"
-        values = _finer(tuple(p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if p < nlist) + (nlist,))
-    own_value = int(params.get(name, values[-1]))
-    kk = min(n, search_width(k, background_rank, t) + 1)  # as deep as find_groups searches first
-    value, recall = own_value, -1.0
-    for v_try in (*(x for x in values if x < own_value), own_value):
-        apply_search_params(index.index, kind, {name: v_try})
-        value, recall = v_try, _probe_recall(search, probes, rows, kk)
-        if recall >= DEDUP_PROBE_RECALL:
-            break
-    (logger.info if recall >= DEDUP_PROBE_RECALL else logger.warning)(
-        "dedup search: %s=%d finds %.1f%% of neighbours at score %.3f (median cosine %.3f; index default %s=%d)",
-        name,
-        value,
-        100 * recall,
-        t,
-        float(np.median(cos)),
-        name,
-        own_value,
-    )
-    return {name: value}
-
-
 def nearest_neighbour_scores(
-    index: SearchIndex, background_rank: int = BACKGROUND_RANK, candidates: Any | None = None
+    index: SearchIndex, background_rank: int = BACKGROUND_RANK, table: KnnTable | None = None
 ) -> np.ndarray:
     """(N,) each file's best score to another file, as `find_groups` scores pairs: the cosine to its nearest
     neighbour, or with `background_rank` r > 0 the best normalised score (`dedup.normalised_scores`,
@@ -238,14 +175,16 @@ def nearest_neighbour_scores(
     if n < 2:
         return np.full(n, np.nan, dtype=np.float32)
     xb = np.ascontiguousarray(index.vectors, dtype=np.float32)  # (N, D)
-    if candidates is None:
-        candidates = faiss.IndexFlatIP(d)
-        candidates.add(xb)
+    exact = None
+    if table is None:
+        exact = faiss.IndexFlatIP(d)
+        exact.add(xb)
     kk = min(n, max(1, background_rank) + 1)
     sims = np.full((n, kk - 1), np.nan, dtype=np.float32)  # (N, kk-1) cosines, nearest first
     ids = np.zeros((n, kk - 1), dtype=np.int64)  # (N, kk-1)
     for start in range(0, n, _DEDUP_BATCH):
-        D, I = candidates.search(xb[start : start + _DEDUP_BATCH], kk)  # noqa: E741  (B, kk)
+        rows = np.arange(start, min(n, start + _DEDUP_BATCH))
+        D, I = exact.search(xb[rows], kk) if exact is not None else table.search_rows(rows, kk)  # noqa: E741
         D, I = _without_self(np.where(I >= 0, D, np.nan), I, start)  # noqa: E741  (B, kk-1)
         sims[start : start + D.shape[0]] = D
         ids[start : start + D.shape[0]] = np.maximum(I, 0)
@@ -264,7 +203,6 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
     threshold = cfg.threshold_value
     index = SearchIndex.open(Path(cfg.index))
     root = index.root
-    candidates = _candidate_index(index)
     logger.info("%d files in %s (%s index)", len(index), cfg.index, index.manifest.kind)
     done = partial(
         DedupResult,
@@ -277,13 +215,13 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
 
     if cfg.calibrate:
         loosest = min(t for t in THRESHOLD_PRESETS.values() if math.isfinite(t))
-        tune_for_threshold(index, loosest if threshold is None else min(loosest, threshold), 1, cfg.background_rank)
-        scores = nearest_neighbour_scores(index, cfg.background_rank, candidates)  # (N,)
+        loosest = loosest if threshold is None else min(loosest, threshold)
+        table = neighbour_table(index, loosest, 1, cfg.background_rank, every_file=True)
+        scores = nearest_neighbour_scores(index, cfg.background_rank, table)  # (N,)
         histogram = tuple(calibration_histogram(scores, bins=CALIBRATION_BINS))
         return done(groups=(), histogram=histogram, seconds=time.perf_counter() - t0)
 
-    if threshold is not None:
-        tune_for_threshold(index, threshold, cfg.k, cfg.background_rank)
+    table = None if threshold is None else neighbour_table(index, threshold, cfg.k, cfg.background_rank)
     groups = tuple(
         find_groups(
             index.records,
@@ -291,7 +229,7 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
             threshold,
             keeper=cfg.keeper_rule,
             k=cfg.k,
-            index=candidates,
+            index=table,
             root=root,
             background_rank=cfg.background_rank,
         )
@@ -335,6 +273,6 @@ __all__ = [
     "find_duplicates",
     "undo",
     "threshold_marks",
-    "tune_for_threshold",
+    "neighbour_table",
     "nearest_neighbour_scores",
 ]

@@ -84,7 +84,8 @@ class _Lists:
             # exact copies can take neighbour slots; bounded, a huge copy set only costs recall
             self.extra = int(np.bincount(rep_of).max()) - 1
         self.ntotal = int(index.ntotal)
-        self.search = index.search
+        by_rows = getattr(index, "search_rows", None)  # a precomputed k-NN table (cell_join.KnnTable)
+        self.search = by_rows if by_rows is not None else lambda q_ids, kk: index.search(xb[q_ids], kk)
 
     def width(self, neighbours: int, k: int) -> int:
         """Results to ask for: the neighbours, the file itself and (bounded) its exact copies."""
@@ -94,7 +95,7 @@ class _Lists:
         """(B, kk) similarities and representative ids (-1: none, or the query itself; with `distinct`, also
         a representative's exact copies after its first), and (B,) the similarity of the last result (-inf if
         none came back): the list may go on beyond kk below it."""
-        D, I = self.search(self.xb[q_ids], kk)  # noqa: E741  (B, kk)
+        D, I = self.search(q_ids, kk)  # noqa: E741  (B, kk)
         valid = I >= 0
         ids = I if self.id_map is None else self.id_map[np.where(valid, I, 0)]  # (B, kk) record ids
         J = np.where(valid, self.rep_of[np.where(valid, ids, 0)], -1)  # (B, kk) representatives

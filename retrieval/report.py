@@ -62,9 +62,7 @@ def thumbnail_data_uri(path: Path, size: int, loader: ImageLoader = _open_image)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure(
-    record: FileRecord, label: str, keep: bool, root: Path, thumb_size: int, loader: ImageLoader
-) -> str:
+def _figure(record: FileRecord, label: str, keep: bool, root: Path, thumb_size: int, loader: ImageLoader) -> str:
     path = html.escape(record.path, quote=True)
     uri = thumbnail_data_uri(root / normalise_path(record.path), thumb_size, loader)
     picture = f'<img src="{uri}" alt="{path}">' if uri else '<div class="placeholder">no preview</div>'

@@ -24,9 +24,7 @@ def index(
     index_dir: Path | None = typer.Option(
         None, "--index", help="Index folder to create or update. Default: indexes/<run name>."
     ),
-    kind: str = typer.Option(
-        "auto", "--kind", help=f"Index kind: {' | '.join(KINDS)}. auto picks by size and memory."
-    ),
+    kind: str = typer.Option("auto", "--kind", help=f"Index kind: {' | '.join(KINDS)}. auto picks by size and memory."),
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Ignore the existing index (e.g. after retraining) and embed everything."
     ),
@@ -62,5 +60,4 @@ def index(
         f" {report.embedded} embedded, {report.unchanged} unchanged, {report.rehashed} reused by hash,"
         f" {report.resumed} resumed, {report.removed} removed"
     )
-    typer.echo(f"index: {report.kind}{f' ({params})' if params else ''}, recall@10 {recall},"
-               f" {report.seconds:.1f}s")
+    typer.echo(f"index: {report.kind}{f' ({params})' if params else ''}, recall@10 {recall}, {report.seconds:.1f}s")

@@ -63,13 +63,28 @@ def train(
         out = Path("runs") / (images.resolve().name or "run")
     try:
         cfg = TrainConfig(
-            images=str(images), out=str(out),
-            model=MoCoConfig(arch=str(picked["arch"]), queue_size=queue_size, momentum=momentum,
-                             temperature=temperature, symmetric=symmetric),
-            image_size=int(picked["image_size"]), embed_size=embed_size, epochs=int(picked["epochs"]),
-            time_budget_min=float(picked["time_budget_min"]), batch_size=int(picked["batch_size"]), lr=lr,
-            preset=preset, device=device, val=str(val or ""), init=str(init or ""), workers=workers,
-            seed=seed, resume=resume,
+            images=str(images),
+            out=str(out),
+            model=MoCoConfig(
+                arch=str(picked["arch"]),
+                queue_size=queue_size,
+                momentum=momentum,
+                temperature=temperature,
+                symmetric=symmetric,
+            ),
+            image_size=int(picked["image_size"]),
+            embed_size=embed_size,
+            epochs=int(picked["epochs"]),
+            time_budget_min=float(picked["time_budget_min"]),
+            batch_size=int(picked["batch_size"]),
+            lr=lr,
+            preset=preset,
+            device=device,
+            val=str(val or ""),
+            init=str(init or ""),
+            workers=workers,
+            seed=seed,
+            resume=resume,
         )
     except ValueError as e:
         raise InputError(str(e)) from e
@@ -80,8 +95,10 @@ def train(
     )
     result = fit(cfg)
     if result.encoder is not None:
-        typer.echo(f"{result.steps} steps ({result.stopped}), final loss {result.loss:.3f}; "
-                   f"encoder written to {out}/encoder.safetensors")
+        typer.echo(
+            f"{result.steps} steps ({result.stopped}), final loss {result.loss:.3f}; "
+            f"encoder written to {out}/encoder.safetensors"
+        )
 
 
 def register(app: typer.Typer) -> None:

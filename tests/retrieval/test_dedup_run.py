@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrieval import cell_join
 from retrieval.dedup import BACKGROUND_RANK, THRESHOLD_PRESETS, KeeperRule, find_groups, normalised_scores
 from retrieval.dedup_run import (
     DedupConfig,
-    _finer,
     find_duplicates,
     nearest_neighbour_scores,
     threshold_marks,
-    tune_for_threshold,
     undo,
 )
 from retrieval.errors import IndexError_, InputError
@@ -91,7 +90,9 @@ def brute_force_scores(x: np.ndarray, rank: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivfpq"])
-def test_every_index_kind_finds_the_oracle_groups(tmp_path, kind):
+@pytest.mark.parametrize("cell_size", [512, 25])  # one cell (an exact join); about 12 cells
+def test_every_index_kind_finds_the_oracle_groups(tmp_path, kind, cell_size, monkeypatch):
+    monkeypatch.setattr(cell_join, "CELL_SIZE", cell_size)
     records, x = write_index(tmp_path / "idx", tmp_path / "photos", kind)
     result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD))
     assert result.background_rank == BACKGROUND_RANK > 0
@@ -107,7 +108,7 @@ def test_every_index_kind_finds_the_oracle_groups(tmp_path, kind):
         assert d.kind == "near"
         if kind == "flat":
             assert d.score == pytest.approx(exact, abs=1e-4)
-        else:  # backgrounds come from the approximate index: never above the exact ones, so never a lower score
+        else:  # backgrounds come from the approximate join: never above the exact ones, so never a lower score
             assert d.score >= exact - 1e-4
     assert (result.threshold, result.n_files, result.n_duplicates) == (0.8, N, PLANTED)
     assert result.plan is None and result.moved is None and result.histogram is None and result.dry_run
@@ -137,23 +138,6 @@ def test_nearest_neighbour_scores_match_brute_force(tmp_path, rank):
     _, x = write_index(tmp_path / "idx", tmp_path / "photos", "flat")
     got = nearest_neighbour_scores(SearchIndex.open(tmp_path / "idx"), rank)  # (N,)
     np.testing.assert_allclose(got, best_neighbour_scores(x, rank), atol=1e-4)
-
-
-@pytest.mark.parametrize("kind, name", [("hnsw", "efSearch"), ("ivf", "nprobe")])
-def test_tune_for_threshold_never_searches_harder_than_the_index(tmp_path, kind, name):
-    write_index(tmp_path / "idx", tmp_path / "photos", kind)
-    index = SearchIndex.open(tmp_path / "idx")
-    chosen = tune_for_threshold(index, float(THRESHOLD), k=32)
-    assert set(chosen) == {name} and 1 <= chosen[name] <= index.manifest.params[name]
-    flat = tmp_path / "flat"
-    write_index(flat, tmp_path / "photos", "flat")
-    assert tune_for_threshold(SearchIndex.open(flat), 0.5, k=32) == {}
-
-
-def test_tuning_grid_has_half_steps_between_doublings():
-    assert _finer((16, 32, 64, 128)) == (16, 24, 32, 48, 64, 96, 128)
-    assert _finer((1, 2, 4, 8, 10)) == (1, 2, 3, 4, 6, 8, 10)  # no step that would not lie strictly between
-    assert _finer((7,)) == (7,)
 
 
 def test_calibrate_histogram_counts_every_file_and_marks_presets(tmp_path):
