@@ -13,7 +13,8 @@ For each N:
      `retrieval index` writes an index (catalog.sqlite, vectors.npy, index.faiss, manifest.json).
   2. dedup (a fresh subprocess, so its peak RSS is dedup's alone): `dedup_run.find_duplicates(DedupConfig(
      index, threshold))`, the library call behind `retrieval dedup --index DIR`: load and verify the index,
-     tune the search parameter for the threshold, exact stage, batched k-NN, star grouping. Wall time from
+     exact stage, neighbours (for an approximate index the k-NN self-join of retrieval/cell_join.py, its
+     nprobe tuned for the threshold), star grouping. Wall time from
      before the call to the groups; CPU time (user + system, all threads) of that process; peak memory =
      VmHWM (peak resident set) of that process.
 Goal (issue 4): 1M vectors to groups in under 10 minutes and 4 GB on this machine.

@@ -144,11 +144,12 @@ def neighbour_table(
         100 * bg_recall,
         time.perf_counter() - t0,
     )
-    nearest = max(1, background_rank) + copies  # list position (0 = the file itself) of the last neighbour read
-    if every_file or background_rank > 0:
-        floor_rank, min_similarity = (nearest if every_file or threshold >= 0 else None), -np.inf
-    else:
-        floor_rank, min_similarity = None, threshold - SCORE_SLACK
+    floor_rank: int | None = None  # keep every row's full top-width list
+    min_similarity = -np.inf
+    if every_file or (background_rank > 0 and threshold >= 0):
+        floor_rank = max(1, background_rank) + copies  # list position (0 = the file itself) of the last one read
+    elif background_rank == 0:
+        min_similarity = threshold - SCORE_SLACK  # plain cosines: only pairs at the threshold count
     table = self_join(x, width, cells, nprobe, floor_rank=floor_rank, min_similarity=min_similarity)
     logger.info("dedup neighbours: %d x %d table in %.1f s", n, width, time.perf_counter() - t0)
     return table
