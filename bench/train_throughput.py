@@ -13,7 +13,12 @@ Steady state: the first `--warmup` steps are skipped, the next `--steps` are tim
 per-step `elapsed_s` of metrics.jsonl, lightly's from a clock read after each step). Our decode cache is
 built before the timed runs (a one-off per folder, and fit() starts its clock after it).
 
+--photos N: instead of clip art, the folder is N distinct 4000x3000 JPEGs made from the real photos (as
+  bench/decode_pipeline.py makes them), each linked repeatedly up to --n-images files: what a camera folder
+  costs to decode. Our steady state reads the decode cache; lightly decodes every file on every step.
+
     python bench/train_throughput.py [--images ~/.cache/retrieval-datasets/clipart] [--mode concurrent]
+    python bench/train_throughput.py --photos 160      # 12-MP JPEGs; writes train_throughput-photos.json
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]  # run as a script from a checkout: moco/ and bench/ importable
 DEFAULT_IMAGES = Path.home() / ".cache/retrieval-datasets/clipart"
+DEFAULT_PHOTOS = Path.home() / ".cache/retrieval-datasets/photos"
 
 
 def make_subset(src: Path, dst: Path, n: int) -> Path:
@@ -52,6 +58,18 @@ def make_subset(src: Path, dst: Path, n: int) -> Path:
         link = folder / f"{i:05d}_{p.parent.name}_{p.name}"
         if not link.exists():
             link.symlink_to(p.resolve())
+    return dst
+
+
+def make_photo_subset(photos: Path, dst: Path, n_distinct: int, n: int) -> Path:
+    """n_distinct 12-MP JPEGs (decode_pipeline.make_big_jpegs), linked round-robin into dst/all/ up to n files."""
+    from decode_pipeline import make_big_jpegs
+
+    big = make_big_jpegs(photos, dst.parent / "big-jpegs", n_distinct)  # outside dst: not part of the folder
+    folder = dst / "all"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"{i:05d}.jpg").symlink_to(big[i % len(big)].resolve())
     return dst
 
 
@@ -151,6 +169,8 @@ def main() -> None:
                     help="data-loader workers per loop (default: 0 concurrent, 1 interleaved)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per loop (default: 1 concurrent, "
                     "torch's own interleaved)")
+    ap.add_argument("--photos", type=int, default=0, help="use this many distinct 12-MP JPEGs made from the "
+                    "real photos instead of --images")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -168,7 +188,8 @@ def main() -> None:
         return
     concurrent = a.mode == "concurrent"
     if a.out is None:
-        a.out = BENCH / "results" / ("train_throughput.json" if concurrent else "train_throughput-interleaved.json")
+        a.out = BENCH / "results" / (f"train_throughput{'-photos' if a.photos else ''}"
+                                     f"{'' if concurrent else '-interleaved'}.json")
     if a.workers is None:
         a.workers = 0 if concurrent else 1
     if a.threads is None:
@@ -181,7 +202,8 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-throughput-")
     try:
         a.work = work
-        a.subset = make_subset(a.images, Path(work) / "images", a.n_images)
+        a.subset = (make_photo_subset(DEFAULT_PHOTOS, Path(work) / "images", a.photos, a.n_images) if a.photos
+                    else make_subset(a.images, Path(work) / "images", a.n_images))
         t = time.monotonic()
         DecodeCache.build(list_images(a.subset), round(a.image_size * CACHE_SCALE), Path(work) / "ours-run" / "cache")
         cache_s = time.monotonic() - t
@@ -205,7 +227,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "python": platform.python_version()},
-        "settings": {"images": str(a.images), "n_images": a.n_images, "arch": "resnet18",
+        "settings": {"images": f"{a.photos} distinct 4000x3000 JPEGs from {DEFAULT_PHOTOS}" if a.photos
+                     else str(a.images), "n_images": a.n_images, "arch": "resnet18",
                      "image_size": a.image_size, "batch_size": a.batch_size, "queue_size": a.queue_size,
                      "mode": a.mode, "device": a.device, "workers_per_loop": a.workers,
                     "torch_threads_per_loop": a.threads or torch.get_num_threads(),
