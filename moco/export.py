@@ -47,6 +47,7 @@ class EncoderSpec:
     grayscale: bool = False  # descriptor of the grey picture
     standardize: bool = False  # per-image channel mean/std fixed (brightness and contrast cancel)
     trim_borders: bool = False  # a uniform frame is cut off first
+    straighten: bool = False  # a picture rotated on a fill-cornered canvas is turned back upright
     sha256: str = ""
     trained: dict[str, Any] = field(default_factory=dict)  # provenance: preset, steps, image size, ...
     format_version: int = ENCODER_VERSION
@@ -60,7 +61,8 @@ class EncoderSpec:
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
         """The image -> input tensor transform that index and query time share."""
         return make_preprocess(
-            self.image_size, self.mean, self.std, self.resize, self.grayscale, self.standardize, self.trim_borders
+            self.image_size, self.mean, self.std, self.resize, self.grayscale, self.standardize, self.trim_borders,
+            self.straighten,
         )
 
     @property
@@ -69,6 +71,8 @@ class EncoderSpec:
         original default (so two descriptors of the same weights are never mixed in one index)."""
         steps = {"resize": self.resize, "grayscale": self.grayscale, "standardize": self.standardize,
                  "trim_borders": self.trim_borders}
+        if self.straighten:  # listed only when on, so indexes made before the step keep their identity
+            steps["straighten"] = True
         if steps == LEGACY_PREPROCESSING:
             return self.sha256
         return hashlib.sha256(f"{self.sha256}:{json.dumps(steps, sort_keys=True)}".encode()).hexdigest()
@@ -170,7 +174,7 @@ def save_random_encoder(
     preprocessing: dict[str, Any] | None = None,
 ) -> EncoderSpec:
     """A randomly initialised encoder with a `dim`-wide head: for tests and random-init baselines.
-    `preprocessing` sets EncoderSpec's resize / grayscale / standardize / trim_borders."""
+    `preprocessing` sets EncoderSpec's resize / grayscale / standardize / trim_borders / straighten."""
     torch.manual_seed(seed)
     layer = "head" if dim else "backbone"
     spec = EncoderSpec(

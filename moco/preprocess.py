@@ -5,6 +5,8 @@ Each step makes the descriptor blind to an edit that duplicates commonly carry, 
 - resize "squash": the whole picture resized to a square, as training's decode cache does; an aspect
   change is undone exactly and a crop removes only what was cropped (a centre crop loses the borders).
 - trim_borders: a uniform frame (padding, letterbox bars) around the picture is cut off first.
+- straighten: a picture rotated on an expanded canvas (fill-coloured corners) is turned back upright and
+  cut out (moco.straighten).
 - grayscale: colour changes and black-and-white copies map to the same input.
 - standardize: each image's channels are brought to a fixed mean and spread, so brightness and contrast
   edits cancel out.
@@ -17,6 +19,8 @@ from collections.abc import Callable
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageChops
+
+from moco.straighten import straighten as straighten_picture
 
 RESIZES = ("shorter-side+center-crop", "squash")
 TRIM_TOLERANCE = 12  # grey levels a border pixel may differ from the corner colour
@@ -51,6 +55,7 @@ def make_preprocess(
     grayscale: bool = False,
     standardize_channels: bool = False,
     trim: bool = False,
+    straighten: bool = False,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """RGB image -> normalised (3, size, size) tensor."""
     if resize not in RESIZES:
@@ -61,6 +66,11 @@ def make_preprocess(
     def preprocess(im: Image.Image) -> torch.Tensor:
         if trim:
             im = trim_borders(im)
+        if straighten:
+            upright = straighten_picture(im)
+            if upright is not im and trim:
+                upright = trim_borders(upright)  # a frame that was rotated with the picture
+            im = upright
         if grayscale:
             im = im.convert("L").convert("RGB")
         if resize == "squash":
@@ -78,5 +88,6 @@ def make_preprocess(
 # sees pictures); the copy-detection preset adds the steps that cancel duplicates' edits
 PRESET_PREPROCESSING: dict[str, dict[str, str | bool]] = {
     "moco-v2": {"resize": "squash"},
-    "copy-detection": {"resize": "squash", "grayscale": True, "standardize": True, "trim_borders": True},
+    "copy-detection": {"resize": "squash", "grayscale": True, "standardize": True, "trim_borders": True,
+                       "straighten": True},
 }
