@@ -50,6 +50,8 @@ STEPS: list[tuple[str, dict]] = [
     ("+ border trim", {"resize": "squash", "trim_borders": True}),
     ("+ grayscale", {"resize": "squash", "trim_borders": True, "grayscale": True}),
     ("+ standardise", {"resize": "squash", "trim_borders": True, "grayscale": True, "standardize": True}),
+    ("+ straighten", {"resize": "squash", "trim_borders": True, "grayscale": True, "standardize": True,
+                      "straighten": True}),
 ]
 
 
@@ -118,7 +120,8 @@ def descriptor_steps(
         variant.mkdir(parents=True, exist_ok=True)
         shutil.copy(encoder_dir / "encoder.safetensors", variant / "encoder.safetensors")
         desc = json.loads((encoder_dir / "encoder.json").read_text())
-        (variant / "encoder.json").write_text(json.dumps({**desc, **LEGACY_PREPROCESSING, **steps}))
+        desc = {**desc, **LEGACY_PREPROCESSING, "straighten": False, **steps}
+        (variant / "encoder.json").write_text(json.dumps(desc))
         rel, vecs = embed_folder(variant, images)
         cosine, normalised = scorer(rel, vecs, 0, catalog), scorer(rel, vecs, BACKGROUND_RANK, catalog)
         out[name] = {

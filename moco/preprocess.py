@@ -16,28 +16,58 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image, ImageChops
+from PIL import Image
 
 from moco.straighten import straighten as straighten_picture
 
 RESIZES = ("shorter-side+center-crop", "squash")
 TRIM_TOLERANCE = 12  # grey levels a border pixel may differ from the corner colour
-TRIM_MIN_AREA = 0.25  # never trim to less than this share of the picture (a plain picture is not a frame)
+TRIM_MIN_AREA = 0.1  # never trim to less than this share of the picture (a plain picture is not a frame)
+TRIM_MAX_FRAMES = 3  # frames inside frames trimmed at most
+TRIM_SHAVE = 0.01  # share of each cut side trimmed beyond the frame (at least one pixel)
+TRIM_NOISE = 0.01  # a row or column with fewer differing pixels than this share of its length is still frame
 STANDARD_MEAN, STANDARD_STD = 0.45, 0.22  # per-image channel statistics after `standardize` (natural-image like)
 
 
-def trim_borders(im: Image.Image, tolerance: int = TRIM_TOLERANCE, min_area: float = TRIM_MIN_AREA) -> Image.Image:
-    """Crop away a frame of the top-left corner's colour (within `tolerance` grey levels)."""
-    grey = im.convert("L")
-    corner = grey.getpixel((0, 0))
-    diff = ImageChops.difference(grey, Image.new("L", grey.size, corner)).point(lambda v: 255 if v > tolerance else 0)
-    box = diff.getbbox()
-    w, h = im.size
-    if box is None or (box[2] - box[0]) * (box[3] - box[1]) < min_area * w * h:
+def _content_span(counts: np.ndarray, least: float) -> tuple[int, int] | None:
+    rows = np.flatnonzero(counts >= least)
+    return (int(rows[0]), int(rows[-1]) + 1) if len(rows) else None
+
+
+def _trim_once(im: Image.Image, tolerance: int, min_area: float) -> Image.Image:
+    grey = np.asarray(im.convert("L"), dtype=np.int16)
+    h, w = grey.shape
+    content = np.abs(grey - grey[0, 0]) > tolerance
+    # a row or column is picture when enough of it differs from the corner: stray JPEG noise in a frame is not
+    ys = _content_span(content.sum(axis=1), max(2.0, TRIM_NOISE * w))
+    xs = _content_span(content.sum(axis=0), max(2.0, TRIM_NOISE * h))
+    if ys is None or xs is None:
         return im
-    return im.crop(box)
+    box = (xs[0], ys[0], xs[1], ys[1])
+    if box == (0, 0, w, h) or (box[2] - box[0]) * (box[3] - box[1]) < min_area * w * h:
+        return im
+    # each side that was cut moves in a little further, past the pixels where frame and picture blend
+    # (resampling and JPEG smear a frame's edge), so that a frame inside shows its true colour at the corner
+    dx, dy = max(1, round(TRIM_SHAVE * (box[2] - box[0]))), max(1, round(TRIM_SHAVE * (box[3] - box[1])))
+    left, top = box[0] + (dx if box[0] > 0 else 0), box[1] + (dy if box[1] > 0 else 0)
+    right, bottom = box[2] - (dx if box[2] < w else 0), box[3] - (dy if box[3] < h else 0)
+    return im.crop((left, top, right, bottom) if right - left > 2 and bottom - top > 2 else box)
+
+
+def trim_borders(
+    im: Image.Image, tolerance: int = TRIM_TOLERANCE, min_area: float = TRIM_MIN_AREA, max_frames: int = TRIM_MAX_FRAMES
+) -> Image.Image:
+    """Crop away frames of the top-left corner's colour (within `tolerance` grey levels), one inside the
+    other: a border added around a drawing on a plain background goes, and then the background."""
+    for _ in range(max_frames):
+        trimmed = _trim_once(im, tolerance, min_area)
+        if trimmed is im:
+            break
+        im = trimmed
+    return im
 
 
 def standardize(x: torch.Tensor, eps: float = 0.02) -> torch.Tensor:
