@@ -9,7 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = ["train_throughput", "decode_pipeline", "train_quality", "index_throughput", "search_latency",
-         "emoji_recall", "dedup_quality", "dedup_scale"]
+         "emoji_recall", "dedup_quality", "dedup_threshold", "dedup_scale"]
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ ENCODER_VERSION = 1
 LEGACY_PREPROCESSING = {"resize": "shorter-side+center-crop", "grayscale": False, "standardize": False,
                         "trim_borders": False}
 LAYERS = ("backbone", "head")
+TRIM_REVISION = 2  # bumped whenever trim_borders cuts differently, so older indexes ask for --rebuild
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class EncoderSpec:
                  "trim_borders": self.trim_borders}
         if self.straighten:  # listed only when on, so indexes made before the step keep their identity
             steps["straighten"] = True
+        if self.trim_borders:  # the trim changed (nested frames, noise, shave): earlier vectors differ
+            steps["trim_revision"] = TRIM_REVISION
         if steps == LEGACY_PREPROCESSING:
             return self.sha256
         return hashlib.sha256(f"{self.sha256}:{json.dumps(steps, sort_keys=True)}".encode()).hexdigest()

@@ -4,7 +4,9 @@ A rotated copy of a photo sits on a larger canvas whose four corners are triangl
 white, transparent made opaque). Its content touches each canvas edge at one point, and those four points
 are the corners of the original picture. `straighten` finds them, checks that they form a rectangle tilted by
 0.5 to 30 degrees with fill outside it, and maps that rectangle back onto an upright one. Anything else (an
-upright photo, a drawing on a plain background, a frame) is returned unchanged.
+upright photo, a drawing on a plain background, a frame) is returned unchanged. A tilted rectangular object
+shot on a plain background (a book on a white table) is cut out and turned upright too; every copy of that
+picture gets the same treatment, so its duplicates still match.
 """
 
 from __future__ import annotations

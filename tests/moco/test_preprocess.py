@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +101,11 @@ def test_identity_depends_on_preprocessing_but_not_for_the_legacy_default():
     grey = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash",
                        grayscale=True)
     assert len({legacy.identity, squash.identity, grey.identity}) == 3
+
+
+def test_a_changed_trim_gives_indexes_built_with_the_old_one_another_identity():
+    spec = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash",
+                       trim_borders=True)
+    steps = {"resize": "squash", "grayscale": False, "standardize": False, "trim_borders": True}
+    before = hashlib.sha256(f"{spec.sha256}:{json.dumps(steps, sort_keys=True)}".encode()).hexdigest()
+    assert spec.identity != before  # an index of the first trim is refused (rebuild), never mixed with new vectors
