@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from moco.augment import TwoCropsTransform, make_preset
-from moco.checkpoint import load_checkpoint, save_checkpoint
+from moco.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig
 from moco.data import DecodeCache, PairDataset, RunBatches, write_bad_files
 from moco.devices import amp_dtype, autocast, resolve_device, uses_channels_last
@@ -161,6 +161,8 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     validator = KnnValidator.load(Path(cfg.val), cfg.eval_size) if cfg.val and d.is_main else None
     if not cfg.resume and d.is_main:  # start over, but only once every input has been accepted
         (out / "checkpoint.pt").unlink(missing_ok=True)
+    if d.is_main:
+        _keep_metrics_until(out / "metrics.jsonl", step)
     bar = _progress_bar(total_steps, step, progress and d.is_main)
     metrics_file = out / "metrics.jsonl"
     t_start = time.monotonic() - elapsed_before
@@ -286,6 +288,28 @@ def _progress_bar(total: int, initial: int, enabled: bool, desc: str = "training
 
     return tqdm(total=total, initial=initial, desc=desc, unit="step" if desc == "training" else "img",
                 dynamic_ncols=True, leave=True)
+
+
+def _keep_metrics_until(path: Path, step: int) -> None:
+    """metrics.jsonl describes this run only: a fresh start (step 0) drops an earlier run's records, a resume
+    drops those written after the checkpoint it continues from (they will be written again)."""
+    if not path.exists():
+        return
+    if step == 0:
+        path.unlink()
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if _record_step(line) <= step]
+    if len(kept) != len(lines):
+        atomic_write_bytes(path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
+
+
+def _record_step(line: str) -> float:
+    """The step of one metrics.jsonl line; a line cut short by a killed writer counts as past every step."""
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError):
+        return math.inf
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ and a checkpoint made with other settings is refused."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import select
 import shutil
@@ -40,6 +41,8 @@ def runs(tmp_path_factory):
     }
     (base / "stopped").mkdir()
     shutil.copy2(base / "B" / "checkpoint.pt", base / "stopped" / "checkpoint.pt")
+    with open(base / "B" / "metrics.jsonl", "a") as f:  # written after the checkpoint by a run then killed
+        f.write(json.dumps({"step": N_STOP + 1, "loss": 0.0}) + "\n" + '{"step": 9, "lo')
     b2 = fit(tiny_config(base / "photos", base / "B", epochs=3), progress=False)
     yield {"base": base, "A": a, "B": b2, "stopped": stopped}
     shutil.rmtree(base, ignore_errors=True)  # checkpoints are 140 MB each
@@ -69,6 +72,12 @@ def test_resume_continues_bit_for_bit(runs):
     assert sa["loss_history"] == sb["loss_history"]
     assert a.loss == b.loss
     assert a.encoder.sha256 == b.encoder.sha256  # the exported encoders are the same file
+    assert _metrics(a.out_dir) == _metrics(b.out_dir)  # one record per step, none from the killed writer
+
+
+def _metrics(run_dir: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
 def test_resume_with_other_settings_is_refused(runs):
@@ -86,8 +95,10 @@ def test_resume_with_other_settings_is_refused(runs):
         fit(tiny_config(base / "photos", base / "stopped", epochs=3, batch_size=4), progress=False)
     assert not (base / "stopped" / "encoder.json").exists()
     # --no-resume: the same new settings start over instead
+    (base / "stopped" / "metrics.jsonl").write_text(json.dumps({"step": 50, "loss": 1.0}) + "\n")  # an older run
     fresh = fit(dataclasses.replace(cfg, resume=False, stop_after_steps=1), progress=False)
     assert fresh.steps == 1
+    assert all(step <= 1 for step, _ in _metrics(base / "stopped"))  # the older run's records are gone
     state = load_checkpoint(ckpt)
     assert state["step"] == 1 and state["config"]["lr"] == 0.5 and state["model_config"]["temperature"] == 0.07
 
