@@ -1,6 +1,6 @@
 """Writes docs/BENCHMARKS.md: the summary below followed by every bench/results/*.md, in a fixed order.
 
-    python bench/collect.py
+python bench/collect.py
 """
 
 from __future__ import annotations
@@ -8,8 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["train_throughput", "decode_pipeline", "train_quality", "index_throughput", "search_latency",
-         "emoji_recall", "dedup_quality", "dedup_threshold", "dedup_scale"]
+ORDER = [
+    "train_throughput",
+    "decode_pipeline",
+    "train_quality",
+    "index_throughput",
+    "search_latency",
+    "emoji_recall",
+    "dedup_quality",
+    "dedup_threshold",
+    "dedup_scale",
+]
 
 
 def main() -> None:

@@ -78,7 +78,13 @@ def drain(loader: DataLoader) -> int:
 class Ours:
     def __init__(self, root: Path, cache_dir: Path, size: int, batch: int, workers: int, seed: int = 0) -> None:
         self.root, self.cache_dir, self.size, self.batch, self.workers, self.seed = (
-            root, cache_dir, size, batch, workers, seed)
+            root,
+            cache_dir,
+            size,
+            batch,
+            workers,
+            seed,
+        )
         self.dataset: PairDataset | None = None
 
     def epoch(self, epoch: int) -> tuple[float, int]:
@@ -87,8 +93,9 @@ class Ours:
             cache = DecodeCache.build(list_images(self.root), round(self.size * CACHE_SCALE), self.cache_dir)
             self.dataset = PairDataset(cache.array, TwoCropsTransform(make_preset("moco-v2", self.size)), self.seed)
         batches = epoch_batches(len(self.dataset), self.batch, epoch, self.seed)
-        loader = DataLoader(self.dataset, batch_sampler=BatchList(batches), num_workers=self.workers,
-                            persistent_workers=False)
+        loader = DataLoader(
+            self.dataset, batch_sampler=BatchList(batches), num_workers=self.workers, persistent_workers=False
+        )
         n = drain(loader)
         return time.perf_counter() - t, n
 
@@ -96,13 +103,13 @@ class Ours:
 class Peer:
     def __init__(self, root: Path, size: int, batch: int, workers: int) -> None:
         self.dataset = torchvision.datasets.ImageFolder(
-            str(root), transform=TwoCropsTransform(make_preset("moco-v2", size)))
+            str(root), transform=TwoCropsTransform(make_preset("moco-v2", size))
+        )
         self.batch, self.workers = batch, workers
 
     def epoch(self, epoch: int) -> tuple[float, int]:
         t = time.perf_counter()
-        loader = DataLoader(self.dataset, batch_size=self.batch, shuffle=True, drop_last=True,
-                            num_workers=self.workers)
+        loader = DataLoader(self.dataset, batch_size=self.batch, shuffle=True, drop_last=True, num_workers=self.workers)
         n = drain(loader)
         return time.perf_counter() - t, n
 
@@ -135,8 +142,11 @@ def main() -> None:
             for name, pipe in order:
                 s, n = pipe.epoch(r + 1)
                 times[name].append(s)
-                print(json.dumps({"pipeline": name, "epoch": r + 2, "seconds": s, "images": n}), file=sys.stderr,
-                      flush=True)
+                print(
+                    json.dumps({"pipeline": name, "epoch": r + 2, "seconds": s, "images": n}),
+                    file=sys.stderr,
+                    flush=True,
+                )
         # a second run on the same folder: the cache is only re-validated (stat), never decoded again
         t = time.perf_counter()
         DecodeCache.build(list_images(root), round(a.size * CACHE_SCALE), work / "cache")
@@ -146,11 +156,24 @@ def main() -> None:
     ours_s, peer_s = statistics.median(times["ours"]), statistics.median(times["peer"])
     result = {
         "benchmark": "decode_pipeline",
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "python": platform.python_version()},
-        "settings": {"n_images": a.n, "image_px": "4000x3000", "jpeg_quality": 90, "preset": "moco-v2",
-                     "size": a.size, "cache_side": round(a.size * CACHE_SCALE), "batch_size": a.batch_size,
-                     "workers": a.workers, "images_per_epoch": warm["ours"][1], "timed_epochs_each": a.repeats},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "n_images": a.n,
+            "image_px": "4000x3000",
+            "jpeg_quality": 90,
+            "preset": "moco-v2",
+            "size": a.size,
+            "cache_side": round(a.size * CACHE_SCALE),
+            "batch_size": a.batch_size,
+            "workers": a.workers,
+            "images_per_epoch": warm["ours"][1],
+            "timed_epochs_each": a.repeats,
+        },
         "make_jpegs_s": make_s,
         "epoch1_s": {"ours (incl. cache build)": warm["ours"][0], "peer": warm["peer"][0]},
         "epoch2plus_s": times,
@@ -167,10 +190,14 @@ def main() -> None:
     print()
     print("| pipeline | epoch 1 (s) | epoch 2+ (s, median) | per epoch |")
     print("|---|---|---|---|")
-    print(f"| retrieval: DecodeCache + PairDataset | {warm['ours'][0]:.2f} | {ours_s:.2f} | "
-          f"{', '.join(f'{x:.2f}' for x in times['ours'])} |")
-    print(f"| torchvision ImageFolder | {warm['peer'][0]:.2f} | {peer_s:.2f} | "
-          f"{', '.join(f'{x:.2f}' for x in times['peer'])} |")
+    print(
+        f"| retrieval: DecodeCache + PairDataset | {warm['ours'][0]:.2f} | {ours_s:.2f} | "
+        f"{', '.join(f'{x:.2f}' for x in times['ours'])} |"
+    )
+    print(
+        f"| torchvision ImageFolder | {warm['peer'][0]:.2f} | {peer_s:.2f} | "
+        f"{', '.join(f'{x:.2f}' for x in times['peer'])} |"
+    )
     print(f"| **ratio (epoch 2+)** | | **{result['ratio']:.1f}x** (goal >= {result['goal']:.0f}x) | |")
 
 

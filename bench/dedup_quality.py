@@ -50,8 +50,10 @@ STEPS: list[tuple[str, dict]] = [
     ("+ border trim", {"resize": "squash", "trim_borders": True}),
     ("+ grayscale", {"resize": "squash", "trim_borders": True, "grayscale": True}),
     ("+ standardise", {"resize": "squash", "trim_borders": True, "grayscale": True, "standardize": True}),
-    ("+ straighten", {"resize": "squash", "trim_borders": True, "grayscale": True, "standardize": True,
-                      "straighten": True}),
+    (
+        "+ straighten",
+        {"resize": "squash", "trim_borders": True, "grayscale": True, "standardize": True, "straighten": True},
+    ),
 ]
 
 
@@ -95,8 +97,9 @@ def dedup_default(encoder_dir: Path, images: Path, index_dir: Path, truth: list[
 def embed_folder(encoder_dir: Path, images: Path) -> tuple[list[str], np.ndarray]:
     emb = Embedder.load(encoder_dir, "cpu")
     paths = list_images(images)
-    vecs = [emb.encode([load_image(p, min_side=emb.min_side) for p in paths[i : i + 64]])
-            for i in range(0, len(paths), 64)]
+    vecs = [
+        emb.encode([load_image(p, min_side=emb.min_side) for p in paths[i : i + 64]]) for i in range(0, len(paths), 64)
+    ]
     return [str(p.relative_to(images)) for p in paths], np.concatenate(vecs)
 
 
@@ -106,8 +109,10 @@ def scorer(
     """Groups at a threshold as `retrieval dedup` forms them: the catalog's sizes and hashes (keeper rule,
     exact copies), ids renumbered to the rows of `vecs`."""
     recs = [dataclasses.replace(catalog[r], id=i) for i, r in enumerate(rel)]
-    return lambda t: [[g.keep.path] + [d.record.path for d in g.duplicates]
-                      for g in find_groups(recs, vecs, float(t), background_rank=rank)]
+    return lambda t: [
+        [g.keep.path] + [d.record.path for d in g.duplicates]
+        for g in find_groups(recs, vecs, float(t), background_rank=rank)
+    ]
 
 
 def descriptor_steps(
@@ -146,8 +151,19 @@ def main() -> None:
     run_dir = a.work / "run"
     load_at_start = os.getloadavg()
     t0 = time.time()
-    run("train", str(images), "--out", str(run_dir), "--preset", "copy-detection", "--time-budget", str(a.budget),
-        "--device", "cpu", "--no-resume")
+    run(
+        "train",
+        str(images),
+        "--out",
+        str(run_dir),
+        "--preset",
+        "copy-detection",
+        "--time-budget",
+        str(a.budget),
+        "--device",
+        "cpu",
+        "--no-resume",
+    )
     train_s = time.time() - t0
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = max(m.get("step", 0) for m in metrics)
@@ -155,8 +171,9 @@ def main() -> None:
 
     random_dir = a.work / "random-init"
     spec = read_spec(run_dir)
-    save_random_encoder(random_dir, spec.arch, spec.image_size, dim=0, seed=0,
-                        preprocessing=PRESET_PREPROCESSING["copy-detection"])
+    save_random_encoder(
+        random_dir, spec.arch, spec.image_size, dim=0, seed=0, preprocessing=PRESET_PREPROCESSING["copy-detection"]
+    )
     random_default = dedup_default(random_dir, images, a.work / "index-random", truth)
 
     t1 = time.time()
@@ -167,17 +184,31 @@ def main() -> None:
 
     ph = PHash(verbose=False)
     phash_best = best_over_thresholds(
-        lambda t: [[x, y] for x, ys in ph.find_duplicates(encoding_map=enc, max_distance_threshold=int(t)).items()
-                   for y in ys], range(0, 33, 2), truth)
+        lambda t: [
+            [x, y] for x, ys in ph.find_duplicates(encoding_map=enc, max_distance_threshold=int(t)).items() for y in ys
+        ],
+        range(0, 33, 2),
+        truth,
+    )
     catalog = {r.path: r for r in SearchIndex.open(a.work / "index").records}
-    ablation = {name: descriptor_steps(enc_dir, images, truth, a.work / f"steps-{name.replace(' ', '-')}", catalog)
-                for name, enc_dir in (("trained", run_dir), ("random init", random_dir))}
+    ablation = {
+        name: descriptor_steps(enc_dir, images, truth, a.work / f"steps-{name.replace(' ', '-')}", catalog)
+        for name, enc_dir in (("trained", run_dir), ("random init", random_dir))
+    }
     result = {
         "machine": f"{os.cpu_count()} CPU cores, no GPU",
-        "folder": {"originals": len(truth), "copies": sum(len(g) - 1 for g in truth),
-                   "files": sum(1 for _ in images.rglob("*.jpg"))},
-        "train": {"preset": "copy-detection", "budget_min": a.budget, "steps": steps, "seconds": round(train_s),
-                  "load": [round(x, 1) for x in load_at_start]},
+        "folder": {
+            "originals": len(truth),
+            "copies": sum(len(g) - 1 for g in truth),
+            "files": sum(1 for _ in images.rglob("*.jpg")),
+        },
+        "train": {
+            "preset": "copy-detection",
+            "budget_min": a.budget,
+            "steps": steps,
+            "seconds": round(train_s),
+            "load": [round(x, 1) for x in load_at_start],
+        },
         "retrieval_default": ours,
         "random_default": random_default,
         "phash_default": {**phash, "max_distance_threshold": 10, "seconds": round(phash_s, 1)},
@@ -221,12 +252,18 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
     ]
     tr, rn = r["descriptor_steps"]["trained"], r["descriptor_steps"]["random init"]
     for name in tr:
-        cells = [f"{m[name][kind]['f1']:.3f} (at {m[name][kind]['threshold']})"
-                 for m in (tr, rn) for kind in ("cosine", "normalised")]
+        cells = [
+            f"{m[name][kind]['f1']:.3f} (at {m[name][kind]['threshold']})"
+            for m in (tr, rn)
+            for kind in ("cosine", "normalised")
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     diff = r["retrieval_default"]["f1"] - r["phash_default"]["f1"]
-    lines += ["", f"F1 difference at the defaults (trained encoder): {diff:+.3f} (goal: F1 >= 0.90 and >= 0.3 above "
-              "PHash).", ""]
+    lines += [
+        "",
+        f"F1 difference at the defaults (trained encoder): {diff:+.3f} (goal: F1 >= 0.90 and >= 0.3 above PHash).",
+        "",
+    ]
     return "\n".join(lines)
 
 

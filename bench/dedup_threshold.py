@@ -44,8 +44,13 @@ def main() -> None:
     encoders = {"trained": a.encoders / "run", "random init": a.encoders / "random-init"}
     run("index", str(images), "--model", str(encoders["trained"]), "--index", str(a.work / "index"), "--rebuild")
     catalog = {r.path: r for r in SearchIndex.open(a.work / "index").records}
-    result: dict = {"seed": a.seed, "copies": sum(len(g) - 1 for g in truth), "originals": len(truth),
-                    "files": sum(1 for _ in images.rglob("*.jpg")), "encoders": {}}
+    result: dict = {
+        "seed": a.seed,
+        "copies": sum(len(g) - 1 for g in truth),
+        "originals": len(truth),
+        "files": sum(1 for _ in images.rglob("*.jpg")),
+        "encoders": {},
+    }
     for name, enc in encoders.items():
         rel, vecs = embed_folder(enc, images)
         score = scorer(rel, vecs, BACKGROUND_RANK, catalog)
@@ -76,10 +81,14 @@ def markdown(r: dict) -> str:
     ]
     for t in GRID:
         cells = [r["encoders"][n]["by_threshold"][str(t)] for n in names]
-        lines.append(f"| {t:.2f} | " + " | ".join(
-            f"{c['precision']:.3f} / {c['recall']:.3f} / {c['f1']:.3f}" for c in cells) + " |")
-    best = ", ".join(f"{n} {r['encoders'][n]['best']['f1']:.3f} at {r['encoders'][n]['best']['threshold']}"
-                     for n in names)
+        lines.append(
+            f"| {t:.2f} | "
+            + " | ".join(f"{c['precision']:.3f} / {c['recall']:.3f} / {c['f1']:.3f}" for c in cells)
+            + " |"
+        )
+    best = ", ".join(
+        f"{n} {r['encoders'][n]['best']['f1']:.3f} at {r['encoders'][n]['best']['threshold']}" for n in names
+    )
     lines += ["", f"Best F1 over thresholds: {best}.", ""]
     return "\n".join(lines)
 

@@ -49,8 +49,24 @@ K = 10
 
 
 def train(gallery: Path, out: Path, budget_min: float, preset: str, device: str, seed: int) -> dict:
-    cmd = [sys.executable, "-m", "retrieval", "train", str(gallery), "--out", str(out), "--time-budget",
-           f"{budget_min:g}", "--preset", preset, "--device", device, "--seed", str(seed), "--no-resume"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "retrieval",
+        "train",
+        str(gallery),
+        "--out",
+        str(out),
+        "--time-budget",
+        f"{budget_min:g}",
+        "--preset",
+        preset,
+        "--device",
+        device,
+        "--seed",
+        str(seed),
+        "--no-resume",
+    ]
     print(json.dumps({"step": "train", "command": " ".join(cmd[1:])}), file=sys.stderr, flush=True)
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -59,8 +75,11 @@ def train(gallery: Path, out: Path, budget_min: float, preset: str, device: str,
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"retrieval train failed with exit code {proc.returncode}")
     tail = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-3:]
-    return {"command": "python " + " ".join(cmd[1:]).replace(str(gallery), "GALLERY").replace(str(out), "RUN"),
-            "seconds": seconds, "output_tail": tail}
+    return {
+        "command": "python " + " ".join(cmd[1:]).replace(str(gallery), "GALLERY").replace(str(out), "RUN"),
+        "seconds": seconds,
+        "output_tail": tail,
+    }
 
 
 def evaluate(name: str, model: Path, emoji: Path, pairs: list[list[str]], work: Path, device: str) -> dict:
@@ -73,8 +92,12 @@ def evaluate(name: str, model: Path, emoji: Path, pairs: list[list[str]], work: 
     results = search_images(SearchConfig(queries=(queries,), index=index_dir, k=K, device=device, batch_size=64))
     search_s = time.perf_counter() - t
     base = emoji.resolve()
-    ranked = {Path(r.query).resolve().relative_to(base).as_posix():
-              [Path(h.path).resolve().relative_to(base).as_posix() for h in r.hits] for r in results}
+    ranked = {
+        Path(r.query).resolve().relative_to(base).as_posix(): [
+            Path(h.path).resolve().relative_to(base).as_posix() for h in r.hits
+        ]
+        for r in results
+    }
     hits1 = hits10 = cat1 = missing = 0
     for query, target in pairs:
         top = ranked.get(query)
@@ -87,18 +110,33 @@ def evaluate(name: str, model: Path, emoji: Path, pairs: list[list[str]], work: 
     n = len(pairs)
     spec = read_spec(model)
     return {
-        "encoder": name, "weights": "random init" if spec.trained.get("random_init") else str(spec.trained),
-        "arch": spec.arch, "embedding_dim": spec.embedding_dim, "image_size": spec.image_size,
-        "pairs": n, "queries_not_searched": missing, "gallery_indexed": report.ok, "gallery_bad": report.bad,
-        "index_kind": report.kind, "recall_at_1": hits1 / n, "recall_at_10": hits10 / n,
-        "category_precision_at_1": cat1 / n, "index_s": index_s, "search_s": search_s,
+        "encoder": name,
+        "weights": "random init" if spec.trained.get("random_init") else str(spec.trained),
+        "arch": spec.arch,
+        "embedding_dim": spec.embedding_dim,
+        "image_size": spec.image_size,
+        "pairs": n,
+        "queries_not_searched": missing,
+        "gallery_indexed": report.ok,
+        "gallery_bad": report.bad,
+        "index_kind": report.kind,
+        "recall_at_1": hits1 / n,
+        "recall_at_10": hits10 / n,
+        "category_precision_at_1": cat1 / n,
+        "index_s": index_s,
+        "search_s": search_s,
     }
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "load_avg_at_start": os.getloadavg(),
+    }
 
 
 def main() -> None:
@@ -126,8 +164,10 @@ def main() -> None:
         spec = read_spec(model)
         random_dir = work / "random-init"  # same architecture, descriptor and index-time size as the trained one
         save_random_encoder(random_dir, arch=spec.arch, image_size=spec.image_size, dim=0, seed=a.seed)
-        runs = [evaluate("random-init", random_dir, emoji, pairs, work, a.device),
-                evaluate("trained", model, emoji, pairs, work, a.device)]
+        runs = [
+            evaluate("random-init", random_dir, emoji, pairs, work, a.device),
+            evaluate("trained", model, emoji, pairs, work, a.device),
+        ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     gallery_n = runs[0]["gallery_indexed"]
@@ -135,13 +175,21 @@ def main() -> None:
         "benchmark": NAME,
         "command": "python " + " ".join([f"bench/{NAME}.py", *sys.argv[1:]]),
         "machine": start_machine,
-        "settings": {"emoji": str(a.emoji), "pairs": len(pairs), "gallery": gallery_n, "k": K,
-                     "device": a.device, "seed": a.seed, "preset": spec.trained.get("preset", a.preset),
-                     "time_budget_min": a.time_budget if a.model is None else None,
-                     "trained_model": str(a.model) if a.model else "trained in this run",
-                     "trained_provenance": spec.trained},
+        "settings": {
+            "emoji": str(a.emoji),
+            "pairs": len(pairs),
+            "gallery": gallery_n,
+            "k": K,
+            "device": a.device,
+            "seed": a.seed,
+            "preset": spec.trained.get("preset", a.preset),
+            "time_budget_min": a.time_budget if a.model is None else None,
+            "trained_model": str(a.model) if a.model else "trained in this run",
+            "trained_provenance": spec.trained,
+        },
         "training": training,
-        "chance_recall_at_1": 1 / gallery_n, "chance_recall_at_10": K / gallery_n,
+        "chance_recall_at_1": 1 / gallery_n,
+        "chance_recall_at_10": K / gallery_n,
         "runs": runs,
         "recall_at_10_gain": runs[1]["recall_at_10"] - runs[0]["recall_at_10"],
         "goal": "trained recall@1 and @10 reported next to random init (no numeric target in issue 3)",
@@ -166,13 +214,17 @@ def main() -> None:
         "",
         "| encoder | recall@1 | recall@10 | category P@1 | index s | search s |",
         "|---|---|---|---|---|---|",
-        *[f"| {r['encoder']} | {r['recall_at_1']:.3f} | {r['recall_at_10']:.3f} | "
-          f"{r['category_precision_at_1']:.3f} | {r['index_s']:.0f} | {r['search_s']:.0f} |" for r in runs],
+        *[
+            f"| {r['encoder']} | {r['recall_at_1']:.3f} | {r['recall_at_10']:.3f} | "
+            f"{r['category_precision_at_1']:.3f} | {r['index_s']:.0f} | {r['search_s']:.0f} |"
+            for r in runs
+        ],
         f"| chance | {1 / gallery_n:.4f} | {K / gallery_n:.4f} | | | |",
         "",
         f"Trained minus random init, recall@10: {result['recall_at_10_gain']:+.3f}. Issue 3 asks for the numbers "
         "next to each other (no numeric target); the trained encoder "
-        + ("beats" if result["goal_met"] else "does NOT beat") + " random init at recall@10.",
+        + ("beats" if result["goal_met"] else "does NOT beat")
+        + " random init at recall@10.",
         "",
     ]
     a.out.mkdir(parents=True, exist_ok=True)

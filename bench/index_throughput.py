@@ -95,23 +95,34 @@ def forward_only(embedder: Embedder, x: torch.Tensor, batch_size: int) -> float:
     return time.perf_counter() - t
 
 
-def end_to_end(folder: Path, model: Path, index_dir: Path, device: str, batch_size: int,
-               workers: int | None) -> tuple[float, dict]:
+def end_to_end(
+    folder: Path, model: Path, index_dir: Path, device: str, batch_size: int, workers: int | None
+) -> tuple[float, dict]:
     kw = {} if workers is None else {"workers": workers}
-    cfg = IndexConfig(images=folder, model=model, index=index_dir, device=device, batch_size=batch_size,
-                      progress=False, **kw)
+    cfg = IndexConfig(
+        images=folder, model=model, index=index_dir, device=device, batch_size=batch_size, progress=False, **kw
+    )
     t = time.perf_counter()
     report = index_folder(cfg)
     seconds = time.perf_counter() - t
     shutil.rmtree(index_dir, ignore_errors=True)
-    return seconds, {"embedded": report.embedded, "bad": report.bad, "embed_phase_img_s": report.images_per_second,
-                     "kind": report.kind, "workers": cfg.workers}
+    return seconds, {
+        "embedded": report.embedded,
+        "bad": report.bad,
+        "embed_phase_img_s": report.images_per_second,
+        "kind": report.kind,
+        "workers": cfg.workers,
+    }
 
 
 def decode_cost_ms(embedder: Embedder, paths: list[Path]) -> dict[str, float]:
     """Cost per image of each step a decode worker does (embed_stream._decode), one image at a time here."""
-    steps = {"sha256": 0.0, "header (image_size)": 0.0, "load_image (draft decode + resize)": 0.0,
-             "preprocess (eval transform)": 0.0}
+    steps = {
+        "sha256": 0.0,
+        "header (image_size)": 0.0,
+        "load_image (draft decode + resize)": 0.0,
+        "preprocess (eval transform)": 0.0,
+    }
     for p in paths:
         t0 = time.perf_counter()
         content_hash(p)
@@ -159,22 +170,38 @@ def bench_size(size: int, a: argparse.Namespace, work: Path, folder: Path, paths
     e2e_med, fwd_med = statistics.median(e2e_ips), statistics.median(fwd_ips)
     ratio = e2e_med / fwd_med
     return {
-        "encoder": {"arch": spec.arch, "layer": spec.layer, "embedding_dim": spec.embedding_dim,
-                    "image_size": spec.image_size, "flip_average": spec.flip_average,
-                    "weights": "random init" if a.model is None else str(a.model)},
-        "decode_workers": info.get("workers"), "index_kind": info.get("kind"),
-        "end_to_end_img_s": e2e_ips, "forward_only_img_s": fwd_ips,
-        "end_to_end_img_s_median": e2e_med, "forward_only_img_s_median": fwd_med,
+        "encoder": {
+            "arch": spec.arch,
+            "layer": spec.layer,
+            "embedding_dim": spec.embedding_dim,
+            "image_size": spec.image_size,
+            "flip_average": spec.flip_average,
+            "weights": "random init" if a.model is None else str(a.model),
+        },
+        "decode_workers": info.get("workers"),
+        "index_kind": info.get("kind"),
+        "end_to_end_img_s": e2e_ips,
+        "forward_only_img_s": fwd_ips,
+        "end_to_end_img_s_median": e2e_med,
+        "forward_only_img_s_median": fwd_med,
         "embed_phase_img_s_last_round": info.get("embed_phase_img_s"),
-        "decode_cost_ms_per_image": costs, "forward_ms_per_image": 1000 / fwd_med,
-        "ratio": ratio, "goal": GOAL, "goal_met": ratio >= GOAL,
+        "decode_cost_ms_per_image": costs,
+        "forward_ms_per_image": 1000 / fwd_med,
+        "ratio": ratio,
+        "goal": GOAL,
+        "goal_met": ratio >= GOAL,
     }
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_avg_at_start": os.getloadavg(),
+    }
 
 
 def markdown(result: dict, jpeg_mb: float) -> list[str]:
@@ -204,15 +231,22 @@ def markdown(result: dict, jpeg_mb: float) -> list[str]:
             f"| {r['encoder']['image_size']} | {r['end_to_end_img_s_median']:.1f} "
             f"({', '.join(f'{v:.1f}' for v in r['end_to_end_img_s'])}) | {r['forward_only_img_s_median']:.1f} "
             f"({', '.join(f'{v:.1f}' for v in r['forward_only_img_s'])}) | **{r['ratio']:.2f}** | "
-            f"{'met' if r['goal_met'] else 'NOT met'} |")
-    md += ["", "Where the time goes, ms per image (decode-worker steps one image at a time on one thread, vs the "
-           "batched forward on all threads):", "",
-           "| input px | " + " | ".join(result["runs"][0]["decode_cost_ms_per_image"]) + " | forward |",
-           "|---|" + "---|" * (len(result["runs"][0]["decode_cost_ms_per_image"]) + 1)]
+            f"{'met' if r['goal_met'] else 'NOT met'} |"
+        )
+    md += [
+        "",
+        "Where the time goes, ms per image (decode-worker steps one image at a time on one thread, vs the "
+        "batched forward on all threads):",
+        "",
+        "| input px | " + " | ".join(result["runs"][0]["decode_cost_ms_per_image"]) + " | forward |",
+        "|---|" + "---|" * (len(result["runs"][0]["decode_cost_ms_per_image"]) + 1),
+    ]
     for r in result["runs"]:
-        md.append(f"| {r['encoder']['image_size']} | "
-                  + " | ".join(f"{v:.1f}" for v in r["decode_cost_ms_per_image"].values())
-                  + f" | {r['forward_ms_per_image']:.1f} |")
+        md.append(
+            f"| {r['encoder']['image_size']} | "
+            + " | ".join(f"{v:.1f}" for v in r["decode_cost_ms_per_image"].values())
+            + f" | {r['forward_ms_per_image']:.1f} |"
+        )
     md.append("")
     return md
 
@@ -222,8 +256,13 @@ def main() -> None:
     ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--model", type=Path, default=None, help="trained encoder folder (default: random init)")
-    ap.add_argument("--image-sizes", type=int, nargs="+", default=[128, 64],
-                    help="index-time input sizes of the random-init encoder (ignored with --model)")
+    ap.add_argument(
+        "--image-sizes",
+        type=int,
+        nargs="+",
+        default=[128, 64],
+        help="index-time input sizes of the random-init encoder (ignored with --model)",
+    )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=None, help="decode threads (default: IndexConfig's)")
     ap.add_argument("--device", default="cpu")
@@ -247,9 +286,16 @@ def main() -> None:
         "benchmark": NAME,
         "command": "python " + " ".join([f"bench/{NAME}.py", *sys.argv[1:]]),
         "machine": start_machine,
-        "settings": {"n_images": a.n, "image_px": "4000x3000", "jpeg_quality": 90, "mean_jpeg_mb": round(jpeg_mb, 2),
-                     "device": a.device, "batch_size": a.batch_size, "rounds": a.rounds,
-                     "make_jpegs_s": round(make_s, 1)},
+        "settings": {
+            "n_images": a.n,
+            "image_px": "4000x3000",
+            "jpeg_quality": 90,
+            "mean_jpeg_mb": round(jpeg_mb, 2),
+            "device": a.device,
+            "batch_size": a.batch_size,
+            "rounds": a.rounds,
+            "make_jpegs_s": round(make_s, 1),
+        },
         "runs": runs,
         "goal": GOAL,
         "goal_met": all(r["goal_met"] for r in runs),

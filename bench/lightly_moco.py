@@ -66,7 +66,11 @@ def build_loader(images: Path, input_size: int, batch_size: int, workers: int) -
     transform = MoCoV2Transform(input_size=input_size)
     dataset = LightlyDataset(str(images), transform=transform)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
     )
 
 
@@ -142,6 +146,11 @@ def export_backbone(model: LightlyMoCo, out_dir: Path, image_size: int, gem_p: f
     for key, value in model.backbone.state_dict().items():
         idx, rest = key.split(".", 1)
         state[f"net.{names[int(idx)]}.{rest}"] = value
-    spec = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=image_size, gem_p=gem_p,
-                       trained={"peer": "lightly-1.6.0 MoCo example"})
+    spec = EncoderSpec(
+        arch="resnet18",
+        embedding_dim=512,
+        image_size=image_size,
+        gem_p=gem_p,
+        trained={"peer": "lightly-1.6.0 MoCo example"},
+    )
     return export_encoder(state, None, spec, out_dir)

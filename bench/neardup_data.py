@@ -28,8 +28,23 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 # clip-art categories of varied pictures; "shapes", "signs_and_symbols", "computer", "buttons" and the like
 # hold many near-identical drawings (plain circles, arrows, icons) that would be duplicates of each other
-CLIPART_CATEGORIES = ("animals", "people", "food", "plants", "transportation", "buildings", "recreation", "tools",
-                      "geography", "office", "education", "electronics", "science", "containers", "special")
+CLIPART_CATEGORIES = (
+    "animals",
+    "people",
+    "food",
+    "plants",
+    "transportation",
+    "buildings",
+    "recreation",
+    "tools",
+    "geography",
+    "office",
+    "education",
+    "electronics",
+    "science",
+    "containers",
+    "special",
+)
 SOURCE_SIMILARITY_LIMIT = 0.9  # a source picture this close (16 px grey thumbnail cosine) to another is dropped
 SKIP_PHOTOS = ("Elephants_", "Ubuntu-Mate-Dark", "Ubuntu-Mate-Radioactive", "Ubuntu-Mate-Warm")
 STRENGTHS = {"light": 0, "medium": 1, "strong": 2}
@@ -110,7 +125,7 @@ def build(src: Path, out: Path, seed: int = 0, n_clipart_orig: int = 160, n_dist
     photos = [p for p in sorted((src / "photos").glob("*.jpg")) if not any(k in p.name for k in SKIP_PHOTOS)]
     clip = sorted(p for c in CLIPART_CATEGORIES for p in (src / "clipart" / c).glob("*.png"))
     rng.shuffle(clip)
-    clip = distinct_sources(photos + clip)[len(photos):]
+    clip = distinct_sources(photos + clip)[len(photos) :]
     originals = [(p, 1024) for p in photos] + [(p, 256) for p in clip[:n_clipart_orig]]
     distractors = clip[n_clipart_orig : n_clipart_orig + n_distractors]
     groups, edits_of = [], {}

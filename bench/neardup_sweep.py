@@ -1,6 +1,6 @@
 """Near-duplicate F1 of encoders trained on the benchmark folder itself, at several settings (a tuning aid).
 
-    python bench/neardup_sweep.py BENCH_DIR OUT_JSON '[{"steps": 200, "image_size": 64, ...}, ...]'
+python bench/neardup_sweep.py BENCH_DIR OUT_JSON '[{"steps": 200, "image_size": 64, ...}, ...]'
 """
 
 from __future__ import annotations
@@ -52,8 +52,15 @@ def main() -> None:
         sizes = v.pop("embed_sizes", [64, 128])
         mkw = {k: v.pop(k) for k in list(v) if k in MoCoConfig.__dataclass_fields__}
         bs = v.get("batch_size", 64)
-        cfg = TrainConfig(images=str(root), out=f"runs/nd{i}", model=MoCoConfig(**mkw),
-                          epochs=max(1, -(-steps * bs // len(paths))), workers=12, resume=False, **v)
+        cfg = TrainConfig(
+            images=str(root),
+            out=f"runs/nd{i}",
+            model=MoCoConfig(**mkw),
+            epochs=max(1, -(-steps * bs // len(paths))),
+            workers=12,
+            resume=False,
+            **v,
+        )
         t = time.time()
         r = fit(cfg, progress=False)
         for size in sizes:
@@ -65,8 +72,15 @@ def main() -> None:
             vec = embed_paths(Embedder.load(d, "auto"), paths)
             for name, x in (("raw", vec), ("centred", centred(vec))):
                 t_best, m = best_f1(x, rel, truth)
-                rec = {"variant": {**v, **mkw, "steps": steps}, "trained_steps": r.steps, "embed": size,
-                       "descriptor": name, "threshold": t_best, **m, "train_s": round(time.time() - t)}
+                rec = {
+                    "variant": {**v, **mkw, "steps": steps},
+                    "trained_steps": r.steps,
+                    "embed": size,
+                    "descriptor": name,
+                    "threshold": t_best,
+                    **m,
+                    "train_s": round(time.time() - t),
+                }
                 print(json.dumps(rec), flush=True)
                 results.append(rec)
         out_json.write_text(json.dumps(results, indent=1))

@@ -1,6 +1,6 @@
 """Hyper-parameter sweep at CPU-equivalent step counts, run on a GPU to save time (not a published result).
 
-    python bench/sweep_gpu.py CLIPART_DIR OUT_JSON
+python bench/sweep_gpu.py CLIPART_DIR OUT_JSON
 """
 
 from __future__ import annotations
@@ -22,14 +22,27 @@ results = []
 for i, v in enumerate(variants):
     steps = v.pop("steps")
     mkw = {k: v.pop(k) for k in list(v) if k in MoCoConfig.__dataclass_fields__}
-    cfg = TrainConfig(images=str(data), out=f"runs/sweep{i}", model=MoCoConfig(**mkw), epochs=1000,
-                      stop_after_steps=0, workers=12, resume=False, **v)
+    cfg = TrainConfig(
+        images=str(data),
+        out=f"runs/sweep{i}",
+        model=MoCoConfig(**mkw),
+        epochs=1000,
+        stop_after_steps=0,
+        workers=12,
+        resume=False,
+        **v,
+    )
     cfg = TrainConfig(**{**cfg.__dict__, "epochs": max(1, -(-steps * cfg.batch_size // 7400))})
     t = time.time()
     r = fit(cfg, progress=False)
     top1 = knn_top1(Path(cfg.out), data, "cuda")
-    rec = {"variant": {**v, **mkw, "steps": steps}, "trained_steps": r.steps, "knn_top1": top1,
-           "train_s": time.time() - t, "loss": r.loss}
+    rec = {
+        "variant": {**v, **mkw, "steps": steps},
+        "trained_steps": r.steps,
+        "knn_top1": top1,
+        "train_s": time.time() - t,
+        "loss": r.loss,
+    }
     print(json.dumps(rec), flush=True)
     results.append(rec)
     out_json.write_text(json.dumps(results, indent=1))

@@ -49,8 +49,17 @@ def child_ours(a: argparse.Namespace) -> dict:
 
     over = json.loads(a.overrides)
     mkw = {k: over.pop(k) for k in list(over) if k in MoCoConfig.__dataclass_fields__}
-    kw = {"image_size": a.image_size, "embed_size": a.eval_size, "batch_size": a.batch_size, "epochs": 10_000,
-          "time_budget_min": a.budget_min, "device": "cpu", "workers": 0, "resume": False, **over}
+    kw = {
+        "image_size": a.image_size,
+        "embed_size": a.eval_size,
+        "batch_size": a.batch_size,
+        "epochs": 10_000,
+        "time_budget_min": a.budget_min,
+        "device": "cpu",
+        "workers": 0,
+        "resume": False,
+        **over,
+    }
     model = MoCoConfig(**{"arch": "resnet18", "queue_size": a.queue_size, **mkw})
     cfg = TrainConfig(images=str(a.data), out=a.run_dir, model=model, **kw)
     r = fit(cfg, progress=False)
@@ -59,36 +68,82 @@ def child_ours(a: argparse.Namespace) -> dict:
     # fit stops at the first step that would start past the budget: it trained for the whole budget
     elapsed = a.budget_min * 60 if r.stopped == "time budget" else max(row.get("elapsed_s", 1e-9) for row in rows)
     return {
-        "loop": "ours", "settings": {**json.loads(a.overrides), "image_size": cfg.image_size,
-                                     "batch_size": cfg.batch_size, "queue_size": r.model_config.queue_size,
-                                     "bn_splits": r.model_config.bn_splits, "momentum": r.model_config.momentum,
-                                     "temperature": r.model_config.temperature, "lr": cfg.lr,
-                                     "crop_min_scale": cfg.crop_min_scale or 0.2, "preset": cfg.preset},
-        "steps": r.steps, "epochs": r.epochs, "loss": r.loss, "stopped": r.stopped,
+        "loop": "ours",
+        "settings": {
+            **json.loads(a.overrides),
+            "image_size": cfg.image_size,
+            "batch_size": cfg.batch_size,
+            "queue_size": r.model_config.queue_size,
+            "bn_splits": r.model_config.bn_splits,
+            "momentum": r.model_config.momentum,
+            "temperature": r.model_config.temperature,
+            "lr": cfg.lr,
+            "crop_min_scale": cfg.crop_min_scale or 0.2,
+            "preset": cfg.preset,
+        },
+        "steps": r.steps,
+        "epochs": r.epochs,
+        "loss": r.loss,
+        "stopped": r.stopped,
         "img_per_s": r.steps * cfg.batch_size / max(1e-9, elapsed),
-        "last_health": health[-1] if health else None, "encoder": a.run_dir,
+        "last_health": health[-1] if health else None,
+        "encoder": a.run_dir,
     }
 
 
 def child_lightly(a: argparse.Namespace) -> dict:
     from lightly_moco import export_backbone, train
 
-    r = train(Path(a.data), input_size=a.image_size, batch_size=a.batch_size, workers=0,
-              memory_bank_size=a.queue_size, time_budget_s=a.budget_min * 60)
+    r = train(
+        Path(a.data),
+        input_size=a.image_size,
+        batch_size=a.batch_size,
+        workers=0,
+        memory_bank_size=a.queue_size,
+        time_budget_s=a.budget_min * 60,
+    )
     export_backbone(r.model, Path(a.run_dir), image_size=a.eval_size)
     return {
-        "loop": "lightly", "settings": {"image_size": a.image_size, "batch_size": a.batch_size,
-                                        "memory_bank_size": a.queue_size, "temperature": 0.5, "lr": 0.06,
-                                        "momentum": "cosine 0.996 -> 1", "min_scale": 0.2},
-        "steps": r.steps, "loss": r.loss, "img_per_s": r.images_seen / r.seconds, "encoder": a.run_dir,
+        "loop": "lightly",
+        "settings": {
+            "image_size": a.image_size,
+            "batch_size": a.batch_size,
+            "memory_bank_size": a.queue_size,
+            "temperature": 0.5,
+            "lr": 0.06,
+            "momentum": "cosine 0.996 -> 1",
+            "min_scale": 0.2,
+        },
+        "steps": r.steps,
+        "loss": r.loss,
+        "img_per_s": r.images_seen / r.seconds,
+        "encoder": a.run_dir,
     }
 
 
 def spawn(a: argparse.Namespace, loop: str, run_dir: Path, overrides: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", loop, "--run-dir", str(run_dir),
-           "--data", str(a.data), "--budget-min", str(a.budget_min), "--image-size", str(a.image_size),
-           "--batch-size", str(a.batch_size), "--queue-size", str(a.queue_size), "--eval-size", str(a.eval_size),
-           "--overrides", json.dumps(overrides or {})]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        loop,
+        "--run-dir",
+        str(run_dir),
+        "--data",
+        str(a.data),
+        "--budget-min",
+        str(a.budget_min),
+        "--image-size",
+        str(a.image_size),
+        "--batch-size",
+        str(a.batch_size),
+        "--queue-size",
+        str(a.queue_size),
+        "--eval-size",
+        str(a.eval_size),
+        "--overrides",
+        json.dumps(overrides or {}),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -140,8 +195,7 @@ def score(encoder_dir: Path, data: Path) -> dict[str, float]:
     for name, z in zs.items():
         zt = torch.from_numpy(z)
         out[name] = weighted_knn_top1(zt[train], y[train], zt[test], y[test])
-    print(json.dumps({"encoder": str(encoder_dir), **out, "eval_s": time.monotonic() - t}), file=sys.stderr,
-          flush=True)
+    print(json.dumps({"encoder": str(encoder_dir), **out, "eval_s": time.monotonic() - t}), file=sys.stderr, flush=True)
     return out
 
 
@@ -190,12 +244,14 @@ def main() -> None:
             DecodeCache.build(paths, side, run / "cache")
         print(json.dumps({"caches_built_for_sizes": sorted(sizes), "s": time.monotonic() - t0}), file=sys.stderr)
         if not a.skip_main:
-            rows += collect([("retrieval", spawn(a, "ours", work / "ours")),
-                             ("lightly", spawn(a, "lightly", work / "lightly"))])
+            rows += collect(
+                [("retrieval", spawn(a, "ours", work / "ours")), ("lightly", spawn(a, "lightly", work / "lightly"))]
+            )
         for j in range(0, len(extras), 2):
             batch = [(i, extras[i]) for i in range(j, min(j + 2, len(extras)))]
-            rows += collect([(f"retrieval {json.dumps(e)}", spawn(a, "ours", work / f"ours-extra{i + 1}", e))
-                             for i, e in batch])
+            rows += collect(
+                [(f"retrieval {json.dumps(e)}", spawn(a, "ours", work / f"ours-extra{i + 1}", e)) for i, e in batch]
+            )
         if not a.skip_random:
             rnd = work / "random-init"
             save_random_encoder(rnd, image_size=a.eval_size, dim=0)
@@ -208,15 +264,25 @@ def main() -> None:
     by = {r["row"]: r for r in rows}
     result = {
         "benchmark": "train_quality",
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "python": platform.python_version()},
-        "settings": {"data": str(a.data), "budget_min": a.budget_min, "image_size": a.image_size,
-                     "batch_size": a.batch_size, "queue_size": a.queue_size, "eval_size": a.eval_size,
-                     "poolings": {"gem": "GeM p=3 (what retrieval indexes with)", "avg": "average (GeM p=1)"},
-                     "embedding": "shorter side -> eval_size, centre crop, ImageNet mean/std, flip-averaged, "
-                                  "L2-normalised (retrieval.embed.Embedder's preprocessing)",
-                     "knn": "weighted, k=20, T=0.07, every 5th image per category held out",
-                     "concurrency": "2 processes at once, torch.set_num_threads(1) each, workers=0, no taskset"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "data": str(a.data),
+            "budget_min": a.budget_min,
+            "image_size": a.image_size,
+            "batch_size": a.batch_size,
+            "queue_size": a.queue_size,
+            "eval_size": a.eval_size,
+            "poolings": {"gem": "GeM p=3 (what retrieval indexes with)", "avg": "average (GeM p=1)"},
+            "embedding": "shorter side -> eval_size, centre crop, ImageNet mean/std, flip-averaged, "
+            "L2-normalised (retrieval.embed.Embedder's preprocessing)",
+            "knn": "weighted, k=20, T=0.07, every 5th image per category held out",
+            "concurrency": "2 processes at once, torch.set_num_threads(1) each, workers=0, no taskset",
+        },
         "rows": rows,
         "goal": "ours >= random init + 0.15 and ours > lightly (kNN top-1, GeM)",
         "total_s": time.monotonic() - t0,

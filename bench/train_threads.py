@@ -30,14 +30,29 @@ def child(images: Path, out: Path, threads: int, workers: int, size: int) -> dic
     from moco.config import MoCoConfig, TrainConfig
     from moco.train import _workers, fit
 
-    cfg = TrainConfig(images=str(images), out=str(out), model=MoCoConfig(arch="resnet18"), image_size=size,
-                      batch_size=64, epochs=1000, device="cpu", workers=workers, checkpoint_every=10**9,
-                      log_every=1, stop_after_steps=LAST, resume=False)
+    cfg = TrainConfig(
+        images=str(images),
+        out=str(out),
+        model=MoCoConfig(arch="resnet18"),
+        image_size=size,
+        batch_size=64,
+        epochs=1000,
+        device="cpu",
+        workers=workers,
+        checkpoint_every=10**9,
+        log_every=1,
+        stop_after_steps=LAST,
+        resume=False,
+    )
     fit(cfg, progress=False)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     elapsed = {r["step"]: r["elapsed_s"] for r in rows if "elapsed_s" in r}
-    return {"threads": torch.get_num_threads(), "workers": _workers(cfg, torch.device("cpu")),
-            "img_per_s": (LAST - FIRST) * 64 / (elapsed[LAST] - elapsed[FIRST]), "load": os.getloadavg()[0]}
+    return {
+        "threads": torch.get_num_threads(),
+        "workers": _workers(cfg, torch.device("cpu")),
+        "img_per_s": (LAST - FIRST) * 64 / (elapsed[LAST] - elapsed[FIRST]),
+        "load": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
@@ -65,8 +80,21 @@ def main() -> None:
         for r in range(a.rounds):
             for threads, workers in SETTINGS:
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", str(threads), str(workers), "--work", str(work),
-                     "--image-size", str(a.image_size)], check=True, capture_output=True, text=True)
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        str(threads),
+                        str(workers),
+                        "--work",
+                        str(work),
+                        "--image-size",
+                        str(a.image_size),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
                 rows.append({"round": r, **json.loads(out.stdout.strip().splitlines()[-1])})
                 print(json.dumps(rows[-1]), flush=True)
     print("| torch threads | workers | " + " | ".join(f"img/s round {r + 1}" for r in range(a.rounds)) + " |")

@@ -87,9 +87,18 @@ def ours_config(a: argparse.Namespace, out: Path):  # -> TrainConfig
     from moco.config import MoCoConfig, TrainConfig
 
     return TrainConfig(
-        images=str(a.subset), out=str(out), model=MoCoConfig(arch="resnet18", queue_size=a.queue_size),
-        image_size=a.image_size, batch_size=a.batch_size, epochs=1000, device=a.device, workers=a.workers,
-        checkpoint_every=10**9, log_every=1, stop_after_steps=a.warmup + a.steps, resume=False,
+        images=str(a.subset),
+        out=str(out),
+        model=MoCoConfig(arch="resnet18", queue_size=a.queue_size),
+        image_size=a.image_size,
+        batch_size=a.batch_size,
+        epochs=1000,
+        device=a.device,
+        workers=a.workers,
+        checkpoint_every=10**9,
+        log_every=1,
+        stop_after_steps=a.warmup + a.steps,
+        resume=False,
     )
 
 
@@ -109,10 +118,17 @@ def run_ours(a: argparse.Namespace) -> dict:
     elapsed = {row["step"]: row["elapsed_s"] for row in rows if "elapsed_s" in row}
     dt = elapsed[a.warmup + a.steps] - elapsed[a.warmup]
     return {
-        "loop": "ours", "img_per_s": a.steps * a.batch_size / dt, "timed_steps": a.steps, "timed_s": dt,
+        "loop": "ours",
+        "img_per_s": a.steps * a.batch_size / dt,
+        "timed_steps": a.steps,
+        "timed_s": dt,
         "window": [_StartTime.t + elapsed[a.warmup], _StartTime.t + elapsed[a.warmup + a.steps]],
-        "queue_size": r.model_config.queue_size, "bn_splits": r.model_config.bn_splits, "wall_s": wall,
-        "loss": r.loss, "threads": torch.get_num_threads(), "workers": a.workers,
+        "queue_size": r.model_config.queue_size,
+        "bn_splits": r.model_config.bn_splits,
+        "wall_s": wall,
+        "loss": r.loss,
+        "threads": torch.get_num_threads(),
+        "workers": a.workers,
     }
 
 
@@ -121,20 +137,58 @@ def run_lightly(a: argparse.Namespace) -> dict:
 
     t = time.monotonic()
     offset = time.time() - t  # monotonic -> wall clock
-    r = train(Path(a.subset), input_size=a.image_size, batch_size=a.batch_size, workers=a.workers,
-              memory_bank_size=a.queue_size, max_steps=a.warmup + a.steps, device=a.device)
+    r = train(
+        Path(a.subset),
+        input_size=a.image_size,
+        batch_size=a.batch_size,
+        workers=a.workers,
+        memory_bank_size=a.queue_size,
+        max_steps=a.warmup + a.steps,
+        device=a.device,
+    )
     wall = time.monotonic() - t
     t_a, t_b = r.step_end_times[a.warmup - 1], r.step_end_times[a.warmup + a.steps - 1]
-    return {"loop": "lightly", "img_per_s": a.steps * a.batch_size / (t_b - t_a), "timed_steps": a.steps,
-            "timed_s": t_b - t_a, "window": [t_a + offset, t_b + offset], "queue_size": a.queue_size,
-            "wall_s": wall, "loss": r.loss, "threads": torch.get_num_threads(), "workers": a.workers}
+    return {
+        "loop": "lightly",
+        "img_per_s": a.steps * a.batch_size / (t_b - t_a),
+        "timed_steps": a.steps,
+        "timed_s": t_b - t_a,
+        "window": [t_a + offset, t_b + offset],
+        "queue_size": a.queue_size,
+        "wall_s": wall,
+        "loss": r.loss,
+        "threads": torch.get_num_threads(),
+        "workers": a.workers,
+    }
 
 
 def spawn(a: argparse.Namespace, loop: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", loop, "--subset", str(a.subset), "--work", a.work,
-           "--workers", str(a.workers), "--warmup", str(a.warmup), "--steps", str(a.steps), "--device", a.device,
-           "--image-size", str(a.image_size), "--batch-size", str(a.batch_size), "--queue-size", str(a.queue_size),
-           "--threads", str(a.threads)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        loop,
+        "--subset",
+        str(a.subset),
+        "--work",
+        a.work,
+        "--workers",
+        str(a.workers),
+        "--warmup",
+        str(a.warmup),
+        "--steps",
+        str(a.steps),
+        "--device",
+        a.device,
+        "--image-size",
+        str(a.image_size),
+        "--batch-size",
+        str(a.batch_size),
+        "--queue-size",
+        str(a.queue_size),
+        "--threads",
+        str(a.threads),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if a.threads:
         env.update(OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
@@ -165,18 +219,31 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--mode", choices=["concurrent", "interleaved"], default="concurrent")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="data-loader workers per loop (default: 0 concurrent, 1 interleaved)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads per loop (default: 1 concurrent, "
-                    "torch's own interleaved)")
-    ap.add_argument("--photos", type=int, default=0, help="use this many distinct 12-MP JPEGs made from the "
-                    "real photos instead of --images")
+    ap.add_argument(
+        "--workers", type=int, default=None, help="data-loader workers per loop (default: 0 concurrent, 1 interleaved)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per loop (default: 1 concurrent, torch's own interleaved)",
+    )
+    ap.add_argument(
+        "--photos",
+        type=int,
+        default=0,
+        help="use this many distinct 12-MP JPEGs made from the real photos instead of --images",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--queue-size", type=int, default=4096)
-    ap.add_argument("--out", type=Path, default=None,
-                    help="default bench/results/train_throughput.json (-interleaved.json for that mode)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default bench/results/train_throughput.json (-interleaved.json for that mode)",
+    )
     ap.add_argument("--child", choices=["ours", "lightly"], help=argparse.SUPPRESS)
     ap.add_argument("--subset", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--work", default="", help=argparse.SUPPRESS)
@@ -188,8 +255,11 @@ def main() -> None:
         return
     concurrent = a.mode == "concurrent"
     if a.out is None:
-        a.out = BENCH / "results" / (f"train_throughput{'-photos' if a.photos else ''}"
-                                     f"{'' if concurrent else '-interleaved'}.json")
+        a.out = (
+            BENCH
+            / "results"
+            / (f"train_throughput{'-photos' if a.photos else ''}{'' if concurrent else '-interleaved'}.json")
+        )
     if a.workers is None:
         a.workers = 0 if concurrent else 1
     if a.threads is None:
@@ -202,8 +272,11 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-throughput-")
     try:
         a.work = work
-        a.subset = (make_photo_subset(DEFAULT_PHOTOS, Path(work) / "images", a.photos, a.n_images) if a.photos
-                    else make_subset(a.images, Path(work) / "images", a.n_images))
+        a.subset = (
+            make_photo_subset(DEFAULT_PHOTOS, Path(work) / "images", a.photos, a.n_images)
+            if a.photos
+            else make_subset(a.images, Path(work) / "images", a.n_images)
+        )
         t = time.monotonic()
         DecodeCache.build(list_images(a.subset), round(a.image_size * CACHE_SCALE), Path(work) / "ours-run" / "cache")
         cache_s = time.monotonic() - t
@@ -216,7 +289,7 @@ def main() -> None:
                 ov = overlap(recs[0]["window"], recs[1]["window"])
                 runs += [{"round": r, "window_overlap": ov, **rec} for rec in recs]
             else:
-                for loop in (("ours", "lightly") if r % 2 == 0 else ("lightly", "ours")):
+                for loop in ("ours", "lightly") if r % 2 == 0 else ("lightly", "ours"):
                     runs.append({"round": r, **collect(loop, spawn(a, loop), os.getloadavg()[0])})
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -224,22 +297,35 @@ def main() -> None:
     peer = [x["img_per_s"] for x in runs if x["loop"] == "lightly"]
     result = {
         "benchmark": "train_throughput",
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version()},
-        "settings": {"images": f"{a.photos} distinct 4000x3000 JPEGs from {DEFAULT_PHOTOS}" if a.photos
-                     else str(a.images), "n_images": a.n_images, "arch": "resnet18",
-                     "image_size": a.image_size, "batch_size": a.batch_size, "queue_size": a.queue_size,
-                     "mode": a.mode, "device": a.device, "workers_per_loop": a.workers,
-                    "torch_threads_per_loop": a.threads or torch.get_num_threads(),
-                    "warmup_steps": a.warmup, "timed_steps": a.steps, "rounds": a.rounds,
-                    "ours": "TrainConfig(arch resnet18, image_size, batch_size, queue_size, preset moco-v2, lr 0.06 "
-                            "(x batch/256), SGD momentum 0.9, wd 5e-4, m 0.99, T 0.2, ghost BN 4 groups, "
-                            "shuffled key batch, GeM, decode cache at image_size*1.25 px, device cpu, amp off)",
-                    "lightly": "examples/pytorch/moco.py of lightly 1.6.0: resnet18 children[:-1] (avg pool), "
-                               "MoCoProjectionHead(512,512,128), MoCoV2Transform(input_size), LightlyDataset(folder), "
-                               "DataLoader(shuffle, drop_last), NTXentLoss(memory_bank_size=(K,128), T 0.5), "
-                               "SGD(lr 0.06), update_momentum (cosine 0.996->1) on backbone and head"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "images": f"{a.photos} distinct 4000x3000 JPEGs from {DEFAULT_PHOTOS}" if a.photos else str(a.images),
+            "n_images": a.n_images,
+            "arch": "resnet18",
+            "image_size": a.image_size,
+            "batch_size": a.batch_size,
+            "queue_size": a.queue_size,
+            "mode": a.mode,
+            "device": a.device,
+            "workers_per_loop": a.workers,
+            "torch_threads_per_loop": a.threads or torch.get_num_threads(),
+            "warmup_steps": a.warmup,
+            "timed_steps": a.steps,
+            "rounds": a.rounds,
+            "ours": "TrainConfig(arch resnet18, image_size, batch_size, queue_size, preset moco-v2, lr 0.06 "
+            "(x batch/256), SGD momentum 0.9, wd 5e-4, m 0.99, T 0.2, ghost BN 4 groups, "
+            "shuffled key batch, GeM, decode cache at image_size*1.25 px, device cpu, amp off)",
+            "lightly": "examples/pytorch/moco.py of lightly 1.6.0: resnet18 children[:-1] (avg pool), "
+            "MoCoProjectionHead(512,512,128), MoCoV2Transform(input_size), LightlyDataset(folder), "
+            "DataLoader(shuffle, drop_last), NTXentLoss(memory_bank_size=(K,128), T 0.5), "
+            "SGD(lr 0.06), update_momentum (cosine 0.996->1) on backbone and head",
+        },
         "ours_cache_build_s": cache_s,
         "runs": runs,
         "ours_img_per_s": statistics.mean(ours),

@@ -35,11 +35,14 @@ class SplitBatchNorm(nn.BatchNorm2d):
         momentum = self.momentum if self.momentum is not None else 0.1
         means = [self.running_mean.clone() for _ in range(G)]
         variances = [self.running_var.clone() for _ in range(G)]
-        out = torch.cat([
-            F.batch_norm(x[g * n : (g + 1) * n], means[g], variances[g], self.weight, self.bias, True, momentum,
-                         self.eps)
-            for g in range(G)
-        ])
+        out = torch.cat(
+            [
+                F.batch_norm(
+                    x[g * n : (g + 1) * n], means[g], variances[g], self.weight, self.bias, True, momentum, self.eps
+                )
+                for g in range(G)
+            ]
+        )
         with torch.no_grad():
             self.running_mean.copy_(torch.stack(means).mean(dim=0))
             self.running_var.copy_(torch.stack(variances).mean(dim=0))

@@ -212,8 +212,9 @@ class RunBatches(torch.utils.data.Sampler):
     """This rank's batches from `start_step` to `total_steps`, epoch after epoch, made lazily: one
     DataLoader (and one set of workers) serves the whole run instead of one per epoch."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int,
-                 rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int, rank: int = 0, world: int = 1
+    ) -> None:
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
         self.start_step, self.total_steps = start_step, total_steps
         self.steps_per_epoch = (n // world) // batch_size

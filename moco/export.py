@@ -27,8 +27,12 @@ from moco.errors import FormatVersionError, InputError
 from moco.preprocess import RESIZES, make_preprocess
 
 ENCODER_VERSION = 1
-LEGACY_PREPROCESSING = {"resize": "shorter-side+center-crop", "grayscale": False, "standardize": False,
-                        "trim_borders": False}
+LEGACY_PREPROCESSING = {
+    "resize": "shorter-side+center-crop",
+    "grayscale": False,
+    "standardize": False,
+    "trim_borders": False,
+}
 LAYERS = ("backbone", "head")
 TRIM_REVISION = 2  # bumped whenever trim_borders cuts differently, so older indexes ask for --rebuild
 
@@ -62,7 +66,13 @@ class EncoderSpec:
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
         """The image -> input tensor transform that index and query time share."""
         return make_preprocess(
-            self.image_size, self.mean, self.std, self.resize, self.grayscale, self.standardize, self.trim_borders,
+            self.image_size,
+            self.mean,
+            self.std,
+            self.resize,
+            self.grayscale,
+            self.standardize,
+            self.trim_borders,
             self.straighten,
         )
 
@@ -70,8 +80,12 @@ class EncoderSpec:
     def identity(self) -> str:
         """What an index's vectors depend on: the weights' sha256, plus the preprocessing when it is not the
         original default (so two descriptors of the same weights are never mixed in one index)."""
-        steps = {"resize": self.resize, "grayscale": self.grayscale, "standardize": self.standardize,
-                 "trim_borders": self.trim_borders}
+        steps = {
+            "resize": self.resize,
+            "grayscale": self.grayscale,
+            "standardize": self.standardize,
+            "trim_borders": self.trim_borders,
+        }
         if self.straighten:  # listed only when on, so indexes made before the step keep their identity
             steps["straighten"] = True
         if self.trim_borders:  # the trim changed (nested frames, noise, shave): earlier vectors differ
@@ -181,8 +195,13 @@ def save_random_encoder(
     torch.manual_seed(seed)
     layer = "head" if dim else "backbone"
     spec = EncoderSpec(
-        arch=arch, embedding_dim=dim or FEATURE_DIMS[arch], image_size=image_size, layer=layer, head_dim=dim,
-        trained={"random_init": True, "seed": seed}, **(preprocessing or {}),
+        arch=arch,
+        embedding_dim=dim or FEATURE_DIMS[arch],
+        image_size=image_size,
+        layer=layer,
+        head_dim=dim,
+        trained={"random_init": True, "seed": seed},
+        **(preprocessing or {}),
     )
     module = ExportedEncoder(spec)
     head = module.head.state_dict() if layer == "head" else None

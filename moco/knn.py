@@ -6,8 +6,12 @@ import torch
 
 
 def weighted_knn_top1(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-    k: int = 20, T: float = 0.07,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    k: int = 20,
+    T: float = 0.07,
 ) -> float:
     """Weighted kNN classifier (Wu et al., 2018): each of the k nearest gallery items votes exp(s/T)
     for its class. Inputs L2-normalised: train_x (N, D), test_x (M, D); labels (N,), (M,) int64."""

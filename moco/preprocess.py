@@ -114,10 +114,16 @@ def make_preprocess(
 
     return preprocess
 
+
 # what `retrieval train` records for each augmentation preset: squash everywhere (as the training cache
 # sees pictures); the copy-detection preset adds the steps that cancel duplicates' edits
 PRESET_PREPROCESSING: dict[str, dict[str, str | bool]] = {
     "moco-v2": {"resize": "squash"},
-    "copy-detection": {"resize": "squash", "grayscale": True, "standardize": True, "trim_borders": True,
-                       "straighten": True},
+    "copy-detection": {
+        "resize": "squash",
+        "grayscale": True,
+        "standardize": True,
+        "trim_borders": True,
+        "straighten": True,
+    },
 }

@@ -92,13 +92,16 @@ def find_tilt(grey: np.ndarray, tolerance: int = FILL_TOLERANCE) -> tuple[np.nda
     else:
         spans = (slice(xt + 1, w), slice(yr + 1, h), slice(0, xb), slice(0, yl))
     st, sr, sb, sl = spans
-    edges = (_fit(xs[st], top[st].astype(float)), _fit(ys[sr], w - right[sr].astype(float)),
-             _fit(xs[sb], h - bottom[sb].astype(float)), _fit(ys[sl], left[sl].astype(float)))
+    edges = (
+        _fit(xs[st], top[st].astype(float)),
+        _fit(ys[sr], w - right[sr].astype(float)),
+        _fit(xs[sb], h - bottom[sb].astype(float)),
+        _fit(ys[sl], left[sl].astype(float)),
+    )
     if any(e is None for e in edges):
         return None
     e_top, e_right, e_bottom, e_left = edges
-    quad = np.stack([_meet(e_top, e_left), _meet(e_top, e_right), _meet(e_bottom, e_right),
-                     _meet(e_bottom, e_left)])
+    quad = np.stack([_meet(e_top, e_left), _meet(e_top, e_right), _meet(e_bottom, e_right), _meet(e_bottom, e_left)])
     top_edge, left_edge = quad[1] - quad[0], quad[3] - quad[0]
     side = max(w, h)
     if np.linalg.norm(top_edge - (quad[2] - quad[3])) > SHAPE_TOLERANCE * side:

@@ -151,8 +151,18 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
         logger.info(
             "training %s on %s: %d images, %d px, batch %d x %d ranks, K %d, m %.3g, T %.3g, preset %s, "
             "%d steps/epoch, up to %d epochs%s%s",
-            mcfg.arch, device, n, cfg.image_size, cfg.batch_size, d.world, mcfg.queue_size, mcfg.momentum,
-            mcfg.temperature, cfg.preset, steps_per_epoch, cfg.epochs,
+            mcfg.arch,
+            device,
+            n,
+            cfg.image_size,
+            cfg.batch_size,
+            d.world,
+            mcfg.queue_size,
+            mcfg.momentum,
+            mcfg.temperature,
+            cfg.preset,
+            steps_per_epoch,
+            cfg.epochs,
             f", time budget {cfg.time_budget_min:g} min" if cfg.time_budget_min else "",
             f", resuming at step {step}" if step else "",
         )
@@ -171,8 +181,11 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     ddp.train()
     workers = _workers(cfg, device)
     loader = DataLoader(
-        dataset, batch_sampler=RunBatches(n, cfg.batch_size, cfg.seed, step, total_steps, d.rank, d.world),
-        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        dataset,
+        batch_sampler=RunBatches(n, cfg.batch_size, cfg.seed, step, total_steps, d.rank, d.world),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )
     health = EpochHealth()
@@ -208,14 +221,23 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
         seen_log += im_q.shape[0] * d.world
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(epoch=f"{step / steps_per_epoch:.2f}", loss=f"{loss_value:.3f}",
-                            img_s=f"{seen_log / max(1e-9, time.monotonic() - t_log):.0f}")
+            bar.set_postfix(
+                epoch=f"{step / steps_per_epoch:.2f}",
+                loss=f"{loss_value:.3f}",
+                img_s=f"{seen_log / max(1e-9, time.monotonic() - t_log):.0f}",
+            )
         if d.is_main and step % cfg.log_every == 0:
-            _append_jsonl(metrics_file, {
-                "step": step, "epoch": step / steps_per_epoch, "loss": loss_value, "lr": lr,
-                "img_per_s": seen_log / max(1e-9, time.monotonic() - t_log),
-                "elapsed_s": time.monotonic() - t_start,
-            })
+            _append_jsonl(
+                metrics_file,
+                {
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "img_per_s": seen_log / max(1e-9, time.monotonic() - t_log),
+                    "elapsed_s": time.monotonic() - t_start,
+                },
+            )
             t_log, seen_log = time.monotonic(), 0
         if d.is_main and step % cfg.checkpoint_every == 0:
             _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
@@ -235,13 +257,21 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
         _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
         if stopped != "stop_after_steps":
             spec = export_encoder(
-                model.encoder_q.backbone.state_dict(), None,
+                model.encoder_q.backbone.state_dict(),
+                None,
                 EncoderSpec(
-                    arch=mcfg.arch, embedding_dim=model.encoder_q.head[0].in_features, image_size=cfg.eval_size,
+                    arch=mcfg.arch,
+                    embedding_dim=model.encoder_q.head[0].in_features,
+                    image_size=cfg.eval_size,
                     gem_p=mcfg.gem_p,
                     **PRESET_PREPROCESSING.get(cfg.preset, {}),
-                    trained={"preset": cfg.preset, "steps": step, "train_image_size": cfg.image_size,
-                             "images": n, "queue_size": mcfg.queue_size},
+                    trained={
+                        "preset": cfg.preset,
+                        "steps": step,
+                        "train_image_size": cfg.image_size,
+                        "images": n,
+                        "queue_size": mcfg.queue_size,
+                    },
                 ),
                 out,
             )
@@ -251,8 +281,16 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
 
 
 def _end_epoch(
-    health: EpochHealth, step: int, steps_per_epoch: int, dim: int, validator: KnnValidator | None, model: MoCo,
-    device: torch.device, metrics_file: Path, bar: Any, d: Dist,
+    health: EpochHealth,
+    step: int,
+    steps_per_epoch: int,
+    dim: int,
+    validator: KnnValidator | None,
+    model: MoCo,
+    device: torch.device,
+    metrics_file: Path,
+    bar: Any,
+    d: Dist,
 ) -> None:
     """The label-free health record of the epoch just ended (and kNN top-1 with --val), on rank 0."""
     if not d.is_main or not health.batches:
@@ -286,8 +324,14 @@ def _progress_bar(total: int, initial: int, enabled: bool, desc: str = "training
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="step" if desc == "training" else "img",
-                dynamic_ncols=True, leave=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step" if desc == "training" else "img",
+        dynamic_ncols=True,
+        leave=True,
+    )
 
 
 def _keep_metrics_until(path: Path, step: int) -> None:
@@ -318,20 +362,30 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def _save(
-    out: Path, cfg: TrainConfig, mcfg: MoCoConfig, model: MoCo, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler, step: int, elapsed_s: float, loss_history: list[list[float]],
+    out: Path,
+    cfg: TrainConfig,
+    mcfg: MoCoConfig,
+    model: MoCo,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    step: int,
+    elapsed_s: float,
+    loss_history: list[list[float]],
 ) -> None:
-    save_checkpoint(out / "checkpoint.pt", {
-        "config": cfg.to_dict(),
-        "model_config": dataclasses.asdict(mcfg),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "step": step,
-        "elapsed_s": elapsed_s,
-        "loss_history": loss_history,
-        "torch_rng": torch.get_rng_state(),
-    })
+    save_checkpoint(
+        out / "checkpoint.pt",
+        {
+            "config": cfg.to_dict(),
+            "model_config": dataclasses.asdict(mcfg),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "elapsed_s": elapsed_s,
+            "loss_history": loss_history,
+            "torch_rng": torch.get_rng_state(),
+        },
+    )
 
 
 # settings that change what a step computes: a checkpoint made with others cannot be continued
@@ -339,8 +393,12 @@ _MUST_MATCH = ("image_size", "batch_size", "preset", "crop_min_scale", "seed", "
 
 
 def _resume(
-    cfg: TrainConfig, mcfg: MoCoConfig, model: MoCo, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler, out: Path,
+    cfg: TrainConfig,
+    mcfg: MoCoConfig,
+    model: MoCo,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    out: Path,
 ) -> dict[str, Any] | None:
     path = out / "checkpoint.pt"
     if not path.exists():
@@ -349,8 +407,11 @@ def _resume(
     old = TrainConfig.from_dict(state["config"])
     old_m = MoCoConfig(**state["model_config"])
     diffs = [k for k in _MUST_MATCH if getattr(old, k) != getattr(cfg, k)]
-    diffs += [f"model.{k}" for k in ("arch", "dim", "queue_size", "momentum", "temperature", "symmetric")
-              if getattr(old_m, k) != getattr(mcfg, k)]
+    diffs += [
+        f"model.{k}"
+        for k in ("arch", "dim", "queue_size", "momentum", "temperature", "symmetric")
+        if getattr(old_m, k) != getattr(mcfg, k)
+    ]
     if diffs:
         raise InputError(
             f"{path}: was trained with other settings ({', '.join(diffs)}); "

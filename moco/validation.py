@@ -62,8 +62,10 @@ class KnnValidator:
                 logger.warning("validation: skipped %s", e)
         train, test = holdout_split(ys)
         if not train or not test:
-            raise InputError(f"{root}: too few readable images to score kNN (every 5th of a class is held out "
-                             "as a query: give some class at least 5)")
+            raise InputError(
+                f"{root}: too few readable images to score kNN (every 5th of a class is held out "
+                "as a query: give some class at least 5)"
+            )
         return KnnValidator(torch.stack(xs), torch.tensor(ys), train, test)
 
     @torch.no_grad()

@@ -71,8 +71,14 @@ def light_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     write_bad_files(base / "photos")
     make_colour_classes(base / "val", per_class=10)
     cfg = tiny_config(
-        base / "photos", base / "run", model={"queue_size": 32, "bn_splits": 1}, batch_size=BATCH_LIGHT,
-        epochs=30 * BATCH_LIGHT // N_LIGHT, lr=0.32, log_every=1, val=str(base / "val"),
+        base / "photos",
+        base / "run",
+        model={"queue_size": 32, "bn_splits": 1},
+        batch_size=BATCH_LIGHT,
+        epochs=30 * BATCH_LIGHT // N_LIGHT,
+        lr=0.32,
+        log_every=1,
+        val=str(base / "val"),
     )
     counter: list[int] = []
     with pytest.MonkeyPatch.context() as mp:
@@ -101,8 +107,15 @@ def budget_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The real moco-v2 preset with 2 ghost-BN groups, ended by a 3-second time budget (on a step clock)."""
     base = tmp_path_factory.mktemp("budget")
     images = make_images(base / "photos", 16, seed=1)
-    cfg = tiny_config(base / "photos", base / "run", model={"bn_splits": 2}, batch_size=8, epochs=1000,
-                      time_budget_min=0.05, log_every=1)
+    cfg = tiny_config(
+        base / "photos",
+        base / "run",
+        model={"bn_splits": 2},
+        batch_size=8,
+        epochs=1000,
+        time_budget_min=0.05,
+        log_every=1,
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(moco.train, "time", StepClock(0.1))
         result = fit(cfg, progress=False)

@@ -163,7 +163,12 @@ def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
     with open(log, "w") as err:
         driver = subprocess.Popen(
             [sys.executable, "-c", DRIVER, str(tmp_path / "photos"), str(out)],
-            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
         )
     try:
         # 1: the moment its first checkpoint write has begun; 2, 3: random moments once a checkpoint exists

@@ -125,9 +125,22 @@ def test_bad_input_with_no_resume_keeps_the_existing_checkpoint(tmp_path, monkey
 def test_real_process_exit_code_and_stderr(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "retrieval", "train", str(tmp_path / "nope"), "--out", str(tmp_path / "run"),
-         "--device", "cpu"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "retrieval",
+            "train",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
     line = error_line(proc.stderr)

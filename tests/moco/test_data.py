@@ -70,7 +70,6 @@ def test_epoch_batches_split_one_permutation_across_ranks(world):
     assert per_rank[0] != epoch_batches(n, batch, epoch=3, seed=5, rank=0, world=world)  # reshuffled per epoch
 
 
-
 @pytest.mark.parametrize("start", [0, 3, 7])
 def test_run_batches_resume_where_the_epoch_batches_left_off(start):
     n, batch, seed, total = 23, 4, 3, 17  # 5 steps per epoch: the run spans 4 epochs

@@ -41,8 +41,9 @@ def _free_port() -> int:
 
 def _worker(rank: int, port: int, images: str, out: str, results: str) -> None:
     """One rank: check _keys_ddp, then train with moco.train.fit and save what the rank ends with."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     res = Path(results)
@@ -73,9 +74,20 @@ def _worker(rank: int, port: int, images: str, out: str, results: str) -> None:
     cfg = tiny_config(images, out, batch_size=BATCH, epochs=EPOCHS, lr=0.32, log_every=1, time_budget_min=BUDGET_MIN)
     result = moco.train.fit(cfg, progress=False)
     m = built[0]
-    torch.save({"queue": m.queue, "queue_ids": m.queue_ids, "queue_ptr": m.queue_ptr, "steps": result.steps,
-                "stopped": result.stopped, "loss": result.loss, "bn_splits": m.cfg.bn_splits, "K": m.K,
-                "encoder_q": m.encoder_q.state_dict()}, res / f"rank{rank}.pt")
+    torch.save(
+        {
+            "queue": m.queue,
+            "queue_ids": m.queue_ids,
+            "queue_ptr": m.queue_ptr,
+            "steps": result.steps,
+            "stopped": result.stopped,
+            "loss": result.loss,
+            "bn_splits": m.cfg.bn_splits,
+            "K": m.K,
+            "encoder_q": m.encoder_q.state_dict(),
+        },
+        res / f"rank{rank}.pt",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +95,12 @@ def ddp_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
     make_images(base / "photos", N_IMAGES, seed=6)
     (base / "results").mkdir()
-    ctx = mp.spawn(_worker, args=(_free_port(), str(base / "photos"), str(base / "run"), str(base / "results")),
-                   nprocs=WORLD, join=False)
+    ctx = mp.spawn(
+        _worker,
+        args=(_free_port(), str(base / "photos"), str(base / "run"), str(base / "results")),
+        nprocs=WORLD,
+        join=False,
+    )
     deadline = time.monotonic() + DEADLINE_S
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:

@@ -83,8 +83,9 @@ def test_grayscale_maps_a_black_and_white_copy_to_the_same_input():
     pre = make_preprocess(24, IMAGENET_MEAN, IMAGENET_STD, resize="squash", grayscale=True)
     assert torch.allclose(pre(im), pre(grey))
     x = pre(im)
-    assert torch.allclose(x[0] * IMAGENET_STD[0] + IMAGENET_MEAN[0], x[1] * IMAGENET_STD[1] + IMAGENET_MEAN[1],
-                          atol=1e-5)  # the three channels carry the same picture
+    assert torch.allclose(
+        x[0] * IMAGENET_STD[0] + IMAGENET_MEAN[0], x[1] * IMAGENET_STD[1] + IMAGENET_MEAN[1], atol=1e-5
+    )  # the three channels carry the same picture
 
 
 def test_unknown_resize_is_refused():
@@ -98,14 +99,16 @@ def test_identity_depends_on_preprocessing_but_not_for_the_legacy_default():
     legacy = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32)
     assert legacy.identity == legacy.sha256  # indexes built before these options stay valid
     squash = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash")
-    grey = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash",
-                       grayscale=True)
+    grey = EncoderSpec(
+        arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash", grayscale=True
+    )
     assert len({legacy.identity, squash.identity, grey.identity}) == 3
 
 
 def test_a_changed_trim_gives_indexes_built_with_the_old_one_another_identity():
-    spec = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash",
-                       trim_borders=True)
+    spec = EncoderSpec(
+        arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash", trim_borders=True
+    )
     steps = {"resize": "squash", "grayscale": False, "standardize": False, "trim_borders": True}
     before = hashlib.sha256(f"{spec.sha256}:{json.dumps(steps, sort_keys=True)}".encode()).hexdigest()
     assert spec.identity != before  # an index of the first trim is refused (rebuild), never mixed with new vectors

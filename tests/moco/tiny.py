@@ -49,6 +49,15 @@ def light_views(size: int) -> T.Compose:
 
 def tiny_config(images: Path, out: Path, model: dict[str, Any] | None = None, **train: Any) -> TrainConfig:
     m = {"arch": "resnet18", "dim": 16, "queue_size": 32, **(model or {})}
-    t = {"image_size": 32, "batch_size": 8, "epochs": 2, "workers": 0, "device": "cpu", "seed": 0,
-         "warmup_steps": 1, "checkpoint_every": 10_000, **train}
+    t = {
+        "image_size": 32,
+        "batch_size": 8,
+        "epochs": 2,
+        "workers": 0,
+        "device": "cpu",
+        "seed": 0,
+        "warmup_steps": 1,
+        "checkpoint_every": 10_000,
+        **train,
+    }
     return TrainConfig(images=str(images), out=str(out), model=MoCoConfig(**m), **t)

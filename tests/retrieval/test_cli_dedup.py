@@ -171,8 +171,10 @@ def test_threshold_exact_gives_only_hash_groups(built, monkeypatch, capsys):
         monkeypatch, capsys, "dedup", "--index", str(built["index"]), "--threshold", "exact", "--format", "json"
     )
     assert code == 0, err
-    assert json.loads(out) == {"threshold": None, "groups": [{"keep": "a.png", "duplicates": [
-        {"path": EXACT_COPY, "score": 1.0, "kind": "exact"}]}]}
+    assert json.loads(out) == {
+        "threshold": None,
+        "groups": [{"keep": "a.png", "duplicates": [{"path": EXACT_COPY, "score": 1.0, "kind": "exact"}]}],
+    }
 
 
 def test_default_table_and_csv_to_output_file(built, monkeypatch, capsys, tmp_path):
@@ -183,8 +185,19 @@ def test_default_table_and_csv_to_output_file(built, monkeypatch, capsys, tmp_pa
     assert out.rstrip().endswith("2 groups, 2 duplicates, " + out.rstrip().rsplit(", ", 1)[-1])
     target = tmp_path / "groups.csv"
     code, out, err = run_cli(
-        monkeypatch, capsys, "dedup", "--index", str(built["index"]), "--threshold", NEAR,
-        "--format", "csv", "--output", str(target), "--keeper", "size,oldest",
+        monkeypatch,
+        capsys,
+        "dedup",
+        "--index",
+        str(built["index"]),
+        "--threshold",
+        NEAR,
+        "--format",
+        "csv",
+        "--output",
+        str(target),
+        "--keeper",
+        "size,oldest",
     )  # the larger file is kept now, whatever its pixels
     assert code == 0, err
     assert out == "" and str(target) in err
@@ -205,8 +218,9 @@ def test_calibrate_prints_a_histogram_with_the_presets(built, monkeypatch, capsy
     text = "\n".join(lines[1:])
     for name in ("strict", "default", "loose"):
         assert name in text
-    code, out, _ = run_cli(monkeypatch, capsys, "dedup", "--index", str(built["index"]), "--calibrate",
-                           "--format", "json")
+    code, out, _ = run_cli(
+        monkeypatch, capsys, "dedup", "--index", str(built["index"]), "--calibrate", "--format", "json"
+    )
     data = json.loads(out)
     assert sum(b["count"] for b in data["histogram"]) == 7 and data["files"] == 7
     assert set(data["presets"]) == {"strict", "default", "loose"}
@@ -238,8 +252,18 @@ def test_move_apply_then_undo_restores_the_tree_byte_for_byte(encoder, tmp_path,
 
     page = tmp_path / "report.html"
     code, out, err = run_cli(
-        monkeypatch, capsys, "dedup", "--index", str(b["index"]), "--threshold", NEAR,
-        "--move-to", str(dups), "--apply", "--report", str(page),
+        monkeypatch,
+        capsys,
+        "dedup",
+        "--index",
+        str(b["index"]),
+        "--threshold",
+        NEAR,
+        "--move-to",
+        str(dups),
+        "--apply",
+        "--report",
+        str(page),
     )
     assert code == 0, err
     html = page.read_text()  # moved files are shown from where they are now
@@ -259,8 +283,18 @@ def test_move_apply_then_undo_restores_the_tree_byte_for_byte(encoder, tmp_path,
     assert set(snapshot(dups)) == {logs[0].name}  # only the log is left in the move-to folder
 
 
-@pytest.mark.parametrize("case", ["apply without move-to", "bad threshold", "missing index", "bad format",
-                                  "bad keeper", "move-to inside", "missing log"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "apply without move-to",
+        "bad threshold",
+        "missing index",
+        "bad format",
+        "bad keeper",
+        "move-to inside",
+        "missing log",
+    ],
+)
 def test_errors_are_one_line_and_exit_2(built, monkeypatch, capsys, tmp_path, case):
     index = str(built["index"])
     args, needle = {
@@ -269,8 +303,10 @@ def test_errors_are_one_line_and_exit_2(built, monkeypatch, capsys, tmp_path, ca
         "missing index": (["dedup", "--index", str(tmp_path / "nowhere")], "nowhere"),
         "bad format": (["dedup", "--index", index, "--format", "xml"], "--format"),
         "bad keeper": (["dedup", "--index", index, "--keeper", "pixels,colour"], "colour"),
-        "move-to inside": (["dedup", "--index", index, "--threshold", "exact", "--move-to",
-                            str(built["photos"] / "dups"), "--apply"], "outside"),
+        "move-to inside": (
+            ["dedup", "--index", index, "--threshold", "exact", "--move-to", str(built["photos"] / "dups"), "--apply"],
+            "outside",
+        ),
         "missing log": (["undo", str(tmp_path / "undo-x.jsonl")], "no such move log"),
     }[case]
     before = snapshot(built["photos"])
@@ -286,8 +322,18 @@ def test_errors_are_one_line_and_exit_2(built, monkeypatch, capsys, tmp_path, ca
 def test_python_m_retrieval_entry_point(built):
     """The real console entry (register_all wires dedup): JSON on stdout, log lines only on stderr."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    cmd = [sys.executable, "-m", "retrieval", "dedup", "--index", str(built["index"]), "--threshold", "exact",
-           "--format", "json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "retrieval",
+        "dedup",
+        "--index",
+        str(built["index"]),
+        "--threshold",
+        "exact",
+        "--format",
+        "json",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)

@@ -90,8 +90,17 @@ def test_default_index_folder_is_named_after_the_run(built):
 def test_search_json_schema_is_exact(built, monkeypatch, capsys):
     photos = built["photos"]
     code, out, err = run_cli(
-        monkeypatch, capsys, "search", str(photos / "2.png"), str(photos / "4.png"),
-        "--index", str(built["index"]), "-k", "3", "--format", "json",
+        monkeypatch,
+        capsys,
+        "search",
+        str(photos / "2.png"),
+        str(photos / "4.png"),
+        "--index",
+        str(built["index"]),
+        "-k",
+        "3",
+        "--format",
+        "json",
     )
     assert code == 0, err
     data = json.loads(out)
@@ -113,8 +122,17 @@ def test_search_json_schema_is_exact(built, monkeypatch, capsys):
 def test_search_exclude_self_folder_and_csv(built, monkeypatch, capsys):
     photos = built["photos"]
     code, out, err = run_cli(
-        monkeypatch, capsys, "search", str(photos), "--index", str(built["index"]), "-k", "2",
-        "--format", "csv", "--exclude-self",
+        monkeypatch,
+        capsys,
+        "search",
+        str(photos),
+        "--index",
+        str(built["index"]),
+        "-k",
+        "2",
+        "--format",
+        "csv",
+        "--exclude-self",
     )
     assert code == 0, err
     rows = list(csv.reader(io.StringIO(out)))

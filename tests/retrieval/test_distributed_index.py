@@ -26,6 +26,7 @@ def _pythonpath() -> str:
     """This checkout first, then whatever the caller's environment already adds."""
     return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
+
 _RANK_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
@@ -66,8 +67,16 @@ def test_two_cpu_processes_give_the_same_index_as_one(tmp_path):
         port = s.getsockname()[1]
     procs = []
     for rank in (0, 1):
-        env = {**os.environ, "PYTHONPATH": _pythonpath(), "OMP_NUM_THREADS": "1", "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": _pythonpath(),
+            "OMP_NUM_THREADS": "1",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
         cmd = [sys.executable, str(script), str(photos), str(model), str(tmp_path / "idx2"), str(tmp_path)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for proc in procs:
@@ -83,16 +92,19 @@ def test_two_cpu_processes_give_the_same_index_as_one(tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        index_folder(IndexConfig(photos, model, tmp_path / "idx1", batch_size=4, workers=1, device="cpu",
-                                 progress=False))
+        index_folder(
+            IndexConfig(photos, model, tmp_path / "idx1", batch_size=4, workers=1, device="cpu", progress=False)
+        )
     finally:
         torch.set_num_threads(before)
 
     one, two = SearchIndex.open(tmp_path / "idx1"), SearchIndex.open(tmp_path / "idx2")
     assert two.records == one.records  # same ids, paths, sizes, hashes
-    assert [(b.path, b.error) for b in two.bad] == [(b.path, b.error) for b in one.bad] == [
-        ("broken.png", "not an image, or an unsupported format")
-    ]
+    assert (
+        [(b.path, b.error) for b in two.bad]
+        == [(b.path, b.error) for b in one.bad]
+        == [("broken.png", "not an image, or an unsupported format")]
+    )
     np.testing.assert_allclose(two.vectors, one.vectors, atol=1e-5)
     assert two.index.ntotal == 11
     assert not (tmp_path / "idx2" / "work").exists()

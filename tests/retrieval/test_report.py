@@ -51,9 +51,7 @@ def test_missing_or_unreadable_images_get_a_placeholder(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg at all")
     broken = FileRecord(1, "broken.jpg", 17, 0, "h1", 64, 64)
     gone = FileRecord(2, "sub/gone.jpg", 10, 0, "h2", 64, 64)
-    page = render_report(
-        [Group(keep, (Duplicate(broken, 0.95, "near"), Duplicate(gone, 0.92, "near")))], tmp_path, 0.9
-    )
+    page = render_report([Group(keep, (Duplicate(broken, 0.95, "near"), Duplicate(gone, 0.92, "near")))], tmp_path, 0.9)
     assert page.count("<img") == 1
     assert page.count('class="placeholder"') == 2
     assert "broken.jpg" in page and "sub/gone.jpg" in page
