@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -36,6 +35,7 @@ sys.path[:0] = [str(ROOT)]  # run as a script from a checkout: moco/ importable
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from machine import machine_info  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -156,12 +156,7 @@ def main() -> None:
     ours_s, peer_s = statistics.median(times["ours"]), statistics.median(times["peer"])
     result = {
         "benchmark": "decode_pipeline",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "settings": {
             "n_images": a.n,
             "image_px": "4000x3000",

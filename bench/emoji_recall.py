@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,7 +35,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT)]  # run as a script from a checkout: moco/ and retrieval/ importable
 
-import torch  # noqa: E402
+from machine import machine_info  # noqa: E402
 
 from moco.export import read_spec, save_random_encoder  # noqa: E402
 from retrieval.indexing import IndexConfig, index_folder  # noqa: E402
@@ -129,14 +127,7 @@ def evaluate(name: str, model: Path, emoji: Path, pairs: list[list[str]], work: 
 
 
 def machine() -> dict:
-    return {
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "load_avg_at_start": os.getloadavg(),
-    }
+    return machine_info()
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -43,6 +42,7 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT)]  # run as a script from a checkout: moco/ and retrieval/ importable
 
 import torch  # noqa: E402
+from machine import machine_info  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from moco.export import save_random_encoder  # noqa: E402
@@ -194,14 +194,7 @@ def bench_size(size: int, a: argparse.Namespace, work: Path, folder: Path, paths
 
 
 def machine() -> dict:
-    return {
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_avg_at_start": os.getloadavg(),
-    }
+    return machine_info()
 
 
 def markdown(result: dict, jpeg_mb: float) -> list[str]:

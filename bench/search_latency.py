@@ -34,7 +34,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ sys.path[:0] = [str(ROOT)]  # run as a script from a checkout: retrieval/ import
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
+from machine import machine_info  # noqa: E402
 
 from retrieval.index import Generation, Manifest, apply_search_params, build_index  # noqa: E402
 from retrieval.records import FileRecord  # noqa: E402
@@ -240,15 +240,7 @@ def bench_dim(d: int, n: int, a: argparse.Namespace) -> dict:
 
 
 def machine() -> dict:
-    return {
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "faiss": faiss.__version__,
-        "faiss_omp_threads": faiss.omp_get_max_threads(),
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "load_avg_at_start": os.getloadavg(),
-    }
+    return machine_info(torch_info=False, faiss_info=True)
 
 
 def markdown(result: dict) -> list[str]:

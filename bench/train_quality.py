@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]  # run as a script from a checkout: moco/
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from machine import machine_info  # noqa: E402
 
 from moco.backbone import gem  # noqa: E402
 
@@ -264,12 +264,7 @@ def main() -> None:
     by = {r["row"]: r for r in rows}
     result = {
         "benchmark": "train_quality",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "settings": {
             "data": str(a.data),
             "budget_min": a.budget_min,

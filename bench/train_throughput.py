@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import machine_info  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -297,13 +297,7 @@ def main() -> None:
     peer = [x["img_per_s"] for x in runs if x["loop"] == "lightly"]
     result = {
         "benchmark": "train_throughput",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "settings": {
             "images": f"{a.photos} distinct 4000x3000 JPEGs from {DEFAULT_PHOTOS}" if a.photos else str(a.images),
             "n_images": a.n_images,
