@@ -53,9 +53,12 @@ def _fit(ts: np.ndarray, vs: np.ndarray) -> tuple[float, float] | None:
     return float(a), float(b)
 
 
-def _meet(shallow: tuple[float, float], steep: tuple[float, float]) -> np.ndarray:
-    """Intersection of y = a x + b (a top or bottom edge) and x = c y + d (a left or right edge)."""
+def _meet(shallow: tuple[float, float], steep: tuple[float, float]) -> np.ndarray | None:
+    """Intersection of y = a x + b (a top or bottom edge) and x = c y + d (a left or right edge); None when
+    the two lines are (nearly) parallel."""
     (a, b), (c, d) = shallow, steep
+    if abs(1.0 - c * a) < 1e-6:
+        return None
     x = (c * b + d) / (1.0 - c * a)
     return np.array([x, a * x + b])
 
@@ -101,7 +104,10 @@ def find_tilt(grey: np.ndarray, tolerance: int = FILL_TOLERANCE) -> tuple[np.nda
     if any(e is None for e in edges):
         return None
     e_top, e_right, e_bottom, e_left = edges
-    quad = np.stack([_meet(e_top, e_left), _meet(e_top, e_right), _meet(e_bottom, e_right), _meet(e_bottom, e_left)])
+    corners = [_meet(e_top, e_left), _meet(e_top, e_right), _meet(e_bottom, e_right), _meet(e_bottom, e_left)]
+    if any(c is None for c in corners):
+        return None
+    quad = np.stack(corners)
     top_edge, left_edge = quad[1] - quad[0], quad[3] - quad[0]
     side = max(w, h)
     if np.linalg.norm(top_edge - (quad[2] - quad[3])) > SHAPE_TOLERANCE * side:

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageOps
 from moco.augment import IMAGENET_MEAN, IMAGENET_STD
 from moco.export import EncoderSpec
 from moco.preprocess import make_preprocess
-from moco.straighten import find_tilt, straighten
+from moco.straighten import _meet, find_tilt, straighten
 
 
 def _photo(w: int = 320, h: int = 224, seed: int = 0) -> Image.Image:
@@ -59,6 +59,11 @@ def test_pictures_that_are_not_rotated_copies_are_left_alone(name):
     elif name == "tiny tilt":  # under half a degree: nothing worth resampling for
         im = im.rotate(0.3, resample=Image.BICUBIC, expand=True)
     assert straighten(im) is im
+
+
+def test_parallel_edge_lines_are_not_a_rectangle():
+    assert _meet((1.0, 0.0), (1.0, 5.0)) is None  # y = x and x = y + 5 never meet
+    assert _meet((0.0, 2.0), (0.0, 3.0)).tolist() == [3.0, 2.0]
 
 
 def test_the_copy_detection_input_of_a_rotated_copy_matches_the_original():
