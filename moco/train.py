@@ -199,6 +199,8 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             if progress_frac >= 1.0:
                 stopped = "time budget"
                 break
+            if bar is not None and step > 0 and progress_frac > step / total_steps:
+                bar.total = _budget_total(step, progress_frac)  # the bar and its ETA follow the clock
         lr = learning_rate(cfg, step, progress_frac, d.world)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -317,6 +319,11 @@ def _build_cache(paths: list[Path], side: int, out: Path, d: Dist, progress: boo
     if not d.is_main:
         cache = DecodeCache.build(paths, side, cache_dir)
     return cache
+
+
+def _budget_total(step: int, progress_frac: float) -> int:
+    """Steps a time-budgeted run will reach at its current pace (`progress_frac` of the budget used)."""
+    return max(step + 1, round(step / progress_frac))
 
 
 def _progress_bar(total: int, initial: int, enabled: bool, desc: str = "training") -> Any:

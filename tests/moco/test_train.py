@@ -24,7 +24,7 @@ from moco.errors import InputError
 from moco.export import load_encoder
 from moco.health import EpochHealth
 from moco.images import list_images
-from moco.train import CACHE_SCALE, fit, learning_rate, resolve_model_config
+from moco.train import CACHE_SCALE, _budget_total, fit, learning_rate, resolve_model_config
 from moco.validation import KnnValidator
 from tests.moco.conftest import BAD_FILES, BATCH_LIGHT, N_LIGHT, counting_decoder
 from tests.moco.tiny import light_views, make_colour_classes, make_images
@@ -84,6 +84,12 @@ def test_time_budget_ends_cleanly_with_the_schedule_fitted_to_time(budget_run):
     assert r.steps >= 4
     assert steps[-1]["lr"] < 0.1 * base
     assert learning_rate(cfg, r.steps, 1.0, 1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_time_budgeted_progress_bar_counts_the_steps_the_clock_allows():
+    # 30 steps took a quarter of the budget: about 120 in all, whatever the epochs would allow
+    assert _budget_total(30, 0.25) == 120
+    assert _budget_total(30, 0.999) == 31  # never fewer than the next step
 
 
 # ------------------------------------------------------------------------------------------ bad files
