@@ -24,7 +24,7 @@ from moco.augment import IMAGENET_MEAN, IMAGENET_STD
 from moco.backbone import FEATURE_DIMS, RetrievalEncoder
 from moco.checkpoint import atomic_write_bytes
 from moco.errors import FormatVersionError, InputError
-from moco.preprocess import RESIZES, make_preprocess
+from moco.preprocess import RESIZES, TRIM_REVISION, make_preprocess
 
 ENCODER_VERSION = 1
 LEGACY_PREPROCESSING = {
@@ -34,7 +34,6 @@ LEGACY_PREPROCESSING = {
     "trim_borders": False,
 }
 LAYERS = ("backbone", "head")
-TRIM_REVISION = 2  # bumped whenever trim_borders cuts differently, so older indexes ask for --rebuild
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ TRIM_MIN_AREA = 0.1  # never trim to less than this share of the picture (a plai
 TRIM_MAX_FRAMES = 3  # frames inside frames trimmed at most
 TRIM_SHAVE = 0.01  # share of each cut side trimmed beyond the frame (at least one pixel)
 TRIM_NOISE = 0.01  # a row or column with fewer differing pixels than this share of its length is still frame
+TRIM_REVISION = 2  # bump whenever trim_borders cuts differently: part of the encoder identity (moco.export),
+# so an index made with an earlier trim asks for --rebuild instead of mixing vectors
 STANDARD_MEAN, STANDARD_STD = 0.45, 0.22  # per-image channel statistics after `standardize` (natural-image like)
 
 
