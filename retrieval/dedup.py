@@ -58,6 +58,21 @@ THRESHOLD_PRESETS: dict[str, float] = {
     "default": 0.28,
     "loose": 0.0,
 }
+# Verification (`find_groups(verify=...)`, `retrieval.verify`): a pair scoring within [t - VERIFY_BELOW,
+# t + VERIFY_ABOVE) of the threshold t is a duplicate when its pictures align (alignment score >=
+# MIN_ALIGNMENT), whichever side of t it lies; above the band the score alone decides. Chosen with the
+# threshold on the held-out seed-1 folder (bench/dedup_threshold.py).
+VERIFY_BELOW = 0.18
+VERIFY_ABOVE = 0.20
+MIN_ALIGNMENT = 0.87
+PairCheck = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (src, dst) ids -> (E,) alignment scores
+
+
+def candidate_floor(threshold: float, verify: bool) -> float:
+    """The lowest score a pair can have and still be reported: the threshold, or with verification the
+    bottom of the verification band."""
+    return threshold - VERIFY_BELOW if verify else threshold
+
 
 DuplicateKind = Literal["exact", "near"]
 
@@ -83,6 +98,7 @@ class Duplicate:
     record: FileRecord
     score: float  # cosine similarity to the group's keeper (1.0 for exact copies)
     kind: DuplicateKind
+    alignment: float | None = None  # with verification, when the pair was verified (`retrieval.verify`)
 
 
 @dataclass(frozen=True)
@@ -317,6 +333,28 @@ def _sorted_group(keep: FileRecord, duplicates: Iterable[Duplicate]) -> Group:
     return Group(keep=keep, duplicates=tuple(dups))
 
 
+def _verified(
+    src: np.ndarray, dst: np.ndarray, score: np.ndarray, threshold: float, verify: PairCheck
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
+    """The edges that stand: those scoring above the verification band, those in it whose pictures align,
+    and those whose pictures could not be read (decided by the score alone, as without verification).
+    Also {(low id, high id): alignment} of every edge verified and kept."""
+    band = score < threshold + VERIFY_ABOVE  # (E,)
+    alignment = np.full(score.size, np.nan, dtype=np.float32)  # (E,)
+    alignment[band] = verify(src[band], dst[band])
+    unread = band & np.isnan(alignment)
+    aligns = band & (alignment >= MIN_ALIGNMENT)
+    keep = ~band | aligns | (unread & (score >= threshold))
+    log.info("verified %d pairs near the threshold: %d line up", int(band.sum() - unread.sum()), int(aligns.sum()))
+    if unread.any():
+        log.warning("%d pairs near the threshold not verified (a file unreadable): the score decides", unread.sum())
+    aligned = {
+        (min(a, b), max(a, b)): float(x)
+        for a, b, x in zip(src[aligns].tolist(), dst[aligns].tolist(), alignment[aligns].tolist(), strict=True)
+    }
+    return src[keep], dst[keep], score[keep], aligned
+
+
 def find_groups(
     records: Sequence[FileRecord],
     vectors: np.ndarray,
@@ -328,6 +366,7 @@ def find_groups(
     index: faiss.Index | None = None,
     root: Path | None = None,
     background_rank: int = 0,
+    verify: PairCheck | None = None,
 ) -> list[Group]:
     """Duplicate groups: exact (same content hash) first, then near (score >= threshold to the keeper).
 
@@ -341,6 +380,11 @@ def find_groups(
     Without it, an exact flat index over one copy of each distinct file is searched. With `root`,
     records that are the same file on disk (hard links, symlinks) are never paired. Groups: largest
     first, then by keeper path.
+
+    With `verify` (ids -> alignment scores, `retrieval.verify.alignments`), pairs scoring in the band
+    around the threshold (VERIFY_BELOW under it to VERIFY_ABOVE over it) are kept when, and only when,
+    their alignment is >= MIN_ALIGNMENT (a pair whose pictures cannot be read, alignment NaN, by its score
+    alone); such a duplicate carries its alignment.
     """
     if k < 1 or batch_size < 1:
         raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
@@ -355,30 +399,35 @@ def find_groups(
     groups: list[Group] = []
     grouped: set[int] = set()
     if threshold is not None and threshold <= 1.0 and stage.reps.size > 1:
+        floor = candidate_floor(threshold, verify is not None)
         pairs = near_pairs(
             xb,
             stage.reps,
             stage.rep_of,
-            threshold,
+            floor,
             k=k,
             background_rank=background_rank,
             batch_size=batch_size,
             index=index,
         )
         background = pairs.background
-        log.debug("%d candidate edges at threshold %.4f", pairs.src.size, threshold)
-        for c, members in _star_groups(pairs.src, pairs.dst, pairs.score, recs, keeper, ident):
+        log.debug("%d candidate edges at score %.4f", pairs.src.size, floor)
+        src, dst, score = pairs.src, pairs.dst, pairs.score
+        aligned: dict[tuple[int, int], float] = {}
+        if verify is not None:
+            src, dst, score, aligned = _verified(src, dst, score, threshold, verify)
+        for c, members in _star_groups(src, dst, score, recs, keeper, ident):
             dups = exact_copies(c)
-            for m, score in members.items():
-                dups.append(Duplicate(recs[m], score, "near"))
+            for m, score_m in members.items():
+                dups.append(Duplicate(recs[m], score_m, "near", aligned.get((min(c, m), max(c, m)))))
                 for i in stage.copies.get(m, []):
                     if ident.same(c, i):
                         continue
                     s_copy = float(np.dot(xb[c], xb[i]))  # the same bytes embed the same, up to noise
                     if background is not None:
                         s_copy = float(normalised_scores(np.float32(s_copy), background[c], background[m]))
-                    if s_copy >= threshold:
-                        dups.append(Duplicate(recs[i], s_copy, "near"))
+                    if s_copy >= floor:  # the same bytes as m, which made it (verified or not)
+                        dups.append(Duplicate(recs[i], s_copy, "near", aligned.get((min(c, m), max(c, m)))))
                 grouped.add(m)
             grouped.add(c)
             groups.append(_sorted_group(recs[c], dups))

@@ -21,6 +21,7 @@ from retrieval.dedup import (
     Group,
     KeeperRule,
     calibration_histogram,
+    candidate_floor,
     find_groups,
     normalised_scores,
     resolve_threshold,
@@ -29,6 +30,7 @@ from retrieval.errors import InputError
 from retrieval.moves import MovePlan, MoveReport, UndoReport, apply_moves, plan_moves, undo_moves
 from retrieval.near_pairs import SCORE_SLACK
 from retrieval.search import SearchIndex
+from retrieval.verify import alignments, folder_thumbnails
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ class DedupConfig:
     with r = 0 the plain cosine similarity. `keeper` orders the keys that choose the copy to keep.
     Without `move_to` nothing is planned; with `move_to` and not `apply` the moves are planned (a dry
     run); with `apply` they are made and logged for `undo`. `calibrate` only measures each file's
-    nearest-neighbour score (no groups, no moves). `k` neighbours are searched per file.
+    nearest-neighbour score (no groups, no moves). `k` neighbours are searched per file. With `verify`,
+    pairs scoring near the threshold are decided by whether their pictures line up (`retrieval.verify`;
+    the files are read again for this), see `dedup.find_groups`.
     """
 
     index: Path
@@ -58,6 +62,7 @@ class DedupConfig:
     calibrate: bool = False
     k: int = 32
     background_rank: int = BACKGROUND_RANK
+    verify: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keeper", tuple(self.keeper))
@@ -222,7 +227,12 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
         histogram = tuple(calibration_histogram(scores, bins=CALIBRATION_BINS))
         return done(groups=(), histogram=histogram, seconds=time.perf_counter() - t0)
 
-    table = None if threshold is None else neighbour_table(index, threshold, cfg.k, cfg.background_rank)
+    verify = None
+    if cfg.verify and threshold is not None:
+        paths = [r.path for r in index.records]  # records[id].id == id
+        verify = partial(alignments, folder_thumbnails(root, paths))
+    floor = None if threshold is None else candidate_floor(threshold, verify is not None)
+    table = None if floor is None else neighbour_table(index, floor, cfg.k, cfg.background_rank)
     groups = tuple(
         find_groups(
             index.records,
@@ -233,6 +243,7 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
             index=table,
             root=root,
             background_rank=cfg.background_rank,
+            verify=verify,
         )
     )
     plan: MovePlan | None = None

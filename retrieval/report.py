@@ -106,7 +106,8 @@ def render_report(
     for n, g in enumerate(groups, start=1):
         figures = [_figure(g.keep, "KEEP", True, root, thumb_size, loader)]
         for d in g.duplicates:
-            figures.append(_figure(d.record, f"{d.score:.4f} {d.kind}", False, root, thumb_size, loader))
+            label = f"{d.score:.4f} {d.kind}" + ("" if d.alignment is None else f", aligned {d.alignment:.2f}")
+            figures.append(_figure(d.record, label, False, root, thumb_size, loader))
         parts.append(
             f'<section class="group"><h2>Group {n} &middot; {len(figures)} files</h2>'
             f'<div class="members">{"".join(figures)}</div></section>'

@@ -57,6 +57,12 @@ def dedup(
         False, "--calibrate", help="Print a histogram of each image's best-neighbour score, presets marked."
     ),
     k: int = typer.Option(32, "-k", "--k", min=1, help="Neighbours searched per file."),
+    verify: bool = typer.Option(
+        True,
+        "--verify/--no-verify",
+        help="Decide pairs that score near the threshold by whether their pictures line up (reads those files"
+        " again); --no-verify uses the score alone.",
+    ),
 ) -> None:
     """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""
     from retrieval.dedup import KeeperRule
@@ -77,6 +83,7 @@ def dedup(
         apply=apply,
         calibrate=calibrate,
         k=k,
+        verify=verify,
     )
     result = find_duplicates(cfg)
 

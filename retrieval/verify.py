@@ -1,0 +1,140 @@
+"""Geometric verification of near-duplicate candidates: do two pictures line up, pixel for pixel?
+
+A global descriptor compares whole pictures, so a copy that shows only part of the original (a crop,
+then resized to any shape) or has part of it covered (a caption, a logo) scores lower than its edit
+deserves, while two different drawings in the same style can score high. Verification looks at the
+pictures themselves: each one is brought to the descriptor's canonical form (frames trimmed, a rotated
+copy turned upright, grey, squashed to a square: `moco.preprocess`), and one is searched for a crop,
+stretched independently in x and y and mirrored or not, that matches the other. The alignment score is
+the best normalised cross-correlation (Pearson correlation of grey levels, blind to brightness and
+contrast) over those crops, in both directions: in [-1, 1], 1 for a picture and any crop of it.
+
+Cost: the crops of a picture are made once (`CROPS` warps of a small thumbnail), then a pair costs two
+matrix-vector products. `alignments` works through the pairs one picture at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from moco.errors import InputError
+from moco.images import load_image
+from moco.preprocess import trim_borders
+from moco.straighten import straighten
+
+logger = logging.getLogger(__name__)
+
+THUMB_SIDE = 48  # thumbnail side the crops are cut from
+COMPARE_SIDE = 32  # side at which a crop and a whole picture are compared
+CROP_SCALES = (1.0, 0.92, 0.85, 0.78, 0.7, 0.62)  # share of the width (height) a crop keeps, each axis alone
+CROP_POSITIONS = 5  # positions per axis, from one edge to the other
+FLAT = 2e-3  # a thumbnail whose grey levels (0..1) spread less than this is flat: it has no pattern
+LOAD_SIDE = 256  # pictures are decoded at least this large (JPEG draft mode) before trimming and straightening
+
+
+def canonical_thumbnail(im: Image.Image) -> np.ndarray:
+    """(THUMB_SIDE, THUMB_SIDE) float32 grey levels in [0, 1] of the picture in the descriptor's canonical
+    form: frames trimmed, straightened (and trimmed again when it was rotated), grey, squashed."""
+    im = trim_borders(im)
+    upright = straighten(im)
+    if upright is not im:
+        im = trim_borders(upright)
+    grey = im.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.BILINEAR)
+    return np.asarray(grey, dtype=np.float32) / 255.0
+
+
+def _crop_grid() -> torch.Tensor:
+    """(C, COMPARE_SIDE, COMPARE_SIDE, 2) sampling grids of every crop (scale and position per axis)."""
+    axis = sorted(
+        {(s, round(t, 4)) for s in CROP_SCALES for t in np.linspace(-(1 - s), 1 - s, CROP_POSITIONS).tolist()}
+    )
+    theta = torch.tensor([[[sx, 0.0, tx], [0.0, sy, ty]] for (sx, tx), (sy, ty) in itertools.product(axis, axis)])
+    return F.affine_grid(theta, [len(theta), 1, COMPARE_SIDE, COMPARE_SIDE], align_corners=False)
+
+
+_GRID = _crop_grid()
+CROPS = _GRID.shape[0]
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows of (..., P) centred and scaled to unit length; a flat row (grey levels spread less than FLAT)
+    becomes zero: it matches nothing."""
+    x = x - x.mean(dim=-1, keepdim=True)
+    norm = x.norm(dim=-1, keepdim=True)
+    return torch.where(norm > FLAT * x.shape[-1] ** 0.5, x / norm.clamp_min(1e-12), torch.zeros_like(x))
+
+
+def crops_of(thumb: np.ndarray) -> torch.Tensor:
+    """(CROPS, P) every crop of a thumbnail, resampled to COMPARE_SIDE, as unit rows."""
+    t = torch.from_numpy(thumb)[None, None].expand(CROPS, 1, THUMB_SIDE, THUMB_SIDE)
+    warped = F.grid_sample(t, _GRID, mode="bilinear", padding_mode="border", align_corners=False)
+    return _unit(warped.flatten(1))
+
+
+def whole_of(thumb: np.ndarray) -> torch.Tensor:
+    """(2, P) the whole thumbnail at COMPARE_SIDE and its mirror image, as unit rows."""
+    t = F.interpolate(torch.from_numpy(thumb)[None, None], size=(COMPARE_SIDE, COMPARE_SIDE), mode="area")[0, 0]
+    return _unit(torch.stack([t, t.flip(-1)]).flatten(1))
+
+
+def alignment(a: np.ndarray, b: np.ndarray) -> float:
+    """Alignment score of two canonical thumbnails: the best correlation of a crop of one with the other."""
+    return float(alignments([a, b], np.array([0]), np.array([1]))[0])
+
+
+def alignments(
+    thumbs: list[np.ndarray] | Callable[[int], np.ndarray | None], src: np.ndarray, dst: np.ndarray
+) -> np.ndarray:
+    """(E,) float32 alignment score of each pair (src[e], dst[e]). `thumbs` maps an id to its canonical
+    thumbnail (a list, or a function that may return None for a picture it cannot read: its pairs score
+    NaN). Each picture's crops are made once, when the first of its pairs comes up."""
+    get = thumbs.__getitem__ if isinstance(thumbs, list) else thumbs
+    src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+    out = np.full(src.size, np.nan, dtype=np.float32)
+    if src.size == 0:
+        return out
+    ids = np.unique(np.concatenate([src, dst]))
+    loaded = {int(i): get(int(i)) for i in ids.tolist()}
+    wholes = {i: whole_of(t) for i, t in loaded.items() if t is not None}
+    ends = np.concatenate([src, dst])  # (2E,) each pair listed under both of its pictures
+    other = np.concatenate([dst, src])
+    edge = np.concatenate([np.arange(src.size), np.arange(src.size)])
+    order = np.argsort(ends, kind="stable")
+    ends, other, edge = ends[order], other[order], edge[order]
+    starts = np.flatnonzero(np.r_[True, ends[1:] != ends[:-1]])
+    for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), ends.size], strict=True):
+        i = int(ends[lo])
+        if i not in wholes:
+            continue
+        partners = [(int(j), int(e)) for j, e in zip(other[lo:hi], edge[lo:hi], strict=True) if int(j) in wholes]
+        if not partners:
+            continue
+        crops = crops_of(loaded[i])  # (CROPS, P)
+        targets = torch.cat([wholes[j] for j, _ in partners])  # (2 * n, P)
+        best = (targets @ crops.T).amax(dim=1).view(len(partners), 2).amax(dim=1)  # (n,)
+        for (_, e), s in zip(partners, best.tolist(), strict=True):
+            out[e] = s if np.isnan(out[e]) else max(out[e], s)
+    return out
+
+
+def folder_thumbnails(root: Path, paths: Sequence[str]) -> Callable[[int], np.ndarray | None]:
+    """id -> canonical thumbnail of the file root / paths[id], decoded on demand; None (logged) for a file
+    that cannot be read now (moved, deleted or damaged since it was indexed): its pairs are not verified."""
+
+    def thumbnail(i: int) -> np.ndarray | None:
+        path = root / paths[i]
+        try:
+            return canonical_thumbnail(load_image(path, min_side=LOAD_SIDE))
+        except (InputError, OSError) as e:
+            logger.debug("not verified: %s", e if isinstance(e, InputError) else f"{path}: {e}")
+            return None
+
+    return thumbnail

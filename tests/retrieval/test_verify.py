@@ -1,0 +1,146 @@
+"""Geometric verification (retrieval.verify) and its use by find_groups / find_duplicates: a picture and
+its crops, resized or mirrored copies line up; unrelated and flat pictures do not; the band rule keeps and
+drops exactly the planted pairs."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from retrieval import dedup
+from retrieval.dedup import MIN_ALIGNMENT, VERIFY_ABOVE, VERIFY_BELOW, find_groups
+from retrieval.dedup_run import DedupConfig, find_duplicates
+from retrieval.indexing import index_folder
+from retrieval.records import FileRecord
+from retrieval.verify import alignment, alignments, canonical_thumbnail
+from tests.retrieval.conftest import index_cfg
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def scene(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A smooth random colour picture (blurred noise, upsampled): structure at every position."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8))
+    return small.resize(size, Image.Resampling.BICUBIC)
+
+
+def crop(im: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
+    w, h = im.size
+    return im.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))
+
+
+def thumb(im: Image.Image) -> np.ndarray:
+    return canonical_thumbnail(im)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda im: im,
+        lambda im: im.resize((90, 140)),  # aspect change
+        lambda im: crop(im, (0.1, 0.05, 0.9, 0.85)).resize((100, 100)),  # 20% cropped, then squashed
+        lambda im: crop(im, (0.0, 0.2, 0.75, 1.0)),  # a corner crop
+        lambda im: ImageOps.mirror(crop(im, (0.1, 0.1, 0.95, 0.9))),
+        lambda im: ImageOps.grayscale(im).convert("RGB").point(lambda v: v // 2 + 60),  # grey, less contrast
+        lambda im: ImageOps.expand(im, border=12, fill=(0, 0, 0)),  # a frame (trimmed)
+    ],
+    ids=["same", "aspect", "crop", "corner-crop", "mirrored-crop", "grey", "frame"],
+)
+def test_copies_line_up_both_ways(edit):
+    original = scene(1)
+    copy = edit(original)
+    a, b = thumb(original), thumb(copy)
+    assert alignment(a, b) >= 0.9
+    assert alignment(b, a) == pytest.approx(alignment(a, b))  # the score takes both directions
+
+
+def test_unrelated_and_flat_pictures_do_not_line_up():
+    a = thumb(scene(1))
+    for seed in range(2, 8):
+        assert alignment(a, thumb(scene(seed))) < MIN_ALIGNMENT
+    flat = thumb(Image.new("RGB", (64, 64), (200, 30, 30)))
+    assert alignment(a, flat) == 0.0  # a flat picture has no pattern to match
+    assert alignment(flat, flat) == 0.0
+
+
+def test_alignments_pairs_and_unreadable_pictures():
+    thumbs = [thumb(scene(1)), thumb(crop(scene(1), (0.1, 0.1, 0.9, 0.9))), thumb(scene(3)), None]
+    src, dst = np.array([0, 2, 1, 3]), np.array([1, 0, 2, 0])
+    got = alignments(lambda i: thumbs[i], src, dst)
+    for e in range(3):
+        assert got[e] == pytest.approx(alignment(thumbs[src[e]], thumbs[dst[e]]), abs=1e-6)
+    assert np.isnan(got[3])  # a picture that could not be read is not verified
+    assert alignments(thumbs[:3], np.array([], dtype=np.int64), np.array([], dtype=np.int64)).shape == (0,)
+
+
+def record(i: int) -> FileRecord:
+    return FileRecord(i, f"{i}.jpg", 10, 0, hashlib.sha256(str(i).encode()).hexdigest(), 100 - i, 100)
+
+
+def test_band_rule_keeps_aligned_pairs_and_drops_the_rest():
+    """Planted normalised scores around threshold t: the band decides by alignment, outside it the score."""
+    t = 0.3
+    # pair (0, k): planted score and alignment; None = unreadable
+    plan = {
+        1: (t + VERIFY_ABOVE + 0.05, 0.0),  # above the band: kept whatever the alignment
+        2: (t + 0.05, 0.2),  # over t but does not line up: dropped
+        3: (t - VERIFY_BELOW + 0.03, 0.95),  # under t but lines up: kept
+        4: (t - VERIFY_BELOW - 0.03, 0.99),  # under the band: never a candidate
+        5: (t + 0.05, None),  # over t, unreadable: the score decides (kept)
+        6: (t - 0.05, None),  # under t, unreadable: dropped
+    }
+    n = 7
+    d = 512
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    # background_rank 0: the score is the plain cosine, so plant cosines directly (x[k] = s x[0] + ...)
+    base = x[0]
+    for k, (s, _) in plan.items():
+        ortho = x[k] - (x[k] @ base) * base
+        ortho /= np.linalg.norm(ortho)
+        x[k] = s * base + np.sqrt(1 - s * s) * ortho
+    asked: list[tuple[int, int]] = []
+
+    def verify(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        out = []
+        for a, b in zip(src.tolist(), dst.tolist(), strict=True):
+            asked.append((min(a, b), max(a, b)))
+            v = plan[max(a, b)][1] if min(a, b) == 0 else 0.0  # partners are not copies of one another
+            out.append(np.nan if v is None else v)
+        return np.array(out, dtype=np.float32)
+
+    groups = find_groups([record(i) for i in range(n)], x, t, verify=verify)
+    assert len(groups) == 1 and groups[0].keep.id == 0
+    got = {dup.record.id: dup for dup in groups[0].duplicates}
+    assert set(got) == {1, 3, 5}
+    assert got[3].alignment == pytest.approx(0.95) and got[1].alignment is None and got[5].alignment is None
+    assert got[3].score == pytest.approx(plan[3][0], abs=1e-5)  # the reported score stays the score
+    assert (0, 1) not in asked and (0, 4) not in asked  # above the band and under it: nothing to verify
+    plain = find_groups([record(i) for i in range(n)], x, t)
+    assert {dup.record.id for dup in plain[0].duplicates} == {1, 2, 5}
+
+
+def test_find_duplicates_verifies_the_indexed_files(tmp_path, encoder, monkeypatch):
+    """End to end on real files: with the band widened to every pair, exactly the planted copies group
+    with their original, whatever the tiny random encoder's scores; --no-verify uses scores alone."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    original = scene(1)
+    original.save(photos / "a.png")
+    crop(original, (0.12, 0.1, 0.92, 0.88)).resize((130, 130)).save(photos / "a-crop.png")
+    ImageOps.mirror(original).save(photos / "a-mirror.png")
+    for seed in range(2, 8):
+        scene(seed).save(photos / f"other{seed}.png")
+    index_folder(index_cfg(photos, encoder, tmp_path))
+    monkeypatch.setattr(dedup, "VERIFY_BELOW", 10.0)
+    monkeypatch.setattr(dedup, "VERIFY_ABOVE", 10.0)
+    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="0.3", k=8))
+    assert [sorted(r.path for r in g.records) for g in result.groups] == [["a-crop.png", "a-mirror.png", "a.png"]]
+    assert all(d.alignment is not None and d.alignment >= MIN_ALIGNMENT for d in result.groups[0].duplicates)
+    unverified = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="0.3", k=8, verify=False))
+    assert all(d.alignment is None for g in unverified.groups for d in g.duplicates)
