@@ -12,7 +12,8 @@ For each N:
      duplicates); `retrieval.index.build_index(vectors, kind)` and `write_generation`, exactly as
      `retrieval index` writes an index (catalog.sqlite, vectors.npy, index.faiss, manifest.json).
   2. dedup (a fresh subprocess, so its peak RSS is dedup's alone): `dedup_run.find_duplicates(DedupConfig(
-     index, threshold))`, the library call behind `retrieval dedup --index DIR`: load and verify the index,
+     index, threshold, verify=False))`, the library call behind `retrieval dedup --index DIR --no-verify`
+     (there are no pictures behind synthetic vectors to verify pairs against): load and check the index,
      exact stage, neighbours (for an approximate index the k-NN self-join of retrieval/cell_join.py, its
      nprobe tuned for the threshold), star grouping. Wall time from
      before the call to the groups; CPU time (user + system, all threads) of that process; peak memory =
@@ -213,6 +214,7 @@ def dedup_phase(args: argparse.Namespace) -> None:
         index=Path(args.index),
         threshold=args.threshold,
         k=args.k,
+        verify=False,  # synthetic vectors: there are no pictures to verify pairs against
         **({} if args.background_rank is None else {"background_rank": args.background_rank}),
     )
     result = find_duplicates(cfg)
@@ -357,8 +359,9 @@ def write_results(runs: list[dict], args: argparse.Namespace, info: dict) -> Non
         "pairs, half triples); every 10th pair also gets an exact byte copy (same content hash). Truth = all "
         "pairs inside a planted group; precision / recall are over pairs (every pair inside a found group).",
         "",
-        "Dedup = `dedup_run.find_duplicates(DedupConfig(index, threshold, background_rank))` in a fresh process "
-        "(what `retrieval dedup --index DIR` runs): load + verify the index, exact stage, neighbours, background, "
+        "Dedup = `dedup_run.find_duplicates(DedupConfig(index, threshold, background_rank, verify=False))` in a "
+        "fresh process (what `retrieval dedup --index DIR --no-verify` runs; synthetic vectors have no pictures "
+        "to verify pairs against): load + check the index, exact stage, neighbours, background, "
         "star groups. Neighbours, method `self-join` (since 2026-11-23): for an approximate index, the k-NN "
         "self-join of `retrieval/cell_join.py` (k-means cells, nprobe tuned for the threshold, one matrix product "
         "per cell); earlier rows, method `index search`, searched the index once per vector (efSearch / nprobe "

@@ -14,20 +14,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
-from dedup_quality import best_over_thresholds, embed_folder, run, scorer  # noqa: E402
+from dedup_quality import best_over_thresholds, embed_folder, folder_verifier, run, scorer  # noqa: E402
 from neardup_data import build  # noqa: E402
 from neardup_eval import pairwise_prf  # noqa: E402
 
-from retrieval.dedup import BACKGROUND_RANK, THRESHOLD_PRESETS  # noqa: E402
+from retrieval import dedup  # noqa: E402
+from retrieval.dedup import BACKGROUND_RANK, MIN_ALIGNMENT, THRESHOLD_PRESETS, VERIFY_ABOVE, VERIFY_BELOW  # noqa: E402
 from retrieval.search import SearchIndex  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 GRID = [round(t, 2) for t in np.arange(0.0, 0.52, 0.04)]
+ALIGNMENTS = [round(m, 2) for m in np.arange(0.78, 0.95, 0.03)]
+
+
+@contextmanager
+def patched(module: object, name: str, value: object) -> Iterator[None]:
+    before = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, before)
 
 
 def main() -> None:
@@ -53,19 +67,38 @@ def main() -> None:
     }
     for name, enc in encoders.items():
         rel, vecs = embed_folder(enc, images)
+        verify = folder_verifier(images, rel)
         score = scorer(rel, vecs, BACKGROUND_RANK, catalog)
+        verified = scorer(rel, vecs, BACKGROUND_RANK, catalog, verify)
         rows = {str(t): pairwise_prf(score(t), truth) for t in GRID}
+        rows_verified = {str(t): pairwise_prf(verified(t), truth) for t in GRID}
         best = best_over_thresholds(score, np.arange(-0.1, 0.8, 0.01), truth)
-        result["encoders"][name] = {"by_threshold": rows, "best": best}
-        print(name, {t: round(r["f1"], 3) for t, r in rows.items()}, "best", best, file=sys.stderr, flush=True)
+        best_verified = best_over_thresholds(verified, np.arange(0.0, 0.6, 0.02), truth)
+        by_alignment = {}
+        for m in ALIGNMENTS:  # the minimum alignment, at the default threshold
+            with patched(dedup, "MIN_ALIGNMENT", m):
+                by_alignment[str(m)] = pairwise_prf(verified(THRESHOLD_PRESETS["default"]), truth)
+        result["encoders"][name] = {
+            "by_threshold": rows,
+            "best": best,
+            "by_threshold_verified": rows_verified,
+            "best_verified": best_verified,
+            "by_min_alignment": by_alignment,
+        }
+        print(name, {t: round(r["f1"], 3) for t, r in rows_verified.items()}, file=sys.stderr, flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dedup_threshold.json").write_text(json.dumps(result, indent=1))
     (RESULTS / "dedup_threshold.md").write_text(markdown(result))
     print(markdown(result))
 
 
+def prf(c: dict) -> str:
+    return f"{c['precision']:.3f} / {c['recall']:.3f} / {c['f1']:.3f}"
+
+
 def markdown(r: dict) -> str:
     names = list(r["encoders"])
+    enc = r["encoders"]
     lines = [
         "## Choosing the default dedup threshold on a held-out folder",
         "",
@@ -76,20 +109,33 @@ def markdown(r: dict) -> str:
         f"on the normalised score. The preset now in retrieval/dedup.py: default {THRESHOLD_PRESETS['default']}, "
         f"strict {THRESHOLD_PRESETS['strict']}.",
         "",
-        "| threshold | " + " | ".join(f"{n}: P / R / F1" for n in names) + " |",
-        "|---|" + "---|" * len(names),
+        "| threshold | " + " | ".join(f"{n}{v}: P / R / F1" for n in names for v in ("", ", verified")) + " |",
+        "|---|" + "---|" * 2 * len(names),
     ]
     for t in GRID:
-        cells = [r["encoders"][n]["by_threshold"][str(t)] for n in names]
-        lines.append(
-            f"| {t:.2f} | "
-            + " | ".join(f"{c['precision']:.3f} / {c['recall']:.3f} / {c['f1']:.3f}" for c in cells)
-            + " |"
-        )
+        cells = [enc[n][key][str(t)] for n in names for key in ("by_threshold", "by_threshold_verified")]
+        lines.append(f"| {t:.2f} | " + " | ".join(prf(c) for c in cells) + " |")
     best = ", ".join(
         f"{n} {r['encoders'][n]['best']['f1']:.3f} at {r['encoders'][n]['best']['threshold']}" for n in names
     )
-    lines += ["", f"Best F1 over thresholds: {best}.", ""]
+    best_v = ", ".join(
+        f"{n} {enc[n]['best_verified']['f1']:.3f} at {enc[n]['best_verified']['threshold']}" for n in names
+    )
+    lines += [
+        "",
+        f"Best F1 over thresholds: {best}; verified: {best_v}.",
+        "",
+        f"Verified: `retrieval dedup`'s default; pairs scoring from {VERIFY_BELOW} under the threshold to "
+        f"{VERIFY_ABOVE} over it are kept when their pictures line up (alignment >= {MIN_ALIGNMENT}, "
+        "retrieval/verify.py). The minimum alignment at the default threshold:",
+        "",
+        "| min alignment | " + " | ".join(f"{n}: P / R / F1" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for m in ALIGNMENTS:
+        cells = [enc[n]["by_min_alignment"][str(m)] for n in names]
+        lines.append(f"| {m:.2f} | " + " | ".join(prf(c) for c in cells) + " |")
+    lines.append("")
     return "\n".join(lines)
 
 

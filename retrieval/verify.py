@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,18 +38,19 @@ COMPARE_SIDE = 32  # side at which a crop and a whole picture are compared
 CROP_SCALES = (1.0, 0.92, 0.85, 0.78, 0.7, 0.62)  # share of the width (height) a crop keeps, each axis alone
 CROP_POSITIONS = 5  # positions per axis, from one edge to the other
 FLAT = 2e-3  # a thumbnail whose grey levels (0..1) spread less than this is flat: it has no pattern
+LOAD_WORKERS = 4  # threads decoding the files of the pairs to verify
 LOAD_SIDE = 256  # pictures are decoded at least this large (JPEG draft mode) before trimming and straightening
 
 
 def canonical_thumbnail(im: Image.Image) -> np.ndarray:
-    """(THUMB_SIDE, THUMB_SIDE) float32 grey levels in [0, 1] of the picture in the descriptor's canonical
+    """(THUMB_SIDE, THUMB_SIDE) uint8 grey levels of the picture in the descriptor's canonical
     form: frames trimmed, straightened (and trimmed again when it was rotated), grey, squashed."""
     im = trim_borders(im)
     upright = straighten(im)
     if upright is not im:
         im = trim_borders(upright)
     grey = im.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.BILINEAR)
-    return np.asarray(grey, dtype=np.float32) / 255.0
+    return np.array(grey, dtype=np.uint8)  # a writable copy (torch.from_numpy)
 
 
 def _crop_grid() -> torch.Tensor:
@@ -72,16 +74,20 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > FLAT * x.shape[-1] ** 0.5, x / norm.clamp_min(1e-12), torch.zeros_like(x))
 
 
+def _grey(thumb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(thumb).float()[None, None] / 255.0  # (1, 1, S, S) in [0, 1]
+
+
 def crops_of(thumb: np.ndarray) -> torch.Tensor:
     """(CROPS, P) every crop of a thumbnail, resampled to COMPARE_SIDE, as unit rows."""
-    t = torch.from_numpy(thumb)[None, None].expand(CROPS, 1, THUMB_SIDE, THUMB_SIDE)
+    t = _grey(thumb).expand(CROPS, 1, THUMB_SIDE, THUMB_SIDE)
     warped = F.grid_sample(t, _GRID, mode="bilinear", padding_mode="border", align_corners=False)
     return _unit(warped.flatten(1))
 
 
 def whole_of(thumb: np.ndarray) -> torch.Tensor:
     """(2, P) the whole thumbnail at COMPARE_SIDE and its mirror image, as unit rows."""
-    t = F.interpolate(torch.from_numpy(thumb)[None, None], size=(COMPARE_SIDE, COMPARE_SIDE), mode="area")[0, 0]
+    t = F.interpolate(_grey(thumb), size=(COMPARE_SIDE, COMPARE_SIDE), mode="area")[0, 0]
     return _unit(torch.stack([t, t.flip(-1)]).flatten(1))
 
 
@@ -91,19 +97,26 @@ def alignment(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def alignments(
-    thumbs: list[np.ndarray] | Callable[[int], np.ndarray | None], src: np.ndarray, dst: np.ndarray
+    thumbs: list[np.ndarray] | Callable[[int], np.ndarray | None],
+    src: np.ndarray,
+    dst: np.ndarray,
+    workers: int = LOAD_WORKERS,
 ) -> np.ndarray:
     """(E,) float32 alignment score of each pair (src[e], dst[e]). `thumbs` maps an id to its canonical
     thumbnail (a list, or a function that may return None for a picture it cannot read: its pairs score
-    NaN). Each picture's crops are made once, when the first of its pairs comes up."""
-    get = thumbs.__getitem__ if isinstance(thumbs, list) else thumbs
+    NaN; called from `workers` threads, each id once). Each picture's crops are made once; memory is one
+    thumbnail (THUMB_SIDE squared bytes) per picture in the pairs."""
     src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
     out = np.full(src.size, np.nan, dtype=np.float32)
     if src.size == 0:
         return out
-    ids = np.unique(np.concatenate([src, dst]))
-    loaded = {int(i): get(int(i)) for i in ids.tolist()}
-    wholes = {i: whole_of(t) for i, t in loaded.items() if t is not None}
+    ids = np.unique(np.concatenate([src, dst])).tolist()
+    if isinstance(thumbs, list):
+        loaded = {i: thumbs[i] for i in ids}
+    else:
+        with ThreadPoolExecutor(max(1, workers)) as pool:  # decoding releases the GIL
+            loaded = dict(zip(ids, pool.map(thumbs, ids), strict=True))
+    readable = {i for i, t in loaded.items() if t is not None}
     ends = np.concatenate([src, dst])  # (2E,) each pair listed under both of its pictures
     other = np.concatenate([dst, src])
     edge = np.concatenate([np.arange(src.size), np.arange(src.size)])
@@ -112,13 +125,13 @@ def alignments(
     starts = np.flatnonzero(np.r_[True, ends[1:] != ends[:-1]])
     for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), ends.size], strict=True):
         i = int(ends[lo])
-        if i not in wholes:
+        if i not in readable:
             continue
-        partners = [(int(j), int(e)) for j, e in zip(other[lo:hi], edge[lo:hi], strict=True) if int(j) in wholes]
+        partners = [(int(j), int(e)) for j, e in zip(other[lo:hi], edge[lo:hi], strict=True) if int(j) in readable]
         if not partners:
             continue
         crops = crops_of(loaded[i])  # (CROPS, P)
-        targets = torch.cat([wholes[j] for j, _ in partners])  # (2 * n, P)
+        targets = torch.cat([whole_of(loaded[j]) for j, _ in partners])  # (2 * n, P)
         best = (targets @ crops.T).amax(dim=1).view(len(partners), 2).amax(dim=1)  # (n,)
         for (_, e), s in zip(partners, best.tolist(), strict=True):
             out[e] = s if np.isnan(out[e]) else max(out[e], s)

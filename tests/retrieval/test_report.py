@@ -28,7 +28,7 @@ def test_report_has_one_thumbnail_per_member_the_keeper_marked_and_paths_escaped
     other = make_image(tmp_path / "other.jpg", (50, 50), "white")
     groups = [
         Group(keep, (Duplicate(odd, 0.9734, "near"), Duplicate(third, 1.0, "exact"))),
-        Group(other, (Duplicate(keep, 0.95, "near"),)),
+        Group(other, (Duplicate(keep, 0.95, "near", alignment=0.914),)),  # a verified pair
     ]
     page = render_report(groups, tmp_path, 0.9, thumb_size=128)
 
@@ -43,6 +43,7 @@ def test_report_has_one_thumbnail_per_member_the_keeper_marked_and_paths_escaped
     assert "a&lt;b&gt;.jpg" in page and "a<b>.jpg" not in page
     assert "c &amp; d.jpg" in page
     assert "0.9734 near" in page and "1.0000 exact" in page
+    assert "0.9500 near, aligned 0.91" in page and page.count("aligned") == 1
     assert "0.9000" in page and "2 groups, 3 duplicates" in page
 
 
