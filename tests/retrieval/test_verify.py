@@ -144,3 +144,30 @@ def test_find_duplicates_verifies_the_indexed_files(tmp_path, encoder, monkeypat
     assert all(d.alignment is not None and d.alignment >= MIN_ALIGNMENT for d in result.groups[0].duplicates)
     unverified = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="0.3", k=8, verify=False))
     assert all(d.alignment is None for g in unverified.groups for d in g.duplicates)
+
+
+def test_a_file_gone_since_indexing_is_decided_by_its_score(tmp_path, encoder, monkeypatch, caplog):
+    """The crop copy is deleted after indexing: its pairs cannot be verified, so the score alone decides
+    (as with --no-verify), with one warning; the readable mirror copy is still verified."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    original = scene(1)
+    original.save(photos / "a.png")
+    crop(original, (0.12, 0.1, 0.92, 0.88)).resize((130, 130)).save(photos / "a-crop.png")
+    ImageOps.mirror(original).save(photos / "a-mirror.png")
+    for seed in range(2, 6):
+        scene(seed).save(photos / f"other{seed}.png")
+    index_folder(index_cfg(photos, encoder, tmp_path))
+    (photos / "a-crop.png").unlink()
+    monkeypatch.setattr(dedup, "VERIFY_BELOW", 10.0)
+    monkeypatch.setattr(dedup, "VERIFY_ABOVE", 10.0)
+    cfg = DedupConfig(index=tmp_path / "idx", threshold="0.3", k=8)
+    with caplog.at_level("WARNING", logger="retrieval.dedup"):
+        groups = find_duplicates(cfg).groups
+    assert any("not verified" in r.getMessage() for r in caplog.records)
+    plain = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="0.3", k=8, verify=False)).groups
+    by_score = {p for g in plain for p in (r.path for r in g.records)}  # what the score alone groups
+    members = {r.path: g for g in groups for r in g.records}
+    assert ("a-crop.png" in members) == ("a-crop.png" in by_score)
+    assert "a-mirror.png" in members and "a.png" in members
+    assert members["a-mirror.png"] is members["a.png"]
