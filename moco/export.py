@@ -25,6 +25,7 @@ from moco.backbone import FEATURE_DIMS, RetrievalEncoder
 from moco.checkpoint import atomic_write_bytes
 from moco.errors import FormatVersionError, InputError
 from moco.preprocess import RESIZES, TRIM_REVISION, make_preprocess
+from moco.straighten import STRAIGHTEN_REVISION
 
 ENCODER_VERSION = 1
 LEGACY_PREPROCESSING = {
@@ -87,6 +88,7 @@ class EncoderSpec:
         }
         if self.straighten:  # listed only when on, so indexes made before the step keep their identity
             steps["straighten"] = True
+            steps["straighten_revision"] = STRAIGHTEN_REVISION  # earlier versions turned pictures differently
         if self.trim_borders:  # the trim changed (nested frames, noise, shave): earlier vectors differ
             steps["trim_revision"] = TRIM_REVISION
         if steps == LEGACY_PREPROCESSING:

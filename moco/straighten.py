@@ -3,7 +3,8 @@
 A rotated copy of a photo sits on a larger canvas whose four corners are triangles of one fill colour (black,
 white, transparent made opaque). Its content touches each canvas edge at one point, and those four points
 are the corners of the original picture. `straighten` finds them, checks that they form a rectangle tilted by
-0.5 to 30 degrees with fill outside it, and maps that rectangle back onto an upright one. Anything else (an
+0.5 to 30 degrees with fill outside it (or a parallelogram close to one: a rotated copy whose width or height
+was changed afterwards), and maps it back onto an upright rectangle. Anything else (an
 upright photo, a drawing on a plain background, a frame) is returned unchanged. A tilted rectangular object
 shot on a plain background (a book on a white table) is cut out and turned upright too; every copy of that
 picture gets the same treatment, so its duplicates still match.
@@ -20,10 +21,15 @@ FILL_TOLERANCE = 12  # grey levels a fill pixel may differ from the top-left cor
 ANALYSIS_SIDE = 256  # the corners are located on a copy at most this large
 MIN_DEGREES, MAX_DEGREES = 0.5, 30.0  # tilts outside this range are left alone
 SHAPE_TOLERANCE = 0.04  # of the longer side: how far the four contact points may be from a rectangle
+MAX_SKEW = 0.25  # |cosine| of the parallelogram's corner angle (a rectangle: 0); a rotated picture whose
+# width or height was changed afterwards is a parallelogram: up to about 14 degrees from square is accepted
 MIN_OUTSIDE_FILL = 0.9  # share of the canvas outside the rectangle that must be fill colour
 # each side of the rectangle moves in by INSET of its length, and at least by 2 analysis pixels (how closely the
 # corners are located) plus 2 pixels of the picture (where picture and fill were blended)
 INSET, MIN_INSET_ANALYSIS_PX, MIN_INSET_PX = 0.005, 2.0, 2.0
+STRAIGHTEN_REVISION = 2  # bump whenever straighten turns pictures differently: part of the encoder identity
+# (moco.export), so an index made with an earlier version asks for --rebuild instead of mixing vectors.
+# 2: parallelograms (a rotated copy stretched afterwards) are straightened too
 
 
 def _fill_runs(fill: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -112,8 +118,8 @@ def find_tilt(grey: np.ndarray, tolerance: int = FILL_TOLERANCE) -> tuple[np.nda
     side = max(w, h)
     if np.linalg.norm(top_edge - (quad[2] - quad[3])) > SHAPE_TOLERANCE * side:
         return None  # not a parallelogram
-    if abs(float(top_edge @ left_edge)) > SHAPE_TOLERANCE * np.linalg.norm(top_edge) * np.linalg.norm(left_edge):
-        return None  # not right-angled
+    if abs(float(top_edge @ left_edge)) > MAX_SKEW * np.linalg.norm(top_edge) * np.linalg.norm(left_edge):
+        return None  # too far from right-angled
     degrees = math.degrees(math.atan2(-top_edge[1], top_edge[0]))
     if not MIN_DEGREES <= abs(degrees) <= MAX_DEGREES:
         return None

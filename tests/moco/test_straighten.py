@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
@@ -43,6 +46,34 @@ def test_a_rotated_copy_comes_back_upright(angle, fill):
         assert want * 0.95 <= got <= want
     before, after = _error(im, rotated, out.size), _error(im, out, out.size)
     assert after < 0.3 * before  # what is left: interpolating twice and the 0.5% inset
+
+
+def _coarse_error(a: Image.Image, b: Image.Image, size: tuple[int, int] = (64, 44), margin: int = 4) -> float:
+    """Mean grey-level difference of the two pictures squashed to `size`, edges left out."""
+    x, y = (np.asarray(im.convert("L").resize(size, Image.BOX), np.float64) for im in (a, b))
+    return float(np.abs(x - y)[margin:-margin, margin:-margin].mean())
+
+
+@pytest.mark.parametrize(("angle", "stretch"), [(8.0, (0.7, 1.0)), (-10.0, (1.0, 0.65)), (4.0, (1.3, 1.0))])
+def test_a_rotated_copy_stretched_afterwards_comes_back(angle, stretch):
+    """Rotated, then its width or height changed: the picture is a parallelogram on the canvas. Once
+    straightened it matches the original as well as a rotated copy that was not stretched does."""
+    im = _photo()
+    rotated = im.rotate(angle, resample=Image.BICUBIC, expand=True)
+    w, h = rotated.size
+    skewed = rotated.resize((round(w * stretch[0]), round(h * stretch[1])), Image.BICUBIC)
+    assert find_tilt(np.asarray(skewed.convert("L"))) is not None
+    out = straighten(skewed)
+    assert out is not skewed
+    baseline = _coarse_error(im, straighten(rotated))  # the inset and resampling twice leave this much
+    assert _coarse_error(im, out) < 1.25 * baseline
+    assert _coarse_error(im, out) < 0.45 * _coarse_error(im, skewed)
+
+
+def test_a_parallelogram_far_from_square_is_left_alone():
+    im = Image.new("RGB", (200, 120), "white")  # a sheared shape: corner angles about 30 degrees from square
+    ImageDraw.Draw(im).polygon([(40, 5), (195, 15), (160, 115), (5, 105)], fill=(20, 90, 200))
+    assert straighten(im) is im
 
 
 @pytest.mark.parametrize("name", ["upright photo", "framed photo", "drawing on white", "diamond", "tiny tilt"])
@@ -89,3 +120,11 @@ def test_a_frame_rotated_with_the_picture_is_trimmed_after_straightening():
 def test_straighten_is_part_of_the_descriptor_identity():
     base = {"arch": "resnet18", "embedding_dim": 512, "image_size": 32, "sha256": "ab" * 32, "resize": "squash"}
     assert EncoderSpec(**base).identity != EncoderSpec(**base, straighten=True).identity
+
+
+def test_a_changed_straighten_gives_indexes_built_with_the_old_one_another_identity():
+    spec = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash")
+    spec = EncoderSpec(**{**spec.__dict__, "straighten": True})
+    steps = {"resize": "squash", "grayscale": False, "standardize": False, "trim_borders": False, "straighten": True}
+    first = hashlib.sha256(f"{spec.sha256}:{json.dumps(steps, sort_keys=True)}".encode()).hexdigest()
+    assert spec.identity != first  # an index made with revision 1 (rectangles only) asks for --rebuild
