@@ -62,7 +62,7 @@ THRESHOLD_PRESETS: dict[str, float] = {
 # t + VERIFY_ABOVE) of the threshold t is a duplicate when its pictures line up (alignment score >=
 # MIN_ALIGNMENT), whichever side of t it lies; above the band the score alone decides. At the default t
 # the band is [0.02, 0.40): chosen on the held-out seed-1 folder (bench/dedup_threshold.py), where it beats
-# every threshold without verification (F1 0.853 against 0.826 at best) and the threshold itself stays
+# every threshold without verification (F1 0.855 against 0.828 at best) and the threshold itself stays
 # where --no-verify does best.
 VERIFY_BELOW = 0.26
 VERIFY_ABOVE = 0.12

@@ -30,7 +30,6 @@ from retrieval.errors import InputError
 from retrieval.moves import MovePlan, MoveReport, UndoReport, apply_moves, plan_moves, undo_moves
 from retrieval.near_pairs import SCORE_SLACK
 from retrieval.search import SearchIndex
-from retrieval.verify import alignments, folder_thumbnails
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +228,8 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
 
     verify = None
     if cfg.verify and threshold is not None:
+        from retrieval.verify import alignments, folder_thumbnails  # torch: only when verifying
+
         paths = [r.path for r in index.records]  # records[id].id == id
         verify = partial(alignments, folder_thumbnails(root, paths))
     floor = None if threshold is None else candidate_floor(threshold, verify is not None)
