@@ -62,6 +62,7 @@ class DedupConfig:
     k: int = 32
     background_rank: int = BACKGROUND_RANK
     verify: bool = True
+    progress: bool = False  # a progress bar on stderr while verifying (the CLI shows one)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keeper", tuple(self.keeper))
@@ -231,7 +232,7 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
         from retrieval.verify import alignments, folder_thumbnails  # torch: only when verifying
 
         paths = [r.path for r in index.records]  # records[id].id == id
-        verify = partial(alignments, folder_thumbnails(root, paths))
+        verify = partial(alignments, folder_thumbnails(root, paths), progress=cfg.progress)
     floor = None if threshold is None else candidate_floor(threshold, verify is not None)
     table = None if floor is None else neighbour_table(index, floor, cfg.k, cfg.background_rank)
     groups = tuple(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,11 +102,13 @@ def alignments(
     src: np.ndarray,
     dst: np.ndarray,
     workers: int = LOAD_WORKERS,
+    progress: bool = False,
 ) -> np.ndarray:
     """(E,) float32 alignment score of each pair (src[e], dst[e]). `thumbs` maps an id to its canonical
     thumbnail (a list, or a function that may return None for a picture it cannot read: its pairs score
-    NaN; called from `workers` threads, each id once). Each picture's crops are made once; memory is one
-    thumbnail (THUMB_SIDE squared bytes) per picture in the pairs."""
+    NaN; called from `workers` threads, each id once, with a progress bar on stderr when `progress`).
+    Each picture's crops are made once; memory is one thumbnail (THUMB_SIDE squared bytes) per picture in
+    the pairs."""
     src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
     out = np.full(src.size, np.nan, dtype=np.float32)
     if src.size == 0:
@@ -114,8 +117,16 @@ def alignments(
     if isinstance(thumbs, list):
         loaded = {i: thumbs[i] for i in ids}
     else:
-        with ThreadPoolExecutor(max(1, workers)) as pool:  # decoding releases the GIL
-            loaded = dict(zip(ids, pool.map(thumbs, ids), strict=True))
+        from tqdm import tqdm
+
+        with (
+            ThreadPoolExecutor(max(1, workers)) as pool,  # decoding releases the GIL
+            tqdm(total=len(ids), unit="img", desc="verifying", file=sys.stderr, disable=not progress) as bar,
+        ):
+            loaded = {}
+            for i, t in zip(ids, pool.map(thumbs, ids), strict=True):
+                loaded[i] = t
+                bar.update()
     readable = {i for i, t in loaded.items() if t is not None}
     ends = np.concatenate([src, dst])  # (2E,) each pair listed under both of its pictures
     other = np.concatenate([dst, src])

@@ -84,6 +84,7 @@ def dedup(
         calibrate=calibrate,
         k=k,
         verify=verify,
+        progress=True,
     )
     result = find_duplicates(cfg)
 
