@@ -50,7 +50,8 @@ class DedupConfig:
     run); with `apply` they are made and logged for `undo`. `calibrate` only measures each file's
     nearest-neighbour score (no groups, no moves). `k` neighbours are searched per file. With `verify`,
     pairs scoring near the threshold are decided by whether their pictures line up (`retrieval.verify`;
-    the files are read again for this), see `dedup.find_groups`.
+    the files are read again for this, their thumbnails kept in the index folder for the next run:
+    `retrieval.verify_cache`), see `dedup.find_groups`.
     """
 
     index: Path
@@ -228,26 +229,35 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
         return done(groups=(), histogram=histogram, seconds=time.perf_counter() - t0)
 
     verify = None
+    cache = None
     if cfg.verify and threshold is not None:
         from retrieval.verify import alignments, folder_thumbnails  # torch: only when verifying
+        from retrieval.verify_cache import CACHE_NAME, ThumbnailCache, cached_verifier
 
-        paths = [r.path for r in index.records]  # records[id].id == id
-        verify = partial(alignments, folder_thumbnails(root, paths), progress=cfg.progress)
+        records = index.records  # records[id].id == id
+        cache = ThumbnailCache(Path(cfg.index) / CACHE_NAME)
+        load = folder_thumbnails(root, [r.path for r in records])
+        align = partial(alignments, progress=cfg.progress)
+        verify = cached_verifier(align, load, [r.content_hash for r in records], cache)
     floor = None if threshold is None else candidate_floor(threshold, verify is not None)
     table = None if floor is None else neighbour_table(index, floor, cfg.k, cfg.background_rank)
-    groups = tuple(
-        find_groups(
-            index.records,
-            index.vectors,
-            threshold,
-            keeper=cfg.keeper_rule,
-            k=cfg.k,
-            index=table,
-            root=root,
-            background_rank=cfg.background_rank,
-            verify=verify,
+    try:
+        groups = tuple(
+            find_groups(
+                index.records,
+                index.vectors,
+                threshold,
+                keeper=cfg.keeper_rule,
+                k=cfg.k,
+                index=table,
+                root=root,
+                background_rank=cfg.background_rank,
+                verify=verify,
+            )
         )
-    )
+    finally:
+        if cache is not None:
+            cache.close()
     plan: MovePlan | None = None
     moved: MoveReport | None = None
     if cfg.move_to is not None:
