@@ -52,3 +52,39 @@ def photos(tmp_path) -> Path:
     (root / "broken.jpg").write_bytes(b"plain text, not an image")
     (root / "empty.png").write_bytes(b"")
     return root
+
+
+def scene(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A smooth random colour picture (blurred noise, upsampled): structure at every position."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8))
+    return small.resize(size, Image.Resampling.BICUBIC)
+
+
+def crop(im: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
+    w, h = im.size
+    return im.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))
+
+
+@pytest.fixture
+def planted_index(tmp_path, encoder, monkeypatch) -> tuple[Path, Path]:
+    """(index folder, photo folder): an original with a 20%-cropped and a mirrored copy among unrelated
+    pictures, indexed with the tiny encoder; the verification band widened to every candidate pair, so
+    what groups depends on the pictures lining up, not on the random encoder's scores."""
+    from PIL import ImageOps
+
+    from retrieval import dedup
+    from retrieval.indexing import index_folder
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    original = scene(1)
+    original.save(photos / "a.png")
+    crop(original, (0.12, 0.1, 0.92, 0.88)).resize((130, 130)).save(photos / "a-crop.png")
+    ImageOps.mirror(original).save(photos / "a-mirror.png")
+    for seed in range(2, 7):
+        scene(seed).save(photos / f"other{seed}.png")
+    index_folder(index_cfg(photos, encoder, tmp_path))
+    monkeypatch.setattr(dedup, "VERIFY_BELOW", 10.0)
+    monkeypatch.setattr(dedup, "VERIFY_ABOVE", 10.0)
+    return tmp_path / "idx", photos

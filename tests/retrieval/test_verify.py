@@ -10,27 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from retrieval import dedup
 from retrieval.dedup import MIN_ALIGNMENT, VERIFY_ABOVE, VERIFY_BELOW, find_groups
 from retrieval.dedup_run import DedupConfig, find_duplicates
-from retrieval.indexing import index_folder
 from retrieval.records import FileRecord
 from retrieval.verify import alignment, alignments, canonical_thumbnail
-from tests.retrieval.conftest import index_cfg
+from tests.retrieval.conftest import crop, scene
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def scene(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
-    """A smooth random colour picture (blurred noise, upsampled): structure at every position."""
-    rng = np.random.default_rng(seed)
-    small = Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8))
-    return small.resize(size, Image.Resampling.BICUBIC)
-
-
-def crop(im: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
-    w, h = im.size
-    return im.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))
 
 
 def thumb(im: Image.Image) -> np.ndarray:
@@ -125,47 +111,26 @@ def test_band_rule_keeps_aligned_pairs_and_drops_the_rest():
     assert {dup.record.id for dup in plain[0].duplicates} == {1, 2, 5}
 
 
-def test_find_duplicates_verifies_the_indexed_files(tmp_path, encoder, monkeypatch):
-    """End to end on real files: with the band widened to every pair, exactly the planted copies group
-    with their original, whatever the tiny random encoder's scores; --no-verify uses scores alone."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    original = scene(1)
-    original.save(photos / "a.png")
-    crop(original, (0.12, 0.1, 0.92, 0.88)).resize((130, 130)).save(photos / "a-crop.png")
-    ImageOps.mirror(original).save(photos / "a-mirror.png")
-    for seed in range(2, 8):
-        scene(seed).save(photos / f"other{seed}.png")
-    index_folder(index_cfg(photos, encoder, tmp_path))
-    monkeypatch.setattr(dedup, "VERIFY_BELOW", 10.0)
-    monkeypatch.setattr(dedup, "VERIFY_ABOVE", 10.0)
-    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="0.3", k=8))
+def test_find_duplicates_verifies_the_indexed_files(planted_index):
+    """End to end on real files: exactly the planted copies group with their original, whatever the tiny
+    random encoder's scores; --no-verify uses scores alone."""
+    index_dir, _ = planted_index
+    result = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8))
     assert [sorted(r.path for r in g.records) for g in result.groups] == [["a-crop.png", "a-mirror.png", "a.png"]]
     assert all(d.alignment is not None and d.alignment >= MIN_ALIGNMENT for d in result.groups[0].duplicates)
-    unverified = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="0.3", k=8, verify=False))
+    unverified = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8, verify=False))
     assert all(d.alignment is None for g in unverified.groups for d in g.duplicates)
 
 
-def test_a_file_gone_since_indexing_is_decided_by_its_score(tmp_path, encoder, monkeypatch, caplog):
+def test_a_file_gone_since_indexing_is_decided_by_its_score(planted_index, caplog):
     """The crop copy is deleted after indexing: its pairs cannot be verified, so the score alone decides
     (as with --no-verify), with one warning; the readable mirror copy is still verified."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    original = scene(1)
-    original.save(photos / "a.png")
-    crop(original, (0.12, 0.1, 0.92, 0.88)).resize((130, 130)).save(photos / "a-crop.png")
-    ImageOps.mirror(original).save(photos / "a-mirror.png")
-    for seed in range(2, 6):
-        scene(seed).save(photos / f"other{seed}.png")
-    index_folder(index_cfg(photos, encoder, tmp_path))
+    index_dir, photos = planted_index
     (photos / "a-crop.png").unlink()
-    monkeypatch.setattr(dedup, "VERIFY_BELOW", 10.0)
-    monkeypatch.setattr(dedup, "VERIFY_ABOVE", 10.0)
-    cfg = DedupConfig(index=tmp_path / "idx", threshold="0.3", k=8)
     with caplog.at_level("WARNING", logger="retrieval.dedup"):
-        groups = find_duplicates(cfg).groups
+        groups = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8)).groups
     assert any("not verified" in r.getMessage() for r in caplog.records)
-    plain = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="0.3", k=8, verify=False)).groups
+    plain = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8, verify=False)).groups
     by_score = {p for g in plain for p in (r.path for r in g.records)}  # what the score alone groups
     members = {r.path: g for g in groups for r in g.records}
     assert ("a-crop.png" in members) == ("a-crop.png" in by_score)

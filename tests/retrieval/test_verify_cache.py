@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import ImageOps
 
-from retrieval import dedup, verify_cache
+from retrieval import verify_cache
 from retrieval.dedup_run import DedupConfig, find_duplicates
-from retrieval.indexing import index_folder
 from retrieval.verify import THUMB_SIDE
 from retrieval.verify_cache import CACHE_NAME, ThumbnailCache
-from tests.retrieval.conftest import index_cfg
-from tests.retrieval.test_verify import crop, scene
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,31 +39,13 @@ def test_a_thumbnail_made_another_way_is_not_used(tmp_path, monkeypatch):
     cache.close()
 
 
-@pytest.fixture
-def indexed(tmp_path, encoder, monkeypatch):
-    """An original with a crop and a mirror copy among unrelated pictures, indexed; the band widened so
-    every candidate pair is verified."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    original = scene(1)
-    original.save(photos / "a.png")
-    crop(original, (0.12, 0.1, 0.92, 0.88)).resize((130, 130)).save(photos / "a-crop.png")
-    ImageOps.mirror(original).save(photos / "a-mirror.png")
-    for seed in range(2, 6):
-        scene(seed).save(photos / f"other{seed}.png")
-    index_folder(index_cfg(photos, encoder, tmp_path))
-    monkeypatch.setattr(dedup, "VERIFY_BELOW", 10.0)
-    monkeypatch.setattr(dedup, "VERIFY_ABOVE", 10.0)
-    return tmp_path / "idx", photos
-
-
 def groups_of(index_dir) -> list[tuple[str, tuple[tuple[str, float | None], ...]]]:
     result = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8))
     return [(g.keep.path, tuple((d.record.path, d.alignment) for d in g.duplicates)) for g in result.groups]
 
 
-def test_a_rerun_reads_no_file_again(indexed, caplog):
-    index_dir, photos = indexed
+def test_a_rerun_reads_no_file_again(planted_index, caplog):
+    index_dir, photos = planted_index
     first = groups_of(index_dir)
     assert (index_dir / CACHE_NAME).is_file()
     assert any(a is not None for _, dups in first for _, a in dups)
@@ -78,8 +56,8 @@ def test_a_rerun_reads_no_file_again(indexed, caplog):
     assert not any("not verified" in r.getMessage() for r in caplog.records)
 
 
-def test_a_damaged_cache_is_skipped_with_a_warning(indexed, caplog):
-    index_dir, _ = indexed
+def test_a_damaged_cache_is_skipped_with_a_warning(planted_index, caplog):
+    index_dir, _ = planted_index
     first = groups_of(index_dir)
     (index_dir / CACHE_NAME).write_bytes(b"this is not an SQLite database" * 100)
     with caplog.at_level("WARNING", logger="retrieval.verify_cache"):
