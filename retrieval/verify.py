@@ -15,7 +15,6 @@ matrix-vector products. `alignments` works through the pairs one picture at a ti
 
 from __future__ import annotations
 
-import itertools
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -54,36 +53,60 @@ def canonical_thumbnail(im: Image.Image) -> np.ndarray:
     return np.array(grey, dtype=np.uint8)  # a writable copy (torch.from_numpy)
 
 
-def _crop_grid() -> torch.Tensor:
-    """(C, COMPARE_SIDE, COMPARE_SIDE, 2) sampling grids of every crop (scale and position per axis)."""
-    axis = sorted(
+def _axis_crops() -> list[tuple[float, float]]:
+    """(scale, centre offset) of every crop along one axis, in [-1, 1] picture coordinates."""
+    return sorted(
         {(s, round(t, 4)) for s in CROP_SCALES for t in np.linspace(-(1 - s), 1 - s, CROP_POSITIONS).tolist()}
     )
-    theta = torch.tensor([[[sx, 0.0, tx], [0.0, sy, ty]] for (sx, tx), (sy, ty) in itertools.product(axis, axis)])
-    return F.affine_grid(theta, [len(theta), 1, COMPARE_SIDE, COMPARE_SIDE], align_corners=False)
 
 
-_GRID = _crop_grid()
-CROPS = _GRID.shape[0]
+def _resampling(crops: list[tuple[float, float]], size_in: int, size_out: int) -> torch.Tensor:
+    """(A * size_out, size_in): row a * size_out + k takes output sample k of axis crop a from the input
+    row by linear interpolation (the sampling of `grid_sample` with align_corners=False, edges clamped)."""
+    u = (2 * np.arange(size_out) + 1) / size_out - 1  # (size_out,) output sample centres in [-1, 1]
+    m = np.zeros((len(crops) * size_out, size_in))
+    for a, (scale, offset) in enumerate(crops):
+        p = ((scale * u + offset + 1) * size_in - 1) / 2  # input pixel coordinate of each sample
+        p = np.clip(p, 0, size_in - 1)
+        lo = np.floor(p).astype(int)
+        hi = np.minimum(lo + 1, size_in - 1)
+        w = p - lo
+        rows = a * size_out + np.arange(size_out)
+        np.add.at(m, (rows, lo), 1 - w)
+        np.add.at(m, (rows, hi), w)
+    return torch.from_numpy(m.astype(np.float32))
+
+
+# every crop is a scale and an offset per axis, so all of them come from two matrix products: one picks the
+# rows of each vertical crop, the other the columns of each horizontal crop
+_AXIS = _resampling(_axis_crops(), THUMB_SIDE, COMPARE_SIDE)  # (A * COMPARE_SIDE, THUMB_SIDE)
+_AXIS_CROPS = _AXIS.shape[0] // COMPARE_SIDE
+CROPS = _AXIS_CROPS * _AXIS_CROPS
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     """Rows of (..., P) centred and scaled to unit length; a flat row (grey levels spread less than FLAT)
     becomes zero: it matches nothing."""
     x = x - x.mean(dim=-1, keepdim=True)
-    norm = x.norm(dim=-1, keepdim=True)
-    return torch.where(norm > FLAT * x.shape[-1] ** 0.5, x / norm.clamp_min(1e-12), torch.zeros_like(x))
+    norm = x.norm(dim=-1, keepdim=True)  # (..., 1)
+    return x * torch.where(norm > FLAT * x.shape[-1] ** 0.5, 1.0 / norm.clamp_min(1e-12), 0.0)
 
 
 def _grey(thumb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(thumb).float()[None, None] / 255.0  # (1, 1, S, S) in [0, 1]
 
 
-def crops_of(thumb: np.ndarray) -> torch.Tensor:
-    """(CROPS, P) every crop of a thumbnail, resampled to COMPARE_SIDE, as unit rows."""
-    t = _grey(thumb).expand(CROPS, 1, THUMB_SIDE, THUMB_SIDE)
-    warped = F.grid_sample(t, _GRID, mode="bilinear", padding_mode="border", align_corners=False)
-    return _unit(warped.flatten(1))
+def crop_correlations(thumb: np.ndarray, targets: torch.Tensor) -> torch.Tensor:
+    """(T, CROPS) Pearson correlation of every crop of a thumbnail, resampled to COMPARE_SIDE, with each
+    of `targets` (T, P) unit rows (`whole_of`). A target has zero mean, so its dot product with a crop
+    needs no centring of the crop, only the crop's spread; a flat crop correlates 0 with everything."""
+    rows = _AXIS @ _grey(thumb)[0, 0]  # (A * S, THUMB_SIDE): each vertical crop's rows
+    both = (rows @ _AXIS.T).view(_AXIS_CROPS, COMPARE_SIDE, _AXIS_CROPS, COMPARE_SIDE)  # crop (a, b) = [a, :, b, :]
+    dots = torch.einsum("aibj,tij->tab", both, targets.view(-1, COMPARE_SIDE, COMPARE_SIDE))  # (T, A, A)
+    p = COMPARE_SIDE * COMPARE_SIDE
+    spread = ((both * both).sum(dim=(1, 3)) - both.sum(dim=(1, 3)) ** 2 / p).clamp_min(0).sqrt()  # (A, A)
+    scale = torch.where(spread > FLAT * p**0.5, 1.0 / spread.clamp_min(1e-12), 0.0)
+    return (dots * scale).reshape(len(targets), CROPS)
 
 
 def whole_of(thumb: np.ndarray) -> torch.Tensor:
@@ -141,9 +164,8 @@ def alignments(
         partners = [(int(j), int(e)) for j, e in zip(other[lo:hi], edge[lo:hi], strict=True) if int(j) in readable]
         if not partners:
             continue
-        crops = crops_of(loaded[i])  # (CROPS, P)
         targets = torch.cat([whole_of(loaded[j]) for j, _ in partners])  # (2 * n, P)
-        best = (targets @ crops.T).amax(dim=1).view(len(partners), 2).amax(dim=1)  # (n,)
+        best = crop_correlations(loaded[i], targets).amax(dim=1).view(len(partners), 2).amax(dim=1)  # (n,)
         for (_, e), s in zip(partners, best.tolist(), strict=True):
             out[e] = s if np.isnan(out[e]) else max(out[e], s)
     return out

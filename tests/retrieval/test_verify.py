@@ -5,11 +5,15 @@ drops exactly the planted pairs."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from retrieval import verify
 from retrieval.dedup import MIN_ALIGNMENT, VERIFY_ABOVE, VERIFY_BELOW, find_groups
 from retrieval.dedup_run import DedupConfig, find_duplicates
 from retrieval.records import FileRecord
@@ -136,3 +140,22 @@ def test_a_file_gone_since_indexing_is_decided_by_its_score(planted_index, caplo
     assert ("a-crop.png" in members) == ("a-crop.png" in by_score)
     assert "a-mirror.png" in members and "a.png" in members
     assert members["a-mirror.png"] is members["a.png"]
+
+
+def test_crop_correlations_match_resampling_each_crop_with_grid_sample():
+    """Oracle: every crop resampled by torch's grid_sample (bilinear, edges clamped), centred and scaled
+    to unit length, then correlated with the target."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (verify.THUMB_SIDE, verify.THUMB_SIDE), dtype=np.uint8)
+    b = rng.integers(0, 256, (verify.THUMB_SIDE, verify.THUMB_SIDE), dtype=np.uint8)
+    axis = verify._axis_crops()
+    theta = torch.tensor([[[sx, 0.0, tx], [0.0, sy, ty]] for (sy, ty), (sx, tx) in itertools.product(axis, axis)])
+    side = verify.COMPARE_SIDE
+    grid = F.affine_grid(theta, [len(theta), 1, side, side], align_corners=False)
+    picture = torch.from_numpy(a).float()[None, None].expand(len(theta), 1, *a.shape) / 255.0
+    crops = F.grid_sample(picture, grid, mode="bilinear", padding_mode="border", align_corners=False).flatten(1)
+    crops = crops - crops.mean(dim=1, keepdim=True)
+    crops = crops / crops.norm(dim=1, keepdim=True)
+    targets = verify.whole_of(b)
+    assert verify.CROPS == len(theta)
+    assert torch.allclose(verify.crop_correlations(a, targets), targets @ crops.T, atol=1e-5)
