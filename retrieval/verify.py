@@ -9,8 +9,10 @@ stretched independently in x and y and mirrored or not, that matches the other. 
 the best normalised cross-correlation (Pearson correlation of grey levels, blind to brightness and
 contrast) over those crops, in both directions: in [-1, 1], 1 for a picture and any crop of it.
 
-Cost: the crops of a picture are made once (`CROPS` warps of a small thumbnail), then a pair costs two
-matrix-vector products. `alignments` works through the pairs one picture at a time.
+Cost: the CROPS crops of a picture come from two matrix products (each crop is a scale and an offset per
+axis, so the resampling is separable), made once per picture; a pair then costs one product of the other
+picture (and its mirror image) with them. `alignments` works through the pairs one picture at a time;
+`retrieval.verify_cache` keeps the thumbnails for the next run.
 """
 
 from __future__ import annotations

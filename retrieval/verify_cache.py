@@ -3,9 +3,9 @@ threshold, another keeper rule) does not decode the same files again.
 
 `indexes/NAME/verify-thumbs.sqlite` maps a file's content hash to its canonical thumbnail
 (`retrieval.verify.canonical_thumbnail`, THUMB_SIDE squared bytes), tagged with the version of the
-thumbnail's making (its side and the trim and straighten revisions): a thumbnail made another way is
-never used. The cache is only an accelerator: a cache that cannot be opened, read or written (damaged,
-read-only folder) is skipped with one warning and dedup goes on reading the files.
+thumbnail's making (its side, the decoding size, the trim and straighten revisions): a thumbnail made
+another way is never used. The cache is only an accelerator: a cache that cannot be opened, read or
+written (damaged, read-only folder) is skipped with one warning and dedup goes on reading the files.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import numpy as np
 
 from moco.preprocess import TRIM_REVISION
 from moco.straighten import STRAIGHTEN_REVISION
-from retrieval.verify import THUMB_SIDE
+from retrieval.verify import LOAD_SIDE, THUMB_SIDE
 
 logger = logging.getLogger(__name__)
 
 CACHE_NAME = "verify-thumbs.sqlite"
-VERSION = f"side {THUMB_SIDE}, trim {TRIM_REVISION}, straighten {STRAIGHTEN_REVISION}"
+VERSION = f"side {THUMB_SIDE}, decoded at {LOAD_SIDE}, trim {TRIM_REVISION}, straighten {STRAIGHTEN_REVISION}"
 _CHUNK = 500  # hashes per SELECT (SQLite's limit on bound parameters is 999 in old builds)
 
 
