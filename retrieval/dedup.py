@@ -422,7 +422,8 @@ def find_groups(
         for c, members in _star_groups(src, dst, score, recs, keeper, ident):
             dups = exact_copies(c)
             for m, score_m in members.items():
-                dups.append(Duplicate(recs[m], score_m, "near", aligned.get((min(c, m), max(c, m)))))
+                alignment_m = aligned.get((min(c, m), max(c, m)))
+                dups.append(Duplicate(recs[m], score_m, "near", alignment_m))
                 for i in stage.copies.get(m, []):
                     if ident.same(c, i):
                         continue
@@ -430,7 +431,7 @@ def find_groups(
                     if background is not None:
                         s_copy = float(normalised_scores(np.float32(s_copy), background[c], background[m]))
                     if s_copy >= floor:  # the same bytes as m, which made it (verified or not)
-                        dups.append(Duplicate(recs[i], s_copy, "near", aligned.get((min(c, m), max(c, m)))))
+                        dups.append(Duplicate(recs[i], s_copy, "near", alignment_m))
                 grouped.add(m)
             grouped.add(c)
             groups.append(_sorted_group(recs[c], dups))

@@ -166,6 +166,8 @@ def alignments(
         partners = [(int(j), int(e)) for j, e in zip(other[lo:hi], edge[lo:hi], strict=True) if int(j) in readable]
         if not partners:
             continue
+        # a partner's whole is remade for each of its pairs (cheap) rather than kept: memory stays one uint8
+        # thumbnail per picture
         targets = torch.cat([whole_of(loaded[j]) for j, _ in partners])  # (2 * n, P)
         best = crop_correlations(loaded[i], targets).amax(dim=1).view(len(partners), 2).amax(dim=1)  # (n,)
         for (_, e), s in zip(partners, best.tolist(), strict=True):
@@ -181,8 +183,8 @@ def folder_thumbnails(root: Path, paths: Sequence[str]) -> Callable[[int], np.nd
         path = root / paths[i]
         try:
             return canonical_thumbnail(load_image(path, min_side=LOAD_SIDE))
-        except (InputError, OSError) as e:
-            logger.debug("not verified: %s", e if isinstance(e, InputError) else f"{path}: {e}")
+        except InputError as e:  # load_image's only failure (BadImageError), naming the file and the reason
+            logger.debug("not verified: %s", e)
             return None
 
     return thumbnail
