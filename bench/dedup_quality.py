@@ -332,7 +332,8 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
         f"F1 difference at the defaults (trained encoder): {diff:+.3f} (goal: F1 >= 0.90 and >= 0.3 above PHash).",
         "Verification (retrieval/verify.py, on by default; `--no-verify` rows without it): pairs scoring near the "
         "threshold are kept when a crop of one picture, stretched per axis and mirrored or not, lines up with the "
-        f"other in grey. It moves F1 at the default from {nv['f1']:.3f} to {v['f1']:.3f} (trained encoder) and from "
+        "other in grey levels and in its edges (gradient magnitudes). "
+        f"It moves F1 at the default from {nv['f1']:.3f} to {v['f1']:.3f} (trained encoder) and from "
         f"{r['random_no_verify']['f1']:.3f} to {r['random_default']['f1']:.3f} (random init). "
         f"It took `retrieval dedup` from {nv['seconds']:.1f} s to {v['seconds']:.1f} s on this folder (the whole "
         "command: start-up, index load, search, reading the files of pairs near the threshold); a rerun, with the "

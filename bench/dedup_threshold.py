@@ -25,13 +25,15 @@ from dedup_quality import best_over_thresholds, embed_folder, folder_verifier, r
 from neardup_data import build  # noqa: E402
 from neardup_eval import pairwise_prf  # noqa: E402
 
-from retrieval import dedup  # noqa: E402
+from retrieval import dedup, verify  # noqa: E402
 from retrieval.dedup import BACKGROUND_RANK, MIN_ALIGNMENT, THRESHOLD_PRESETS, VERIFY_ABOVE, VERIFY_BELOW  # noqa: E402
 from retrieval.search import SearchIndex  # noqa: E402
+from retrieval.verify import MIN_EDGE_CORRELATION  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 GRID = [round(t, 2) for t in np.arange(0.0, 0.52, 0.04)]
 ALIGNMENTS = [round(m, 2) for m in np.arange(0.78, 0.95, 0.03)]
+EDGES = [-1.0, 0.3, 0.4, 0.5, 0.6, 0.7]  # -1: the edge check off
 
 
 @contextmanager
@@ -67,9 +69,8 @@ def main() -> None:
     }
     for name, enc in encoders.items():
         rel, vecs = embed_folder(enc, images)
-        verify = folder_verifier(images, rel)
         score = scorer(rel, vecs, BACKGROUND_RANK, catalog)
-        verified = scorer(rel, vecs, BACKGROUND_RANK, catalog, verify)
+        verified = scorer(rel, vecs, BACKGROUND_RANK, catalog, folder_verifier(images, rel))
         rows = {str(t): pairwise_prf(score(t), truth) for t in GRID}
         rows_verified = {str(t): pairwise_prf(verified(t), truth) for t in GRID}
         best = best_over_thresholds(score, np.arange(-0.1, 0.8, 0.01), truth)
@@ -78,12 +79,18 @@ def main() -> None:
         for m in ALIGNMENTS:  # the minimum alignment, at the default threshold
             with patched(dedup, "MIN_ALIGNMENT", m):
                 by_alignment[str(m)] = pairwise_prf(verified(THRESHOLD_PRESETS["default"]), truth)
+        by_edge = {}
+        for e in EDGES:  # the minimum edge correlation, at the default threshold (a fresh verifier: it memoises)
+            with patched(verify, "MIN_EDGE_CORRELATION", e):
+                fresh = scorer(rel, vecs, BACKGROUND_RANK, catalog, folder_verifier(images, rel))
+                by_edge[str(e)] = pairwise_prf(fresh(THRESHOLD_PRESETS["default"]), truth)
         result["encoders"][name] = {
             "by_threshold": rows,
             "best": best,
             "by_threshold_verified": rows_verified,
             "best_verified": best_verified,
             "by_min_alignment": by_alignment,
+            "by_min_edge": by_edge,
         }
         print(name, {t: round(r["f1"], 3) for t, r in rows_verified.items()}, file=sys.stderr, flush=True)
     RESULTS.mkdir(exist_ok=True)
@@ -94,6 +101,13 @@ def main() -> None:
 
 def prf(c: dict) -> str:
     return f"{c['precision']:.3f} / {c['recall']:.3f} / {c['f1']:.3f}"
+
+
+def sweep_table(enc: dict, title: str, key: str, values: list[tuple[str, str]]) -> list[str]:
+    """Markdown rows of one setting's sweep at the default threshold: (key in the results, label) per value."""
+    names = list(enc)
+    rows = ["| " + title + " | " + " | ".join(f"{n}: P / R / F1" for n in names) + " |", "|---|" + "---|" * len(names)]
+    return rows + [f"| {label} | " + " | ".join(prf(enc[n][key][k]) for n in names) + " |" for k, label in values]
 
 
 def markdown(r: dict) -> str:
@@ -129,12 +143,15 @@ def markdown(r: dict) -> str:
         f"{VERIFY_ABOVE} over it are kept when their pictures line up (alignment >= {MIN_ALIGNMENT}, "
         "retrieval/verify.py). The minimum alignment at the default threshold:",
         "",
-        "| min alignment | " + " | ".join(f"{n}: P / R / F1" for n in names) + " |",
-        "|---|" + "---|" * len(names),
+        *sweep_table(enc, "min alignment", "by_min_alignment", [(str(m), f"{m:.2f}") for m in ALIGNMENTS]),
+        "",
+        f"The best crop must also match in its edges (gradient-magnitude correlation >= {MIN_EDGE_CORRELATION}). "
+        "That minimum at the default threshold (off: grey levels alone):",
+        "",
+        *sweep_table(
+            enc, "min edge correlation", "by_min_edge", [(str(e), "off" if e < 0 else f"{e:.2f}") for e in EDGES]
+        ),
     ]
-    for m in ALIGNMENTS:
-        cells = [enc[n]["by_min_alignment"][str(m)] for n in names]
-        lines.append(f"| {m:.2f} | " + " | ".join(prf(c) for c in cells) + " |")
     lines.append("")
     return "\n".join(lines)
 

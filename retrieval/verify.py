@@ -7,7 +7,10 @@ pictures themselves: each one is brought to the descriptor's canonical form (fra
 copy turned upright, grey, squashed to a square: `moco.preprocess`), and one is searched for a crop,
 stretched independently in x and y and mirrored or not, that matches the other. The alignment score is
 the best normalised cross-correlation (Pearson correlation of grey levels, blind to brightness and
-contrast) over those crops, in both directions: in [-1, 1], 1 for a picture and any crop of it.
+contrast) over those crops, in both directions: in [-1, 1], 1 for a picture and any crop of it. Grey levels
+alone let two different shapes of one tone on a plain background (two silhouettes, two blobs) line up, so
+the best crop must also match in its edges: where the correlation of gradient magnitudes at that crop is
+below MIN_EDGE_CORRELATION, the crop does not count (0).
 
 Cost: the CROPS crops of a picture come from two matrix products (each crop is a scale and an offset per
 axis, so the resampling is separable), made once per picture; a pair then costs one product of the other
@@ -42,6 +45,8 @@ CROP_POSITIONS = 5  # positions per axis, from one edge to the other
 FLAT = 2e-3  # a thumbnail whose grey levels (0..1) spread less than this is flat: it has no pattern
 LOAD_WORKERS = 4  # threads decoding the files of the pairs to verify
 LOAD_SIDE = 256  # pictures are decoded at least this large (JPEG draft mode) before trimming and straightening
+MIN_EDGE_CORRELATION = 0.5  # the best crop's gradient magnitudes must correlate this well with the other's
+# (chosen on the held-out seed-1 benchmark folder, bench/dedup_threshold.py)
 
 
 def canonical_thumbnail(im: Image.Image) -> np.ndarray:
@@ -98,17 +103,36 @@ def _grey(thumb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(thumb).float()[None, None] / 255.0  # (1, 1, S, S) in [0, 1]
 
 
-def crop_correlations(thumb: np.ndarray, targets: torch.Tensor) -> torch.Tensor:
+def _crops(thumb: np.ndarray) -> torch.Tensor:
+    """(A, S, A, S) every crop of a thumbnail at COMPARE_SIDE: crop (a, b) is [a, :, b, :], a the vertical
+    and b the horizontal axis crop; crop number a * A + b."""
+    rows = _AXIS @ _grey(thumb)[0, 0]  # (A * S, THUMB_SIDE): each vertical crop's rows
+    return (rows @ _AXIS.T).view(_AXIS_CROPS, COMPARE_SIDE, _AXIS_CROPS, COMPARE_SIDE)
+
+
+def crop_correlations(thumb: np.ndarray, targets: torch.Tensor, both: torch.Tensor | None = None) -> torch.Tensor:
     """(T, CROPS) Pearson correlation of every crop of a thumbnail, resampled to COMPARE_SIDE, with each
     of `targets` (T, P) unit rows (`whole_of`). A target has zero mean, so its dot product with a crop
-    needs no centring of the crop, only the crop's spread; a flat crop correlates 0 with everything."""
-    rows = _AXIS @ _grey(thumb)[0, 0]  # (A * S, THUMB_SIDE): each vertical crop's rows
-    both = (rows @ _AXIS.T).view(_AXIS_CROPS, COMPARE_SIDE, _AXIS_CROPS, COMPARE_SIDE)  # crop (a, b) = [a, :, b, :]
+    needs no centring of the crop, only the crop's spread; a flat crop correlates 0 with everything.
+    `both` is the thumbnail's `_crops` when the caller has made them already."""
+    both = _crops(thumb) if both is None else both
     dots = torch.einsum("aibj,tij->tab", both, targets.view(-1, COMPARE_SIDE, COMPARE_SIDE))  # (T, A, A)
     p = COMPARE_SIDE * COMPARE_SIDE
     spread = ((both * both).sum(dim=(1, 3)) - both.sum(dim=(1, 3)) ** 2 / p).clamp_min(0).sqrt()  # (A, A)
     scale = torch.where(spread > FLAT * p**0.5, 1.0 / spread.clamp_min(1e-12), 0.0)
     return (dots * scale).reshape(len(targets), CROPS)
+
+
+def edge_correlations(crops: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(T,) Pearson correlation of the gradient magnitudes of crops[t] (T, S, S) and targets[t] (T, P), the
+    matching `whole_of` rows: do the two pictures' edges fall in the same places?"""
+
+    def edges(x: torch.Tensor) -> torch.Tensor:  # (T, S, S) -> (T, S * S) unit rows
+        dx = F.pad(x[:, :, 1:] - x[:, :, :-1], (0, 1))
+        dy = F.pad(x[:, 1:, :] - x[:, :-1, :], (0, 0, 0, 1))
+        return _unit((dx * dx + dy * dy).sqrt().flatten(1))
+
+    return (edges(crops) * edges(targets.view(-1, COMPARE_SIDE, COMPARE_SIDE))).sum(dim=1)
 
 
 def whole_of(thumb: np.ndarray) -> torch.Tensor:
@@ -168,8 +192,13 @@ def alignments(
             continue
         # a partner's whole is remade for each of its pairs (cheap) rather than kept: memory stays one uint8
         # thumbnail per picture
-        targets = torch.cat([whole_of(loaded[j]) for j, _ in partners])  # (2 * n, P)
-        best = crop_correlations(loaded[i], targets).amax(dim=1).view(len(partners), 2).amax(dim=1)  # (n,)
+        targets = torch.cat([whole_of(loaded[j]) for j, _ in partners])  # (2 * n, P): each whole and its mirror
+        both = _crops(loaded[i])
+        corr, crop = crop_correlations(loaded[i], targets, both).max(dim=1)  # (2n,) best crop per target
+        a, b = crop // _AXIS_CROPS, crop % _AXIS_CROPS
+        edges = edge_correlations(both[a, :, b, :], targets)  # (2n,)
+        kept = torch.where(edges >= MIN_EDGE_CORRELATION, corr, torch.zeros_like(corr))
+        best = kept.view(len(partners), 2).amax(dim=1)  # (n,)
         for (_, e), s in zip(partners, best.tolist(), strict=True):
             out[e] = s if np.isnan(out[e]) else max(out[e], s)
     return out

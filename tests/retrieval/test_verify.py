@@ -57,6 +57,37 @@ def test_unrelated_and_flat_pictures_do_not_line_up():
     assert alignment(flat, flat) == 0.0
 
 
+def layout_with_texture(stripes: str, n: int = 96) -> Image.Image:
+    """One smooth light layout (a bright blob) with faint stripes across it, horizontal or vertical."""
+    y, x = np.mgrid[0:n, 0:n] / n
+    blob = np.exp(-((x - 0.4) ** 2 + (y - 0.55) ** 2) / 0.08)
+    g = blob + 0.2 * (np.floor((y if stripes == "h" else x) * 24) % 2)
+    g = (g - g.min()) / (g.max() - g.min()) * 255
+    return Image.fromarray(g.astype(np.uint8)).convert("RGB")
+
+
+def test_same_light_layout_with_other_details_does_not_line_up(monkeypatch):
+    """Grey levels follow the smooth layout, which the two pictures share (their correlation alone passes
+    MIN_ALIGNMENT); their edges (the stripes) run across each other, so the edge check rejects the crop."""
+    h, v = thumb(layout_with_texture("h")), thumb(layout_with_texture("v"))
+    assert alignment(h, v) == 0.0
+    assert alignment(h, thumb(layout_with_texture("h").resize((80, 110)))) >= 0.9  # a copy still lines up
+    monkeypatch.setattr(verify, "MIN_EDGE_CORRELATION", -1.0)  # grey levels alone
+    assert alignment(h, v) >= MIN_ALIGNMENT
+
+
+def test_edge_correlations_ignore_brightness_and_contrast():
+    """Analytic: gradient magnitudes of a * x + b are a times those of x, so they correlate exactly 1; a
+    picture turned a quarter (its edges elsewhere) correlates less."""
+    rng = np.random.default_rng(0)
+    side = verify.COMPARE_SIDE
+    x = torch.from_numpy(rng.random((side, side), dtype=np.float32))
+    target = verify._unit((0.5 * x + 0.2).flatten()[None])  # as whole_of gives it: a unit row
+    got = verify.edge_correlations(torch.stack([x, x.rot90(1)]), target.expand(2, -1))
+    assert got[0].item() == pytest.approx(1.0, abs=1e-5)
+    assert got[1].item() < 0.5
+
+
 def test_alignments_pairs_and_unreadable_pictures():
     thumbs = [thumb(scene(1)), thumb(crop(scene(1), (0.1, 0.1, 0.9, 0.9))), thumb(scene(3)), None]
     src, dst = np.array([0, 2, 1, 3]), np.array([1, 0, 2, 0])
