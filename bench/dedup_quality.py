@@ -11,53 +11,36 @@
    and with --no-verify, plus PHash's best F1 over all thresholds (an upper bound a person would get by
    tuning), and the share of copies found by edit and strength.
 5. What each descriptor step adds, for both encoders: the preprocessing steps of moco/preprocess.py
-   switched on one after another (centre crop -> squash -> + border trim -> + grayscale -> + standardise),
-   each scored by raw cosine and by the normalised score, at its best threshold.
+   switched on one after another (centre crop -> squash -> + border trim -> + grayscale -> + standardise
+   -> + straighten), and, for the trained encoder, the full descriptor against one change at a time
+   (average pooling, no flip averaging, centred or PCA-whitened on the corpus): bench/dedup_descriptor.py.
+   Each is scored by raw cosine and by the normalised score, at its best threshold, without verification.
 Writes bench/results/dedup_quality.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # moco/, bench/
+from dedup_descriptor import descriptor_options, descriptor_steps  # noqa: E402
+from dedup_scoring import best_over_thresholds  # noqa: E402
 from neardup_data import build  # noqa: E402
 from neardup_eval import pairwise_prf  # noqa: E402
 
-from moco.export import LEGACY_PREPROCESSING, read_spec, save_random_encoder  # noqa: E402
-from moco.images import list_images, load_image  # noqa: E402
+from moco.export import read_spec, save_random_encoder  # noqa: E402
 from moco.preprocess import PRESET_PREPROCESSING  # noqa: E402
-from retrieval.dedup import BACKGROUND_RANK, THRESHOLD_PRESETS, find_groups  # noqa: E402
-from retrieval.embed import Embedder  # noqa: E402
-from retrieval.records import FileRecord  # noqa: E402
+from retrieval.dedup import BACKGROUND_RANK, THRESHOLD_PRESETS  # noqa: E402
 from retrieval.search import SearchIndex  # noqa: E402
-from retrieval.verify import alignments, folder_thumbnails  # noqa: E402
 from retrieval.verify_cache import CACHE_NAME  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-# descriptor steps switched on one after another (moco/preprocess.py)
-STEPS: list[tuple[str, dict]] = [
-    ("centre crop (legacy)", {"resize": "shorter-side+center-crop"}),
-    ("squash", {"resize": "squash"}),
-    ("+ border trim", {"resize": "squash", "trim_borders": True}),
-    ("+ grayscale", {"resize": "squash", "trim_borders": True, "grayscale": True}),
-    ("+ standardise", {"resize": "squash", "trim_borders": True, "grayscale": True, "standardize": True}),
-    (
-        "+ straighten",
-        {"resize": "squash", "trim_borders": True, "grayscale": True, "standardize": True, "straighten": True},
-    ),
-]
 
 
 def run(*args: str) -> str:
@@ -79,15 +62,6 @@ def phash_groups(root: Path, max_distance: int) -> tuple[list[list[str]], dict]:
     enc = {str(Path(k)): v for k, v in enc.items()}
     dups = ph.find_duplicates(encoding_map=enc, max_distance_threshold=max_distance)
     return [[a, b] for a, bs in dups.items() for b in bs], enc
-
-
-def best_over_thresholds(score_groups: Callable[[float], list[list[str]]], thresholds, truth) -> dict:  # noqa: ANN001
-    best = {"f1": -1.0}
-    for t in thresholds:
-        m = pairwise_prf(score_groups(t), truth)
-        if m["f1"] > best["f1"]:
-            best = {**m, "threshold": round(float(t), 3)}
-    return best
 
 
 def dedup_default(
@@ -120,76 +94,6 @@ def recall_by_edit(groups: list[list[str]], truth: dict) -> dict[str, dict[str, 
                 cell = out.setdefault(kind, {}).setdefault(strength, [0, 0])
                 cell[0] += found
                 cell[1] += 1
-    return out
-
-
-def folder_verifier(images: Path, rel: list[str]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """find_groups' `verify` for the files rel[id] under `images`, each pair aligned once (memoised), so
-    a sweep over thresholds pays for each pair once."""
-    thumbs = folder_thumbnails(images, rel)
-    cached: dict[int, np.ndarray | None] = {}
-    memo: dict[tuple[int, int], float] = {}
-
-    def thumb(i: int) -> np.ndarray | None:
-        if i not in cached:
-            cached[i] = thumbs(i)
-        return cached[i]
-
-    def verify(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        pairs = list(zip(src.tolist(), dst.tolist(), strict=True))
-        new = [p for p in dict.fromkeys(pairs) if p not in memo]
-        if new:
-            got = alignments(thumb, np.array([a for a, _ in new]), np.array([b for _, b in new]))
-            memo.update(zip(new, got.tolist(), strict=True))
-        return np.array([memo[p] for p in pairs], dtype=np.float32)
-
-    return verify
-
-
-def embed_folder(encoder_dir: Path, images: Path) -> tuple[list[str], np.ndarray]:
-    emb = Embedder.load(encoder_dir, "cpu")
-    paths = list_images(images)
-    vecs = [
-        emb.encode([load_image(p, min_side=emb.min_side) for p in paths[i : i + 64]]) for i in range(0, len(paths), 64)
-    ]
-    return [str(p.relative_to(images)) for p in paths], np.concatenate(vecs)
-
-
-def scorer(
-    rel: list[str],
-    vecs: np.ndarray,
-    rank: int,
-    catalog: dict[str, FileRecord],
-    verify: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-) -> Callable[[float], list[list[str]]]:
-    """Groups at a threshold as `retrieval dedup` forms them: the catalog's sizes and hashes (keeper rule,
-    exact copies), ids renumbered to the rows of `vecs`; with `verify` (`folder_verifier`), verified."""
-    recs = [dataclasses.replace(catalog[r], id=i) for i, r in enumerate(rel)]
-    return lambda t: [
-        [g.keep.path] + [d.record.path for d in g.duplicates]
-        for g in find_groups(recs, vecs, float(t), background_rank=rank, verify=verify)
-    ]
-
-
-def descriptor_steps(
-    encoder_dir: Path, images: Path, truth: list[list[str]], scratch: Path, catalog: dict[str, FileRecord]
-) -> dict:
-    """Best-threshold F1 of raw cosine and of the normalised score, for each preprocessing step."""
-    out = {}
-    for i, (name, steps) in enumerate(STEPS):
-        variant = scratch / f"step-{i}"
-        variant.mkdir(parents=True, exist_ok=True)
-        shutil.copy(encoder_dir / "encoder.safetensors", variant / "encoder.safetensors")
-        desc = json.loads((encoder_dir / "encoder.json").read_text())
-        desc = {**desc, **LEGACY_PREPROCESSING, "straighten": False, **steps}
-        (variant / "encoder.json").write_text(json.dumps(desc))
-        rel, vecs = embed_folder(variant, images)
-        cosine, normalised = scorer(rel, vecs, 0, catalog), scorer(rel, vecs, BACKGROUND_RANK, catalog)
-        out[name] = {
-            "cosine": best_over_thresholds(cosine, np.arange(0.80, 1.0, 0.004), truth),
-            "normalised": best_over_thresholds(normalised, np.arange(-0.1, 0.8, 0.01), truth),
-        }
-        print(name, {k: round(v["f1"], 3) for k, v in out[name].items()}, file=sys.stderr, flush=True)
     return out
 
 
@@ -262,6 +166,7 @@ def main() -> None:
         name: descriptor_steps(enc_dir, images, truth, a.work / f"steps-{name.replace(' ', '-')}", catalog)
         for name, enc_dir in (("trained", run_dir), ("random init", random_dir))
     }
+    options = descriptor_options(run_dir, images, truth, a.work / "options-trained", catalog)
     result = {
         "machine": f"{os.cpu_count()} CPU cores, no GPU",
         "folder": {
@@ -278,6 +183,7 @@ def main() -> None:
         "phash_default": {**phash, "max_distance_threshold": 10, "seconds": round(phash_s, 1)},
         "phash_best": phash_best,
         "descriptor_steps": ablation,
+        "descriptor_options": options,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dedup_quality.json").write_text(json.dumps(result, indent=1))
@@ -324,6 +230,17 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
             for m in (tr, rn)
             for kind in ("cosine", "normalised")
         ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The full descriptor (trained encoder) against one change at a time (bench/dedup_descriptor.py; best F1 "
+        "over thresholds, no verification):",
+        "",
+        "| descriptor | cosine | normalised |",
+        "|---|---|---|",
+    ]
+    for name, m in r["descriptor_options"].items():
+        cells = [f"{m[kind]['f1']:.3f} (at {m[kind]['threshold']})" for kind in ("cosine", "normalised")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     diff = r["retrieval_default"]["f1"] - r["phash_default"]["f1"]
     v, nv = r["retrieval_default"], r["retrieval_no_verify"]

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
-from dedup_quality import best_over_thresholds, embed_folder, folder_verifier, run, scorer  # noqa: E402
+from dedup_quality import run  # noqa: E402
+from dedup_scoring import best_over_thresholds, embed_folder, folder_verifier, scorer  # noqa: E402
 from neardup_data import build  # noqa: E402
 from neardup_eval import pairwise_prf  # noqa: E402
 
