@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from moco.filenames import printable
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -120,9 +122,11 @@ def undo(
     result = undo_moves(move_log)
     typer.echo(f"restored {len(result.restored)} files, {len(result.already_in_place)} already in place")
     for path in result.extra_copies:
-        typer.echo(f"left a verified copy at {path} (an interrupted move); the original is in place", err=True)
+        typer.echo(
+            f"left a verified copy at {printable(path)} (an interrupted move); the original is in place", err=True
+        )
     for p in result.problems:
-        typer.echo(f"not restored {p.path}: {p.reason}", err=True)
+        typer.echo(f"not restored {printable(p.path)}: {printable(p.reason)}", err=True)
     if result.problems:
         raise InputError(f"{len(result.problems)} files were not restored (see above); nothing was overwritten")
 
@@ -214,12 +218,14 @@ def _size(n_bytes: int) -> str:
 
 def _echo_skipped(skipped: Sequence[SkippedMove]) -> None:
     for s in skipped:
-        typer.echo(f"  leaving {s.path}: {s.reason}", err=True)
+        typer.echo(f"  leaving {printable(s.path)}: {printable(s.reason)}", err=True)
 
 
 def _echo_plan(plan: MovePlan, move_to: Path | None) -> None:
     for m in plan.moves:
-        typer.echo(f"  would move {m.source} -> {Path(str(move_to)) / m.destination}", err=True)
+        typer.echo(
+            f"  would move {printable(m.source)} -> {printable(str(Path(str(move_to)) / m.destination))}", err=True
+        )
     _echo_skipped(plan.skipped)
     n_bytes = sum(m.size for m in plan.moves)
     typer.echo(
