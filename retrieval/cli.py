@@ -59,6 +59,10 @@ def main() -> None:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # the library turns the failures it expects into InputError; this is the net
+        name = f"{e.filename}: " if e.filename else ""
+        print(f"error: {name}{e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
     except usage_errors as e:
         e.show()  # type: ignore[attr-defined]
         sys.exit(2)

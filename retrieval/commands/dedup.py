@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from moco.filenames import printable
+from retrieval.commands.outputs import check_output_file, write_text_file
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -77,6 +76,9 @@ def dedup(
         raise InputError("--apply needs --move-to DIR: duplicates are moved aside, never deleted")
     if calibrate and (move_to is not None or report is not None):
         raise InputError("--calibrate only prints a histogram; run again without it to --move-to or --report")
+    for path, option in ((output, "--output"), (report, "--report")):
+        if path is not None:
+            check_output_file(path, option)
     cfg = DedupConfig(
         index=index_dir,
         threshold=threshold,
@@ -99,7 +101,7 @@ def dedup(
 
         loader = _report_loader(result, cfg.move_to)
         page = render_report(result.groups, result.root, result.threshold, THUMB_SIZE, loader=loader)
-        _write_text(report, page)
+        write_text_file(report, page)
         typer.echo(f"report: {report} ({len(result.groups)} groups)", err=True)
     if result.moved is not None:
         _echo_moved(result.moved, cfg.move_to)
@@ -193,21 +195,8 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
     else:
-        _write_text(output, text)
+        write_text_file(output, text)
         typer.echo(f"written to {output}", err=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so a reader never sees half a file."""
-    from retrieval.errors import InputError
-
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _size(n_bytes: int) -> str:
