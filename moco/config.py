@@ -76,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"Illegal batch_size {self.batch_size}: must be >= 2")
         if self.epochs < 1:
             raise ValueError(f"Illegal epochs {self.epochs}: must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"Illegal lr {self.lr}: must be positive")
         if self.time_budget_min < 0:
             raise ValueError(f"Illegal time budget {self.time_budget_min}: must be >= 0")
         if self.preset not in PRESETS:

@@ -43,7 +43,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     val: Annotated[Path | None, typer.Option(help="Labelled folder (class subfolders) for kNN top-1")] = None,
     init: Annotated[Path | None, typer.Option(help="Local .safetensors weights to start from")] = None,
-    workers: Annotated[int, typer.Option(help="Data-loader workers (-1 = auto)")] = -1,
+    workers: Annotated[int, typer.Option(help="Data-loader workers (-1 = auto, 0 = load in the main process)")] = -1,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from checkpoint.pt")] = True,
 ) -> None:
@@ -52,13 +52,10 @@ def train(
 
     dev = resolve_device(device)
     chosen = device_defaults(dev.type)
-    picked = {
-        "arch": arch or chosen["arch"],
-        "image_size": image_size or chosen["image_size"],
-        "batch_size": batch_size or chosen["batch_size"],
-        "epochs": epochs or chosen["epochs"],
-        "time_budget_min": chosen["time_budget_min"] if time_budget is None else time_budget,
-    }
+    given = {"arch": arch, "image_size": image_size, "batch_size": batch_size, "epochs": epochs}
+    given["time_budget_min"] = time_budget
+    # Only an option left out takes the default: a 0 or "" given is checked (and refused) by the configs.
+    picked = {k: chosen[k] if v is None else v for k, v in given.items()}
     if out is None:
         out = Path("runs") / (images.resolve().name or "run")
     try:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from moco.errors import InputError
+from moco.filenames import printable
 from retrieval.dedup.near_pairs import near_pairs, normalised_scores
 from retrieval.records import FileRecord
 
@@ -542,7 +543,9 @@ def human_size(n_bytes: int) -> str:
 
 
 def groups_to_json(groups: Sequence[Group], threshold: float | None) -> dict:
-    """{"threshold": t or null (exact only), "groups": [{"keep", "duplicates": [{path, score, kind}]}]}."""
+    """{"threshold": t or null (exact only), "groups": [{"keep", "duplicates": [{path, score, kind}]}]}.
+    Paths are exact: a non-UTF-8 name keeps its bytes as `\\udcNN` escapes (json.dumps' default), which
+    `os.fsencode(json.loads(...))` turns back into the name on disk."""
     t = None if threshold is None or not math.isfinite(threshold) else float(threshold)
     return {
         "threshold": t,
@@ -567,9 +570,9 @@ def groups_to_csv(groups: Sequence[Group]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for n, g in enumerate(groups, start=1):
-        writer.writerow([n, "keep", g.keep.path, "", ""])
+        writer.writerow([n, "keep", printable(g.keep.path), "", ""])
         for d in g.duplicates:
-            writer.writerow([n, "duplicate", d.record.path, f"{d.score:.6f}", d.kind])
+            writer.writerow([n, "duplicate", printable(d.record.path), f"{d.score:.6f}", d.kind])
     return buf.getvalue()
 
 
@@ -579,10 +582,11 @@ def groups_to_table(groups: Sequence[Group]) -> str:
     lines = []
     for n, g in enumerate(groups, start=1):
         k = g.keep
-        lines.append(f"group {n}: keep {k.path}  ({k.width}x{k.height}, {human_size(k.size)})")
+        lines.append(f"group {n}: keep {printable(k.path)}  ({k.width}x{k.height}, {human_size(k.size)})")
         for d in g.duplicates:
             r = d.record
-            lines.append(f"  {d.score:6.4f}  {d.kind:<5}  {r.path}  ({r.width}x{r.height}, {human_size(r.size)})")
+            size = f"({r.width}x{r.height}, {human_size(r.size)})"
+            lines.append(f"  {d.score:6.4f}  {d.kind:<5}  {printable(r.path)}  {size}")
     n_dups = sum(len(g.duplicates) for g in groups)
     n_bytes = sum(d.record.size for g in groups for d in g.duplicates)
     lines.append(f"{len(groups)} groups, {n_dups} duplicates, {human_size(n_bytes)} in duplicates")

@@ -179,6 +179,18 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
+def _destination_problem(root: Path, move_to: Path, rel: PurePosixPath) -> str | None:
+    """Why `move_to / rel` cannot receive a file of `root`: it exists, or a symlinked folder on its way
+    leads outside `move_to` or back into the root (where a move could land on, or be, its own source)."""
+    dst = move_to / rel
+    if os.path.lexists(dst):
+        return f"destination {dst} exists; not overwritten"
+    real = dst.parent.resolve()  # resolves the symlinked folders that exist on the way
+    if _overlaps(real, root) or not real.is_relative_to(move_to):
+        return f"destination {dst} leads to {real} through a symbolic link; not moved"
+    return None
+
+
 def check_move_target(root: Path, move_to: Path) -> tuple[Path, Path]:
     """(root, move_to) resolved; InputError if move_to overlaps the root or is not a folder."""
     root_r = Path(root).resolve()
@@ -247,8 +259,8 @@ def plan_moves(groups: Sequence[Group], root: Path, move_to: Path) -> MovePlan:
                         reason = "not a regular file"
                     elif (st.st_dev, st.st_ino) in keeper_inodes:
                         reason = "is the same file as a keeper (hard link or symlink target)"
-                    elif os.path.lexists(move_r / rel):
-                        reason = f"destination {move_r / rel} exists; not overwritten"
+                    else:
+                        reason = _destination_problem(root_r, move_r, rel)
             if reason is not None:
                 skipped.append(SkippedMove(path, reason))
                 continue
@@ -339,9 +351,7 @@ def _precheck(
         return "is the same file as its keeper (hard link)"
     if st.st_size != m.size or content_hash(src) != m.content_hash:
         return "changed since indexing"
-    if os.path.lexists(move_to / src_rel):
-        return f"destination {move_to / src_rel} exists; not overwritten"
-    return None
+    return _destination_problem(root, move_to, src_rel)
 
 
 def apply_moves(
@@ -465,6 +475,64 @@ def _intent(path: Path, n: int, rec: dict) -> tuple[Path, Path, str]:
     return Path(source), Path(destination), sha
 
 
+def _same_entry(a: Path, a_st: os.stat_result, b: Path, b_st: os.stat_result) -> bool:
+    """Whether two paths of one inode are one directory entry (the same path, or the same path reached
+    through a symlinked folder), so that unlinking either would remove the file, not a second name of it.
+    Errs towards True: one link only, or the same folder and names equal but for case."""
+    if (a_st.st_dev, a_st.st_ino) != (b_st.st_dev, b_st.st_ino):
+        return False
+    if a_st.st_nlink < 2:
+        return True
+    try:
+        same_folder = os.path.samefile(a.parent, b.parent)
+    except OSError:
+        return True
+    return same_folder and a.name.casefold() == b.name.casefold()
+
+
+def _verified(path: Path, sha: str) -> bool:
+    """`path` is a regular file whose bytes have this sha256."""
+    st = _lstat(path)
+    return st is not None and stat.S_ISREG(st.st_mode) and content_hash(path) == sha
+
+
+def _undo_one(src: Path, dst: Path, sha: str) -> tuple[str, str]:
+    """Put one moved file back: ("restored" | "in_place" | "extra" | "problem", reason). Every branch checks
+    the sha256 before it acts and after, and none removes a name unless another name of the same bytes
+    (a distinct directory entry) stays behind."""
+    src_st, dst_st = _lstat(src), _lstat(dst)
+    if src_st is not None and not stat.S_ISREG(src_st.st_mode):
+        return "problem", f"the original path is not a regular file; {dst} left alone"
+    if dst_st is not None and not stat.S_ISREG(dst_st.st_mode):
+        return "problem", f"{dst} is not a regular file; not restored"
+    if src_st is not None and dst_st is not None:
+        if _same_entry(src, src_st, dst, dst_st):
+            return "problem", f"the record's source and destination {dst} are the same file; left alone"
+        if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino):
+            if content_hash(src) != sha:
+                return "problem", f"{dst} changed since it was moved; not restored"
+            os.unlink(dst)  # interrupted link + unlink: two names of one file, drop ours
+            _fsync_dir(dst.parent)
+            if not _verified(src, sha):
+                return "problem", "the file at the original path no longer matches its sha256"
+            return "restored", ""
+        if content_hash(src) == sha:  # interrupted copy: the original is still intact
+            return ("extra", "") if content_hash(dst) == sha else ("in_place", "")
+        return "problem", f"a different file is at the original path; {dst} left alone"
+    if dst_st is not None:
+        if content_hash(dst) != sha:
+            return "problem", f"{dst} changed since it was moved; not restored"
+        _move_file(dst, src, sha)
+        if not _verified(src, sha):
+            return "problem", "the restored file does not match its sha256"
+        return "restored", ""
+    if src_st is not None:
+        if content_hash(src) == sha:
+            return "in_place", ""
+        return "problem", f"a different file is at the original path and {dst} is gone"
+    return "problem", f"neither the original nor {dst} exists"
+
+
 def undo_moves(log_path: Path) -> UndoReport:
     """Move every file recorded in the log back to its original path (latest first), verified by sha256."""
     log_path = Path(log_path)
@@ -475,41 +543,17 @@ def undo_moves(log_path: Path) -> UndoReport:
     extra: list[str] = []
     for src, dst, sha in reversed(intents):
         try:
-            src_st, dst_st = _lstat(src), _lstat(dst)
-            if src_st is not None and not stat.S_ISREG(src_st.st_mode):
-                problems.append(SkippedMove(str(src), f"the original path is not a regular file; {dst} left alone"))
-            elif dst_st is not None and not stat.S_ISREG(dst_st.st_mode):
-                problems.append(SkippedMove(str(src), f"{dst} is not a regular file; not restored"))
-            elif src_st is not None and dst_st is not None:
-                if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino):
-                    os.unlink(dst)  # interrupted link + unlink: two names of one file, drop ours
-                    _fsync_dir(dst.parent)
-                    restored.append(str(src))
-                elif content_hash(src) == sha:  # interrupted copy: the original is still intact
-                    in_place.append(str(src))
-                    if content_hash(dst) == sha:
-                        extra.append(str(dst))
-                else:
-                    problems.append(
-                        SkippedMove(str(src), f"a different file is at the original path; {dst} left alone")
-                    )
-            elif dst_st is not None:
-                if content_hash(dst) != sha:
-                    problems.append(SkippedMove(str(src), f"{dst} changed since it was moved; not restored"))
-                else:
-                    _move_file(dst, src, sha)
-                    restored.append(str(src))
-            elif src_st is not None:
-                if content_hash(src) == sha:
-                    in_place.append(str(src))
-                else:
-                    problems.append(
-                        SkippedMove(str(src), f"a different file is at the original path and {dst} is gone")
-                    )
-            else:
-                problems.append(SkippedMove(str(src), f"neither the original nor {dst} exists"))
+            outcome, reason = _undo_one(src, dst, sha)
         except OSError as e:
-            problems.append(SkippedMove(str(src), f"cannot restore from {dst}: {e.strerror or e}"))
+            outcome, reason = "problem", f"cannot restore from {dst}: {e.strerror or e}"
+        if outcome == "restored":
+            restored.append(str(src))
+        elif outcome == "problem":
+            problems.append(SkippedMove(str(src), reason))
+        else:
+            in_place.append(str(src))
+            if outcome == "extra":
+                extra.append(str(dst))
     for p in problems:
         log.warning("not restored %s: %s", p.path, p.reason)
     log.info("restored %d files, %d already in place, %d problems", len(restored), len(in_place), len(problems))

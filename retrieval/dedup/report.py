@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from moco.filenames import printable
 from retrieval.dedup.groups import Group, human_size, normalise_path
 from retrieval.records import FileRecord
 
@@ -63,7 +64,7 @@ def thumbnail_data_uri(path: Path, size: int, loader: ImageLoader = _open_image)
 
 
 def _figure(record: FileRecord, label: str, keep: bool, root: Path, thumb_size: int, loader: ImageLoader) -> str:
-    path = html.escape(record.path, quote=True)
+    path = html.escape(printable(record.path), quote=True)
     uri = thumbnail_data_uri(root / normalise_path(record.path), thumb_size, loader)
     picture = f'<img src="{uri}" alt="{path}">' if uri else '<div class="placeholder">no preview</div>'
     meta = f"{record.width}&times;{record.height} &middot; {html.escape(human_size(record.size))}"
@@ -98,7 +99,7 @@ def render_report(
         f"<style>:root {{ --thumb: {thumb_size}px; }}{_CSS}</style>",
         "</head><body>",
         "<h1>Duplicate report</h1>",
-        f'<p class="summary">{html.escape(str(root))} &middot; {t_text} &middot; {len(groups)} groups, '
+        f'<p class="summary">{html.escape(printable(str(root)))} &middot; {t_text} &middot; {len(groups)} groups, '
         f"{n_dups} duplicates, {html.escape(human_size(n_bytes))} in duplicates</p>",
     ]
     if not groups:

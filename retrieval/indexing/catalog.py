@@ -4,16 +4,22 @@ One row per file found under the indexed root. `id` is the FAISS id of the file'
 `vectors.npy`; ok files hold ids 0..n_ok-1 (in path order), bad files the ids after them. A catalog is
 written once, in one transaction, into a generation folder that is not live yet, and only read after
 that, so the plain rollback journal is enough (no WAL files beside it to checksum).
+
+A path is stored as TEXT when it is valid UTF-8 and otherwise as a BLOB of its exact bytes (`os.fsencode`,
+e.g. a Latin-1 name from an old archive), so every name the file system can hold round-trips exactly;
+readers get `str` back either way (surrogate-escaped, as `os.fsdecode` gives it).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from moco.filenames import printable
 from retrieval.errors import FormatVersionError, IndexError_
 from retrieval.records import FileRecord
 
@@ -49,6 +55,19 @@ class BadFile:
     mtime_ns: int
     content_hash: str | None  # None when the bytes could not even be read
     error: str
+
+
+def _stored_path(path: str) -> str | bytes:
+    """How a path is stored: text when it is valid UTF-8, else its exact bytes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def _read_path(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 class Catalog:
@@ -124,12 +143,12 @@ class Catalog:
             conn.executemany(
                 "INSERT INTO files (id, path, size, mtime_ns, content_hash, width, height, status, error)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
-                ((r.id, r.path, r.size, r.mtime_ns, r.content_hash, r.width, r.height) for r in records),
+                ((r.id, _stored_path(r.path), r.size, r.mtime_ns, r.content_hash, r.width, r.height) for r in records),
             )
             conn.executemany(
                 "INSERT INTO files (id, path, size, mtime_ns, content_hash, width, height, status, error)"
                 " VALUES (?, ?, ?, ?, ?, NULL, NULL, 'bad', ?)",
-                ((b.id, b.path, b.size, b.mtime_ns, b.content_hash, b.error) for b in bad),
+                ((b.id, _stored_path(b.path), b.size, b.mtime_ns, b.content_hash, printable(b.error)) for b in bad),
             )
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", sorted((meta or {}).items()))
             conn.execute("COMMIT")
@@ -144,14 +163,14 @@ class Catalog:
         rows = self._query(
             "SELECT id, path, size, mtime_ns, content_hash, width, height FROM files WHERE status = 'ok' ORDER BY id"
         )
-        return [FileRecord(*row) for row in rows]
+        return [FileRecord(row[0], _read_path(row[1]), *row[2:]) for row in rows]
 
     def bad_files(self) -> list[BadFile]:
         """The files that could not be decoded, ordered by id."""
         rows = self._query(
             "SELECT id, path, size, mtime_ns, content_hash, error FROM files WHERE status = 'bad' ORDER BY id"
         )
-        return [BadFile(*row) for row in rows]
+        return [BadFile(row[0], _read_path(row[1]), *row[2:]) for row in rows]
 
     def counts(self) -> tuple[int, int]:
         """(ok, bad)."""

@@ -140,8 +140,12 @@ _fsync_dir = fsync_dir  # one implementation: moco.checkpoint
 @contextlib.contextmanager
 def write_lock(index_dir: Path) -> Iterator[None]:
     """Hold the index folder's lock for the duration; a second writer gets an InputError at once."""
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with open(index_dir / LOCK, "a+b") as f:
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        f = open(index_dir / LOCK, "a+b")  # closed by the with below
+    except OSError as exc:
+        raise InputError(f"{index_dir}: cannot create the index folder here ({exc.strerror or exc})") from None
+    with f:
         try:
             import fcntl
 

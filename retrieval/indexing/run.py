@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moco.distributed import Dist, init_distributed, shutdown
+from moco.filenames import printable
 from moco.images import list_images
 from retrieval.errors import EncoderMismatchError, IndexError_, InputError
 from retrieval.indexing.catalog import BadFile
@@ -36,6 +37,7 @@ from retrieval.indexing.generations import (
     Generation,
     current_generation,
     load_generation,
+    read_manifest,
     remove_stale_generations,
     write_generation,
     write_lock,
@@ -124,6 +126,7 @@ def _index_rank0(cfg: IndexConfig, dist: Dist, held: contextlib.ExitStack) -> In
         if not files:
             raise InputError(f"{root}: no images found (is the disk mounted?); the index was left as it was")
         held.enter_context(write_lock(index_dir))  # held until the new generation is live
+        _check_root(index_dir, root)  # before anything in the index folder changes
         embedder = _load_embedder(cfg.model, cfg.device, dist)
         old = _load_previous(index_dir, embedder, cfg)
         work = WorkCache(index_dir / WORK, embedder.sha256, embedder.dim, dist.rank)
@@ -155,7 +158,6 @@ def _index_rank0(cfg: IndexConfig, dist: Dist, held: contextlib.ExitStack) -> In
         or plan.resumed
         or plan.removed
         or plan.stat_changed
-        or str(root) != old.manifest.root
         or kind != old.manifest.kind
         or str(Path(cfg.model).resolve()) != old.manifest.encoder_path
     )
@@ -276,6 +278,22 @@ def _load_embedder(model: Path, device: str, dist: Dist) -> Embedder:
     # Under torchrun on CUDA, _init_distributed has made cuda:LOCAL_RANK the current device, which is
     # where "cuda" / "auto" put the model.
     return Embedder.load(Path(model), device=device)
+
+
+def _check_root(index_dir: Path, root: Path) -> None:
+    """An index belongs to the one folder it was built from: refuse another (with --rebuild too), so that
+    indexing a second folder with the same model never replaces the first folder's index."""
+    try:
+        if current_generation(index_dir) is None:
+            return
+        built_from = read_manifest(index_dir).root
+    except IndexError_:
+        return  # a damaged index: _load_previous says so (and --rebuild replaces it)
+    if built_from != str(root):
+        raise InputError(
+            f"{index_dir}: this index belongs to {printable(built_from)}, not {printable(str(root))};"
+            " pass --index indexes/NEW_NAME to index this folder separately"
+        )
 
 
 def _load_previous(index_dir: Path, embedder: Embedder, cfg: IndexConfig) -> Generation | None:
