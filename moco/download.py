@@ -5,6 +5,7 @@ atomically, so `NAME` only ever exists complete and verified."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import urllib.error
@@ -61,7 +62,7 @@ def _fetch_into(url: str, part: Path, progress: ProgressFn | None, timeout: floa
         if e.code == 416 and have:  # nothing past what we hold: the part is complete (checked next)
             return None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", None) or e
         raise DownloadError(f"{url}: unreachable ({reason})") from None
     with response:
@@ -78,7 +79,7 @@ def _fetch_into(url: str, part: Path, progress: ProgressFn | None, timeout: floa
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
-        except OSError as e:  # a dropped connection, or a full disk: the part is kept for the next try
+        except (OSError, http.client.HTTPException) as e:  # a dropped connection, a full disk: the part is kept
             raise DownloadError(f"{url}: download interrupted at {done} bytes ({e}); run again to resume") from None
     return total
 
