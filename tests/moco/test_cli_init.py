@@ -5,16 +5,14 @@ with its licence printed, and the exported encoder holds the file's query encode
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import torch
-import typer
 
 import moco.pretrained as pretrained
-import retrieval.cli as cli
 from moco.export import load_encoder
 from retrieval.commands import export_init as export_init_cmd
 from retrieval.commands import train as train_cmd
+from tests import cli_runner
 from tests.moco.official_layout import hostile_checkpoint, tiny_official_checkpoint
 from tests.moco.test_cli_train import TINY, error_line
 from tests.moco.test_download import server, unreachable_url  # noqa: F401 (server is a fixture)
@@ -22,24 +20,10 @@ from tests.moco.tiny import make_images
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-    app.callback()(lambda: None)
-
-    def register() -> None:
-        train_cmd.register(app)
-        export_init_cmd.register(app)
-
-    with monkeypatch.context() as m:
-        m.setattr(cli, "app", app)
-        m.setattr(cli, "_register", register)
-        m.setattr(sys, "argv", ["retrieval", *args])
-        code = 0
-        try:
-            cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    """`retrieval ARGS...` on an app holding train and export-init."""
+    return cli_runner.run_cli(
+        monkeypatch, capsys, lambda app: [train_cmd.register(app), export_init_cmd.register(app)], *args
+    )
 
 
 def test_train_refuses_a_hostile_init_and_never_runs_it(tmp_path, monkeypatch, capsys):
