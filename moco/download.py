@@ -42,6 +42,9 @@ def download(
     part = dest.with_name(dest.name + ".part")
     total = _fetch_into(url, part, progress, timeout)
     size = part.stat().st_size
+    if total is not None and size > total:  # not a prefix of this file: resuming it would never finish
+        part.unlink()
+        raise DownloadError(f"{url}: the partial download is larger than the file ({size} > {total}); deleted it")
     if total is not None and size != total:
         raise DownloadError(f"{url}: download stopped at {size} of {total} bytes; run again to resume")
     _verify(url, part, sha256, md5_prefix)
@@ -59,16 +62,19 @@ def _fetch_into(url: str, part: Path, progress: ProgressFn | None, timeout: floa
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # nothing past what we hold: the part is complete (checked next)
-            return None
+        if e.code == 416 and have:  # nothing past what we hold: the part is complete (its size is checked next)
+            m = re.fullmatch(r"bytes \*/(\d+)", (e.headers.get("Content-Range") or "").strip())
+            return int(m.group(1)) if m else None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", None) or e
         raise DownloadError(f"{url}: unreachable ({reason})") from None
     with response:
         total, start = _declared(response, have)
-        if start != have:  # the server ignored the range: start over
-            have = 0
+        if start not in (have, 0):
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: the server sent bytes from {start}, not {have}; run again to start over")
+        have = start  # 0 when the server ignored the range: start over
         done = have
         try:
             with open(part, "ab" if have else "wb") as f:

@@ -106,6 +106,15 @@ def test_resume_from_a_part_file_already_complete(server, tmp_path):
     assert dest.read_bytes() == PAYLOAD and server.ranges == [f"bytes={len(PAYLOAD)}-"]
 
 
+def test_a_part_file_longer_than_the_file_is_deleted(server, tmp_path):
+    part = tmp_path / "w.pth.tar.part"
+    part.write_bytes(PAYLOAD + b"junk")
+    with pytest.raises(DownloadError, match="larger than the file"):
+        download(url_of(server), tmp_path / "w.pth.tar")
+    assert not part.exists()
+    assert download(url_of(server), tmp_path / "w.pth.tar", sha256=sha(PAYLOAD)).read_bytes() == PAYLOAD
+
+
 def test_a_server_that_ignores_ranges_restarts_cleanly(server, tmp_path):
     server.honour_range = False
     (tmp_path / "w.pth.tar.part").write_bytes(b"x" * 1000)  # not even the right bytes
