@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -90,13 +91,12 @@ def _read_pickle(file: Path) -> object:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower():
-            reason = str(e).splitlines()[-1].strip() if str(e).strip() else "unsupported global"
-            raise InputError(
-                f"{file}: refused as unsafe: it needs objects other than tensors unpickled ({reason[:120]})"
-            ) from None
-        raise InputError(f"{file}: unreadable weights file ({e})") from None
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            what = f"{found.group(1)}, not only tensors" if found else "objects other than tensors"
+            raise InputError(f"{file}: refused as unsafe: loading it would unpickle {what}") from None
+        raise InputError(f"{file}: unreadable weights file ({_one_line(e)})") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, ... for damaged or foreign files
-        raise InputError(f"{file}: unreadable weights file ({type(e).__name__}: {str(e)[:160]})") from None
+        raise InputError(f"{file}: unreadable weights file ({type(e).__name__}: {_one_line(e)})") from None
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
@@ -105,7 +105,12 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file))
     except Exception as e:
-        raise InputError(f"{file}: unreadable safetensors file ({e})") from None
+        raise InputError(f"{file}: unreadable safetensors file ({_one_line(e)})") from None
+
+
+def _one_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:160] if lines else type(e).__name__
 
 
 def _torchvision_keys(state: dict) -> dict[str, torch.Tensor]:
