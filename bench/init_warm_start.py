@@ -13,6 +13,7 @@
    with the init itself and a random-init encoder as the reference rows.
 
     python bench/init_warm_start.py [--data ~/.cache/retrieval-datasets/clipart] [--source-min 6] [--epochs 4]
+        [--work DIR --reuse-source]
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from machine import machine_info  # noqa: E402
 
 import moco.train  # noqa: E402
 from moco.config import MoCoConfig, TrainConfig  # noqa: E402
-from moco.export import save_random_encoder  # noqa: E402
+from moco.export import read_spec, save_random_encoder  # noqa: E402
 from moco.knn import weighted_knn_top1  # noqa: E402
 from moco.validation import holdout_split, labelled_images  # noqa: E402
 from retrieval.embed import Embedder  # noqa: E402
@@ -48,7 +49,7 @@ VARIANTS = {
 }
 
 
-def split_folder(data: Path, work: Path, per_class: int) -> tuple[Path, Path]:
+def split_folder(data: Path, work: Path, per_class: int) -> None:
     """work/A/<cat>/ and work/B/<cat>/: symlinks to every other category; B capped at `per_class` each."""
     cats = sorted(p for p in data.iterdir() if p.is_dir())
     for j, cat in enumerate(cats):
@@ -59,7 +60,6 @@ def split_folder(data: Path, work: Path, per_class: int) -> tuple[Path, Path]:
         (work / part / cat.name).mkdir(parents=True, exist_ok=True)
         for f in files:
             (work / part / cat.name / f.name).symlink_to(f)
-    return work / "A", work / "B"
 
 
 def score(model_dir: Path, root: Path, reference: torch.Tensor | None) -> tuple[dict, torch.Tensor]:
@@ -80,18 +80,32 @@ def main() -> None:
     ap.add_argument("--source-min", type=float, default=6.0)
     ap.add_argument("--epochs", type=int, default=4, help="epochs of continued training on part B")
     ap.add_argument("--per-class", type=int, default=160)
+    ap.add_argument("--image-size", type=int, default=64, help="training and index size (64: the CPU default)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--reuse-source", action="store_true", help="keep --work's source encoder if it exists")
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="init-warm-start-"))
     info = machine_info()
-    part_a, part_b = split_folder(a.data, work / "data", a.per_class)
-    base = TrainConfig(images="", out="", model=MoCoConfig(), device="cpu", resume=False)
-    t0 = time.monotonic()
-    source = moco.train.fit(
-        dataclasses.replace(
-            base, images=str(part_a), out=str(work / "source"), epochs=10_000, time_budget_min=a.source_min
-        ),
-        progress=False,
+    if not (work / "data").is_dir():
+        split_folder(a.data, work / "data", a.per_class)
+    part_a, part_b = work / "data" / "A", work / "data" / "B"
+    base = TrainConfig(
+        images="",
+        out="",
+        model=MoCoConfig(),
+        image_size=a.image_size,
+        batch_size=a.batch_size,
+        device="cpu",
+        resume=False,
     )
+    t0 = time.monotonic()
+    source_cfg = dataclasses.replace(
+        base, images=str(part_a), out=str(work / "source"), epochs=10_000, time_budget_min=a.source_min
+    )
+    if a.reuse_source and (work / "source" / "encoder.json").is_file():  # a source made by an earlier run
+        source_steps = read_spec(work / "source").trained["steps"]
+    else:
+        source_steps = moco.train.fit(source_cfg, progress=False).steps
     rows = {}
     init_row, z_init = score(work / "source", part_b, None)
     rows["init (source encoder, no training on B)"] = {**init_row, "cosine_to_init": 1.0, "steps": 0}
@@ -122,9 +136,11 @@ def main() -> None:
     result = {
         "machine": info,
         "data": str(a.data),
-        "source": {"images": len(labelled_images(part_a)[0]), "steps": source.steps, "minutes": a.source_min},
+        "source": {"images": len(labelled_images(part_a)[0]), "steps": source_steps, "minutes": a.source_min},
         "part_b_images": n_b,
         "epochs_on_b": a.epochs,
+        "image_size": a.image_size,
+        "batch_size": a.batch_size,
         "head_steps": moco.train.head_only_steps(dataclasses.replace(base, init="x"), rows["naive"]["steps"]),
         "rows": rows,
         "total_s": time.monotonic() - t0,
@@ -139,9 +155,10 @@ def markdown(r: dict) -> str:
     lines = [
         "## Continued training from an init: keeping the initial features (bench/init_warm_start.py)",
         "",
-        f"Source encoder: ResNet-18, 64 px, trained {r['source']['minutes']:g} min ({r['source']['steps']} steps) on "
-        f"clip-art part A ({r['source']['images']} images). Continued on part B ({r['part_b_images']} images, the "
-        f"other categories) for {r['epochs_on_b']} epochs at the CPU defaults; head-only steps where used: "
+        f"Source encoder: ResNet-18, {r['image_size']} px, batch {r['batch_size']}, trained "
+        f"{r['source']['minutes']:g} min ({r['source']['steps']} steps) on clip-art part A "
+        f"({r['source']['images']} images). Continued on part B ({r['part_b_images']} images, the "
+        f"other categories) for {r['epochs_on_b']} epochs, same size and batch; head-only steps where used: "
         f"{r['head_steps']}. Scored on part B: kNN top-1 (20% held out) and the mean cosine of each image's "
         "descriptor to its descriptor under the init.",
         "",
@@ -156,7 +173,9 @@ def markdown(r: dict) -> str:
         f"Machine: {m['cpus']} CPUs ({m['processor']}), load average at start {m['load_avg_at_start'][0]:.2f}; "
         f"torch {m['torch']}. Total {r['total_s'] / 60:.1f} min.",
         "",
-        "    python bench/init_warm_start.py --data ~/.cache/retrieval-datasets/clipart",
+        f"    python bench/init_warm_start.py --data ~/.cache/retrieval-datasets/clipart --source-min "
+        f"{r['source']['minutes']:g} --epochs {r['epochs_on_b']} --image-size {r['image_size']} "
+        f"--batch-size {r['batch_size']}",
         "",
     ]
     return "\n".join(lines)
