@@ -114,3 +114,14 @@ def test_weights_of_another_architecture_name_it(tmp_path):
     torch.save(state, tmp_path / "partial.pth")
     with pytest.raises(InputError, match="not a resnet18 or resnet50 backbone"):
         load_init_weights(tiny_moco(), tmp_path / "partial.pth")
+
+
+def test_our_training_checkpoint_converts_exactly(light_run):
+    from moco.checkpoint import load_checkpoint
+
+    path = light_run.result.out_dir / "checkpoint.pt"
+    state = load_checkpoint(path)["model"]
+    prefix = "encoder_q.backbone.net."
+    model = tiny_moco()
+    load_init_weights(model, path)
+    assert_backbone_equals(model, {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
