@@ -183,7 +183,7 @@ def format_knn(r: KnnEvalResult, fmt: str) -> str:
         "files": r.files,
         "unlabelled": r.unlabelled,
         "classes": list(r.classes),
-        "settings": {"k": r.config.k, "temperature": r.config.temperature, "recall_ks": ks},
+        "settings": {"k": r.config.k, "k_used": r.k_used, "temperature": r.config.temperature, "recall_ks": ks},
         "methods": [
             {
                 "method": m.method,
@@ -200,7 +200,7 @@ def format_knn(r: KnnEvalResult, fmt: str) -> str:
             rows.append([m.method, scope, f.queries, f.knn_top1, f.map_at_r, *(f.recall[k] for k in ks)])
     header = (
         f"knn on {r.config.index}: {r.files} files, {len(r.classes)} classes, {r.unlabelled} unlabelled"
-        f" (leave one out; kNN k {r.config.k}, T {r.config.temperature})"
+        f" (leave one out; kNN k {r.k_used}, T {r.config.temperature})"
     )
     return _render(doc, header, columns, rows, fmt)
 

@@ -30,7 +30,11 @@ _QUERY_BATCH = 1024
 @dataclass(frozen=True)
 class KnnEvalConfig:
     """`retrieval eval knn`: `k` neighbours vote exp(s / `temperature`) each; recall at each of `recall_ks`.
-    With `compare`, a random-init encoder's index of the same folder is scored too (`baseline`)."""
+    With `compare`, a random-init encoder's index of the same folder is scored too (`baseline`).
+
+    Leave one out, a query's own class has one image fewer in the gallery than it has, so a k that reaches
+    past the smallest class would tilt every vote against the query's class: k is cut to the smallest
+    class (of two or more images) minus one (`KnnEvalResult.k_used`)."""
 
     index: Path
     k: int = KNN_K
@@ -71,6 +75,7 @@ class KnnEvalResult:
     files: int  # indexed files
     unlabelled: int  # indexed files directly under the root: no class, left out
     classes: tuple[str, ...]
+    k_used: int  # neighbours that voted: cfg.k, or fewer on a folder with a small class
     methods: tuple[KnnScores, ...]
 
 
@@ -97,20 +102,21 @@ def evaluate_knn(cfg: KnnEvalConfig) -> KnnEvalResult:
             f"{index.root}: knn needs at least two classes (subfolders) with two or more indexed images each,"
             f" found {np.count_nonzero(counts >= 2)}"
         )
-    methods = [score_knn(index, labels, classes, cfg, "index")]
+    k_used = min(cfg.k, int(counts[counts >= 2].min()) - 1)
+    methods = [score_knn(index, labels, classes, cfg, "index", k_used)]
     if cfg.compare:
         from retrieval.evaluate.baseline import random_init_index
 
         with random_init_index(index, cfg.device, cfg.progress) as random_dir:
             random_index = SearchIndex.open(random_dir)
             random_labels, _ = folder_labels([r.path for r in random_index.records], classes)
-            methods.append(score_knn(random_index, random_labels, classes, cfg, "random-init"))
+            methods.append(score_knn(random_index, random_labels, classes, cfg, "random-init", k_used))
     n_unlabelled = int(np.count_nonzero(labels < 0))
-    return KnnEvalResult(cfg, index.root, len(index), n_unlabelled, classes, tuple(methods))
+    return KnnEvalResult(cfg, index.root, len(index), n_unlabelled, classes, k_used, tuple(methods))
 
 
 def score_knn(
-    index: SearchIndex, labels: np.ndarray, classes: tuple[str, ...], cfg: KnnEvalConfig, method: str
+    index: SearchIndex, labels: np.ndarray, classes: tuple[str, ...], cfg: KnnEvalConfig, method: str, k: int
 ) -> KnnScores:
     """Leave-one-out figures of the labelled rows (labels >= 0) of `index`; a query whose class has no other
     image is left out (nothing to find)."""
@@ -119,14 +125,14 @@ def score_knn(
     x = index.vectors[rows]  # (G, D)
     counts = np.bincount(y, minlength=len(classes))
     queries = np.flatnonzero(counts[y] >= 2)  # positions in the gallery
-    depth = max(cfg.k, int(counts.max()) - 1, max(cfg.recall_ks))
+    depth = max(k, int(counts.max()) - 1, max(cfg.recall_ks))
     top1, mapr = np.zeros(queries.size), np.zeros(queries.size)
     recall = {k: np.zeros(queries.size) for k in cfg.recall_ks}
     for start in range(0, queries.size, _QUERY_BATCH):
         q = queries[start : start + _QUERY_BATCH]
         D, I = exact_neighbours(x, x[q], depth, self_ids=q)  # noqa: E741  (B, depth)
         ranks = ranks_from_hits(y[I] == y[q][:, None], counts[y[q]] - 1)
-        top1[start : start + q.size] = knn_top1(D, I, y, y[q], cfg.k, cfg.temperature)
+        top1[start : start + q.size] = knn_top1(D, I, y, y[q], k, cfg.temperature)
         mapr[start : start + q.size] = map_at_r(ranks)
         for k in cfg.recall_ks:
             recall[k][start : start + q.size] = recall_at_k(ranks, k)

@@ -66,6 +66,6 @@ def hamming_pairs(hashes: np.ndarray, max_distance: int, ok: np.ndarray | None =
     flat = faiss.IndexBinaryFlat(xb.shape[1] * 8)
     flat.add(xb)
     lims, _, I = flat.range_search(xb, max_distance + 1)  # noqa: E741  distances < radius
-    src = np.repeat(np.arange(rows.size), np.diff(lims))
+    src = np.repeat(np.arange(rows.size), np.diff(lims).astype(np.int64))
     keep = src < I
     return np.stack([rows[src[keep]], rows[I[keep]]], axis=1).astype(np.int64)
