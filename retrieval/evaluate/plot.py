@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moco.checkpoint import atomic_write_bytes
+from retrieval.errors import InputError
 
 if TYPE_CHECKING:
     from retrieval.evaluate.dedup import DedupScores
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 def plot_pr_curves(methods: Sequence[DedupScores], path: Path) -> None:
     """Recall on x, precision on y; each method's best-F1 point marked with a dot, its chosen threshold with
-    a cross. Written atomically (a temp file renamed over `path`)."""
+    a cross. Written atomically (a temp file renamed over `path`); InputError when it cannot be written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,5 +35,9 @@ def plot_pr_curves(methods: Sequence[DedupScores], path: Path) -> None:
     ax.set_title("Duplicate pairs: precision-recall over thresholds")
     ax.legend(loc="lower left")
     fig.tight_layout()
-    atomic_write_bytes(Path(path), lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    try:
+        atomic_write_bytes(Path(path), lambda f: fig.savefig(f, format="png"))
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the plot ({e.strerror or e})") from None
+    finally:
+        plt.close(fig)

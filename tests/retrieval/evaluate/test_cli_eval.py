@@ -276,3 +276,11 @@ def test_unlabelled_folder_and_one_class_exit_2(tmp_path, encoder, monkeypatch, 
     index_folder(index_cfg(one, encoder, tmp_path / "b"))
     code, _, err = run_cli(monkeypatch, capsys, "eval", "knn", "--index", str(tmp_path / "b" / "idx"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "at least two classes" in err and str(one) in err
+
+
+def test_unwritable_plot_is_one_line_and_exit_2(labelled, monkeypatch, capsys, tmp_path):
+    truth = write(tmp_path / "t.json", {"groups": [["cat/0.png", "cat/0 copy.png"]]})
+    plot = tmp_path / "no-such-folder" / "pr.png"
+    args = ["eval", "dedup", "--index", str(labelled["index"]), "--truth", str(truth), "--plot", str(plot)]
+    code, out, err = run_cli(monkeypatch, capsys, *args, "--threshold", "exact")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(plot) in err and "cannot write" in err
