@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import retrieval.cli as cli
 from moco.export import save_random_encoder
 from retrieval.commands import dedup as dedup_cmd
 from retrieval.dedup import BACKGROUND_RANK, normalised_scores
 from retrieval.indexing import IndexConfig, index_folder
 from retrieval.search import SearchIndex
+from tests import cli_runner
 
 NEAR = "0.8"
 EXACT_COPY = "sub/a copy.png"
@@ -105,20 +105,7 @@ def built(tmp_path_factory, encoder) -> dict[str, Path]:
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """Run `retrieval ARGS...` in-process through cli.main, on an app holding only dedup and undo."""
-    import typer
-
-    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-    with monkeypatch.context() as m:
-        m.setattr(cli, "app", app)
-        m.setattr(cli, "_register", lambda: dedup_cmd.register(app))
-        m.setattr(sys, "argv", ["retrieval", *args])
-        code = 0
-        try:
-            cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return cli_runner.run_cli(monkeypatch, capsys, dedup_cmd.register, list(args))
 
 
 def snapshot(folder: Path) -> dict[str, str]:

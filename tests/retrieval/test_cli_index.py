@@ -7,7 +7,6 @@ import contextlib
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,11 @@ import pytest
 import typer
 from PIL import Image
 
-import retrieval.cli as cli
 from moco.export import save_random_encoder
 from retrieval.commands import index as index_cmd
 from retrieval.commands import info as info_cmd
 from retrieval.commands import search as search_cmd
+from tests import cli_runner
 
 
 def make_image(path: Path, seed: int) -> Path:
@@ -41,18 +40,8 @@ def one_thread():
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """Run `retrieval ARGS...` in-process via cli.main, on an app holding only this issue's commands."""
-    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-    with monkeypatch.context() as m:
-        m.setattr(cli, "app", app)
-        m.setattr(cli, "_register", lambda: [c.register(app) for c in (index_cmd, search_cmd, info_cmd)])
-        m.setattr(sys, "argv", ["retrieval", *args])
-        code = 0
-        try:
-            cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    commands = (index_cmd, search_cmd, info_cmd)
+    return cli_runner.run_cli(monkeypatch, capsys, lambda app: [c.register(app) for c in commands], list(args))
 
 
 @pytest.fixture(scope="module")

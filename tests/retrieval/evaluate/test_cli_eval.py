@@ -9,15 +9,14 @@ import csv
 import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import retrieval.cli as cli
 from retrieval.commands import eval as eval_cmd
 from retrieval.indexing import index_folder
+from tests import cli_runner
 from tests.retrieval.conftest import index_cfg, make_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,21 +24,7 @@ CLASSES = ("cat", "dog", "owl")
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """`retrieval ARGS...` in-process through cli.main, on an app holding only `eval`."""
-    import typer
-
-    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-    with monkeypatch.context() as m:
-        m.setattr(cli, "app", app)
-        m.setattr(cli, "_register", lambda: eval_cmd.register(app))
-        m.setattr(sys, "argv", ["retrieval", *args])
-        code = 0
-        try:
-            cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return cli_runner.run_cli(monkeypatch, capsys, eval_cmd.register, list(args))
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +44,7 @@ def test_knn_planted_copies_give_recall_one_and_the_json_schema(labelled, monkey
     code, out, err = run_cli(monkeypatch, capsys, "eval", "knn", "--index", str(labelled["index"]), "--format", "json")
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == {
-        "format_version",
-        "mode",
-        "index",
-        "root",
-        "files",
-        "unlabelled",
-        "classes",
-        "settings",
-        "methods",
-    }
+    assert set(doc) == set("format_version mode index root files unlabelled classes settings methods".split())
     assert doc["mode"] == "knn" and doc["files"] == 9 and doc["classes"] == list(CLASSES)
     assert doc["settings"] == {"k": 200, "k_used": 2, "temperature": 0.1, "recall_ks": [1, 5, 10]}
     (m,) = doc["methods"]
@@ -152,18 +127,7 @@ def test_dedup_known_truth_gives_the_expected_pr(labelled, monkeypatch, capsys, 
     )
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == {
-        "format_version",
-        "mode",
-        "index",
-        "root",
-        "files",
-        "truth",
-        "true_groups",
-        "missing",
-        "settings",
-        "methods",
-    }
+    assert set(doc) == set("format_version mode index root files truth true_groups missing settings methods".split())
     assert doc["missing"] == {"count": 1, "first": ["gone.png"]} and "gone.png" in err
     assert doc["true_groups"] == 2  # owl/lone.png alone once gone.png is left out
     (m,) = doc["methods"]
@@ -199,19 +163,9 @@ def test_pairs_outside_query_and_missing_match(labelled, monkeypatch, capsys, tm
     code, out, err = run_cli(monkeypatch, capsys, *args, "--format", "json")
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == {
-        "format_version",
-        "mode",
-        "index",
-        "root",
-        "files",
-        "pairs_file",
-        "pairs",
-        "embedded_queries",
-        "missing",
-        "settings",
-        "methods",
-    }
+    assert set(doc) == set(
+        "format_version mode index root files pairs_file pairs embedded_queries missing settings methods".split()
+    )
     assert doc["pairs"] == 2 and doc["embedded_queries"] == 1
     assert doc["missing"] == {"count": 1, "first": ["gone.png"]} and "1 files not in the index" in err
     (m,) = doc["methods"]
