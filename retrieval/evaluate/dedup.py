@@ -10,6 +10,7 @@ hashing (`phash`) at its default distance and over a sweep of distances.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,10 +108,17 @@ def groups_at_threshold(index: SearchIndex, cfg: DedupEvalConfig) -> Callable[[f
     k = DedupConfig.k
     table = neighbour_table(index, min(cfg.curve_thresholds), k, BACKGROUND_RANK)
 
+    quiet = logging.getLogger(find_groups.__module__)  # one summary line per threshold is noise in a sweep
+
     def groups(t: float) -> list[list[str]]:
-        found = find_groups(
-            index.records, index.vectors, t, k=k, index=table, root=index.root, background_rank=BACKGROUND_RANK
-        )
+        level = quiet.level
+        quiet.setLevel(max(level, logging.WARNING))
+        try:
+            found = find_groups(
+                index.records, index.vectors, t, k=k, index=table, root=index.root, background_rank=BACKGROUND_RANK
+            )
+        finally:
+            quiet.setLevel(level)
         return [[g.keep.path] + [d.record.path for d in g.duplicates] for g in found]
 
     return groups
