@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SAMPLES = ROOT / "samples"
-CPU = "Intel Xeon 2.8 GHz, avx512_bf16, no AMX"
+CPU = "AMD EPYC, avx512_bf16, no AMX"
 
 
 def run(*args: str) -> str:
