@@ -7,7 +7,8 @@ never used in training. Then each encoder, and a random-init one, embeds every i
 code (bench/knn_quality.py's path: retrieval.embed.Embedder preprocessing, shorter side resized to
 --eval-size, centre crop, flip-averaged, L2-normalised), pooled two ways from one backbone pass: GeM p=3
 (what `retrieval` indexes with) and average pooling (GeM p=1, what lightly's backbone trains with). Scored
-by weighted kNN (moco.knn.weighted_knn_top1, k=20, T=0.07) with every 5th image of each category held out
+by weighted kNN (k=20, T=0.07; bench/knn_quality.py's holdout_top1, through retrieval.evaluate.metrics,
+the functions `retrieval eval knn` uses) with every 5th image of each category held out
 (moco.validation.holdout_split, 20%).
 
 `--extra` adds rows: more runs of our fit with other settings (JSON list of TrainConfig overrides, e.g.
@@ -181,19 +182,15 @@ def embed_poolings(encoder_dir: Path, paths: list[Path], batch: int = 128) -> di
 
 
 def score(encoder_dir: Path, data: Path) -> dict[str, float]:
-    """Weighted kNN top-1 (moco.knn via knn_quality's split) for GeM and average pooling."""
-    from moco.knn import weighted_knn_top1
-    from moco.validation import holdout_split, labelled_images
+    """Weighted kNN top-1 (knn_quality.holdout_top1: knn_quality's split, `retrieval eval`'s metric functions)
+    for GeM and average pooling."""
+    from bench.knn_quality import holdout_top1
+    from moco.validation import labelled_images
 
     t = time.monotonic()
     paths, labels, _ = labelled_images(data)
     zs = embed_poolings(encoder_dir, paths)
-    y = torch.tensor(labels)
-    train, test = holdout_split(labels)
-    out = {}
-    for name, z in zs.items():
-        zt = torch.from_numpy(z)
-        out[name] = weighted_knn_top1(zt[train], y[train], zt[test], y[test])
+    out = {name: holdout_top1(z, labels) for name, z in zs.items()}
     print(json.dumps({"encoder": str(encoder_dir), **out, "eval_s": time.monotonic() - t}), file=sys.stderr, flush=True)
     return out
 
