@@ -15,3 +15,6 @@ def register_all(app: typer.Typer) -> None:
     search.register(app)
     info.register(app)
     dedup.register(app)
+    from retrieval.commands import app as app_command
+
+    app_command.register(app)
