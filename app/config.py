@@ -52,7 +52,7 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
-    """"USER:PASS" -> (user, password); the password may contain ':'."""
+    """ "USER:PASS" -> (user, password); the password may contain ':'."""
     if text is None:
         return None
     user, sep, password = text.partition(":")

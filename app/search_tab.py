@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from app.binding import bind
-from app.components import QueryImage
+from app.components import query_image
 from app.engine import Engine
 from moco.errors import InputError
 from retrieval.querying import SearchConfig
@@ -63,9 +63,8 @@ def build(engine: Engine) -> None:
     heavy = {"concurrency_limit": engine.cfg.concurrency, "concurrency_id": "heavy"}
     with gr.Row():
         with gr.Column(scale=1):
-            query = QueryImage(
+            query = query_image(
                 label="Query image (drop, paste or take one)",
-                type="filepath",
                 sources=["upload", "clipboard", "webcam"],
                 height=280,
             )

@@ -30,7 +30,8 @@ def test_k_is_clamped_to_the_slider_range(engine, tiny):
 def test_more_like_this_searches_from_the_clicked_result(engine, tiny):
     results = search_tab.search(engine, str(tiny.photos / "a/p03.png"), 4)
     clicked = [r["file"] for r in results].index("a/p03.png")
-    more, caption = search_tab.more_like_this(engine, results, 4, gr.SelectData(None, {"index": clicked, "value": None}))
+    clicked_event = gr.SelectData(None, {"index": clicked, "value": None})
+    more, caption = search_tab.more_like_this(engine, results, 4, clicked_event)
     assert "a/p03.png" not in [r["file"] for r in more]  # the clicked file itself is left out
     assert more[0]["file"] == COPY  # its exact copy is the nearest other file
     assert more[0]["score"] == pytest.approx(1.0, abs=1e-4)
