@@ -36,6 +36,7 @@ class Engine:
     embedder: Embedder
     run_dir: Path  # the encoder folder (a training run, or an exported/random encoder)
     dictionary: Dictionary | None  # None: the encoder has no training checkpoint
+    last_move_log: Path | None = None  # the undo log of the last move made from the app
     _thumbs: OrderedDict[tuple[str, int], Image.Image] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

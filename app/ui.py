@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import dictionary_tab, search_tab
+from app import dedup_tab, dictionary_tab, index_tab, search_tab
 from app.engine import Engine
 
 TITLE = "retrieval"
@@ -21,7 +21,11 @@ def build_app(engine: Engine) -> gr.Blocks:
         gr.Markdown(f"## {TITLE}: {len(engine.index)} images under `{engine.root}`")
         with gr.Tab("Search"):
             search_tab.build(engine)
+        with gr.Tab("Duplicates"):
+            dedup_tab.build(engine)
         with gr.Tab("Dictionary look-up"):
             dictionary_tab.build(engine)
+        with gr.Tab("Index"):
+            index_tab.build(engine)
     blocks.queue(default_concurrency_limit=cfg.concurrency, max_size=256)
     return blocks
