@@ -44,7 +44,10 @@ def bad_files(engine: Engine) -> list[list[str]]:
 
 
 def loss_curve(engine: Engine) -> Figure | None:
-    points = [(r["step"], r["loss"]) for r in engine.metrics() if "loss" in r and "step" in r]
+    """Every step's loss from the checkpoint, else the records of metrics.jsonl."""
+    d = engine.dictionary
+    points = [(s, v) for s, v in d.loss_history] if d is not None else []
+    points = points or [(r["step"], r["loss"]) for r in engine.metrics() if "loss" in r and "step" in r]
     if not points:
         return None
     fig = Figure(figsize=(6.4, 3.0), dpi=100)

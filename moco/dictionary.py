@@ -65,6 +65,7 @@ class Dictionary:
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.step = int(state.get("step", 0))
+        self.loss_history: list[list[float]] = list(state.get("loss_history", []))  # [step, loss] per step
         self.keys = self.model.queue  # (K, C)
         self.key_ids = self.model.queue_ids.numpy()  # (K,) image id per slot, -1 = never filled
         self.ptr = int(self.model.queue_ptr[0])  # slot of the oldest key, overwritten next

@@ -50,7 +50,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tiny]:
     shutil.copyfile(photos / "a/p03.png", photos / COPY)
     (photos / "notes.jpg").write_text("not a picture\n")
     run = base / "runs/tiny"
-    cfg = tiny_config(photos, run, model={"queue_size": 32, "bn_splits": 1}, batch_size=8, epochs=1, log_every=1)
+    cfg = tiny_config(photos, run, model={"queue_size": 32, "bn_splits": 1}, batch_size=8, epochs=1, log_every=2)
     fit(cfg, progress=False)
     untrained = base / "runs/untrained"
     save_random_encoder(untrained, arch="resnet18", image_size=32, dim=16, seed=0)

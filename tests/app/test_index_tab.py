@@ -18,7 +18,7 @@ def test_summary_counts_and_bad_files(engine, tiny):
 def test_loss_curve_and_health_from_the_run(engine):
     fig = index_tab.loss_curve(engine)
     (line,) = fig.axes[0].get_lines()
-    assert list(line.get_xdata()) == [1, 2]  # log_every=1: one loss per step
+    assert list(line.get_xdata()) == [1, 2]  # every step from the checkpoint (metrics.jsonl has step 2 only)
     rows = index_tab.health(engine)
     assert len(rows) == 1 and rows[0][0] == 1.0 and 0.0 <= rows[0][2] <= 1.0  # one epoch, pretext top-1
 
