@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,6 +51,8 @@ def _heif_extensions() -> frozenset[str]:
 
 
 IMAGE_EXTENSIONS: frozenset[str] = _BASE_EXTENSIONS | _heif_extensions()
+# what an uploaded file (the app) may be: the photo formats (JPEG includes MPO), never Pillow's rarer decoders
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (("HEIF",) if ".heic" in IMAGE_EXTENSIONS else ())
 
 
 class BadImageError(InputError):
@@ -116,17 +118,18 @@ def _has_image_extension(name: str) -> bool:
 # --------------------------------------------------------------------------------------------- decoding
 
 
-def load_image(path: Path, min_side: int | None = None) -> Image.Image:
+def load_image(path: Path, min_side: int | None = None, formats: Sequence[str] | None = None) -> Image.Image:
     """Decode `path` to an upright RGB image.
 
     With `min_side`, an image whose shorter side is longer than `min_side` is downscaled (aspect kept)
     so that its shorter side is `min_side`; JPEGs are decoded at 1/2..1/8 scale first (draft mode).
-    Smaller images are never upscaled. Raises BadImageError for anything that cannot be decoded.
+    Smaller images are never upscaled. With `formats` (Pillow format names, e.g. UPLOAD_FORMATS), any other
+    format is refused, whatever the file name says. Raises BadImageError for anything that cannot be decoded.
     """
     if min_side is not None and min_side < 1:
         raise ValueError(f"Illegal min_side {min_side}: must be a positive number of pixels")
     path = Path(path)
-    with _decoding(path) as im:
+    with _decoding(path, formats) as im:
         orientation = _orientation(im)
         target = None if min_side is None else _target_size(im.size, min_side)
         if target is not None:
@@ -149,7 +152,7 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 @contextmanager
-def _decoding(path: Path) -> Iterator[ImageFile.ImageFile]:
+def _decoding(path: Path, formats: Sequence[str] | None = None) -> Iterator[ImageFile.ImageFile]:
     """Open `path` (header only) and check its size; any failure inside becomes a BadImageError."""
     try:
         with warnings.catch_warnings():
@@ -157,7 +160,7 @@ def _decoding(path: Path) -> Iterator[ImageFile.ImageFile]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if path.stat().st_size == 0:
                 raise BadImageError(path, "empty file")
-            with Image.open(path) as im:
+            with Image.open(path, formats=formats) as im:
                 _check_size(path, im.size)
                 yield im
     except BadImageError as exc:

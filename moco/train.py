@@ -131,6 +131,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     model = MoCo(mcfg)
     if cfg.init:
         load_init_weights(model, resolve_init(cfg.init))
+    image_files = [p.relative_to(root).as_posix() for p in cache.paths]  # queue_ids[i] names image_files[id]
     model = model.to(device)
     channels_last = uses_channels_last(device)
     if channels_last:
@@ -247,7 +248,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             )
             t_log, seen_log = time.monotonic(), 0
         if d.is_main and step % cfg.checkpoint_every == 0:
-            _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
+            _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history, image_files)
         if cfg.stop_after_steps and step >= cfg.stop_after_steps:
             stopped = "stop_after_steps"
             break
@@ -261,7 +262,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
         bar.close()
     spec = None
     if d.is_main:
-        _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
+        _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history, image_files)
         if stopped != "stop_after_steps":
             spec = export_encoder(
                 model.encoder_q.backbone.state_dict(),
@@ -383,6 +384,7 @@ def _save(
     step: int,
     elapsed_s: float,
     loss_history: list[list[float]],
+    image_files: list[str],
 ) -> None:
     save_checkpoint(
         out / "checkpoint.pt",
@@ -396,6 +398,7 @@ def _save(
             "elapsed_s": elapsed_s,
             "loss_history": loss_history,
             "torch_rng": torch.get_rng_state(),
+            "image_files": image_files,  # relative to config["images"]: the source image of each queue id
         },
     )
 

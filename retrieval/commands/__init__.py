@@ -17,3 +17,6 @@ def register_all(app: typer.Typer) -> None:
     dedup.register(app)
     export_init.register(app)
     eval.register(app)
+    from retrieval.commands import app as app_command
+
+    app_command.register(app)

@@ -202,13 +202,14 @@ def nearest_neighbour_scores(
     return np.nanmax(np.where(np.isnan(sims), -np.inf, scores), axis=1).astype(np.float32)
 
 
-def find_duplicates(cfg: DedupConfig) -> DedupResult:
+def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> DedupResult:
     """Exact and near duplicate groups of the indexed folder; with `cfg.move_to`, the moves planned or
     (with `cfg.apply`) made, logged in `move_to/undo-<time>.jsonl`. InputError for anything the person
-    can fix (no such index, a bad threshold, a move-to folder inside the indexed one)."""
+    can fix (no such index, a bad threshold, a move-to folder inside the indexed one). `index` may be
+    passed in to reuse one already open (the app); by default it is loaded from `cfg.index`."""
     t0 = time.perf_counter()
     threshold = cfg.threshold_value
-    index = SearchIndex.open(Path(cfg.index))
+    index = index if index is not None else SearchIndex.open(Path(cfg.index))
     root = index.root
     logger.info("%d files in %s (%s index)", len(index), cfg.index, index.manifest.kind)
     done = partial(
@@ -263,8 +264,13 @@ def find_duplicates(cfg: DedupConfig) -> DedupResult:
     if cfg.move_to is not None:
         plan = plan_moves(groups, root, Path(cfg.move_to))
         if cfg.apply:
-            moved = apply_moves(plan, root, Path(cfg.move_to), _new_undo_log(Path(cfg.move_to)))
+            moved = apply_plan(plan, root, Path(cfg.move_to))
     return done(groups=groups, plan=plan, moved=moved, seconds=time.perf_counter() - t0)
+
+
+def apply_plan(plan: MovePlan, root: Path, move_to: Path) -> MoveReport:
+    """Make the planned moves (`moves.apply_moves`), logged in a new `move_to/undo-<time>.jsonl`."""
+    return apply_moves(plan, root, move_to, _new_undo_log(move_to))
 
 
 def _new_undo_log(move_to: Path) -> Path:
@@ -295,6 +301,7 @@ __all__ = [
     "DedupConfig",
     "DedupResult",
     "find_duplicates",
+    "apply_plan",
     "undo",
     "threshold_marks",
     "neighbour_table",
