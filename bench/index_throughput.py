@@ -42,9 +42,9 @@ from PIL import Image
 
 from bench.machine import machine_info
 from moco.export import save_random_encoder
+from moco.hashing import content_hash
 from moco.images import image_size, load_image
 from retrieval.embed import Embedder
-from retrieval.hashing import content_hash
 from retrieval.indexing.run import IndexConfig, index_folder
 
 BENCH = Path(__file__).resolve().parent

@@ -1,52 +1,22 @@
 """Atomic save and safe load of the full training state (`runs/NAME/checkpoint.pt`).
 
-Written to a temporary file in the same folder, fsynced, then `os.replace`d over the old one, so a
-SIGKILL at any moment leaves the previous or the new checkpoint, never a torn one. Loaded with
+Written with `moco.atomic.atomic_write_bytes` (a temporary file in the same folder, fsynced, then
+`os.replace`d over the old one), so a SIGKILL at any moment leaves the previous or the new checkpoint,
+never a torn one. Loaded with
 `weights_only=True`: tensors, numbers, strings, lists and dicts only, never arbitrary pickles.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from moco.atomic import atomic_write_bytes
 from moco.errors import FormatVersionError, InputError
 
 CHECKPOINT_VERSION = 1
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable. A no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call `write(file_object)` on a temp file beside `path`, fsync it, and rename it over `path`."""
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

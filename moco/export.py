@@ -20,10 +20,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from moco.atomic import atomic_write_bytes
 from moco.augment import IMAGENET_MEAN, IMAGENET_STD
 from moco.backbone import FEATURE_DIMS, RetrievalEncoder
-from moco.checkpoint import atomic_write_bytes
 from moco.errors import EncoderSpecError, FormatVersionError, InputError
+from moco.hashing import content_hash
 from moco.preprocess import RESIZES, TRIM_REVISION, make_preprocess
 from moco.straighten import STRAIGHTEN_REVISION
 
@@ -181,18 +182,10 @@ def export_encoder(
     save_file(tensors, str(tmp))
     atomic_write_bytes(weights, lambda f: f.write(tmp.read_bytes()))
     tmp.unlink()
-    spec = EncoderSpec(**{**asdict(spec), "sha256": file_sha256(weights)})
+    spec = EncoderSpec(**{**asdict(spec), "sha256": content_hash(weights)})
     text = json.dumps(asdict(spec), indent=2) + "\n"
     atomic_write_bytes(out_dir / "encoder.json", lambda f: f.write(text.encode()))
     return spec
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_spec(encoder_dir: Path) -> EncoderSpec:
@@ -227,7 +220,7 @@ def load_encoder(encoder_dir: Path, device: str | torch.device = "cpu") -> tuple
     weights = encoder_dir / "encoder.safetensors"
     if not weights.is_file():
         raise InputError(f"{weights}: encoder weights are missing")
-    if file_sha256(weights) != spec.sha256:
+    if content_hash(weights) != spec.sha256:
         raise InputError(f"{weights}: checksum does not match encoder.json (damaged or replaced file)")
     module = ExportedEncoder(spec)
     try:

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from moco.atomic import atomic_write_bytes
 from moco.augment import TwoCropsTransform, make_preset
-from moco.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig
 from moco.data import DecodeCache, PairDataset, RunBatches, write_bad_files
 from moco.devices import amp_dtype, autocast, resolve_device, uses_channels_last

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from moco.checkpoint import atomic_write_bytes
+from moco.atomic import atomic_write_bytes
 from moco.errors import InputError
 
 

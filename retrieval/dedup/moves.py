@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from moco.checkpoint import fsync_dir
+from moco.atomic import fsync_dir
 from moco.errors import FormatVersionError, InputError
+from moco.hashing import content_hash
 from retrieval.dedup.groups import Group, normalise_path
-from retrieval.hashing import content_hash
 
 log = logging.getLogger(__name__)
 

@@ -13,16 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moco.hashing import content_hash
 from moco.images import BadImageError, image_size, load_image
-from retrieval.hashing import content_hash
-from retrieval.indexing.plan import Row, Todo
+from retrieval.indexing.rows import Row, Todo
 
 if TYPE_CHECKING:
     import torch
 
     from retrieval.embed import Embedder
     from retrieval.indexing.resume_cache import WorkCache
-    from retrieval.indexing.run import IndexConfig
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def _decoded_stream(todo: Sequence[Todo], embedder: Embedder, workers: int, wind
 
 
 def embed_all(
-    todo: Sequence[Todo], embedder: Embedder, cfg: IndexConfig, work: WorkCache, *, progress: bool
+    todo: Sequence[Todo], embedder: Embedder, work: WorkCache, *, batch_size: int, workers: int, progress: bool
 ) -> list[Row]:
     """Decode (threads) overlapping the batched forward (this thread); persist results as they come."""
     if not todo:
@@ -97,7 +96,7 @@ def embed_all(
     batch: list[_Decoded] = []
     unsaved: list[Row] = []
     last_flush = time.monotonic()
-    window = max(2 * cfg.batch_size, 4 * max(cfg.workers, 1))
+    window = max(2 * batch_size, 4 * max(workers, 1))
     bar = tqdm(total=len(todo), unit="img", desc="embedding", file=sys.stderr, disable=not progress, dynamic_ncols=True)
 
     pin = embedder.device.type == "cuda"
@@ -115,7 +114,7 @@ def embed_all(
         bar.update(len(batch))
         batch.clear()
 
-    stream = _decoded_stream(todo, embedder, cfg.workers, window)
+    stream = _decoded_stream(todo, embedder, workers, window)
     try:
         for d in stream:
             if d.error is not None:
@@ -127,7 +126,7 @@ def embed_all(
                 bar.update(1)
             else:
                 batch.append(d)
-                if len(batch) == cfg.batch_size:
+                if len(batch) == batch_size:
                     forward()
             if len(unsaved) >= FLUSH_ROWS or time.monotonic() - last_flush > FLUSH_SECONDS:
                 work.save(unsaved)

@@ -12,11 +12,11 @@ Layout of one index folder (`indexes/NAME/`):
     .lock                held (flock) by the one run allowed to write here
 
 A new generation is written to a fresh `gen-NNNN/` folder, every file fsynced, then the folder, then
-`CURRENT` is replaced atomically (write `CURRENT.tmp`, fsync, `os.replace`, fsync the folder). A SIGKILL
-at any moment leaves `CURRENT` naming either the old or the new generation, both complete; generations
-that are not current are removed after the swap (or by the next run). Readers verify the sha256 of every
-file against the manifest before handing anything to `faiss.read_index`, so a damaged file is reported,
-never a crash.
+`CURRENT` is replaced atomically (`moco.atomic.atomic_write_bytes`: a temp file, fsync, `os.replace`, fsync
+the folder). A SIGKILL at any moment leaves `CURRENT` naming either the old or the new generation, both
+complete; generations that are not current are removed after the swap (or by the next run). Readers
+verify the sha256 of every file against the manifest before handing anything to `faiss.read_index`, so a
+damaged file is reported, never a crash.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from moco.checkpoint import fsync_dir
+from moco.atomic import atomic_write_bytes, fsync_dir
+from moco.hashing import content_hash
 from retrieval.errors import FormatVersionError, IndexError_, InputError
-from retrieval.hashing import content_hash
 from retrieval.indexing.catalog import BadFile, Catalog
 from retrieval.indexing.faiss_index import BuiltIndex, apply_search_params
 from retrieval.records import FileRecord
@@ -134,7 +134,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-_fsync_dir = fsync_dir  # one implementation: moco.checkpoint
+_fsync_dir = fsync_dir  # one implementation: moco.atomic
 
 
 @contextlib.contextmanager
@@ -233,13 +233,7 @@ def write_generation(
 
 
 def _point_current(index_dir: Path, name: str) -> None:
-    tmp = index_dir / (CURRENT + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, index_dir / CURRENT)
-    _fsync_dir(index_dir)
+    atomic_write_bytes(index_dir / CURRENT, lambda f: f.write(f"{name}\n".encode()))
 
 
 def _generations(index_dir: Path) -> list[tuple[int, str]]:

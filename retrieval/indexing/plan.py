@@ -11,40 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from retrieval.hashing import content_hash
+from moco.hashing import content_hash
 from retrieval.indexing.generations import Generation
+from retrieval.indexing.rows import Row, Todo
 
 if TYPE_CHECKING:
     from retrieval.indexing.resume_cache import WorkCache
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Row:
-    """One file of the generation being assembled. `vector` is a row of the old or the new vectors."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    width: int = 0
-    height: int = 0
-    error: str | None = None  # None: ok
-    vector: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class Todo:
-    """One file to decode and embed."""
-
-    abspath: str
-    path: str  # relative, POSIX
-    size: int
-    mtime_ns: int
-    content_hash: str | None  # known when it was hashed while planning
 
 
 @dataclass

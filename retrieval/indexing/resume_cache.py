@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.indexing.plan import Row
+from moco.atomic import atomic_write_bytes
+from retrieval.indexing.rows import Row
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +73,13 @@ class WorkCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             name = f"r{self.rank}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.npz"
-            tmp = self.folder / (name + ".tmp")
             vectors = np.zeros((len(rows), self.dim), dtype=np.float32)  # (m, d), zero rows for bad files
             for i, r in enumerate(rows):
                 if r.vector is not None:
                     vectors[i] = r.vector
-            with open(tmp, "wb") as f:
-                np.savez(
+            atomic_write_bytes(
+                self.folder / name,
+                lambda f: np.savez(
                     f,
                     paths=np.array([r.path for r in rows], dtype=str),
                     sizes=np.array([r.size for r in rows], dtype=np.int64),
@@ -90,8 +90,8 @@ class WorkCache:
                     errors=np.array([r.error or "" for r in rows], dtype=str),
                     ok=np.array([r.error is None for r in rows], dtype=bool),
                     vectors=vectors,
-                )
-            os.replace(tmp, self.folder / name)
+                ),
+            )
         except OSError as exc:  # the cache only saves time; never fail a run over it
             logger.warning("could not save resume data to %s: %s", self.folder, exc)
 

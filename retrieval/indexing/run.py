@@ -42,8 +42,9 @@ from retrieval.indexing.generations import (
     write_generation,
     write_lock,
 )
-from retrieval.indexing.plan import Plan, Row, plan_files
+from retrieval.indexing.plan import Plan, plan_files
 from retrieval.indexing.resume_cache import WorkCache
+from retrieval.indexing.rows import Row
 from retrieval.records import FileRecord
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def _index_rank0(cfg: IndexConfig, dist: Dist, held: contextlib.ExitStack) -> In
 
     mine = plan.todo[dist.rank :: dist.world]
     t_embed = time.perf_counter()
-    fresh = embed_all(mine, embedder, cfg, work, progress=cfg.progress)
+    fresh = embed_all(mine, embedder, work, batch_size=cfg.batch_size, workers=cfg.workers, progress=cfg.progress)
     t_embed = time.perf_counter() - t_embed
     if dist.world > 1:
         gathered = _gather(fresh, dist)
@@ -249,7 +250,7 @@ def _index_follower(cfg: IndexConfig, dist: Dist) -> IndexReport:
         raise InputError(error)
     mine = todo[dist.rank :: dist.world]
     work = WorkCache(Path(cfg.index) / WORK, embedder.sha256, embedder.dim, dist.rank, create=False)
-    fresh = embed_all(mine, embedder, cfg, work, progress=False)
+    fresh = embed_all(mine, embedder, work, batch_size=cfg.batch_size, workers=cfg.workers, progress=False)
     seconds = time.perf_counter() - t0
     _gather(fresh, dist)
     return IndexReport(

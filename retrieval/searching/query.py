@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moco.hashing import content_hash
 from moco.images import BadImageError, list_images, load_image
 from retrieval.errors import InputError
-from retrieval.hashing import content_hash
 from retrieval.searching.searcher import Hit, SearchIndex
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
+from moco.hashing import content_hash
 from retrieval.errors import FormatVersionError, IndexError_
-from retrieval.hashing import content_hash
 from retrieval.indexing.catalog import SCHEMA_VERSION, BadFile, Catalog
 from retrieval.records import FileRecord
 

@@ -12,10 +12,10 @@ import pytest
 
 import retrieval.indexing.embed_stream as embed_stream
 from moco.export import save_random_encoder
+from moco.hashing import content_hash
 from moco.images import load_image
 from retrieval.embed import Embedder
 from retrieval.errors import EncoderMismatchError, InputError
-from retrieval.hashing import content_hash
 from retrieval.indexing.run import index_folder
 from retrieval.searching.query import SearchConfig, search_images
 from retrieval.searching.searcher import SearchIndex
