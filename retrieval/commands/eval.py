@@ -59,8 +59,12 @@ def _check_format(fmt: str) -> None:
 @eval_app.command("knn")
 def knn(
     index_dir: Path = IndexOpt,
-    k: int | None = typer.Option(None, "-k", "--k", min=1, help="Neighbours that vote (default 200)."),
-    temperature: float | None = typer.Option(None, "--temperature", help="Vote weight exp(s/T) (default 0.1)."),
+    k: int | None = typer.Option(
+        None, "-k", "--k", min=1, help="Neighbours that vote (default: as the MoCo kNN monitor)."
+    ),
+    temperature: float | None = typer.Option(
+        None, "--temperature", help="Each votes exp(s/T) (default: as the MoCo kNN monitor)."
+    ),
     compare: bool = CompareOpt,
     fmt: str = FormatOpt,
     device: str | None = DeviceOpt,
