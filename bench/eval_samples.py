@@ -1,7 +1,7 @@
 """`retrieval eval` on the bundled samples: what a short CPU training run buys over a random-init encoder
 (and, for duplicates, over perceptual hashing), every figure straight from the command a user runs.
 
-    python bench/eval_samples.py [--work /tmp/eval-samples] [--budget 3] [--reuse]
+    python -m bench.eval_samples [--work /tmp/eval-samples] [--budget 3] [--reuse]
 
 1. `retrieval train samples --time-budget BUDGET --batch-size 32 --device cpu` (the demo's run; --reuse keeps
    WORK/run).
@@ -90,7 +90,7 @@ def markdown(r: dict) -> str:
     lines = [
         "## `retrieval eval` on the bundled samples: trained vs random init vs PHash",
         "",
-        f"`python bench/eval_samples.py --budget {t['budget_min']:g}{reuse}` on {r['machine']} ({CPU}; load average "
+        f"`python -m bench.eval_samples --budget {t['budget_min']:g}{reuse}` on {r['machine']} ({CPU}; load average "
         f"{t['load_at_start']} at the start). Encoder: `retrieval train samples --time-budget {t['budget_min']:g}"
         f" --batch-size 32 --device cpu` ({t['steps']} steps, preset moco-v2); random init: the same architecture,"
         " input size and preprocessing"

@@ -5,7 +5,7 @@ query is classified by a weighted vote of its 20 nearest gallery images (T 0.07)
 functions `retrieval eval knn` uses (retrieval.evaluate.metrics: exact_neighbours, knn_top1, whose vote is
 moco.knn's). `retrieval eval knn` itself scores leave one out with the MoCo monitor's k 200 and T 0.1.
 
-    python bench/knn_quality.py LABELLED_DIR --model runs/NAME [--model runs/OTHER ...] [--random-init]
+    python -m bench.knn_quality LABELLED_DIR --model runs/NAME [--model runs/OTHER ...] [--random-init]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ the functions `retrieval eval knn` uses) with every 5th image of each category h
 `--extra` adds rows: more runs of our fit with other settings (JSON list of TrainConfig overrides, e.g.
 '[{"image_size": 32}, {"crop_min_scale": 0.5}]'), two at a time, concurrently, with the same budget.
 
-    python bench/train_quality.py [--data .data/clipart] [--budget-min 20] [--extra JSON]
+    python -m bench.train_quality [--data .data/clipart] [--budget-min 20] [--extra JSON]
 """
 
 from __future__ import annotations
@@ -30,16 +30,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.machine import machine_info
+from moco.backbone import gem
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT), str(BENCH)]  # run as a script from a checkout: moco/ and bench/ importable
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from machine import machine_info  # noqa: E402
-
-from moco.backbone import gem  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".data" / "clipart"
 
@@ -93,7 +92,7 @@ def child_ours(a: argparse.Namespace) -> dict:
 
 
 def child_lightly(a: argparse.Namespace) -> dict:
-    from lightly_moco import export_backbone, train
+    from bench.lightly_moco import export_backbone, train
 
     r = train(
         Path(a.data),
@@ -185,8 +184,7 @@ def embed_poolings(encoder_dir: Path, paths: list[Path], batch: int = 128) -> di
 def score(encoder_dir: Path, data: Path) -> dict[str, float]:
     """Weighted kNN top-1 (knn_quality.holdout_top1: knn_quality's split, `retrieval eval`'s metric functions)
     for GeM and average pooling."""
-    from knn_quality import holdout_top1
-
+    from bench.knn_quality import holdout_top1
     from moco.validation import labelled_images
 
     t = time.monotonic()

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from moco.filenames import printable
 from moco.images import BadImageError, load_image
 
 logger = logging.getLogger(__name__)
@@ -141,11 +142,11 @@ def _write_cache(
 def write_bad_files(path: Path, bad: Sequence[BadFile]) -> None:
     """`bad_files.csv`: one line per skipped file with the reason."""
     tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "reason"])
         for b in bad:
-            w.writerow([b.path, b.reason])
+            w.writerow([printable(b.path), printable(b.reason)])  # a non-UTF-8 name as \xNN
     os.replace(tmp, path)
 
 

@@ -1,4 +1,5 @@
-"""`retrieval ARGS...` run in-process through cli.main on an app holding only the commands under test."""
+"""Run `retrieval ARGS...` in-process through the real entry point (retrieval.cli.main), on an app that holds
+only the commands a test needs: exit code, stdout and stderr come back as the person would see them."""
 
 from __future__ import annotations
 
@@ -10,16 +11,13 @@ import typer
 import retrieval.cli as cli
 
 
-def run_cli(monkeypatch, capsys, register: Callable[[typer.Typer], object], argv: list[str], *, group: bool = False):
-    """(exit code, stdout, stderr) of `retrieval *argv` with only what `register(app)` adds; `group` keeps a
-    lone command a subcommand, as in the full app."""
+def run_cli(monkeypatch, capsys, register: Callable[[typer.Typer], None], *args: str) -> tuple[int, str, str]:
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-    if group:
-        app.callback()(lambda: None)
+    app.callback()(lambda: None)  # commands stay subcommands even when only one is registered
     with monkeypatch.context() as m:
         m.setattr(cli, "app", app)
         m.setattr(cli, "_register", lambda: register(app))
-        m.setattr(sys, "argv", ["retrieval", *argv])
+        m.setattr(sys, "argv", ["retrieval", *args])
         code = 0
         try:
             cli.main()

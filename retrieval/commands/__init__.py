@@ -9,10 +9,11 @@ def register_all(app: typer.Typer) -> None:
     from retrieval.commands import train
 
     train.register(app)
-    from retrieval.commands import dedup, eval, index, info, search
+    from retrieval.commands import dedup, eval, export_init, index, info, search
 
     index.register(app)
     search.register(app)
     info.register(app)
     dedup.register(app)
     eval.register(app)
+    export_init.register(app)

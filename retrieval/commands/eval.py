@@ -95,9 +95,12 @@ def dedup(
     device: str | None = DeviceOpt,
 ) -> None:
     """Pairwise precision / recall / F1 of `retrieval dedup`'s groups against true groups; best F1 and PR curve."""
+    from retrieval.commands.outputs import check_output_file
     from retrieval.evaluate.dedup import DedupEvalConfig, evaluate_dedup
 
     _check_format(fmt)
+    if plot is not None:
+        check_output_file(plot, "--plot")  # before the work, not after it
     cfg = DedupEvalConfig(
         index=index_dir,
         truth=truth,

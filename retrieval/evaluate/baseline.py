@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from moco.export import read_spec, save_random_encoder
-from retrieval.search import SearchIndex
+from retrieval.searching.searcher import SearchIndex
 
 # EncoderSpec fields the random-init encoder copies, so that only the weights differ
 DESCRIPTOR_FIELDS = (
@@ -30,7 +30,7 @@ RANDOM_SEED = 0
 def random_init_index(index: SearchIndex, device: str = "auto", progress: bool = False) -> Iterator[Path]:
     """The folder `index` was built from, indexed again (same index kind) with a random-init encoder; the
     encoder and the index folder (yielded) live in a temporary folder that is removed on exit."""
-    from retrieval.indexing import IndexConfig, index_folder
+    from retrieval.indexing.run import IndexConfig, index_folder
 
     spec = read_spec(Path(index.manifest.encoder_path))
     with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:

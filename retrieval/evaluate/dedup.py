@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.dedup import BACKGROUND_RANK, find_groups, resolve_threshold
-from retrieval.dedup_run import DedupConfig, find_duplicates, neighbour_table
+from retrieval.dedup.groups import BACKGROUND_RANK, find_groups, resolve_threshold
+from retrieval.dedup.run import DedupConfig, find_duplicates, neighbour_table
 from retrieval.errors import InputError
 from retrieval.evaluate.metrics import CurvePoint, PairwiseScore, best_f1, pairwise_prf, precision_recall_curve
 from retrieval.evaluate.phash import MAX_DISTANCE, hamming_pairs, hash_files
 from retrieval.evaluate.truth import Missing, known_groups, read_truth
-from retrieval.search import SearchIndex
+from retrieval.searching.searcher import SearchIndex
 
 CURVE_THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(-0.2, 1.0001, 0.04))  # normalised score
 PHASH_DISTANCES = tuple(range(0, 33, 2))  # bits

@@ -20,7 +20,7 @@ from retrieval.evaluate.metrics import (
     ranks_from_hits,
     recall_at_k,
 )
-from retrieval.search import SearchIndex
+from retrieval.searching.searcher import SearchIndex
 
 logger = logging.getLogger(__name__)
 

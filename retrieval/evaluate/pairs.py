@@ -20,7 +20,7 @@ from moco.images import BadImageError, load_image
 from retrieval.errors import InputError
 from retrieval.evaluate.metrics import average_precision, exact_ranks, recall_at_k
 from retrieval.evaluate.truth import Missing, read_pairs
-from retrieval.search import SearchIndex
+from retrieval.searching.searcher import SearchIndex
 
 if TYPE_CHECKING:
     from retrieval.embed import Embedder

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """`retrieval train ARGS...` in-process via cli.main, on an app holding only the train command."""
-    return cli_runner.run_cli(monkeypatch, capsys, train_cmd.register, ["train", *args], group=True)
+    return cli_runner.run_cli(monkeypatch, capsys, train_cmd.register, "train", *args)
 
 
 def error_line(err: str) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from retrieval.commands import eval as eval_cmd
-from retrieval.indexing import index_folder
+from retrieval.indexing.run import index_folder
 from tests import cli_runner
 from tests.retrieval.conftest import index_cfg, make_image
 
@@ -24,7 +24,7 @@ CLASSES = ("cat", "dog", "owl")
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    return cli_runner.run_cli(monkeypatch, capsys, eval_cmd.register, list(args))
+    return cli_runner.run_cli(monkeypatch, capsys, eval_cmd.register, *args)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_knn_planted_copies_give_recall_one_and_the_json_schema(labelled, monkey
     assert set(m) == {"method", "overall", "per_class"} and m["method"] == "index"
     assert set(m["overall"]) == {"queries", "knn_top1", "map_at_r", "recall@1", "recall@5", "recall@10"}
     # oracle: the same figures straight from the definitions on the index's own vectors
-    from retrieval.search import SearchIndex
+    from retrieval.searching.searcher import SearchIndex
 
     idx = SearchIndex.open(labelled["index"])
     x, y = idx.vectors, np.array([CLASSES.index(r.path.split("/")[0]) for r in idx.records])
@@ -174,7 +174,7 @@ def test_pairs_outside_query_and_missing_match(labelled, monkeypatch, capsys, tm
 
 
 def test_pairs_exact_ranks_against_brute_force(labelled, monkeypatch, capsys, tmp_path):
-    from retrieval.search import SearchIndex
+    from retrieval.searching.searcher import SearchIndex
 
     idx = SearchIndex.open(labelled["index"])
     pairs = [["cat/lone.png", "dog/0.png"], ["owl/0.png", "cat/lone.png"]]
