@@ -59,8 +59,12 @@ def _check_format(fmt: str) -> None:
 @eval_app.command("knn")
 def knn(
     index_dir: Path = IndexOpt,
-    k: int | None = typer.Option(None, "-k", "--k", min=1, help="Neighbours that vote (default 200)."),
-    temperature: float | None = typer.Option(None, "--temperature", help="Vote weight exp(s/T) (default 0.1)."),
+    k: int | None = typer.Option(
+        None, "-k", "--k", min=1, help="Neighbours that vote (default: as the MoCo kNN monitor)."
+    ),
+    temperature: float | None = typer.Option(
+        None, "--temperature", help="Each votes exp(s/T) (default: as the MoCo kNN monitor)."
+    ),
     compare: bool = CompareOpt,
     fmt: str = FormatOpt,
     device: str | None = DeviceOpt,
@@ -91,9 +95,12 @@ def dedup(
     device: str | None = DeviceOpt,
 ) -> None:
     """Pairwise precision / recall / F1 of `retrieval dedup`'s groups against true groups; best F1 and PR curve."""
+    from retrieval.commands.outputs import check_output_file
     from retrieval.evaluate.dedup import DedupEvalConfig, evaluate_dedup
 
     _check_format(fmt)
+    if plot is not None:
+        check_output_file(plot, "--plot")  # before the work, not after it
     cfg = DedupEvalConfig(
         index=index_dir,
         truth=truth,

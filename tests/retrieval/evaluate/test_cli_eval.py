@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +95,13 @@ def test_knn_on_copies_only_is_exactly_one(tmp_path, encoder, monkeypatch, capsy
         assert (r["knn_top1"], r["map_at_r"], r["recall@1"], r["recall@10"]) == ("1.0000",) * 4
 
 
-def test_knn_compare_adds_a_random_init_row_equal_to_a_random_index(labelled, monkeypatch, capsys):
+def test_knn_compare_adds_a_random_init_row_equal_to_a_random_index(labelled, monkeypatch, capsys, tmp_path):
     # the index's own encoder is the tiny random encoder with seed 0: the random-init baseline is the same
     # network, so the two rows must agree exactly (the baseline rebuilt the same index from scratch)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     code, out, err = run_cli(monkeypatch, capsys, "eval", "knn", "--index", str(labelled["index"]), "--compare")
     assert code == 0, err
+    assert list(tmp_path.iterdir()) == []  # the baseline's encoder and index were removed
     rows = [line.split() for line in out.splitlines()[2:]]
     ours = [r[2:] for r in rows if r[0] == "index"]
     random = [r[2:] for r in rows if r[0] == "random-init"]
