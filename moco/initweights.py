@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from moco.checkpoint import first_line
 from moco.errors import InputError
 from moco.model import MoCo
 
 logger = logging.getLogger(__name__)
+
+START_WITHOUT_INIT = "to start afresh, leave out --init"
 
 
 def load_init_weights(model: MoCo, path: Path) -> None:
@@ -20,11 +23,16 @@ def load_init_weights(model: MoCo, path: Path) -> None:
     if not file.is_file():
         raise InputError(f"{path}: no weights file found")
     if file.suffix != ".safetensors":
-        raise InputError(f"{file}: only .safetensors weights are loaded (pickle files are never unpickled)")
+        raise InputError(
+            f"{file}: refused as unsafe: only .safetensors weights are loaded (pickle files are never unpickled);"
+            f" {START_WITHOUT_INIT}"
+        )
     try:
         state = load_file(str(file))
     except Exception as e:
-        raise InputError(f"{file}: unreadable safetensors file ({e})") from e
+        raise InputError(
+            f"{file}: refused: not a readable safetensors file ({first_line(e)}); {START_WITHOUT_INIT}"
+        ) from None
     candidates = (
         {k.removeprefix("encoder.backbone."): v for k, v in state.items() if k.startswith("encoder.backbone.")},
         {k: v for k, v in state.items() if k.startswith("net.")},
