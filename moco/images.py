@@ -69,7 +69,8 @@ def list_images(root: Path) -> list[Path]:
     """All image files under `root`, recursively and sorted.
 
     Hidden files and folders (name starts with '.') are skipped; symlinked folders are not followed
-    (no loops), symlinked files are listed.
+    (no loops). A symlinked file is listed unless it leads to a file listed already (then that file
+    stands for both: one file is never its own duplicate); a dangling one is skipped with a warning.
     """
     root = Path(root)
     if not root.exists():
@@ -77,14 +78,44 @@ def list_images(root: Path) -> list[Path]:
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
     try:
-        found = _scan(root)
+        found, links = _scan(root)
     except OSError as exc:
         raise InputError(f"{root}: cannot read folder ({exc.strerror or exc})") from exc
-    return sorted(found)
+    return _without_symlinked_twins(sorted(found), links)
 
 
-def _scan(root: Path) -> list[Path]:
+def _without_symlinked_twins(found: list[Path], links: set[Path]) -> list[Path]:
+    """Drop every symlink (of `links`) whose target is a listed regular file or the target of an earlier one."""
+    if not links:
+        return found
+    owner: dict[tuple[int, int], Path] = {}
+    for p in found:
+        if p in links:
+            continue
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        owner.setdefault((st.st_dev, st.st_ino), p)
+    dropped: set[Path] = set()
+    for link in (p for p in found if p in links):
+        try:
+            st = link.stat()
+        except OSError:
+            continue  # vanished; the caller finds out
+        key = (st.st_dev, st.st_ino)
+        if key in owner:
+            logger.info("skipping %s: a symbolic link to %s, which is listed under its own name", link, owner[key])
+            dropped.add(link)
+        else:
+            owner[key] = link
+    return [p for p in found if p not in dropped]
+
+
+def _scan(root: Path) -> tuple[list[Path], set[Path]]:
+    """(image files, the symlinks among them)."""
     found: list[Path] = []
+    links: set[Path] = set()
     pending = [root]
     while pending:
         folder = pending.pop()
@@ -102,11 +133,18 @@ def _scan(root: Path) -> list[Path]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(Path(entry.path))
-                elif _has_image_extension(entry.name) and entry.is_file():
-                    found.append(Path(entry.path))
+                elif _has_image_extension(entry.name):
+                    if entry.is_file():
+                        found.append(Path(entry.path))
+                        if entry.is_symlink():
+                            links.add(Path(entry.path))
+                    elif entry.is_symlink():
+                        target = os.readlink(entry.path)
+                        why = "is missing" if not os.path.exists(entry.path) else "is not a file"
+                        logger.warning("skipping %s: a symbolic link whose target %s %s", entry.path, target, why)
             except OSError as exc:
                 logger.warning("skipping %s: %s", entry.path, exc.strerror or exc)
-    return found
+    return found, links
 
 
 def _has_image_extension(name: str) -> bool:
