@@ -22,6 +22,9 @@ from moco.errors import InputError
 logger = logging.getLogger(__name__)
 
 MAX_PIXELS = 180_000_000  # width * height above this is refused (decompression bomb), read from the header
+REDUCING_GAP = 3.0  # box-reduce by an integer factor first while the image stays >= 3x the target (Pillow's)
+STRIP_PIXELS = 1 << 20  # a large image is converted and reduced in strips of about this many pixels
+_GLOBAL_RANGE_MODES = frozenset({"I", "F"})  # converted with the whole image's value range, never in strips
 
 _BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 _ORIENTATION_TAG = 0x0112
@@ -158,7 +161,9 @@ def load_image(path: Path, min_side: int | None = None) -> Image.Image:
     """Decode `path` to an upright RGB image.
 
     With `min_side`, an image whose shorter side is longer than `min_side` is downscaled (aspect kept)
-    so that its shorter side is `min_side`; JPEGs are decoded at 1/2..1/8 scale first (draft mode).
+    so that its shorter side is `min_side`; JPEGs are decoded at 1/2..1/8 scale first (draft mode), other
+    formats are converted and box-reduced strip by strip (`_shrink`), so beyond the decoded picture itself
+    a large image costs memory for one strip, not for full-size RGB copies.
     Smaller images are never upscaled. Raises BadImageError for anything that cannot be decoded.
     """
     if min_side is not None and min_side < 1:
@@ -170,9 +175,7 @@ def load_image(path: Path, min_side: int | None = None) -> Image.Image:
         if target is not None:
             _draft(im, target)
         im.load()
-        rgb = _to_rgb(im)
-        if target is not None and rgb.size != target:
-            rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        rgb = _to_rgb(im) if target is None or im.size == target else _shrink(im, target)
         return _upright(rgb, orientation)
 
 
@@ -264,6 +267,24 @@ def _draft(im: ImageFile.ImageFile, target: tuple[int, int]) -> None:
     """Let the JPEG decoder scale by 1/2..1/8 while staying >= target on both sides (a no-op elsewhere)."""
     if im.format in ("JPEG", "MPO"):
         im.draft("RGB", target)
+
+
+def _shrink(im: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """RGB at `target`: the same pixels as `_to_rgb(im).resize(target, LANCZOS, reducing_gap=REDUCING_GAP)`,
+    with the conversion and the integer box reduce done strip by strip (rows a multiple of the factor, so
+    no reduce block straddles two strips) instead of on a full-size RGB copy."""
+    width, height = im.size
+    fx = int(width / target[0] / REDUCING_GAP) or 1
+    fy = int(height / target[1] / REDUCING_GAP) or 1
+    direct = im.mode == "RGB" and "transparency" not in im.info  # _to_rgb would not copy it anyway
+    if (fx == 1 and fy == 1) or direct or im.mode in _GLOBAL_RANGE_MODES:
+        return _to_rgb(im).resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    rows = max(fy, STRIP_PIXELS // width // fy * fy)
+    reduced = Image.new("RGB", (-(-width // fx), -(-height // fy)))
+    for top in range(0, height, rows):
+        strip = _to_rgb(im.crop((0, top, width, min(height, top + rows))))
+        reduced.paste(strip.reduce((fx, fy)), (0, top // fy))
+    return reduced.resize(target, Image.Resampling.LANCZOS, box=(0, 0, width / fx, height / fy))
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
