@@ -1,6 +1,6 @@
 """Writes docs/BENCHMARKS.md: the summary below followed by every bench/results/*.md, in a fixed order.
 
-python bench/collect.py
+python -m bench.collect
 """
 
 from __future__ import annotations

@@ -4,20 +4,17 @@ embed a folder, form groups as `retrieval dedup` does (optionally verified), bes
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # moco/, bench/
-from neardup_eval import pairwise_prf  # noqa: E402
-
-from moco.images import list_images, load_image  # noqa: E402
-from retrieval.dedup import find_groups  # noqa: E402
-from retrieval.embed import Embedder  # noqa: E402
-from retrieval.records import FileRecord  # noqa: E402
-from retrieval.verify import alignments, folder_thumbnails  # noqa: E402
+from bench.neardup_eval import pairwise_prf
+from moco.images import list_images, load_image
+from retrieval.dedup.groups import find_groups
+from retrieval.dedup.verify import alignments, folder_thumbnails
+from retrieval.embed import Embedder
+from retrieval.records import FileRecord
 
 
 def best_over_thresholds(score_groups: Callable[[float], list[list[str]]], thresholds, truth) -> dict:  # noqa: ANN001

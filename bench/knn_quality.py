@@ -3,7 +3,7 @@
 Every 5th image of each class is a query, the rest the gallery (moco.validation.holdout_split); each
 query is classified by a weighted vote of its 20 nearest gallery images (moco.knn.weighted_knn_top1).
 
-    python bench/knn_quality.py LABELLED_DIR --model runs/NAME [--model runs/OTHER ...] [--random-init]
+    python -m bench.knn_quality LABELLED_DIR --model runs/NAME [--model runs/OTHER ...] [--random-init]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ by weighted kNN (moco.knn.weighted_knn_top1, k=20, T=0.07) with every 5th image 
 `--extra` adds rows: more runs of our fit with other settings (JSON list of TrainConfig overrides, e.g.
 '[{"image_size": 32}, {"crop_min_scale": 0.5}]'), two at a time, concurrently, with the same budget.
 
-    python bench/train_quality.py [--data .data/clipart] [--budget-min 20] [--extra JSON]
+    python -m bench.train_quality [--data .data/clipart] [--budget-min 20] [--extra JSON]
 """
 
 from __future__ import annotations
@@ -29,16 +29,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.machine import machine_info
+from moco.backbone import gem
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT), str(BENCH)]  # run as a script from a checkout: moco/ and bench/ importable
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from machine import machine_info  # noqa: E402
-
-from moco.backbone import gem  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".data" / "clipart"
 
@@ -92,7 +91,7 @@ def child_ours(a: argparse.Namespace) -> dict:
 
 
 def child_lightly(a: argparse.Namespace) -> dict:
-    from lightly_moco import export_backbone, train
+    from bench.lightly_moco import export_backbone, train
 
     r = train(
         Path(a.data),

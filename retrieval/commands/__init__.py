@@ -9,9 +9,10 @@ def register_all(app: typer.Typer) -> None:
     from retrieval.commands import train
 
     train.register(app)
-    from retrieval.commands import dedup, index, info, search
+    from retrieval.commands import dedup, export_init, index, info, search
 
     index.register(app)
     search.register(app)
     info.register(app)
     dedup.register(app)
+    export_init.register(app)

@@ -22,8 +22,8 @@ from retrieval.commands.outputs import check_output_file, write_text_file
 if TYPE_CHECKING:
     from PIL import Image
 
-    from retrieval.dedup_run import DedupResult
-    from retrieval.moves import MovePlan, MoveReport, SkippedMove
+    from retrieval.dedup.moves import MovePlan, MoveReport, SkippedMove
+    from retrieval.dedup.run import DedupResult
 
 FORMATS = ("table", "json", "csv")
 THUMB_SIZE = 256
@@ -66,8 +66,8 @@ def dedup(
     ),
 ) -> None:
     """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""
-    from retrieval.dedup import KeeperRule
-    from retrieval.dedup_run import DedupConfig, find_duplicates
+    from retrieval.dedup.groups import KeeperRule
+    from retrieval.dedup.run import DedupConfig, find_duplicates
     from retrieval.errors import InputError
 
     if fmt not in FORMATS:
@@ -97,7 +97,7 @@ def dedup(
         return
     _emit(format_groups(result, fmt), output)
     if report is not None:
-        from retrieval.report import render_report
+        from retrieval.dedup.report import render_report
 
         loader = _report_loader(result, cfg.move_to)
         page = render_report(result.groups, result.root, result.threshold, THUMB_SIZE, loader=loader)
@@ -118,7 +118,7 @@ def undo(
     move_log: Path = typer.Argument(..., help="The undo-*.jsonl log written by `retrieval dedup --apply`."),
 ) -> None:
     """Move every file that `retrieval dedup --apply` moved back to where it was (verified by sha256)."""
-    from retrieval.dedup_run import undo as undo_moves
+    from retrieval.dedup.run import undo as undo_moves
     from retrieval.errors import InputError
 
     result = undo_moves(move_log)
@@ -137,7 +137,7 @@ def undo(
 
 
 def format_groups(result: DedupResult, fmt: str) -> str:
-    from retrieval.dedup import groups_to_csv, groups_to_json, groups_to_table
+    from retrieval.dedup.groups import groups_to_csv, groups_to_json, groups_to_table
 
     if fmt == "json":
         return json.dumps(groups_to_json(result.groups, result.threshold), indent=2) + "\n"
@@ -148,8 +148,8 @@ def format_groups(result: DedupResult, fmt: str) -> str:
 
 
 def format_calibration(result: DedupResult, fmt: str) -> str:
-    from retrieval.dedup import format_histogram
-    from retrieval.dedup_run import threshold_marks
+    from retrieval.dedup.groups import format_histogram
+    from retrieval.dedup.run import threshold_marks
 
     histogram = result.histogram or ()
     marks = threshold_marks(result.threshold)
@@ -200,7 +200,7 @@ def _emit(text: str, output: Path | None) -> None:
 
 
 def _size(n_bytes: int) -> str:
-    from retrieval.dedup import human_size
+    from retrieval.dedup.groups import human_size
 
     return human_size(n_bytes)
 

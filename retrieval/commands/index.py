@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from retrieval.index import KINDS
+from retrieval.indexing.faiss_index import KINDS
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +36,7 @@ def index(
 ) -> None:
     """Embed every image under IMAGES into a searchable index (incremental: reruns embed only changes)."""
     from retrieval.errors import InputError
-    from retrieval.indexing import IndexConfig, index_folder
+    from retrieval.indexing.run import IndexConfig, index_folder
 
     if kind not in KINDS:
         raise InputError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")

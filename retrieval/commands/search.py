@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from retrieval.querying import QueryResult
+    from retrieval.searching.query import QueryResult
 
 FORMATS = ("table", "json", "csv")
 
@@ -36,7 +36,7 @@ def search(
 ) -> None:
     """Find the indexed images most similar to each query image."""
     from retrieval.errors import InputError
-    from retrieval.querying import SearchConfig, search_images
+    from retrieval.searching.query import SearchConfig, search_images
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")

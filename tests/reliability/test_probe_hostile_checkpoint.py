@@ -55,13 +55,16 @@ def test_a_hostile_checkpoint_is_one_line_and_never_runs(tmp_path, photos, monke
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("name", ["weights.pt", "weights.safetensors"])
-def test_a_hostile_init_file_is_one_line_and_never_runs(tmp_path, photos, monkeypatch, capsys, name):
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize(
+    ("name", "reason"), [("weights.pt", "refused as unsafe"), ("weights.safetensors", "unreadable")]
+)
+def test_a_hostile_init_file_is_one_line_and_never_runs(tmp_path, photos, monkeypatch, capsys, name, reason):
     marker = tmp_path / "payload-ran"
     init = tmp_path / name
     init.write_bytes(hostile_bytes(str(marker), "torch.save"))
     code, _, err = run_cli(
         monkeypatch, capsys, "train", str(photos), "--out", str(tmp_path / "run"), "--init", str(init), *TRAIN
     )
-    one_line_error(code, err, str(init), "refused", "--init")
+    one_line_error(code, err, str(init), reason, "leave out --init")
     assert not marker.exists()

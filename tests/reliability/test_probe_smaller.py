@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from moco.images import list_images
-from retrieval.indexing import IndexConfig, index_folder
+from retrieval.indexing.run import IndexConfig, index_folder
 from tests.reliability.conftest import make_image, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +106,7 @@ KILL_AFTER = """
 import os, sys
 from pathlib import Path
 from retrieval.embed import Embedder
-from retrieval.indexing import IndexConfig, index_folder
+from retrieval.indexing.run import IndexConfig, index_folder
 
 real, calls = Embedder.encode_tensors, [0]
 

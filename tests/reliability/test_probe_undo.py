@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from retrieval.dedup import Duplicate, Group
-from retrieval.moves import MOVE_LOG_FORMAT, MOVE_LOG_VERSION, apply_moves, plan_moves, undo_moves
+from retrieval.dedup.groups import Duplicate, Group
+from retrieval.dedup.moves import MOVE_LOG_FORMAT, MOVE_LOG_VERSION, apply_moves, plan_moves, undo_moves
 from retrieval.records import FileRecord
 from tests.reliability.conftest import run_cli, sha, snapshot
 
