@@ -196,6 +196,9 @@ def _decoding(path: Path) -> Iterator[ImageFile.ImageFile]:
         with warnings.catch_warnings():
             # MAX_PIXELS is the limit that counts: silence Pillow's lower warning threshold
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's plugins warn about damage they work around ("Truncated File Read", "Corrupt EXIF
+            # data"): the file then decodes or is a BadImageError, so those warnings are noise on the terminal
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             if path.stat().st_size == 0:
                 raise BadImageError(path, "empty file")
             with Image.open(path) as im:
