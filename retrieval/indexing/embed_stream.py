@@ -3,6 +3,7 @@ pass, and persist the rows to the work cache as they come."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -25,8 +26,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FLUSH_ROWS = 1024  # embedded rows kept in memory before they are persisted to the work cache
-FLUSH_SECONDS = 30.0  # ... or this long, whichever comes first
+# Every forward batch is persisted to the work cache as soon as it is embedded, so a kill loses at most
+# the batch in flight. Rows of bad files (no forward pass) are persisted with the next batch, or after
+# FLUSH_ROWS of them or FLUSH_SECONDS, whichever comes first.
+FLUSH_ROWS = 256
+FLUSH_SECONDS = 2.0
 
 
 @dataclass
@@ -113,29 +117,44 @@ def embed_all(
             unsaved.append(row)
         bar.update(len(batch))
         batch.clear()
+        flush()
+
+    def flush() -> None:
+        nonlocal last_flush
+        work.save(unsaved)
+        unsaved.clear()
+        last_flush = time.monotonic()
 
     stream = _decoded_stream(todo, embedder, workers, window)
     try:
-        for d in stream:
-            if d.error is not None:
-                logger.warning("skipping %s: %s", d.todo.abspath, d.error)
-                t = d.todo
-                row = Row(t.path, t.size, t.mtime_ns, d.content_hash, error=d.error)
-                rows.append(row)
-                unsaved.append(row)
-                bar.update(1)
-            else:
-                batch.append(d)
-                if len(batch) == batch_size:
-                    forward()
-            if len(unsaved) >= FLUSH_ROWS or time.monotonic() - last_flush > FLUSH_SECONDS:
-                work.save(unsaved)
-                unsaved.clear()
-                last_flush = time.monotonic()
-        if batch:
-            forward()
+        with _logging_above_bar(progress):
+            for d in stream:
+                if d.error is not None:
+                    logger.warning("skipping %s: %s", d.todo.abspath, d.error)
+                    t = d.todo
+                    row = Row(t.path, t.size, t.mtime_ns, d.content_hash, error=d.error)
+                    rows.append(row)
+                    unsaved.append(row)
+                    bar.update(1)
+                else:
+                    batch.append(d)
+                    if len(batch) == batch_size:
+                        forward()
+                if unsaved and (len(unsaved) >= FLUSH_ROWS or time.monotonic() - last_flush > FLUSH_SECONDS):
+                    flush()
+            if batch:
+                forward()
     finally:
         stream.close()  # cancel decodes still queued, wait for those running
         bar.close()
         work.save(unsaved)  # also on Ctrl-C or an error: the next run resumes from here
     return rows
+
+
+def _logging_above_bar(progress: bool) -> contextlib.AbstractContextManager[None]:
+    """While the bar is drawn, log lines ("skipping ...") go above it on lines of their own, not glued to it."""
+    if not progress:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
