@@ -12,7 +12,7 @@
    cosine between each image's descriptor under the init and after training (1.0 = features unchanged),
    with the init itself and a random-init encoder as the reference rows.
 
-    python bench/init_warm_start.py [--data ~/.cache/retrieval-datasets/clipart] [--source-min 6] [--epochs 4]
+    python -m bench.init_warm_start [--data ~/.cache/retrieval-datasets/clipart] [--source-min 6] [--epochs 4]
         [--work DIR --reuse-source]
 """
 
@@ -21,25 +21,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+import moco.train
+from bench.knn_quality import embed_paths
+from bench.machine import machine_info
+from moco.config import MoCoConfig, TrainConfig
+from moco.export import read_spec, save_random_encoder
+from moco.knn import weighted_knn_top1
+from moco.validation import holdout_split, labelled_images
+from retrieval.embed import Embedder
+
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT), str(BENCH)]  # run as a script from a checkout: moco/ and bench/ importable
-
-import torch  # noqa: E402
-from knn_quality import embed_paths  # noqa: E402
-from machine import machine_info  # noqa: E402
-
-import moco.train  # noqa: E402
-from moco.config import MoCoConfig, TrainConfig  # noqa: E402
-from moco.export import read_spec, save_random_encoder  # noqa: E402
-from moco.knn import weighted_knn_top1  # noqa: E402
-from moco.validation import holdout_split, labelled_images  # noqa: E402
-from retrieval.embed import Embedder  # noqa: E402
 
 VARIANTS = {
     "naive": {"fill": False, "init_head_steps": 0, "init_lr_scale": 1.0},
@@ -173,7 +170,7 @@ def markdown(r: dict) -> str:
         f"Machine: {m['cpus']} CPUs ({m['processor']}), load average at start {m['load_avg_at_start'][0]:.2f}; "
         f"torch {m['torch']}. Total {r['total_s'] / 60:.1f} min.",
         "",
-        f"    python bench/init_warm_start.py --data ~/.cache/retrieval-datasets/clipart --source-min "
+        f"    python -m bench.init_warm_start --data ~/.cache/retrieval-datasets/clipart --source-min "
         f"{r['source']['minutes']:g} --epochs {r['epochs_on_b']} --image-size {r['image_size']} "
         f"--batch-size {r['batch_size']}",
         "",
