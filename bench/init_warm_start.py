@@ -37,7 +37,6 @@ from moco.validation import holdout_split, labelled_images
 from retrieval.embed import Embedder
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 
 VARIANTS = {
     "naive": {"fill": False, "init_head_steps": 0, "init_lr_scale": 1.0},

@@ -13,8 +13,8 @@ from retrieval.commands.init_source import fetch_named_init
 
 def export_init(
     source: Annotated[str, typer.Argument(help="moco-v2-800ep | moco-v2-200ep | moco-v1-200ep, or a weights file")],
-    out: Annotated[Path | None, typer.Option(help="Encoder folder to write [default: runs/<source name>]")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Index/query input size in px [default: 224]")] = None,
+    out: Annotated[Path | None, typer.Option(help="Encoder folder to write (default: runs/<source name>)")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Index/query input size in px (default: 224)")] = None,
 ) -> None:
     """Write encoder.safetensors + encoder.json from pretrained weights, ready for `retrieval index --model`."""
     from moco.init_export import InitExportConfig, export_init
