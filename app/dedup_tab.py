@@ -16,7 +16,8 @@ import gradio as gr
 from app.binding import bind
 from app.engine import Engine
 from moco.errors import InputError
-from retrieval.dedup.groups import THRESHOLD_PRESETS, Duplicate, Group, groups_to_csv, groups_to_json, human_size
+from retrieval.dedup.formats import groups_to_csv, groups_to_json, human_size
+from retrieval.dedup.groups import THRESHOLD_PRESETS, Duplicate, Group
 from retrieval.dedup.moves import plan_moves
 from retrieval.dedup.run import apply_plan, undo
 

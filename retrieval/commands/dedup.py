@@ -137,7 +137,7 @@ def undo(
 
 
 def format_groups(result: DedupResult, fmt: str) -> str:
-    from retrieval.dedup.groups import groups_to_csv, groups_to_json, groups_to_table
+    from retrieval.dedup.formats import groups_to_csv, groups_to_json, groups_to_table
 
     if fmt == "json":
         return json.dumps(groups_to_json(result.groups, result.threshold), indent=2) + "\n"
@@ -148,7 +148,7 @@ def format_groups(result: DedupResult, fmt: str) -> str:
 
 
 def format_calibration(result: DedupResult, fmt: str) -> str:
-    from retrieval.dedup.groups import format_histogram
+    from retrieval.dedup.formats import format_histogram
     from retrieval.dedup.run import threshold_marks
 
     histogram = result.histogram or ()
@@ -200,7 +200,7 @@ def _emit(text: str, output: Path | None) -> None:
 
 
 def _size(n_bytes: int) -> str:
-    from retrieval.dedup.groups import human_size
+    from retrieval.dedup.formats import human_size
 
     return human_size(n_bytes)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from moco.filenames import printable
-from retrieval.dedup.groups import Group, human_size, normalise_path
+from retrieval.dedup.formats import human_size
+from retrieval.dedup.groups import Group, normalise_path
 from retrieval.records import FileRecord
 
 log = logging.getLogger(__name__)

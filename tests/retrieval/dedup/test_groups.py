@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from moco.errors import InputError
+from retrieval.dedup.formats import format_histogram, groups_to_csv, groups_to_json, groups_to_table
 from retrieval.dedup.groups import (
     THRESHOLD_PRESETS,
     Duplicate,
@@ -22,10 +23,6 @@ from retrieval.dedup.groups import (
     calibration_histogram,
     file_identity,
     find_groups,
-    format_histogram,
-    groups_to_csv,
-    groups_to_json,
-    groups_to_table,
     nearest_neighbour_similarities,
     normalised_scores,
     resolve_threshold,
