@@ -173,11 +173,11 @@ def load_image(path: Path, min_side: int | None = None, formats: Sequence[str] |
         raise ValueError(f"Illegal min_side {min_side}: must be a positive number of pixels")
     path = Path(path)
     with _decoding(path, formats) as im:
-        orientation = _orientation(im)
         target = None if min_side is None else _target_size(im.size, min_side)
         if target is not None:
             _draft(im, target)
         im.load()
+        orientation = _orientation(im)  # read after load: a plugin that turns the picture itself drops the tag
         rgb = _to_rgb(im) if target is None or im.size == target else _shrink(im, target)
         return _upright(rgb, orientation)
 
@@ -187,9 +187,16 @@ def image_size(path: Path) -> tuple[int, int]:
     path = Path(path)
     with _decoding(path) as im:
         width, height = im.size
-        if _orientation(im) in _SWAPS_SIDES:
+        if _orientation(im) in _SWAPS_SIDES and not _size_is_displayed(im):
             width, height = height, width
         return width, height
+
+
+def _size_is_displayed(im: ImageFile.ImageFile) -> bool:
+    """Whether the plugin already reports the displayed size (Pillow's TIFF plugin since 11: it turns the
+    picture on load and keeps the stored size as `_tile_size`)."""
+    stored = getattr(im, "_tile_size", None)
+    return stored is not None and tuple(stored) != tuple(im.size)
 
 
 @contextmanager

@@ -52,6 +52,9 @@ def main() -> None:
     _printable_streams()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU-feature probe
+    # Pillow logs the damage it finds in a file (without its name); moco.images turns that into a bad file,
+    # which the command reports itself ("skipping FILE: reason")
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)
     _register()
     usage_errors = _click_errors()
     try:

@@ -36,6 +36,7 @@ import faiss
 import numpy as np
 
 from moco.atomic import atomic_write_bytes, fsync_dir
+from moco.filenames import printable
 from moco.hashing import content_hash
 from retrieval.errors import FormatVersionError, IndexError_, InputError
 from retrieval.indexing.catalog import BadFile, Catalog
@@ -351,11 +352,22 @@ def load_generation(index_dir: Path, *, load_index: bool = True) -> Generation:
         name = _require_current(index_dir)
         try:
             return _load(index_dir / name, load_index)
-        except IndexError_:
+        except IndexError_ as exc:
             if attempt == 2 or current_generation(index_dir) == name:
-                raise
+                raise IndexError_(f"{exc}; {rebuild_hint(index_dir, name)}") from exc
             logger.debug("generation %s replaced while loading; retrying", name)
     raise AssertionError("unreachable")
+
+
+def rebuild_hint(index_dir: Path, name: str) -> str:
+    """How to replace a damaged generation: the `retrieval index ... --rebuild` line, with the folder and the
+    model filled in from its manifest when that is still readable."""
+    try:
+        manifest = _read_manifest_file(Path(index_dir) / name / MANIFEST)
+        folder, model = printable(manifest.root), printable(manifest.encoder_path)
+    except IndexError_:
+        folder, model = "FOLDER", "RUN"
+    return f"rebuild it: retrieval index {folder} --model {model} --index {printable(str(index_dir))} --rebuild"
 
 
 def _load(gen: Path, load_index: bool) -> Generation:

@@ -304,10 +304,7 @@ def _load_previous(index_dir: Path, embedder: Embedder, cfg: IndexConfig) -> Gen
         return None
     if current_generation(index_dir) is None:
         return None
-    try:
-        old = load_generation(index_dir, load_index=False)
-    except IndexError_ as exc:
-        raise IndexError_(f"{exc}; rerun with --rebuild to index from scratch") from exc
+    old = load_generation(index_dir, load_index=False)  # a damaged one: the error says how to rebuild
     if old.manifest.encoder_sha256 != embedder.sha256:
         raise EncoderMismatchError(
             f"{index_dir}: built with encoder {old.manifest.encoder_sha256[:12]}"

@@ -89,3 +89,52 @@ def test_an_index_run_over_fuzzed_files_completes_and_keeps_the_good_ones(tmp_pa
 
     indexed = {r.path for r in SearchIndex.open(tmp_path / "idx").records}
     assert {p.name for p in good} <= indexed
+
+
+def tiff_with_samples_per_pixel(n: int) -> bytes:
+    """The TIFF seed with its SamplesPerPixel tag (277) set to n: Pillow logs an error line, then refuses it."""
+    import struct
+
+    data = bytearray(SEEDS["TIFF"])
+    assert data[:2] == b"II"
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, ifd)
+    for k in range(count):
+        entry = ifd + 2 + 12 * k
+        if struct.unpack_from("<H", data, entry)[0] == 277:
+            struct.pack_into("<HHIHH", data, entry, 277, 3, 1, n, 0)
+            return bytes(data)
+    raise AssertionError("no SamplesPerPixel tag in the seed")
+
+
+def test_the_cli_prints_one_skipping_line_not_pillows_own_log(tmp_path, encoder):
+    import subprocess
+    import sys
+
+    photos = tmp_path / "photos"
+    make_image(photos / "good.png", seed=0)
+    (photos / "odd.tif").write_bytes(tiff_with_samples_per_pixel(40_000))
+    with pytest.raises(BadImageError):
+        load_image(photos / "odd.tif")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retrieval",
+            "index",
+            str(photos),
+            "--model",
+            str(encoder),
+            "--index",
+            str(tmp_path / "i"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    shown = [line.rsplit("\r", 1)[-1] for line in proc.stderr.split("\n")]  # as a terminal shows them
+    assert not [line for line in shown if "More samples per pixel" in line], proc.stderr
+    assert [line for line in shown if line.startswith(f"skipping {photos / 'odd.tif'}")], proc.stderr
