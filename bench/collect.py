@@ -19,6 +19,7 @@ ORDER = [
     "dedup_threshold",
     "dedup_train_size",
     "dedup_scale",
+    "app_load",
 ]
 
 
