@@ -141,5 +141,6 @@ def test_uploads_over_the_cap_are_refused(server):
 
 
 def test_the_app_itself_still_answers(server):
+    assert server.blocks.share is False and server.url.startswith("http://127.0.0.1:")
     status, body = get(server.url, "/")
     assert status == 200 and b"<html" in body[:500].lower()
