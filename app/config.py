@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,12 @@ class AppConfig:
             )
         if self.max_file_size < 1 or self.concurrency < 1 or self.thumb_size < 16:
             raise InputError("max_file_size, concurrency and thumb_size must be positive (thumb_size >= 16)")
+
+    @property
+    def torch_threads(self) -> int:
+        """Intra-op threads per heavy handler: the cores shared among the `concurrency` that run at once
+        (more threads than cores makes every encode many times slower: bench/app_load.py)."""
+        return max(1, (os.cpu_count() or 1) // self.concurrency)
 
 
 def is_loopback(host: str) -> bool:

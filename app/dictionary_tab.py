@@ -187,7 +187,12 @@ def build(engine: Engine) -> None:
     result = gr.Markdown()
     plot = gr.Plot(label="the K negative logits, positive marked")
     negatives = gr.Gallery(label="the negatives nearest q (the hardest keys)", columns=TOP_NEGATIVES, height=240)
-    queue = gr.Gallery(label="the queue's keys as the images they came from, oldest to newest", columns=8, height=420)
+    shown = f"all {d.K}" if d.K <= QUEUE_SHOWN else f"{QUEUE_SHOWN} of the K = {d.K}, evenly spaced,"
+    queue = gr.Gallery(
+        label=f"{shown} keys of the queue from oldest to newest, as the images they came from",
+        columns=8,
+        height=420,
+    )
     with gr.Accordion("Numbers (cosines, probability, loss) as JSON", open=False):
         numbers = gr.JSON()
     outputs = [x_q, x_k, vectors, result, plot, negatives, queue, numbers]

@@ -52,7 +52,10 @@ def start(engine: Engine) -> Server:
 
 def serve(cfg: AppConfig, on_ready: Callable[[str], None] = print) -> None:
     """Load the engine, start the server, report its URL, and serve until interrupted (Ctrl-C)."""
+    import torch
+
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests, one line each
+    torch.set_num_threads(cfg.torch_threads)
     engine = Engine.load(cfg)
     server = start(engine)
     on_ready(server.url)

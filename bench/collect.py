@@ -20,6 +20,7 @@ ORDER = [
     "dedup_train_size",
     "dedup_scale",
     "eval_samples",
+    "app_load",
 ]
 
 

@@ -30,6 +30,11 @@ def test_public_host_without_auth_exits_2_with_one_line(tiny, host):
     assert len(lines) == 1 and f"--host {host}" in lines[0] and "--auth" in lines[0]
 
 
+def test_missing_index_exits_2_naming_it(tmp_path):
+    r = run("--index", str(tmp_path / "nope"))
+    assert r.returncode == 2 and str(tmp_path / "nope") in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_bad_auth_exits_2(tiny):
     r = run("--index", str(tiny.index), "--auth", "nopassword")
     assert r.returncode == 2 and "USER:PASS" in r.stderr

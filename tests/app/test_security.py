@@ -116,6 +116,21 @@ def test_the_route_does_serve_its_own_cache(server, tiny):
     assert status in (400, 403, 404)
 
 
+def test_uploads_are_swept_from_the_cache(server, engine):
+    """Uploads are in the set the app's periodic sweep (delete_cache) deletes once they are cache_age_s old."""
+    import httpx
+    from gradio.route_utils import delete_files_created_by_app
+
+    assert server.blocks.delete_cache == (engine.cfg.cache_sweep_s, engine.cfg.cache_age_s)
+    r = httpx.post(server.url + "gradio_api/upload", files={"files": ("sweep.png", b"\0" * 100)}, timeout=30)
+    cached = Path(r.json()[0])
+    assert cached.exists()
+    delete_files_created_by_app(server.blocks, age=3600)
+    assert cached.exists()  # younger than the age: kept
+    delete_files_created_by_app(server.blocks, age=0)
+    assert not cached.exists()
+
+
 def test_uploads_over_the_cap_are_refused(server):
     import httpx
 
@@ -126,5 +141,6 @@ def test_uploads_over_the_cap_are_refused(server):
 
 
 def test_the_app_itself_still_answers(server):
+    assert server.blocks.share is False and server.url.startswith("http://127.0.0.1:")
     status, body = get(server.url, "/")
     assert status == 200 and b"<html" in body[:500].lower()
