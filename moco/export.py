@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from moco.augment import IMAGENET_MEAN, IMAGENET_STD
-from moco.backbone import FEATURE_DIMS, RetrievalEncoder
+from moco.backbone import BASE_WIDTH, RetrievalEncoder, feature_dim
 from moco.checkpoint import atomic_write_bytes
 from moco.errors import FormatVersionError, InputError
 from moco.preprocess import RESIZES, TRIM_REVISION, make_preprocess
@@ -42,6 +42,8 @@ class EncoderSpec:
     arch: str
     embedding_dim: int
     image_size: int  # input side at query/index time: shorter side resized to it, then centre-cropped
+    stem: str = "imagenet"  # moco.backbone.build_backbone's stem and base width
+    width: int = BASE_WIDTH
     layer: str = "backbone"  # "backbone": GeM-pooled feature map; "head": the projection head's output
     gem_p: float = 3.0
     head_dim: int = 0  # projection size when layer == "head"
@@ -102,8 +104,8 @@ class ExportedEncoder(nn.Module):
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.encoder = RetrievalEncoder(spec.arch, spec.gem_p)
-        c = FEATURE_DIMS[spec.arch]
+        self.encoder = RetrievalEncoder(spec.arch, spec.gem_p, spec.stem, spec.width)
+        c = feature_dim(spec.arch, spec.width)
         self.head = (
             nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, spec.head_dim))
             if spec.layer == "head"
@@ -190,6 +192,8 @@ def save_random_encoder(
     dim: int = 16,
     seed: int = 0,
     preprocessing: dict[str, Any] | None = None,
+    stem: str = "imagenet",
+    width: int = BASE_WIDTH,
 ) -> EncoderSpec:
     """A randomly initialised encoder with a `dim`-wide head: for tests and random-init baselines.
     `preprocessing` sets EncoderSpec's resize / grayscale / standardize / trim_borders / straighten."""
@@ -197,8 +201,10 @@ def save_random_encoder(
     layer = "head" if dim else "backbone"
     spec = EncoderSpec(
         arch=arch,
-        embedding_dim=dim or FEATURE_DIMS[arch],
+        embedding_dim=dim or feature_dim(arch, width),
         image_size=image_size,
+        stem=stem,
+        width=width,
         layer=layer,
         head_dim=dim,
         trained={"random_init": True, "seed": seed},
