@@ -164,6 +164,19 @@ class Scorer:
         return {"knn_top1": knn, "emoji_recall_at_10": hits / len(self.pairs), "score_s": time.monotonic() - t}
 
 
+def score_random_inits(scorer: Scorer, settings: dict, work: Path, emoji: bool) -> dict[str, dict]:
+    """A random-init encoder per (stem, width, input size) of the settings, scored like the trained ones."""
+    from moco.export import save_random_encoder
+
+    out = {}
+    for stem, width, size in sorted({arch_of(s) for s in settings.values()}):
+        rnd = work / f"random-{stem}-{width}-{size}"
+        save_random_encoder(rnd, image_size=size, dim=0, stem=stem, width=width)
+        out[f"{stem}/{width}/{size}px"] = scorer.score(rnd, emoji)
+        print(json.dumps({"random": f"{stem}/{width}/{size}", **out[f"{stem}/{width}/{size}px"]}), file=sys.stderr)
+    return out
+
+
 def spawn(run_dir: Path, images: Path, budget: float, overrides: dict) -> subprocess.Popen:
     cmd = [
         sys.executable,
@@ -204,7 +217,6 @@ def main() -> None:
 
     from moco.config import device_defaults
     from moco.data import DecodeCache
-    from moco.export import save_random_encoder
     from moco.images import list_images
     from moco.train import CACHE_SCALE
 
@@ -224,7 +236,10 @@ def main() -> None:
         DecodeCache.build(paths, round(size * CACHE_SCALE), work / "cache")
     jobs = [(b, name) for b in budgets for name in settings]
     rounds = [[j for j in jobs if j[0] == b] for b in budgets] if a.sequential_budgets else [jobs]
-    rows = []
+    torch.set_num_threads(a.score_threads)
+    scorer = Scorer(a.data, a.clip_every, a.emoji_every)
+    rows: list[dict] = []
+    randoms: dict[str, dict] = {}
     for rnd in rounds:
         procs = []
         for b, name in rnd:
@@ -233,38 +248,19 @@ def main() -> None:
             if not (run / "cache").exists():
                 (run / "cache").symlink_to(work / "cache")
             procs.append((b, name, run, spawn(run, images, b, settings[name])))
-        for b, name, run, p in procs:
+        # shortest budgets first: each run is scored as soon as it ends, while the longer ones still train
+        for b, name, run, p in sorted(procs, key=lambda t: t[0]):
             out, err = p.communicate()
             if p.returncode != 0:
                 raise SystemExit(f"{name} {b} min failed:\n{err[-3000:]}")
-            rec = {
-                "setting": name,
-                "budget_min": b,
-                "overrides": settings[name],
-                **json.loads(out.strip().splitlines()[-1]),
-            }
+            rec = {"setting": name, "budget_min": b, "overrides": settings[name]}
+            rec |= json.loads(out.strip().splitlines()[-1])
             rec["run"] = str(run)
+            rec.update(scorer.score(run, not a.no_emoji))
             print(json.dumps({k: v for k, v in rec.items() if k != "loss_curve"}), file=sys.stderr, flush=True)
             rows.append(rec)
-    torch.set_num_threads(a.score_threads)
-    scorer = Scorer(a.data, a.clip_every, a.emoji_every)
-    for rec in rows:
-        rec.update(scorer.score(Path(rec["run"]), not a.no_emoji))
-        print(
-            json.dumps({k: rec[k] for k in ("setting", "budget_min", "steps", "knn_top1", "emoji_recall_at_10")}),
-            file=sys.stderr,
-            flush=True,
-        )
-    randoms = {}
-    for stem, width, size in sorted({arch_of(s) for s in settings.values()}):
-        rnd = work / f"random-{stem}-{width}-{size}"
-        save_random_encoder(rnd, image_size=size, dim=0, stem=stem, width=width)
-        randoms[f"{stem}/{width}/{size}px"] = scorer.score(rnd, not a.no_emoji)
-        print(
-            json.dumps({"random": f"{stem}/{width}/{size}", **randoms[f"{stem}/{width}/{size}px"]}),
-            file=sys.stderr,
-            flush=True,
-        )
+            if not randoms:  # random init of each architecture, scored while the longer budgets train
+                randoms = score_random_inits(scorer, settings, work, not a.no_emoji)
     for rec in rows:
         stem, width, size = arch_of(rec["overrides"])
         base = randoms[f"{stem}/{width}/{size}px"]

@@ -2,9 +2,9 @@
 
 One step is what `moco.train.fit` computes: query forward + backward, shuffled key forward, momentum update,
 SGD step, channels-last, ghost BN as fit picks it. Inputs are random tensors (no data loading): this measures
-the network, not the pipeline. Variants run interleaved, one at a time with the whole machine, `--rounds`
-times each after one warm-up step; the median is reported. bf16 rows use `torch.autocast("cpu", bfloat16)`,
-the path `moco.devices.autocast` takes where it turns bf16 on.
+the network, not the pipeline. Variants run one at a time with the whole machine; within a variant fp32 and
+bf16 steps alternate (`--steps` of each after one warm-up of each, `--rounds` times); medians are reported.
+bf16 rows use `torch.autocast("cpu", bfloat16)`, the path `moco.devices.autocast` takes where it turns bf16 on.
 
     python bench/train_step_speed.py [--batch-size 64] [--steps 4] [--rounds 3]
 """
@@ -42,25 +42,27 @@ VARIANTS = [  # (stem, width, size)
 ]
 
 
-def time_steps(stem: str, width: int, size: int, bf16: bool, batch: int, steps: int) -> float:
-    """Seconds per step, median of `steps` timed steps after one warm-up."""
+def time_steps(stem: str, width: int, size: int, batch: int, steps: int) -> dict[bool, list[float]]:
+    """Seconds per step in fp32 and in bf16, alternating step by step on one model (so that a change in the
+    machine's load hits both alike), after one warm-up step of each."""
     torch.manual_seed(0)
     model = MoCo(MoCoConfig(stem=stem, width=width, queue_size=4096, bn_splits=4)).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.01, momentum=0.9)
     x = [torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last) for _ in range(2)]
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    times = []
+    times: dict[bool, list[float]] = {False: [], True: []}
     for s in range(steps + 1):
-        t = time.perf_counter()
-        with ctx():
-            logits, labels = model(x[0], x[1], generator=torch.Generator().manual_seed(s))
-            loss = F.cross_entropy(logits.float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if s:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for bf16 in (False, True):
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            t = time.perf_counter()
+            with ctx:
+                logits, labels = model(x[0], x[1], generator=torch.Generator().manual_seed(s))
+                loss = F.cross_entropy(logits.float(), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if s:
+                times[bf16].append(time.perf_counter() - t)
+    return times
 
 
 def main() -> None:
@@ -68,18 +70,20 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--variants", default="", help="JSON list of [stem, width, size] (default: the built-in list)")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "train_step_speed.json")
     a = ap.parse_args()
     variants = [tuple(v) for v in json.loads(a.variants)] if a.variants else VARIANTS
+    if a.threads:
+        torch.set_num_threads(a.threads)
     start = machine_info()
     per: dict[tuple, list[float]] = {}
     for _ in range(a.rounds):
         for stem, width, size in variants:
-            for bf16 in (False, True):
-                key = (stem, width, size, bf16)
-                per.setdefault(key, []).append(time_steps(stem, width, size, bf16, a.batch_size, a.steps))
-                print(json.dumps({"variant": key, "s_per_step": per[key][-1]}), file=sys.stderr, flush=True)
+            for bf16, ts in time_steps(stem, width, size, a.batch_size, a.steps).items():
+                per.setdefault((stem, width, size, bf16), []).extend(ts)
+                print(json.dumps({"variant": [stem, width, size, bf16], "s_per_step": ts}), file=sys.stderr, flush=True)
     rows = []
     for (stem, width, size, bf16), ts in per.items():
         s = statistics.median(ts)

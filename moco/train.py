@@ -78,6 +78,11 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float, world: int) -> f
     return base * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _precision(cfg: TrainConfig, device: torch.device) -> str:
+    dtype = amp_dtype(device, train=True) if cfg.amp else None
+    return {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(dtype, "fp32")
+
+
 def _check_output(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -151,10 +156,13 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     loss_history: list[list[float]] = state["loss_history"] if state else []
     if d.is_main:
         logger.info(
-            "training %s on %s: %d images, %d px, batch %d x %d ranks, K %d, m %.3g, T %.3g, preset %s, "
-            "%d steps/epoch, up to %d epochs%s%s",
+            "training %s (%s stem, width %d) on %s in %s: %d images, %d px, batch %d x %d ranks, K %d, m %.3g, "
+            "T %.3g, preset %s, %d steps/epoch, up to %d epochs%s%s",
             mcfg.arch,
+            mcfg.stem,
+            mcfg.width,
             device,
+            _precision(cfg, device),
             n,
             cfg.image_size,
             cfg.batch_size,

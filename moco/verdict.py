@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-PRETEXT_OVER_CHANCE = 10.0  # pretext top-1 below this multiple of chance (1 / (1 + K)) means nothing was learned
+# pretext top-1 below this multiple of chance (1 / (1 + K)), or for tiny K below halfway from chance to 1, means
+# nothing was learned
+PRETEXT_OVER_CHANCE = 10.0
 NOISE_SE = 2.0  # a kNN difference within this many standard errors is noise
 
 
@@ -46,7 +48,7 @@ def training_verdict(
         )
     chance = 1.0 / (1 + queue_size)
     pretext = float(health["pretext_top1"])
-    if pretext < PRETEXT_OVER_CHANCE * chance:
+    if pretext < min(PRETEXT_OVER_CHANCE * chance, (1.0 + chance) / 2):
         return Verdict(
             "untrained",
             f"Not worth using: the training task was not learned (pretext top-1 {pretext:.4f}, chance {chance:.4f}); "

@@ -22,6 +22,11 @@ def test_pretext_at_chance_means_nothing_was_learned():
     assert v.status == "untrained"
 
 
+def test_with_a_tiny_queue_the_bar_is_halfway_from_chance_to_one():
+    assert training_verdict({**HEALTHY, "pretext_top1": 0.5}, 8).status == "untrained"  # chance 1/9, bar 0.556
+    assert training_verdict({**HEALTHY, "pretext_top1": 0.6}, 8).status == "unknown"
+
+
 def test_without_val_a_learned_pretext_task_says_to_run_with_val():
     v = training_verdict(HEALTHY, 1024)
     assert v.status == "unknown"
