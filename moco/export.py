@@ -22,7 +22,8 @@ from torch import nn
 
 from moco.atomic import atomic_write_bytes
 from moco.augment import IMAGENET_MEAN, IMAGENET_STD
-from moco.backbone import FEATURE_DIMS, RetrievalEncoder
+from moco.backbone import BASE_WIDTH, FEATURE_DIMS, RetrievalEncoder, feature_dim
+from moco.config import STEMS
 from moco.errors import EncoderSpecError, FormatVersionError, InputError
 from moco.hashing import content_hash
 from moco.preprocess import RESIZES, TRIM_REVISION, make_preprocess
@@ -62,6 +63,8 @@ class EncoderSpec:
     arch: str
     embedding_dim: int
     image_size: int  # input side at query/index time: shorter side resized to it, then centre-cropped
+    stem: str = "imagenet"  # moco.backbone.build_backbone's stem and base width
+    width: int = BASE_WIDTH
     layer: str = "backbone"  # "backbone": GeM-pooled feature map; "head": the projection head's output
     gem_p: float = 3.0
     head_dim: int = 0  # projection size when layer == "head"
@@ -80,6 +83,10 @@ class EncoderSpec:
     def __post_init__(self) -> None:
         if self.arch not in FEATURE_DIMS:
             raise InvalidSpecField("arch", f"unknown architecture {self.arch!r} (known: {', '.join(FEATURE_DIMS)})")
+        if self.stem not in STEMS:
+            raise InvalidSpecField("stem", f"unknown stem {self.stem!r} (known: {', '.join(STEMS)})")
+        if not _is_int(self.width) or self.width < 8 or self.width % 8:
+            raise InvalidSpecField("width", f"{self.width!r}; must be a positive multiple of 8")
         if self.layer not in LAYERS:
             raise InvalidSpecField("layer", f"unknown layer {self.layer!r} (known: {', '.join(LAYERS)})")
         if self.resize not in RESIZES:
@@ -89,7 +96,7 @@ class EncoderSpec:
                 raise InvalidSpecField(name, f"{getattr(self, name)!r} is not a whole number")
         if self.image_size < MIN_IMAGE_SIZE:
             raise InvalidSpecField("image_size", f"{self.image_size} px; must be >= {MIN_IMAGE_SIZE}")
-        expected = self.head_dim if self.layer == "head" else FEATURE_DIMS[self.arch]
+        expected = self.head_dim if self.layer == "head" else feature_dim(self.arch, self.width)
         if self.layer == "head" and self.head_dim < 1:
             raise InvalidSpecField("head_dim", f"{self.head_dim}; layer 'head' needs a positive size")
         if self.embedding_dim != expected:
@@ -151,8 +158,8 @@ class ExportedEncoder(nn.Module):
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.encoder = RetrievalEncoder(spec.arch, spec.gem_p)
-        c = FEATURE_DIMS[spec.arch]
+        self.encoder = RetrievalEncoder(spec.arch, spec.gem_p, spec.stem, spec.width)
+        c = feature_dim(spec.arch, spec.width)
         self.head = (
             nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, spec.head_dim))
             if spec.layer == "head"
@@ -237,6 +244,8 @@ def save_random_encoder(
     dim: int = 16,
     seed: int = 0,
     preprocessing: dict[str, Any] | None = None,
+    stem: str = "imagenet",
+    width: int = BASE_WIDTH,
 ) -> EncoderSpec:
     """A randomly initialised encoder with a `dim`-wide head: for tests and random-init baselines.
     `preprocessing` sets EncoderSpec's resize / grayscale / standardize / trim_borders / straighten."""
@@ -244,8 +253,10 @@ def save_random_encoder(
     layer = "head" if dim else "backbone"
     spec = EncoderSpec(
         arch=arch,
-        embedding_dim=dim or FEATURE_DIMS[arch],
+        embedding_dim=dim or feature_dim(arch, width),
         image_size=image_size,
+        stem=stem,
+        width=width,
         layer=layer,
         head_dim=dim,
         trained={"random_init": True, "seed": seed},
