@@ -16,9 +16,9 @@ import gradio as gr
 from app.binding import bind
 from app.engine import Engine
 from moco.errors import InputError
-from retrieval.dedup import THRESHOLD_PRESETS, Duplicate, Group, groups_to_csv, groups_to_json, human_size
-from retrieval.dedup_run import apply_plan, undo
-from retrieval.moves import plan_moves
+from retrieval.dedup.groups import THRESHOLD_PRESETS, Duplicate, Group, groups_to_csv, groups_to_json, human_size
+from retrieval.dedup.moves import plan_moves
+from retrieval.dedup.run import apply_plan, undo
 
 CUSTOM = "custom (slider)"
 PRESET_CHOICES = [*THRESHOLD_PRESETS, CUSTOM]

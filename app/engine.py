@@ -17,10 +17,10 @@ from app.config import AppConfig
 from moco.dictionary import Dictionary
 from moco.errors import InputError
 from moco.images import UPLOAD_FORMATS, BadImageError, load_image
-from retrieval.dedup_run import DedupConfig, DedupResult, find_duplicates
+from retrieval.dedup.moves import check_move_target
+from retrieval.dedup.run import DedupConfig, DedupResult, find_duplicates
 from retrieval.embed import Embedder
-from retrieval.moves import check_move_target
-from retrieval.search import Hit, SearchIndex
+from retrieval.searching.searcher import Hit, SearchIndex
 
 logger = logging.getLogger(__name__)
 

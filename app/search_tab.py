@@ -11,8 +11,8 @@ from app.binding import bind
 from app.components import query_image
 from app.engine import Engine
 from moco.errors import InputError
-from retrieval.querying import SearchConfig
-from retrieval.search import Hit
+from retrieval.searching.query import SearchConfig
+from retrieval.searching.searcher import Hit
 
 MAX_K = 100
 

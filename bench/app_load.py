@@ -56,7 +56,7 @@ def start_app(index: str) -> tuple[subprocess.Popen, str]:
 
 
 def queries(index: str, n: int) -> list[Path]:
-    from retrieval.search import SearchIndex
+    from retrieval.searching.searcher import SearchIndex
 
     idx = SearchIndex.open(Path(index))
     step = max(1, len(idx.records) // n)

@@ -63,7 +63,9 @@ class TrainConfig:
     workers: int = -1  # data-loader workers; -1 = pick from the CPU count
     seed: int = 0
     val: str = ""  # labelled folder (class subfolders) for kNN top-1 each epoch
-    init: str = ""  # local weights file (safetensors or encoder dir) to start the backbone from
+    init: str = ""  # backbone to start from: a weights file, a run folder, or a name in moco.pretrained
+    init_head_steps: int = 100  # with init: steps in which only the new projection head learns
+    init_lr_scale: float = 0.1  # with init: the backbone's learning rate relative to the head's
     checkpoint_every: int = 200  # steps between checkpoints (and one at the end)
     log_every: int = 10  # steps between metrics.jsonl records
     stop_after_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0 = never
@@ -76,8 +78,12 @@ class TrainConfig:
             raise ValueError(f"Illegal batch_size {self.batch_size}: must be >= 2")
         if self.epochs < 1:
             raise ValueError(f"Illegal epochs {self.epochs}: must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"Illegal lr {self.lr}: must be positive")
         if self.time_budget_min < 0:
             raise ValueError(f"Illegal time budget {self.time_budget_min}: must be >= 0")
+        if self.init_head_steps < 0 or not 0.0 < self.init_lr_scale <= 1.0:
+            raise ValueError("Illegal init schedule: init_head_steps must be >= 0 and init_lr_scale in (0, 1]")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if self.device not in DEVICES:

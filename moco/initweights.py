@@ -1,39 +1,128 @@
-"""--init WEIGHTS: start the backbone from a local file (an exported encoder or a safetensors file)."""
+"""--init: read backbone weights trained elsewhere, in any of the layouts people have on disk.
+
+Accepted, each reduced to one torchvision ResNet state dict without its classifier (`conv1.weight`,
+`layer1.0.bn1.running_mean`, ...):
+- an official MoCo v1/v2 checkpoint (`main_moco.py`'s `.pth.tar`): `{"state_dict": {"module.encoder_q.*",
+  "module.encoder_k.*", "module.queue", ...}, "optimizer": ..., "epoch": ..., "arch": ...}`; the query
+  encoder is taken, its head (`fc` in v1, `fc.0`/`fc.2` in v2) and the key encoder are dropped;
+- a torchvision ResNet state dict (`.pth`/`.pt`, or `.safetensors`), with or without `fc.*`;
+- our own exported encoder: a run folder or its `encoder.safetensors` (`encoder.backbone.net.*`).
+
+Pickle files are read with `torch.load(..., weights_only=True)` only: a file that needs any other object
+unpickled is refused, and its payload never runs. The file's projection head is never used: ours sits on
+GeM-pooled features and is trained afresh first (moco.warm_start).
+"""
 
 from __future__ import annotations
 
 import logging
+import pickle
+import re
+import warnings
 from pathlib import Path
 
+import torch
+
+from moco.backbone import build_backbone
+from moco.checkpoint import first_line
+from moco.config import ARCHS
 from moco.errors import InputError
 from moco.model import MoCo
 
 logger = logging.getLogger(__name__)
 
+START_WITHOUT_INIT = "to start afresh, leave out --init"
 
-def load_init_weights(model: MoCo, path: Path) -> None:
-    """Load backbone weights into both encoders. Accepts an encoder folder, an `encoder.safetensors`, or a
-    safetensors file of a torchvision ResNet (keys like `layer1.0.conv1.weight`). Never unpickles."""
-    from safetensors.torch import load_file
+PICKLE_SUFFIXES = (".pth", ".pt", ".tar", ".bin", ".ckpt")
+_PREFIXES = (
+    "module.encoder_q.",  # official MoCo checkpoint
+    "encoder_q.backbone.net.",  # our checkpoint.pt
+    "encoder.backbone.net.",  # our encoder.safetensors
+    "net.",
+    "module.",  # a torchvision model saved under DataParallel
+    "",  # a torchvision state dict
+)
 
+
+def read_init_backbone(path: Path) -> dict[str, torch.Tensor]:
+    """The torchvision-layout backbone tensors (no `fc.*`) held by the file or run folder at `path`."""
     file = path / "encoder.safetensors" if path.is_dir() else path
     if not file.is_file():
         raise InputError(f"{path}: no weights file found")
-    if file.suffix != ".safetensors":
-        raise InputError(f"{file}: only .safetensors weights are loaded (pickle files are never unpickled)")
+    raw = _read_safetensors(file) if file.suffix == ".safetensors" else _read_pickle(file)
+    state = raw.get("state_dict", raw.get("model", raw)) if isinstance(raw, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise InputError(f"{file}: holds no state dict of tensors")
+    backbone = _torchvision_keys(state)
+    if not backbone:
+        raise InputError(f"{file}: no ResNet weights found (looked for module.encoder_q.*, conv1.*, layer1.*)")
+    return backbone
+
+
+def infer_arch(backbone: dict[str, torch.Tensor], file: Path) -> str:
+    """Which of our architectures the tensors fill exactly (names and shapes)."""
+    for arch in ARCHS:
+        want = {k: v.shape for k, v in build_backbone(arch).net.state_dict().items()}
+        if want == {k: v.shape for k, v in backbone.items()}:
+            return arch
+    raise InputError(f"{file}: weights are not a {' or '.join(ARCHS)} backbone")
+
+
+def init_arch(source: str) -> str:
+    """The architecture an `--init` value holds (a name's, or read from the file)."""
+    from moco.pretrained import PRETRAINED
+
+    if source in PRETRAINED:
+        return PRETRAINED[source].arch
+    path = Path(source).expanduser()
+    return infer_arch(read_init_backbone(path), path)
+
+
+def load_init_weights(model: MoCo, path: Path) -> None:
+    """Copy the backbone weights at `path` into both encoders (query and key start identical)."""
+    backbone = read_init_backbone(path)
+    want = {k: v.shape for k, v in model.encoder_q.backbone.net.state_dict().items()}
+    if want != {k: v.shape for k, v in backbone.items()}:
+        arch = infer_arch(backbone, path)
+        raise InputError(f"{path}: holds {arch} weights, the run trains a {model.cfg.arch} (pass --arch {arch})")
+    model.encoder_q.backbone.net.load_state_dict(backbone)
+    model.encoder_k.backbone.net.load_state_dict(backbone)
+    logger.info("initialised the %s backbone from %s", model.cfg.arch, path)
+
+
+def _read_pickle(file: Path) -> object:
     try:
-        state = load_file(str(file))
+        with warnings.catch_warnings():  # torch warns (two lines) about the pickle protocol of foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            what = f"{found.group(1)}, not only tensors" if found else "objects other than tensors"
+            raise InputError(
+                f"{file}: refused as unsafe: loading it would unpickle {what}; {START_WITHOUT_INIT}"
+            ) from None
+        raise InputError(f"{file}: unreadable weights file ({first_line(e)}); {START_WITHOUT_INIT}") from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, ... for damaged or foreign files
+        raise InputError(
+            f"{file}: unreadable weights file ({type(e).__name__}: {first_line(e)}); {START_WITHOUT_INIT}"
+        ) from None
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file))
     except Exception as e:
-        raise InputError(f"{file}: unreadable safetensors file ({e})") from e
-    candidates = (
-        {k.removeprefix("encoder.backbone."): v for k, v in state.items() if k.startswith("encoder.backbone.")},
-        {k: v for k, v in state.items() if k.startswith("net.")},
-        {f"net.{k}": v for k, v in state.items() if not k.startswith("fc.")},
-    )
-    for sub in candidates:
-        missing, _ = model.encoder_q.backbone.load_state_dict(sub, strict=False) if sub else (["all"], [])
-        if not missing:
-            model.encoder_k.backbone.load_state_dict(model.encoder_q.backbone.state_dict())
-            logger.info("initialised the backbone from %s", file)
-            return
-    raise InputError(f"{file}: weights do not match a {model.cfg.arch} backbone")
+        raise InputError(f"{file}: unreadable safetensors file ({first_line(e)}); {START_WITHOUT_INIT}") from None
+
+
+def _torchvision_keys(state: dict) -> dict[str, torch.Tensor]:
+    """The tensors under the first prefix that holds a ResNet stem, renamed to torchvision keys, `fc.*` dropped."""
+    for prefix in _PREFIXES:
+        if not isinstance(state.get(f"{prefix}conv1.weight"), torch.Tensor):
+            continue
+        sub = {k[len(prefix) :]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+        return {k: v for k, v in sub.items() if isinstance(v, torch.Tensor) and not k.startswith("fc.")}
+    return {}

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from moco.atomic import atomic_write_bytes
 from moco.augment import TwoCropsTransform, make_preset
-from moco.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig
 from moco.data import DecodeCache, PairDataset, RunBatches, write_bad_files
 from moco.devices import amp_dtype, autocast, resolve_device, uses_channels_last
@@ -36,7 +37,9 @@ from moco.initweights import load_init_weights
 from moco.model import MoCo
 from moco.plot import plot_loss
 from moco.preprocess import PRESET_PREPROCESSING
+from moco.pretrained import resolve_init
 from moco.validation import KnnValidator
+from moco.warm_start import fill_queue, head_only_steps, param_groups, set_learning_rates
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +131,13 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     torch.manual_seed(cfg.seed)
     model = MoCo(mcfg)
     if cfg.init:
-        load_init_weights(model, Path(cfg.init))
+        load_init_weights(model, resolve_init(cfg.init))
     image_files = [p.relative_to(root).as_posix() for p in cache.paths]  # queue_ids[i] names image_files[id]
     model = model.to(device)
     channels_last = uses_channels_last(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = [p for p in model.encoder_q.parameters()]
-    optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=0.0, momentum=0.9, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and amp_dtype(device) == torch.float16)
     ddp = (
         DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
@@ -144,6 +146,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     )
     steps_per_epoch = n // (cfg.batch_size * d.world)
     total_steps = cfg.epochs * steps_per_epoch
+    head_steps = head_only_steps(cfg, total_steps)
     state = _resume(cfg, mcfg, model, optimizer, scaler, out) if cfg.resume else None
     step = state["step"] if state else 0
     elapsed_before = state["elapsed_s"] if state else 0.0
@@ -169,6 +172,10 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
         )
     two_crops = TwoCropsTransform(make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None))
     dataset = PairDataset(cache.array, two_crops, cfg.seed)
+    if cfg.init and step == 0:  # the first negatives are keys of the initial encoder, not random vectors
+        with autocast(device, cfg.amp):
+            filled = fill_queue(model, dataset, n, cfg, device, d.rank, d.world)
+        logger.info("queue filled with %d keys of the initial encoder; head only for %d steps", filled, head_steps)
     validator = KnnValidator.load(Path(cfg.val), cfg.eval_size) if cfg.val and d.is_main else None
     if not cfg.resume and d.is_main:  # start over, but only once every input has been accepted
         (out / "checkpoint.pt").unlink(missing_ok=True)
@@ -203,8 +210,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             if bar is not None and step > 0 and progress_frac > step / total_steps:
                 bar.total = _budget_total(step, progress_frac)  # the bar and its ETA follow the clock
         lr = learning_rate(cfg, step, progress_frac, d.world)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rates(optimizer, cfg, step, lr, head_steps)
         im_q, im_k, ids = (t.to(device, non_blocking=True) for t in (im_q, im_k, ids))
         if channels_last:
             im_q = im_q.contiguous(memory_format=torch.channels_last)
@@ -400,6 +406,7 @@ def _save(
 
 # settings that change what a step computes: a checkpoint made with others cannot be continued
 _MUST_MATCH = ("image_size", "batch_size", "preset", "crop_min_scale", "seed", "epochs", "lr", "weight_decay")
+_MUST_MATCH += ("init", "init_head_steps", "init_lr_scale")  # --init also splits the optimizer's groups
 
 
 def _resume(

@@ -11,6 +11,7 @@ import typer
 from moco.config import MoCoConfig, TrainConfig
 from moco.devices import resolve_device
 from moco.errors import InputError
+from retrieval.commands.init_source import fetch_named_init
 
 logger = logging.getLogger(__name__)
 
@@ -42,23 +43,28 @@ def train(
     preset: Annotated[str, typer.Option(help="moco-v2 | copy-detection")] = "moco-v2",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     val: Annotated[Path | None, typer.Option(help="Labelled folder (class subfolders) for kNN top-1")] = None,
-    init: Annotated[Path | None, typer.Option(help="Local .safetensors weights to start from")] = None,
-    workers: Annotated[int, typer.Option(help="Data-loader workers (-1 = auto)")] = -1,
+    init: Annotated[
+        str | None,
+        typer.Option(help="Start from: moco-v2-800ep | moco-v2-200ep | moco-v1-200ep, a weights file or a run folder"),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Data-loader workers (-1 = auto, 0 = load in the main process)")] = -1,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from checkpoint.pt")] = True,
 ) -> None:
     """Pretrain a MoCo encoder on an unlabelled folder and export it for indexing."""
+    from moco.initweights import init_arch
     from moco.train import fit
 
     dev = resolve_device(device)
     chosen = device_defaults(dev.type)
-    picked = {
-        "arch": arch or chosen["arch"],
-        "image_size": image_size or chosen["image_size"],
-        "batch_size": batch_size or chosen["batch_size"],
-        "epochs": epochs or chosen["epochs"],
-        "time_budget_min": chosen["time_budget_min"] if time_budget is None else time_budget,
-    }
+    if init:
+        fetch_named_init(init)
+    given = {"arch": arch, "image_size": image_size, "batch_size": batch_size, "epochs": epochs}
+    given["time_budget_min"] = time_budget
+    if arch is None and init:
+        given["arch"] = init_arch(init)
+    # Only an option left out takes the default: a 0 or "" given is checked (and refused) by the configs.
+    picked = {k: chosen[k] if v is None else v for k, v in given.items()}
     if out is None:
         out = Path("runs") / (images.resolve().name or "run")
     try:

@@ -16,7 +16,7 @@ from app.config import AppConfig
 from app.engine import Engine
 from moco.export import save_random_encoder
 from moco.train import fit
-from retrieval.indexing import IndexConfig, index_folder
+from retrieval.indexing.run import IndexConfig, index_folder
 from tests.moco.tiny import tiny_config
 from tests.retrieval.conftest import scene
 

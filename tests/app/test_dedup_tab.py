@@ -15,7 +15,7 @@ import pytest
 from app import dedup_tab
 from app.config import AppConfig
 from app.engine import Engine
-from retrieval.moves import undo_moves
+from retrieval.dedup.moves import undo_moves
 from tests.app.conftest import COPY, _index
 
 ORIGINAL = "a/p03.png"

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
 
-import retrieval.cli as cli
 from retrieval.commands import train as train_cmd
+from tests import cli_runner
 from tests.moco.tiny import make_images
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,19 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """`retrieval train ARGS...` in-process via cli.main, on an app holding only the train command."""
-    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-    app.callback()(lambda: None)  # keep `train` a subcommand, as in the full app
-    with monkeypatch.context() as m:
-        m.setattr(cli, "app", app)
-        m.setattr(cli, "_register", lambda: train_cmd.register(app))
-        m.setattr(sys, "argv", ["retrieval", "train", *args])
-        code = 0
-        try:
-            cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return cli_runner.run_cli(monkeypatch, capsys, train_cmd.register, "train", *args)
 
 
 def error_line(err: str) -> str:
