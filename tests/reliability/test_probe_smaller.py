@@ -116,3 +116,24 @@ def test_a_kill_after_n_batches_resumes_without_embedding_them_again(tmp_path, e
     assert report.resumed == 4 * batches_done
     assert report.embedded == 12 - 4 * batches_done
     assert report.ok == 12
+
+
+def test_reading_the_resume_cache_reads_each_array_once(tmp_path, monkeypatch):
+    """Reopening the cache read every array from the zip once per row (12,800 rows: 34 s; now 0.45 s on this
+    machine, measured outside the test suite). Counted here, not timed: one read per array and shard."""
+    import numpy as np
+
+    from retrieval.indexing.plan import Row
+    from retrieval.indexing.resume_cache import WorkCache
+
+    cache = WorkCache(tmp_path / "work", "e" * 64, 8, 0)
+    rows = [Row(f"{i}.png", i, i, f"{i:064x}", 4, 3, vector=np.full(8, i, np.float32)) for i in range(100)]
+    cache.save(rows[:60])
+    cache.save(rows[60:])
+    reads: list[str] = []
+    real = np.lib.npyio.NpzFile.__getitem__
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda self, key: reads.append(key) or real(self, key))
+    again = WorkCache(tmp_path / "work", "e" * 64, 8, 0)
+    assert len(reads) == 2 * 9  # 2 shards x 9 arrays
+    assert again.get("42.png", 42, 42).vector.tolist() == [42.0] * 8
+    assert again.by_hash(f"{99:064x}").path == "99.png"
