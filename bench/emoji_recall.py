@@ -82,7 +82,7 @@ def evaluate(name: str, model: Path, emoji: Path, pairs: list[list[str]], work: 
     gallery, queries = (emoji / "gallery").resolve(), (emoji / "queries").resolve()
     index_dir = work / f"index-{name}"
     t = time.perf_counter()
-    report = index_folder(IndexConfig(images=gallery, model=model, index=index_dir, device=device, progress=False))
+    report = index_folder(IndexConfig(images=gallery, model=model, index=index_dir, device=device))
     index_s = time.perf_counter() - t
     t = time.perf_counter()
     results = search_images(SearchConfig(queries=(queries,), index=index_dir, k=K, device=device, batch_size=64))

@@ -98,9 +98,7 @@ def end_to_end(
     folder: Path, model: Path, index_dir: Path, device: str, batch_size: int, workers: int | None
 ) -> tuple[float, dict]:
     kw = {} if workers is None else {"workers": workers}
-    cfg = IndexConfig(
-        images=folder, model=model, index=index_dir, device=device, batch_size=batch_size, progress=False, **kw
-    )
+    cfg = IndexConfig(images=folder, model=model, index=index_dir, device=device, batch_size=batch_size, **kw)
     t = time.perf_counter()
     report = index_folder(cfg)
     seconds = time.perf_counter() - t

@@ -102,7 +102,7 @@ def main() -> None:
     if a.reuse_source and (work / "source" / "encoder.json").is_file():  # a source made by an earlier run
         source_steps = read_spec(work / "source").trained["steps"]
     else:
-        source_steps = moco.train.fit(source_cfg, progress=False).steps
+        source_steps = moco.train.fit(source_cfg).steps
     rows = {}
     init_row, z_init = score(work / "source", part_b, None)
     rows["init (source encoder, no training on B)"] = {**init_row, "cosine_to_init": 1.0, "steps": 0}
@@ -121,7 +121,7 @@ def main() -> None:
             **over,
         )
         t = time.monotonic()
-        result = moco.train.fit(cfg, progress=False)
+        result = moco.train.fit(cfg)
         rows[name] = {
             **score(result.out_dir, part_b, z_init)[0],
             "steps": result.steps,

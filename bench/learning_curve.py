@@ -86,7 +86,7 @@ def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict)
         **over,
     )
     t = time.monotonic()
-    r = fit(cfg, progress=False)
+    r = fit(cfg)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     health = [row for row in rows if "epoch_end" in row]
     seconds = budget_min * 60 if r.stopped == "time budget" else max(row.get("elapsed_s", 1e-9) for row in rows)

@@ -60,7 +60,7 @@ def main() -> None:
             **v,
         )
         t = time.time()
-        r = fit(cfg, progress=False)
+        r = fit(cfg)
         for size in sizes:
             d = Path(f"runs/nd{i}-e{size}")
             shutil.copytree(cfg.out, d, dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache", "*.pt"))

@@ -39,7 +39,7 @@ def main() -> None:
         )
         cfg = TrainConfig(**{**cfg.__dict__, "epochs": max(1, -(-steps * cfg.batch_size // 7400))})
         t = time.time()
-        r = fit(cfg, progress=False)
+        r = fit(cfg)
         top1 = knn_top1(Path(cfg.out), data, device)
         rec = {
             "variant": {**v, **mkw, "steps": steps},

@@ -62,7 +62,7 @@ def child_ours(a: argparse.Namespace) -> dict:
     }
     model = MoCoConfig(**{"arch": "resnet18", "queue_size": a.queue_size, **mkw})
     cfg = TrainConfig(images=str(a.data), out=a.run_dir, model=model, **kw)
-    r = fit(cfg, progress=False)
+    r = fit(cfg)
     rows = [json.loads(line) for line in (Path(a.run_dir) / "metrics.jsonl").read_text().splitlines()]
     health = [row for row in rows if "epoch_end" in row]
     # fit stops at the first step that would start past the budget: it trained for the whole budget

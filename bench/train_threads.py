@@ -44,7 +44,7 @@ def child(images: Path, out: Path, threads: int, workers: int, size: int) -> dic
         stop_after_steps=LAST,
         resume=False,
     )
-    fit(cfg, progress=False)
+    fit(cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     elapsed = {r["step"]: r["elapsed_s"] for r in rows if "elapsed_s" in r}
     return {

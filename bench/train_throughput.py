@@ -112,7 +112,7 @@ def run_ours(a: argparse.Namespace) -> dict:
     log.setLevel(logging.INFO)
     log.addHandler(_StartTime())
     t = time.monotonic()
-    r = fit(cfg, progress=False)
+    r = fit(cfg)
     wall = time.monotonic() - t
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     elapsed = {row["step"]: row["elapsed_s"] for row in rows if "elapsed_s" in row}

@@ -38,6 +38,7 @@ from moco.model import MoCo
 from moco.plot import plot_loss
 from moco.preprocess import PRESET_PREPROCESSING
 from moco.pretrained import resolve_init
+from moco.progress import Progress, report
 from moco.validation import KnnValidator
 from moco.verdict import Verdict, training_verdict
 from moco.warm_start import fill_queue, head_only_steps, param_groups, set_learning_rates
@@ -103,7 +104,7 @@ def _workers(cfg: TrainConfig, device: torch.device) -> int:
     return min(8, cpus - 1) if device.type != "cpu" else min(4, max(0, cpus - 1))
 
 
-def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def fit(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     device = resolve_device(cfg.device)
     d = init_distributed(device.type)
     if device.type == "cuda":
@@ -114,7 +115,7 @@ def fit(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         shutdown(d)
 
 
-def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> TrainResult:
+def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | None) -> TrainResult:
     out = cfg.out_dir
     root = Path(cfg.images)
     paths = list_images(root)
@@ -191,7 +192,8 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
         (out / "checkpoint.pt").unlink(missing_ok=True)
     if d.is_main:
         _keep_metrics_until(out / "metrics.jsonl", step)
-    bar = _progress_bar(total_steps, step, progress and d.is_main)
+    progress = progress if d.is_main else None  # rank 0 speaks for the run
+    expected_steps = total_steps  # what the progress report counts towards; a time budget moves it
     metrics_file = out / "metrics.jsonl"
     t_start = time.monotonic() - elapsed_before
     stopped = "done"
@@ -218,8 +220,8 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             if progress_frac >= 1.0:
                 stopped = "time budget"
                 break
-            if bar is not None and step > 0 and progress_frac > step / total_steps:
-                bar.total = _budget_total(step, progress_frac)  # the bar and its ETA follow the clock
+            if step > 0 and progress_frac > step / total_steps:
+                expected_steps = _budget_total(step, progress_frac)  # the report and its ETA follow the clock
         lr = learning_rate(cfg, step, progress_frac, d.world)
         set_learning_rates(optimizer, cfg, step, lr, head_steps)
         im_q, im_k, ids = (t.to(device, non_blocking=True) for t in (im_q, im_k, ids))
@@ -239,13 +241,10 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
         loss_history.append([step, loss_value])
         health.update(logits.detach(), model.last_q)
         seen_log += im_q.shape[0] * d.world
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(
-                epoch=f"{step / steps_per_epoch:.2f}",
-                loss=f"{loss_value:.3f}",
-                img_s=f"{seen_log / max(1e-9, time.monotonic() - t_log):.0f}",
-            )
+        if progress is not None:
+            img_s = seen_log / max(1e-9, time.monotonic() - t_log)
+            status = f"epoch {step / steps_per_epoch:.2f}, loss {loss_value:.3f}, {img_s:.0f} img/s"
+            progress("training", step, expected_steps, status)
         if d.is_main and step % cfg.log_every == 0:
             _append_jsonl(
                 metrics_file,
@@ -266,18 +265,16 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             break
         if step % steps_per_epoch == 0:
             last_record = (
-                _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, bar, d)
+                _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, d)
                 or last_record
             )
             health = EpochHealth()
     if health.batches:  # a run that stopped inside an epoch reports the part it ran
         last_record = (
-            _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, bar, d)
+            _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, d)
             or last_record
         )
     del loader  # stops persistent workers before the export
-    if bar is not None:
-        bar.close()
     spec = None
     if d.is_main:
         _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history, image_files)
@@ -331,7 +328,6 @@ def _end_epoch(
     model: MoCo,
     device: torch.device,
     metrics_file: Path,
-    bar: Any,
     d: Dist,
 ) -> dict[str, Any] | None:
     """The label-free health record of the epoch just ended (and kNN top-1 with --val), on rank 0; returns it."""
@@ -343,19 +339,22 @@ def _end_epoch(
     if record.get("collapse_warning"):
         logger.warning("embeddings look collapsed (mean dimension std %.4f)", record["dim_std"])
     _append_jsonl(metrics_file, record)
-    if bar is not None:
-        bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+    logger.info("epoch %s", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
     return record
 
 
-def _build_cache(paths: list[Path], side: int, out: Path, d: Dist, progress: bool) -> DecodeCache:
+def _build_cache(paths: list[Path], side: int, out: Path, d: Dist, progress: Progress | None) -> DecodeCache:
     """Rank 0 decodes; the other ranks wait and then read the finished cache."""
     cache_dir = out / "cache"
     if d.is_main:
-        bar = _progress_bar(len(paths), 0, progress, desc="decoding")
-        cache = DecodeCache.build(paths, side, cache_dir, progress=bar.update if bar is not None else None)
-        if bar is not None:
-            bar.close()
+        decoded = 0
+
+        def one_more(n: int) -> None:
+            nonlocal decoded
+            decoded += n
+            report(progress, "decoding", decoded, len(paths))
+
+        cache = DecodeCache.build(paths, side, cache_dir, progress=one_more)
     barrier(d)
     if not d.is_main:
         cache = DecodeCache.build(paths, side, cache_dir)
@@ -365,21 +364,6 @@ def _build_cache(paths: list[Path], side: int, out: Path, d: Dist, progress: boo
 def _budget_total(step: int, progress_frac: float) -> int:
     """Steps a time-budgeted run will reach at its current pace (`progress_frac` of the budget used)."""
     return max(step + 1, round(step / progress_frac))
-
-
-def _progress_bar(total: int, initial: int, enabled: bool, desc: str = "training") -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit="step" if desc == "training" else "img",
-        dynamic_ncols=True,
-        leave=True,
-    )
 
 
 def _keep_metrics_until(path: Path, step: int) -> None:

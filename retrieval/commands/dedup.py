@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from moco.filenames import printable
+from retrieval.commands.bars import stderr_bars
 from retrieval.commands.outputs import check_output_file, write_text_file
 
 if TYPE_CHECKING:
@@ -79,18 +80,19 @@ def dedup(
     for path, option in ((output, "--output"), (report, "--report")):
         if path is not None:
             check_output_file(path, option)
-    cfg = DedupConfig(
-        index=index_dir,
-        threshold=threshold,
-        keeper=KeeperRule.parse(keeper).keys,
-        move_to=move_to,
-        apply=apply,
-        calibrate=calibrate,
-        k=k,
-        verify=verify,
-        progress=True,
-    )
-    result = find_duplicates(cfg)
+    with stderr_bars() as bars:
+        cfg = DedupConfig(
+            index=index_dir,
+            threshold=threshold,
+            keeper=KeeperRule.parse(keeper).keys,
+            move_to=move_to,
+            apply=apply,
+            calibrate=calibrate,
+            k=k,
+            verify=verify,
+            progress=bars,
+        )
+        result = find_duplicates(cfg)
 
     if result.histogram is not None:
         _emit(format_calibration(result, fmt), output)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from retrieval.commands.bars import stderr_bars
+
 if TYPE_CHECKING:
     from retrieval.evaluate.dedup import DedupEvalResult
     from retrieval.evaluate.knn import KnnEvalResult
@@ -73,10 +75,12 @@ def knn(
     from retrieval.evaluate.knn import KnnEvalConfig, evaluate_knn
 
     _check_format(fmt)
-    cfg = KnnEvalConfig(
-        index=index_dir, compare=compare, progress=True, **_given(k=k, temperature=temperature, device=device)
-    )
-    typer.echo(format_knn(evaluate_knn(cfg), fmt), nl=False)
+    with stderr_bars() as bars:
+        cfg = KnnEvalConfig(
+            index=index_dir, compare=compare, progress=bars, **_given(k=k, temperature=temperature, device=device)
+        )
+        result = evaluate_knn(cfg)
+    typer.echo(format_knn(result, fmt), nl=False)
 
 
 @eval_app.command("dedup")
@@ -101,14 +105,15 @@ def dedup(
     _check_format(fmt)
     if plot is not None:
         check_output_file(plot, "--plot")  # before the work, not after it
-    cfg = DedupEvalConfig(
-        index=index_dir,
-        truth=truth,
-        compare=compare,
-        progress=True,
-        **_given(threshold=threshold, verify=verify, plot=plot, device=device),
-    )
-    result = evaluate_dedup(cfg)
+    with stderr_bars() as bars:
+        cfg = DedupEvalConfig(
+            index=index_dir,
+            truth=truth,
+            compare=compare,
+            progress=bars,
+            **_given(threshold=threshold, verify=verify, plot=plot, device=device),
+        )
+        result = evaluate_dedup(cfg)
     _echo_missing(result.missing, truth)
     typer.echo(format_dedup(result, fmt), nl=False)
     if plot is not None:
@@ -127,8 +132,11 @@ def pairs(
     from retrieval.evaluate.pairs import PairsEvalConfig, evaluate_pairs
 
     _check_format(fmt)
-    cfg = PairsEvalConfig(index=index_dir, pairs=pairs_file, compare=compare, progress=True, **_given(device=device))
-    result = evaluate_pairs(cfg)
+    with stderr_bars() as bars:
+        cfg = PairsEvalConfig(
+            index=index_dir, pairs=pairs_file, compare=compare, progress=bars, **_given(device=device)
+        )
+        result = evaluate_pairs(cfg)
     _echo_missing(result.missing, pairs_file)
     typer.echo(format_pairs(result, fmt), nl=False)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from retrieval.commands.bars import stderr_bars
 from retrieval.indexing.faiss_index import KINDS
 
 
@@ -41,17 +42,19 @@ def index(
     if kind not in KINDS:
         raise InputError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
     extra = {} if workers < 0 else {"workers": workers}
-    cfg = IndexConfig(
-        images=images,
-        model=model,
-        index=index_dir if index_dir is not None else default_index_dir(model),
-        kind=kind,
-        rebuild=rebuild,
-        batch_size=batch_size,
-        device=device,
-        **extra,
-    )
-    report = index_folder(cfg)
+    with stderr_bars() as bars:
+        cfg = IndexConfig(
+            images=images,
+            model=model,
+            index=index_dir if index_dir is not None else default_index_dir(model),
+            kind=kind,
+            rebuild=rebuild,
+            batch_size=batch_size,
+            device=device,
+            progress=bars,
+            **extra,
+        )
+        report = index_folder(cfg)
     if not report.generation:  # a torchrun follower rank: rank 0 reports
         return
     recall = "n/a" if report.recall_at_10 is None else f"{report.recall_at_10:.3f}"

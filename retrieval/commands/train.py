@@ -11,6 +11,7 @@ import typer
 from moco.config import MoCoConfig, TrainConfig, device_defaults
 from moco.devices import resolve_device
 from moco.errors import InputError
+from retrieval.commands.bars import stderr_bars
 from retrieval.commands.init_source import fetch_named_init
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ def train(
         f"up to {cfg.epochs} epochs" + (f" or {cfg.time_budget_min:g} min" if cfg.time_budget_min else ""),
         err=True,
     )
-    result = fit(cfg)
+    with stderr_bars() as bars:
+        result = fit(cfg, progress=bars)
     if result.encoder is not None:
         typer.echo(
             f"{result.steps} steps ({result.stopped}), final loss {result.loss:.3f}; "

@@ -7,12 +7,13 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from moco.progress import Progress
 from retrieval.dedup.cell_join import BACKGROUND_RECALL, PAIR_RECALL, KnnTable, choose_nprobe, self_join, train_cells
 from retrieval.dedup.groups import (
     BACKGROUND_RANK,
@@ -63,7 +64,7 @@ class DedupConfig:
     k: int = 32
     background_rank: int = BACKGROUND_RANK
     verify: bool = True
-    progress: bool = False  # a progress bar on stderr while verifying (the CLI shows one)
+    progress: Progress | None = field(default=None, compare=False, repr=False)  # verifying; the CLI shows bars
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keeper", tuple(self.keeper))

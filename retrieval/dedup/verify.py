@@ -21,7 +21,6 @@ picture (and its mirror image) with them. `alignments` works through the pairs o
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +33,7 @@ from PIL import Image
 from moco.errors import InputError
 from moco.images import load_image
 from moco.preprocess import trim_borders
+from moco.progress import Progress, report
 from moco.straighten import straighten
 
 logger = logging.getLogger(__name__)
@@ -151,11 +151,11 @@ def alignments(
     src: np.ndarray,
     dst: np.ndarray,
     workers: int = LOAD_WORKERS,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """(E,) float32 alignment score of each pair (src[e], dst[e]). `thumbs` maps an id to its canonical
     thumbnail (a list, or a function that may return None for a picture it cannot read: its pairs score
-    NaN; called from `workers` threads, each id once, with a progress bar on stderr when `progress`).
+    NaN; called from `workers` threads, each id once, reported to `progress` as stage "verifying").
     Each picture's crops are made once; memory is one thumbnail (THUMB_SIDE squared bytes) per picture in
     the pairs."""
     src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
@@ -166,16 +166,11 @@ def alignments(
     if isinstance(thumbs, list):
         loaded = {i: thumbs[i] for i in ids}
     else:
-        from tqdm import tqdm
-
-        with (
-            ThreadPoolExecutor(max(1, workers)) as pool,  # decoding releases the GIL
-            tqdm(total=len(ids), unit="img", desc="verifying", file=sys.stderr, disable=not progress) as bar,
-        ):
+        with ThreadPoolExecutor(max(1, workers)) as pool:  # decoding releases the GIL
             loaded = {}
             for i, t in zip(ids, pool.map(thumbs, ids), strict=True):
                 loaded[i] = t
-                bar.update()
+                report(progress, "verifying", len(loaded), len(ids))
     readable = {i for i, t in loaded.items() if t is not None}
     ends = np.concatenate([src, dst])  # (2E,) each pair listed under both of its pictures
     other = np.concatenate([dst, src])

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from moco.export import read_spec, save_random_encoder
+from moco.progress import Progress
 from retrieval.searching.searcher import SearchIndex
 
 # EncoderSpec fields the random-init encoder copies, so that only the weights differ
@@ -27,7 +28,7 @@ RANDOM_SEED = 0
 
 
 @contextmanager
-def random_init_index(index: SearchIndex, device: str = "auto", progress: bool = False) -> Iterator[Path]:
+def random_init_index(index: SearchIndex, device: str = "auto", progress: Progress | None = None) -> Iterator[Path]:
     """The folder `index` was built from, indexed again (same index kind) with a random-init encoder; the
     encoder and the index folder (yielded) live in a temporary folder that is removed on exit."""
     from retrieval.indexing.run import IndexConfig, index_folder

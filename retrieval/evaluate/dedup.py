@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from moco.progress import Progress
 from retrieval.dedup.groups import BACKGROUND_RANK, find_groups, resolve_threshold
 from retrieval.dedup.run import DedupConfig, find_duplicates, neighbour_table
 from retrieval.errors import InputError
@@ -45,7 +46,7 @@ class DedupEvalConfig:
     plot: Path | None = None
     compare: bool = False
     device: str = "auto"
-    progress: bool = False
+    progress: Progress | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         resolve_threshold(self.threshold)  # InputError for an unknown preset or a bad number

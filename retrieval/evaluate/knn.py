@@ -5,11 +5,12 @@ top-1 (the MoCo kNN monitor's k and temperature), MAP@R and recall@k, overall an
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from moco.progress import Progress
 from retrieval.errors import InputError
 from retrieval.evaluate.metrics import (
     KNN_K,
@@ -42,7 +43,7 @@ class KnnEvalConfig:
     recall_ks: tuple[int, ...] = (1, 5, 10)
     compare: bool = False
     device: str = "auto"
-    progress: bool = False
+    progress: Progress | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.k < 1:

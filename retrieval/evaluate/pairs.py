@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from moco.images import BadImageError, load_image
+from moco.progress import Progress
 from retrieval.errors import InputError
 from retrieval.evaluate.metrics import average_precision, exact_ranks, recall_at_k
 from retrieval.evaluate.truth import Missing, read_pairs
@@ -39,7 +40,7 @@ class PairsEvalConfig:
     compare: bool = False
     device: str = "auto"
     batch_size: int = 32
-    progress: bool = False
+    progress: Progress | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.recall_ks or min(self.recall_ks) < 1:

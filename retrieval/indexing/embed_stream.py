@@ -3,9 +3,7 @@ pass, and persist the rows to the work cache as they come."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -16,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from moco.hashing import content_hash
 from moco.images import BadImageError, image_size, load_image
+from moco.progress import Progress, report
 from retrieval.indexing.rows import Row, Todo
 
 if TYPE_CHECKING:
@@ -88,20 +87,30 @@ def _decoded_stream(todo: Sequence[Todo], embedder: Embedder, workers: int, wind
 
 
 def embed_all(
-    todo: Sequence[Todo], embedder: Embedder, work: WorkCache, *, batch_size: int, workers: int, progress: bool
+    todo: Sequence[Todo],
+    embedder: Embedder,
+    work: WorkCache,
+    *,
+    batch_size: int,
+    workers: int,
+    progress: Progress | None = None,
 ) -> list[Row]:
     """Decode (threads) overlapping the batched forward (this thread); persist results as they come."""
     if not todo:
         return []
     import torch
-    from tqdm import tqdm
 
     rows: list[Row] = []
     batch: list[_Decoded] = []
     unsaved: list[Row] = []
     last_flush = time.monotonic()
     window = max(2 * batch_size, 4 * max(workers, 1))
-    bar = tqdm(total=len(todo), unit="img", desc="embedding", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        report(progress, "embedding", done, len(todo))
 
     pin = embedder.device.type == "cuda"
 
@@ -115,7 +124,7 @@ def embed_all(
             row = Row(t.path, t.size, t.mtime_ns, d.content_hash, d.width, d.height, vector=v)
             rows.append(row)
             unsaved.append(row)
-        bar.update(len(batch))
+        advance(len(batch))
         batch.clear()
         flush()
 
@@ -127,34 +136,23 @@ def embed_all(
 
     stream = _decoded_stream(todo, embedder, workers, window)
     try:
-        with _logging_above_bar(progress):
-            for d in stream:
-                if d.error is not None:
-                    logger.warning("skipping %s: %s", d.todo.abspath, d.error)
-                    t = d.todo
-                    row = Row(t.path, t.size, t.mtime_ns, d.content_hash, error=d.error)
-                    rows.append(row)
-                    unsaved.append(row)
-                    bar.update(1)
-                else:
-                    batch.append(d)
-                    if len(batch) == batch_size:
-                        forward()
-                if unsaved and (len(unsaved) >= FLUSH_ROWS or time.monotonic() - last_flush > FLUSH_SECONDS):
-                    flush()
-            if batch:
-                forward()
+        for d in stream:
+            if d.error is not None:
+                logger.warning("skipping %s: %s", d.todo.abspath, d.error)
+                t = d.todo
+                row = Row(t.path, t.size, t.mtime_ns, d.content_hash, error=d.error)
+                rows.append(row)
+                unsaved.append(row)
+                advance(1)
+            else:
+                batch.append(d)
+                if len(batch) == batch_size:
+                    forward()
+            if unsaved and (len(unsaved) >= FLUSH_ROWS or time.monotonic() - last_flush > FLUSH_SECONDS):
+                flush()
+        if batch:
+            forward()
     finally:
         stream.close()  # cancel decodes still queued, wait for those running
-        bar.close()
         work.save(unsaved)  # also on Ctrl-C or an error: the next run resumes from here
     return rows
-
-
-def _logging_above_bar(progress: bool) -> contextlib.AbstractContextManager[None]:
-    """While the bar is drawn, log lines ("skipping ...") go above it on lines of their own, not glued to it."""
-    if not progress:
-        return contextlib.nullcontext()
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    return logging_redirect_tqdm()

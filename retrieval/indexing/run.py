@@ -28,6 +28,7 @@ import numpy as np
 from moco.distributed import Dist, init_distributed, shutdown
 from moco.filenames import printable
 from moco.images import list_images
+from moco.progress import Progress
 from retrieval.errors import EncoderMismatchError, IndexError_, InputError
 from retrieval.indexing.catalog import BadFile
 from retrieval.indexing.embed_stream import embed_all
@@ -69,7 +70,7 @@ class IndexConfig:
     batch_size: int = 64
     workers: int = field(default_factory=_default_workers)  # decode threads; 0 = decode inline
     device: str = "auto"
-    progress: bool = True  # tqdm bar on stderr
+    progress: Progress | None = field(default=None, compare=False, repr=False)  # the caller shows it (the CLI: bars)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -250,7 +251,7 @@ def _index_follower(cfg: IndexConfig, dist: Dist) -> IndexReport:
         raise InputError(error)
     mine = todo[dist.rank :: dist.world]
     work = WorkCache(Path(cfg.index) / WORK, embedder.sha256, embedder.dim, dist.rank, create=False)
-    fresh = embed_all(mine, embedder, work, batch_size=cfg.batch_size, workers=cfg.workers, progress=False)
+    fresh = embed_all(mine, embedder, work, batch_size=cfg.batch_size, workers=cfg.workers)
     seconds = time.perf_counter() - t0
     _gather(fresh, dist)
     return IndexReport(

@@ -34,7 +34,7 @@ class Tiny:
 
 
 def _index(photos: Path, model: Path, out: Path) -> Path:
-    index_folder(IndexConfig(photos, model, out, batch_size=8, workers=0, device="cpu", progress=False))
+    index_folder(IndexConfig(photos, model, out, batch_size=8, workers=0, device="cpu"))
     return out
 
 
@@ -51,7 +51,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tiny]:
     (photos / "notes.jpg").write_text("not a picture\n")
     run = base / "runs/tiny"
     cfg = tiny_config(photos, run, model={"queue_size": 32, "bn_splits": 1}, batch_size=8, epochs=1, log_every=2)
-    fit(cfg, progress=False)
+    fit(cfg)
     untrained = base / "runs/untrained"
     save_random_encoder(untrained, arch="resnet18", image_size=32, dim=16, seed=0)
     yield Tiny(photos, run, _index(photos, run, base / "idx"), _index(photos, untrained, base / "idx-untrained"), base)

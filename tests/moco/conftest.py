@@ -84,7 +84,7 @@ def light_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(moco.train, "make_preset", lambda name, size, min_scale=None: light_views(size))
         mp.setattr(moco.data, "_decode_square", counting_decoder(counter))
-        result = fit(cfg, progress=False)
+        result = fit(cfg)
     yield Run(cfg, result, images, len(counter))
     shutil.rmtree(base, ignore_errors=True)  # checkpoints are 140 MB each
 
@@ -118,6 +118,6 @@ def budget_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(moco.train, "time", StepClock(0.1))
-        result = fit(cfg, progress=False)
+        result = fit(cfg)
     yield Run(cfg, result, images, 0)
     shutil.rmtree(base, ignore_errors=True)

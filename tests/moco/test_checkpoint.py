@@ -32,8 +32,8 @@ def runs(tmp_path_factory):
     """Run A: 6 steps straight. Run B: stop after 3 steps, then the same command again finishes it."""
     base = tmp_path_factory.mktemp("resume")
     make_images(base / "photos", 16, seed=3)
-    a = fit(tiny_config(base / "photos", base / "A", epochs=3), progress=False)
-    b1 = fit(tiny_config(base / "photos", base / "B", epochs=3, stop_after_steps=N_STOP), progress=False)
+    a = fit(tiny_config(base / "photos", base / "A", epochs=3))
+    b1 = fit(tiny_config(base / "photos", base / "B", epochs=3, stop_after_steps=N_STOP))
     stopped = {
         "result": b1,
         "has_encoder": (base / "B" / "encoder.json").exists(),
@@ -43,7 +43,7 @@ def runs(tmp_path_factory):
     shutil.copy2(base / "B" / "checkpoint.pt", base / "stopped" / "checkpoint.pt")
     with open(base / "B" / "metrics.jsonl", "a") as f:  # written after the checkpoint by a run then killed
         f.write(json.dumps({"step": N_STOP + 1, "loss": 0.0}) + "\n" + '{"step": 9, "lo')
-    b2 = fit(tiny_config(base / "photos", base / "B", epochs=3), progress=False)
+    b2 = fit(tiny_config(base / "photos", base / "B", epochs=3))
     yield {"base": base, "A": a, "B": b2, "stopped": stopped}
     shutil.rmtree(base, ignore_errors=True)  # checkpoints are 140 MB each
 
@@ -86,17 +86,17 @@ def test_resume_with_other_settings_is_refused(runs):
     before = ckpt.read_bytes()
     cfg = tiny_config(base / "photos", base / "stopped", epochs=3, lr=0.5, model={"temperature": 0.07})
     with pytest.raises(InputError) as e:
-        fit(cfg, progress=False)
+        fit(cfg)
     msg = str(e.value)
     assert "lr" in msg and "model.temperature" in msg and "--no-resume" in msg
     assert "\n" not in msg
     assert ckpt.read_bytes() == before, "a refused resume must leave the checkpoint alone"
     with pytest.raises(InputError, match="batch_size"):
-        fit(tiny_config(base / "photos", base / "stopped", epochs=3, batch_size=4), progress=False)
+        fit(tiny_config(base / "photos", base / "stopped", epochs=3, batch_size=4))
     assert not (base / "stopped" / "encoder.json").exists()
     # --no-resume: the same new settings start over instead
     (base / "stopped" / "metrics.jsonl").write_text(json.dumps({"step": 50, "loss": 1.0}) + "\n")  # an older run
-    fresh = fit(dataclasses.replace(cfg, resume=False, stop_after_steps=1), progress=False)
+    fresh = fit(dataclasses.replace(cfg, resume=False, stop_after_steps=1))
     assert fresh.steps == 1
     assert all(step <= 1 for step, _ in _metrics(base / "stopped"))  # the older run's records are gone
     state = load_checkpoint(ckpt)
@@ -142,7 +142,7 @@ while sys.stdin.readline():
     if pid == 0:
         code = 1
         try:
-            fit(cfg, progress=False)
+            fit(cfg)
             code = 0
         finally:
             os._exit(code)

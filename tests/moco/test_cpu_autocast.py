@@ -43,7 +43,7 @@ def _loss_history(tmp_path, name: str, amp: bool) -> list[float]:
         amp=amp,
         lr=0.3,
     )
-    fit(cfg, progress=False)
+    fit(cfg)
     return [loss for _, loss in load_checkpoint(tmp_path / name / "checkpoint.pt")["loss_history"]]
 
 

@@ -72,7 +72,7 @@ def _worker(rank: int, port: int, images: str, out: str, results: str) -> None:
     moco.train.make_preset = lambda name, size, min_scale=None: light_views(size)
     moco.train.time = StepClock(0.1)
     cfg = tiny_config(images, out, batch_size=BATCH, epochs=EPOCHS, lr=0.32, log_every=1, time_budget_min=BUDGET_MIN)
-    result = moco.train.fit(cfg, progress=False)
+    result = moco.train.fit(cfg)
     m = built[0]
     torch.save(
         {

@@ -88,7 +88,7 @@ def test_a_run_from_an_official_checkpoint_keeps_its_backbone_while_the_head_lea
         init_head_steps=head_steps,
         stop_after_steps=head_steps,
     )
-    fit(cfg, progress=False)
+    fit(cfg)
     saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
     assert int(saved["queue_ids"].min()) >= 0  # 4 steps x 8 keys could fill only 32 of 40 slots
     model = MoCo(MoCoConfig(arch="resnet18", dim=16, queue_size=K, bn_splits=1))
@@ -100,7 +100,7 @@ def test_a_run_from_an_official_checkpoint_keeps_its_backbone_while_the_head_lea
     assert any(not torch.equal(saved[f"encoder_q.head.{k}"], v) for k, v in fresh_head.items())
 
     # continued past the head-only steps: the backbone learns, at a tenth of the rate
-    fit(dataclasses.replace(cfg, stop_after_steps=head_steps + 3), progress=False)
+    fit(dataclasses.replace(cfg, stop_after_steps=head_steps + 3))
     moved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
     changes = [(moved[f"encoder_q.backbone.net.{n}"] - init[n]).norm() / init[n].norm().clamp(min=1e-8) for n in params]
     assert max(changes) > 0

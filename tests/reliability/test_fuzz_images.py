@@ -81,9 +81,7 @@ def test_an_index_run_over_fuzzed_files_completes_and_keeps_the_good_ones(tmp_pa
         fmt = FORMATS[i % len(FORMATS)]
         ops = [(MUTATIONS[int(rng.integers(len(MUTATIONS)))], int(rng.integers(1 << 30)), int(rng.integers(1 << 16)))]
         (photos / f"fuzz{i:02d}{SUFFIX[fmt]}").write_bytes(mutate(SEEDS[fmt], ops))
-    report = index_folder(
-        IndexConfig(photos, encoder, tmp_path / "idx", batch_size=4, workers=2, device="cpu", progress=False)
-    )
+    report = index_folder(IndexConfig(photos, encoder, tmp_path / "idx", batch_size=4, workers=2, device="cpu"))
     assert report.ok + report.bad == 43
     from retrieval.searching.searcher import SearchIndex
 

@@ -18,7 +18,7 @@ def pristine(tmp_path_factory, encoder) -> tuple[Path, Path]:
     photos = base / "photos"
     for i in range(6):
         make_image(photos / f"{i}.png", seed=i)
-    index_folder(IndexConfig(photos, encoder, base / "idx", batch_size=4, workers=0, device="cpu", progress=False))
+    index_folder(IndexConfig(photos, encoder, base / "idx", batch_size=4, workers=0, device="cpu"))
     return photos, base / "idx"
 
 

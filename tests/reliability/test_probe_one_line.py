@@ -25,7 +25,7 @@ def built(tmp_path_factory, encoder) -> dict[str, Path]:
     (base / "a-file").write_text("not a folder")
     from retrieval.indexing.run import IndexConfig, index_folder
 
-    index_folder(IndexConfig(photos, encoder, base / "idx", batch_size=4, workers=0, device="cpu", progress=False))
+    index_folder(IndexConfig(photos, encoder, base / "idx", batch_size=4, workers=0, device="cpu"))
     return {"base": base, "photos": photos, "index": base / "idx", "file": base / "a-file"}
 
 

@@ -69,7 +69,7 @@ def test_dedup_groups_the_real_copy_not_the_symlink(tmp_path, encoder, monkeypat
     (photos / "l.png").symlink_to(photos / "zz" / "deep" / "original.png")  # shortest path: would be kept
     (photos / "other").mkdir()
     shutil.copyfile(photos / "zz" / "deep" / "original.png", photos / "other" / "copy.png")
-    index_folder(IndexConfig(photos, encoder, tmp_path / "idx", batch_size=4, workers=0, device="cpu", progress=False))
+    index_folder(IndexConfig(photos, encoder, tmp_path / "idx", batch_size=4, workers=0, device="cpu"))
     code, out, err = run_cli(
         monkeypatch, capsys, "dedup", "--index", str(tmp_path / "idx"), "--threshold", "exact", "--format", "json"
     )
@@ -97,7 +97,7 @@ def encode_then_die(self, x):
 
 Embedder.encode_tensors = encode_then_die
 index_folder(IndexConfig(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), batch_size=4, workers=0,
-                         device="cpu", progress=False))
+                         device="cpu"))
 """
 
 
@@ -112,7 +112,7 @@ def test_a_kill_after_n_batches_resumes_without_embedding_them_again(tmp_path, e
     assert proc.returncode == 137, proc.stderr.decode()
     assert not (index / "CURRENT").exists()
 
-    report = index_folder(IndexConfig(photos, encoder, index, batch_size=4, workers=0, device="cpu", progress=False))
+    report = index_folder(IndexConfig(photos, encoder, index, batch_size=4, workers=0, device="cpu"))
     assert report.resumed == 4 * batches_done
     assert report.embedded == 12 - 4 * batches_done
     assert report.ok == 12

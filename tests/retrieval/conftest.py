@@ -22,7 +22,7 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (40, 32)) -> Path:
 
 
 def index_cfg(photos: Path, encoder: Path, tmp_path: Path, **kw) -> IndexConfig:
-    return IndexConfig(photos, encoder, tmp_path / "idx", batch_size=4, workers=2, device="cpu", progress=False, **kw)
+    return IndexConfig(photos, encoder, tmp_path / "idx", batch_size=4, workers=2, device="cpu", **kw)
 
 
 @pytest.fixture(scope="module")

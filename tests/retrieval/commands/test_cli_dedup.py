@@ -86,7 +86,7 @@ def make_photos(root: Path) -> None:
 def build(base: Path, encoder: Path) -> dict[str, Path]:
     photos, index = base / "photos", base / "indexes" / "tiny"
     make_photos(photos)
-    index_folder(IndexConfig(photos, encoder, index, batch_size=8, workers=0, device="cpu", progress=False))
+    index_folder(IndexConfig(photos, encoder, index, batch_size=8, workers=0, device="cpu"))
     return {"base": base, "photos": photos, "index": index}
 
 

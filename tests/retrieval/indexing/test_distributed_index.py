@@ -37,7 +37,7 @@ _RANK_SCRIPT = textwrap.dedent(
 
     photos, model, index, out = map(Path, sys.argv[1:5])
     report = index_folder(IndexConfig(photos, model, index, batch_size=3, workers=1, device="cpu",
-                                      progress=False))
+                                      progress=None))
     rank = os.environ["RANK"]
     (out / f"rank{rank}.json").write_text(json.dumps(
         {"embedded": report.embedded, "world": int(os.environ["WORLD_SIZE"]), "generation": report.generation}
@@ -92,9 +92,7 @@ def test_two_cpu_processes_give_the_same_index_as_one(tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        index_folder(
-            IndexConfig(photos, model, tmp_path / "idx1", batch_size=4, workers=1, device="cpu", progress=False)
-        )
+        index_folder(IndexConfig(photos, model, tmp_path / "idx1", batch_size=4, workers=1, device="cpu"))
     finally:
         torch.set_num_threads(before)
 

@@ -187,3 +187,16 @@ def test_interrupted_run_resumes(photos, encoder, embedder, tmp_path, monkeypatc
     for p, v in vectors.items():
         np.testing.assert_allclose(v, _oracle(embedder, photos / p), atol=1e-5)
     assert not (cfg.index / "work").exists()
+
+
+def test_progress_reaches_the_caller_not_the_terminal(photos, encoder, tmp_path, capfd):
+    """The library reports embedding progress to a callback (the CLI draws the bars) and prints nothing."""
+    calls = []
+    cfg = index_cfg(photos, encoder, tmp_path, progress=lambda *a: calls.append(a))
+    index_folder(cfg)
+    assert {c[0] for c in calls} == {"embedding"}
+    done = [c[1] for c in calls]
+    assert done == sorted(done) and done[-1] == 10  # 8 images and 2 bad files, each counted once
+    assert all(c[2] == 10 for c in calls)
+    out, err = capfd.readouterr()
+    assert out == "" and "embedding" not in err
