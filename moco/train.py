@@ -176,7 +176,9 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             f", time budget {cfg.time_budget_min:g} min" if cfg.time_budget_min else "",
             f", resuming at step {step}" if step else "",
         )
-    two_crops = TwoCropsTransform(make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None))
+    two_crops = TwoCropsTransform(
+        make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength)
+    )
     dataset = PairDataset(cache.array, two_crops, cfg.seed)
     validator = KnnValidator.load(Path(cfg.val), cfg.eval_size) if cfg.val and d.is_main else None
     if not cfg.resume and d.is_main:  # start over, but only once every input has been accepted
@@ -430,7 +432,17 @@ def _save(
 
 
 # settings that change what a step computes: a checkpoint made with others cannot be continued
-_MUST_MATCH = ("image_size", "batch_size", "preset", "crop_min_scale", "seed", "epochs", "lr", "weight_decay")
+_MUST_MATCH = (
+    "image_size",
+    "batch_size",
+    "preset",
+    "crop_min_scale",
+    "colour_strength",
+    "seed",
+    "epochs",
+    "lr",
+    "weight_decay",
+)
 
 
 def _resume(
