@@ -54,31 +54,35 @@ OLD_DEFAULTS = {  # `retrieval train`'s CPU defaults before issue 14
 }
 
 
-def training_folder(data: Path, work: Path) -> Path:
-    """work/train: a link to every clip-art image and every emoji gallery image (one unlabelled folder)."""
-    folder = work / "train"
+def training_folder(data: Path, work: Path, every: int = 1) -> Path:
+    """work/train: a link to every clip-art image and every emoji gallery image (one unlabelled folder);
+    `every` > 1 keeps every Nth of them (work/train-everyN)."""
+    folder = work / ("train" if every == 1 else f"train-every{every}")
     if folder.exists():
         return folder
-    tmp = work / "train.tmp"
+    tmp = folder.with_suffix(".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     for src_root, prefix in ((data / "clipart", "clipart"), (data / "emoji" / "gallery", "emoji")):
-        for p in sorted(src_root.glob("*/*.png")):
+        for p in sorted(src_root.glob("*/*.png"))[::every]:
             (tmp / f"{prefix}__{p.parent.name}__{p.name}").symlink_to(p)
     tmp.rename(folder)
     return folder
 
 
 def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict) -> dict:
+    import moco.devices
     from moco.config import MoCoConfig, TrainConfig
     from moco.train import fit
 
     over = dict(overrides)
+    if over.pop("force_cpu_bf16", False):  # bf16 autocast on this CPU whatever its kind (the fp32/bf16 check)
+        moco.devices.CPU_BF16_TRAIN = (moco.devices.cpu_bf16_kind(),)
     mkw = {k: over.pop(k) for k in list(over) if k in MoCoConfig.__dataclass_fields__}
     cfg = TrainConfig(
         images=str(images),
         out=str(run_dir),
         model=MoCoConfig(**mkw),
-        epochs=10_000,
+        epochs=over.pop("epochs", 10_000),
         time_budget_min=budget_min,
         device="cpu",
         workers=0,
@@ -198,12 +202,15 @@ def arch_of(settings: dict) -> tuple[str, int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--budgets", default="5,10,20", help="minutes, comma-separated; each budget is its own runs")
+    ap.add_argument(
+        "--budgets", default="5,10,20", help="minutes, comma-separated; each budget is its own runs (0: by epochs)"
+    )
     ap.add_argument("--settings", default="", help="JSON {name: overrides}; default: the old and the new CPU defaults")
     ap.add_argument("--sequential-budgets", action="store_true", help="one budget after another (default: all at once)")
     ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temp dir)")
     ap.add_argument("--tag", default="learning_curve")
     ap.add_argument("--no-emoji", action="store_true", help="clip-art kNN only (the sweep)")
+    ap.add_argument("--train-every", type=int, default=1, help="train on every Nth image (equal-step checks)")
     ap.add_argument("--clip-every", type=int, default=4, help="score every Nth clip-art image of each category")
     ap.add_argument("--emoji-every", type=int, default=3, help="score every Nth emoji pair (gallery: their images)")
     ap.add_argument("--score-threads", type=int, default=1, help="torch threads while scoring (1: best under load)")
@@ -229,7 +236,7 @@ def main() -> None:
     from moco.devices import cpu_bf16_kind
 
     t0 = time.monotonic()
-    images = training_folder(a.data, work)
+    images = training_folder(a.data, work, a.train_every)
     paths = list_images(images)
     sizes = {arch_of(s)[2] for s in settings.values()}
     for size in sizes:  # one decode cache per size, shared by every run (fit reuses a matching cache)

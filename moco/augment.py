@@ -88,13 +88,24 @@ def _normalize() -> list[Callable]:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def moco_v2(size: int, min_scale: float = 0.2) -> T.Compose:
-    """The MoCo v2 augmentation recipe (Chen et al., 2020), at `size` px."""
+def colour_steps(strength: float = 1.0) -> list[Callable]:
+    """MoCo v2's colour jitter (p 0.8) and grey (p 0.2), their magnitudes and the grey probability scaled by
+    `strength` (1 = the paper's; 0 = colour kept as it is)."""
+    if strength <= 0:
+        return []
+    b = 0.4 * strength
+    return [
+        T.RandomApply([T.ColorJitter(b, b, b, min(0.5, 0.1 * strength))], p=0.8),
+        T.RandomGrayscale(p=min(1.0, 0.2 * strength)),
+    ]
+
+
+def moco_v2(size: int, min_scale: float = 0.2, colour: float = 1.0) -> T.Compose:
+    """The MoCo v2 augmentation recipe (Chen et al., 2020), at `size` px; `colour` scales its colour steps."""
     return T.Compose(
         [
             T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
+            *colour_steps(colour),
             T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
             T.RandomHorizontalFlip(),
             *_normalize(),
@@ -102,7 +113,7 @@ def moco_v2(size: int, min_scale: float = 0.2) -> T.Compose:
     )
 
 
-def copy_detection(size: int, min_scale: float = 0.3) -> T.Compose:
+def copy_detection(size: int, min_scale: float = 0.3, colour: float = 1.0) -> T.Compose:
     """MoCo v2 plus the edits near duplicates really have: re-encoding, resizing, borders, aspect
     changes, overlays, small rotations, flips. Crops are milder than v2 (a copy keeps most content)."""
     return T.Compose(
@@ -110,8 +121,7 @@ def copy_detection(size: int, min_scale: float = 0.3) -> T.Compose:
             T.RandomApply([RandomPad(0.2)], p=0.25),
             T.RandomApply([T.RandomRotation(10, fill=0)], p=0.25),
             T.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=(0.6, 1.6)),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
+            *colour_steps(colour),
             T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.3),
             T.RandomApply([RandomRescale((0.3, 1.0))], p=0.3),
             T.RandomApply([RandomOverlay()], p=0.3),
@@ -125,11 +135,14 @@ def copy_detection(size: int, min_scale: float = 0.3) -> T.Compose:
 PRESETS: dict[str, Callable[..., T.Compose]] = {"moco-v2": moco_v2, "copy-detection": copy_detection}
 
 
-def make_preset(name: str, size: int, min_scale: float | None = None) -> T.Compose:
-    """The named preset at `size` px; `min_scale` overrides its smallest crop area (fraction of the image)."""
+def make_preset(name: str, size: int, min_scale: float | None = None, colour: float = 1.0) -> T.Compose:
+    """The named preset at `size` px; `min_scale` overrides its smallest crop area (fraction of the image),
+    `colour` scales its colour jitter and grey (moco.augment.colour_steps)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-    return PRESETS[name](size) if min_scale is None else PRESETS[name](size, min_scale)
+    if min_scale is None:
+        return PRESETS[name](size, colour=colour)
+    return PRESETS[name](size, min_scale, colour=colour)
 
 
 def eval_transform(

@@ -65,6 +65,7 @@ class TrainConfig:
     warmup_steps: int = 20
     preset: str = "moco-v2"
     crop_min_scale: float = 0.0  # smallest random crop (fraction of the image area); 0 = the preset's own
+    colour_strength: float = 1.0  # scales the preset's colour jitter and grey (1 = MoCo v2's; 0 = none)
     device: str = "auto"
     amp: bool = True  # autocast on CUDA (bf16 where supported)
     workers: int = -1  # data-loader workers; -1 = pick from the CPU count
@@ -91,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"Illegal time budget {self.time_budget_min}: must be >= 0")
         if self.init_head_steps < 0 or not 0.0 < self.init_lr_scale <= 1.0:
             raise ValueError("Illegal init schedule: init_head_steps must be >= 0 and init_lr_scale in (0, 1]")
+        if self.colour_strength < 0:
+            raise ValueError(f"Illegal colour_strength {self.colour_strength}: must be >= 0")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if self.device not in DEVICES:

@@ -181,7 +181,9 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
             f", time budget {cfg.time_budget_min:g} min" if cfg.time_budget_min else "",
             f", resuming at step {step}" if step else "",
         )
-    two_crops = TwoCropsTransform(make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None))
+    two_crops = TwoCropsTransform(
+        make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength)
+    )
     dataset = PairDataset(cache.array, two_crops, cfg.seed)
     if cfg.init and step == 0:  # the first negatives are keys of the initial encoder, not random vectors
         with autocast(device, cfg.amp):
@@ -423,7 +425,17 @@ def _save(
 
 
 # settings that change what a step computes: a checkpoint made with others cannot be continued
-_MUST_MATCH = ("image_size", "batch_size", "preset", "crop_min_scale", "seed", "epochs", "lr", "weight_decay")
+_MUST_MATCH = (
+    "image_size",
+    "batch_size",
+    "preset",
+    "crop_min_scale",
+    "colour_strength",
+    "seed",
+    "epochs",
+    "lr",
+    "weight_decay",
+)
 _MUST_MATCH += ("init", "init_head_steps", "init_lr_scale")  # --init also splits the optimizer's groups
 
 

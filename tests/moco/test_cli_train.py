@@ -140,3 +140,24 @@ def test_usage_error_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, str(tmp_path), "--no-such-option")
     assert code == 2
     assert "Traceback" not in err and "--no-such-option" in err
+
+
+def test_a_finished_run_ends_with_its_verdict_and_the_options_reach_the_config(tmp_path, monkeypatch, capsys):
+    import json
+
+    from moco.checkpoint import load_checkpoint
+    from moco.config import MoCoConfig
+    from moco.verdict import training_verdict
+
+    make_images(tmp_path / "imgs", 20)
+    out = tmp_path / "run"
+    args = [str(tmp_path / "imgs"), "--out", str(out), *TINY, "--batch-size", "8", "--stem", "cifar", "--width", "8"]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    state = load_checkpoint(out / "checkpoint.pt")
+    model = state["model_config"]
+    assert (model["stem"], model["width"]) == ("cifar", 8)
+    assert model["momentum"] == MoCoConfig().momentum  # not given: the library's default
+    assert json.loads((out / "encoder.json").read_text())["stem"] == "cifar"
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "epoch_end" in line][-1]
+    assert stdout.strip().splitlines()[-1] == training_verdict(last, model["queue_size"]).line
