@@ -1,6 +1,6 @@
 """Writes docs/BENCHMARKS.md: the summary below followed by every bench/results/*.md, in a fixed order.
 
-python bench/collect.py
+python -m bench.collect
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ ORDER = [
     "dedup_threshold",
     "dedup_train_size",
     "dedup_scale",
+    "eval_samples",
+    "app_load",
 ]
 
 

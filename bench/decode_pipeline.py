@@ -13,7 +13,7 @@ batch dropped), through a DataLoader with the same number of workers. No model: 
 Epoch 1 is the warm-up (it also fills the OS page cache for both); then epochs 2.. alternate between the
 two pipelines (`--repeats` times each) and the median epoch time of each is reported.
 
-    python bench/decode_pipeline.py [--photos ~/.cache/retrieval-datasets/photos] [--n 150] [--workers 1]
+    python -m bench.decode_pipeline [--photos ~/.cache/retrieval-datasets/photos] [--n 150] [--workers 1]
 """
 
 from __future__ import annotations
@@ -29,20 +29,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from bench.machine import machine_info
+from moco.augment import TwoCropsTransform, make_preset
+from moco.data import BatchList, DecodeCache, PairDataset, epoch_batches
+from moco.images import list_images
+from moco.train import CACHE_SCALE
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT)]  # run as a script from a checkout: moco/ importable
-
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-from machine import machine_info  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from moco.augment import TwoCropsTransform, make_preset  # noqa: E402
-from moco.data import BatchList, DecodeCache, PairDataset, epoch_batches  # noqa: E402
-from moco.images import list_images  # noqa: E402
-from moco.train import CACHE_SCALE  # noqa: E402
 
 DEFAULT_PHOTOS = Path.home() / ".cache/retrieval-datasets/photos"
 VARIANTS = [None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180]

@@ -18,12 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # moco/, bench/
-from dedup_scoring import best_over_thresholds, embed_folder, scorer  # noqa: E402
-
-from moco.export import LEGACY_PREPROCESSING  # noqa: E402
-from retrieval.dedup import BACKGROUND_RANK  # noqa: E402
-from retrieval.records import FileRecord  # noqa: E402
+from bench.dedup_scoring import best_over_thresholds, embed_folder, scorer
+from moco.export import LEGACY_PREPROCESSING
+from retrieval.dedup.groups import BACKGROUND_RANK
+from retrieval.records import FileRecord
 
 STEPS: list[tuple[str, dict]] = [
     ("centre crop (legacy)", {"resize": "shorter-side+center-crop"}),

@@ -1,6 +1,6 @@
 """Near-duplicate detection quality: `retrieval dedup` vs imagededup's PHash, same folder, same run.
 
-    python bench/dedup_quality.py ~/.cache/retrieval-datasets [--work /tmp/dedup-bench] [--budget 10] [--reuse]
+    python -m bench.dedup_quality ~/.cache/retrieval-datasets [--work /tmp/dedup-bench] [--budget 10] [--reuse]
 
 1. Builds the benchmark folder (bench/neardup_data.py: originals with 1-3 edited copies + distractors).
 2. `retrieval train` on that folder (preset copy-detection, --time-budget BUDGET minutes, CPU defaults),
@@ -28,17 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # moco/, bench/
-from dedup_descriptor import descriptor_options, descriptor_steps  # noqa: E402
-from dedup_scoring import best_over_thresholds  # noqa: E402
-from neardup_data import build  # noqa: E402
-from neardup_eval import pairwise_prf  # noqa: E402
-
-from moco.export import read_spec, save_random_encoder  # noqa: E402
-from moco.preprocess import PRESET_PREPROCESSING  # noqa: E402
-from retrieval.dedup import BACKGROUND_RANK, THRESHOLD_PRESETS  # noqa: E402
-from retrieval.search import SearchIndex  # noqa: E402
-from retrieval.verify_cache import CACHE_NAME  # noqa: E402
+from bench.dedup_descriptor import descriptor_options, descriptor_steps
+from bench.dedup_scoring import best_over_thresholds
+from bench.neardup_data import build
+from bench.neardup_eval import pairwise_prf
+from moco.export import read_spec, save_random_encoder
+from moco.preprocess import PRESET_PREPROCESSING
+from retrieval.dedup.groups import BACKGROUND_RANK, THRESHOLD_PRESETS
+from retrieval.dedup.verify_cache import CACHE_NAME
+from retrieval.searching.searcher import SearchIndex
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -200,7 +198,7 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
     lines = [
         "## Near-duplicate detection: `retrieval dedup` vs imagededup PHash",
         "",
-        f"`python bench/dedup_quality.py ~/.cache/retrieval-datasets --budget {t['budget_min']:g}` on {r['machine']}"
+        f"`python -m bench.dedup_quality ~/.cache/retrieval-datasets --budget {t['budget_min']:g}` on {r['machine']}"
         + (" (`--reuse`: scored again with the encoder trained by the previous run)." if a.reuse else "."),
         f"Folder: {r['folder']['files']} images, {r['folder']['originals']} originals (real photos and clip art) "
         f"with {r['folder']['copies']} edited copies, plus distractors (bench/neardup_data.py).",
@@ -247,7 +245,8 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
     lines += [
         "",
         f"F1 difference at the defaults (trained encoder): {diff:+.3f} (goal: F1 >= 0.90 and >= 0.3 above PHash).",
-        "Verification (retrieval/verify.py, on by default; `--no-verify` rows without it): pairs scoring near the "
+        "Verification (retrieval/dedup/verify.py, on by default; `--no-verify` rows without it): pairs scoring "
+        "near the "
         "threshold are kept when a crop of one picture, stretched per axis and mirrored or not, lines up with the "
         "other in grey levels and in its edges (gradient magnitudes). "
         f"It moves F1 at the default from {nv['f1']:.3f} to {v['f1']:.3f} (trained encoder) and from "

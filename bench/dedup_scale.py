@@ -1,20 +1,20 @@
 """Scale benchmark for `retrieval dedup`: N synthetic embeddings with planted duplicates, wall time and
 peak memory to groups, and pairwise precision / recall against the planted truth.
 
-    python bench/dedup_scale.py                       # N = 1,000,000, dim 128, the index kind auto picks
-    python bench/dedup_scale.py --n 100000 300000 --kind ivf
-    python bench/dedup_scale.py --n 20000 --groups 1000 --threshold default --background-rank 5 --append
+    python -m bench.dedup_scale                       # N = 1,000,000, dim 128, the index kind auto picks
+    python -m bench.dedup_scale --n 100000 300000 --kind ivf
+    python -m bench.dedup_scale --n 20000 --groups 1000 --threshold default --background-rank 5 --append
 
 For each N:
   1. build (this process, the cost of `retrieval index` minus embedding): random unit vectors, plus
      planted groups (an original and 1-2 near copies at a known cosine in [0.92, 0.99] to it, a few with
      an exact byte copy as well) and decoy pairs just below the benchmark's threshold (cosine 0.75-0.87, not
-     duplicates); `retrieval.index.build_index(vectors, kind)` and `write_generation`, exactly as
+     duplicates); `retrieval.indexing.faiss_index.build_index(vectors, kind)` and `write_generation`, exactly as
      `retrieval index` writes an index (catalog.sqlite, vectors.npy, index.faiss, manifest.json).
   2. dedup (a fresh subprocess, so its peak RSS is dedup's alone): `dedup_run.find_duplicates(DedupConfig(
      index, threshold, verify=False))`, the library call behind `retrieval dedup --index DIR --no-verify`
      (there are no pictures behind synthetic vectors to verify pairs against): load and check the index,
-     exact stage, neighbours (for an approximate index the k-NN self-join of retrieval/cell_join.py, its
+     exact stage, neighbours (for an approximate index the k-NN self-join of retrieval/dedup/cell_join.py, its
      nprobe tuned for the threshold), star grouping. Wall time from
      before the call to the groups; CPU time (user + system, all threads) of that process; peak memory =
      VmHWM (peak resident set) of that process.
@@ -50,7 +50,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 GOAL_SECONDS = 600.0
 GOAL_BYTES = 4 * 1024**3
@@ -115,7 +114,8 @@ def synthetic(n: int, dim: int, groups: int, decoys: int, exact_every: int, seed
 
 
 def build(n: int, dim: int, args: argparse.Namespace, work: Path) -> dict:
-    from retrieval.index import build_index, write_generation
+    from retrieval.indexing.faiss_index import build_index
+    from retrieval.indexing.generations import write_generation
     from retrieval.records import FileRecord
 
     t0 = time.perf_counter()
@@ -205,7 +205,7 @@ def dedup_phase(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [dedup] %(message)s")  # stderr: progress
     logging.getLogger("faiss").setLevel(logging.WARNING)
     logging.getLogger().addHandler(Stages())
-    from retrieval.dedup_run import DedupConfig, find_duplicates
+    from retrieval.dedup.run import DedupConfig, find_duplicates
 
     rss_before = peak_rss_bytes()
     cpu0 = cpu_seconds()
@@ -343,7 +343,7 @@ def write_results(runs: list[dict], args: argparse.Namespace, info: dict) -> Non
         "runs": runs,
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
-    from retrieval.dedup import THRESHOLD_PRESETS
+    from retrieval.dedup.groups import THRESHOLD_PRESETS
 
     default = THRESHOLD_PRESETS["default"]
     lines = [
@@ -363,7 +363,8 @@ def write_results(runs: list[dict], args: argparse.Namespace, info: dict) -> Non
         "fresh process (what `retrieval dedup --index DIR --no-verify` runs; synthetic vectors have no pictures "
         "to verify pairs against): load + check the index, exact stage, neighbours, background, "
         "star groups. Neighbours, method `self-join` (since 2026-11-23): for an approximate index, the k-NN "
-        "self-join of `retrieval/cell_join.py` (k-means cells, nprobe tuned for the threshold, one matrix product "
+        "self-join of `retrieval/dedup/cell_join.py` (k-means cells, nprobe tuned for the threshold, one matrix "
+        "product "
         "per cell); earlier rows, method `index search`, searched the index once per vector (efSearch / nprobe "
         "tuned for the threshold). Peak memory = VmHWM (peak resident set) "
         "of that process. Build = `build_index` (with its recall@10 tuning) as `retrieval index` runs it after "
@@ -435,7 +436,7 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)
-    command = "python bench/dedup_scale.py " + " ".join(sys.argv[1:])
+    command = "python -m bench.dedup_scale " + " ".join(sys.argv[1:])
     info = machine()
     runs = recorded_runs(args)
     for n in args.n:

@@ -4,29 +4,24 @@ embed a folder, form groups as `retrieval dedup` does (optionally verified), bes
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # moco/, bench/
-from neardup_eval import pairwise_prf  # noqa: E402
-
-from moco.images import list_images, load_image  # noqa: E402
-from retrieval.dedup import find_groups  # noqa: E402
-from retrieval.embed import Embedder  # noqa: E402
-from retrieval.records import FileRecord  # noqa: E402
-from retrieval.verify import alignments, folder_thumbnails  # noqa: E402
+from moco.images import list_images, load_image
+from retrieval.dedup.groups import find_groups
+from retrieval.dedup.verify import alignments, folder_thumbnails
+from retrieval.embed import Embedder
+from retrieval.evaluate.metrics import best_f1, precision_recall_curve
+from retrieval.records import FileRecord
 
 
 def best_over_thresholds(score_groups: Callable[[float], list[list[str]]], thresholds, truth) -> dict:  # noqa: ANN001
-    best = {"f1": -1.0}
-    for t in thresholds:
-        m = pairwise_prf(score_groups(t), truth)
-        if m["f1"] > best["f1"]:
-            best = {**m, "threshold": round(float(t), 3)}
-    return best
+    """The best F1 over `thresholds` (the first of equal ones), as `retrieval eval dedup` finds it
+    (retrieval.evaluate.metrics.precision_recall_curve and best_f1)."""
+    best = best_f1(precision_recall_curve(score_groups, thresholds, truth))
+    return {**best.score.as_dict(), "threshold": round(best.threshold, 3)}
 
 
 def folder_verifier(images: Path, rel: list[str]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:

@@ -3,10 +3,10 @@
 Builds a second folder with bench/neardup_data.py (`--seed 1`: other clip art, other edits, other
 distractors; the real photos are the same pool) and reports pairwise precision, recall and F1 by threshold
 for the encoders that bench/dedup_quality.py made (its `--work` folder: `run/` trained, `random-init/`), so
-the default in retrieval/dedup.py is picked on data that the seed-0 report does not score.
+the default in retrieval/dedup/groups.py is picked on data that the seed-0 report does not score.
 
-    python bench/dedup_quality.py ~/.cache/retrieval-datasets        # first: trains the encoders
-    python bench/dedup_threshold.py ~/.cache/retrieval-datasets      # then: F1 by threshold at seed 1
+    python -m bench.dedup_quality ~/.cache/retrieval-datasets        # first: trains the encoders
+    python -m bench.dedup_threshold ~/.cache/retrieval-datasets      # then: F1 by threshold at seed 1
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
-from dedup_quality import run  # noqa: E402
-from dedup_scoring import best_over_thresholds, embed_folder, folder_verifier, scorer  # noqa: E402
-from neardup_data import build  # noqa: E402
-from neardup_eval import pairwise_prf  # noqa: E402
-
-from retrieval import dedup, verify  # noqa: E402
-from retrieval.dedup import BACKGROUND_RANK, MIN_ALIGNMENT, THRESHOLD_PRESETS, VERIFY_ABOVE, VERIFY_BELOW  # noqa: E402
-from retrieval.search import SearchIndex  # noqa: E402
-from retrieval.verify import MIN_EDGE_CORRELATION  # noqa: E402
+from bench.dedup_quality import run
+from bench.dedup_scoring import best_over_thresholds, embed_folder, folder_verifier, scorer
+from bench.neardup_data import build
+from bench.neardup_eval import pairwise_prf
+from retrieval.dedup import groups as dedup
+from retrieval.dedup import verify
+from retrieval.dedup.groups import BACKGROUND_RANK, MIN_ALIGNMENT, THRESHOLD_PRESETS, VERIFY_ABOVE, VERIFY_BELOW
+from retrieval.dedup.verify import MIN_EDGE_CORRELATION
+from retrieval.searching.searcher import SearchIndex
 
 RESULTS = Path(__file__).parent / "results"
 GRID = [round(t, 2) for t in np.arange(0.0, 0.52, 0.04)]
@@ -117,11 +116,12 @@ def markdown(r: dict) -> str:
     lines = [
         "## Choosing the default dedup threshold on a held-out folder",
         "",
-        f"`python bench/dedup_threshold.py ~/.cache/retrieval-datasets` (after bench/dedup_quality.py, whose "
+        f"`python -m bench.dedup_threshold ~/.cache/retrieval-datasets` (after bench/dedup_quality.py, whose "
         f"encoders it scores). Folder: bench/neardup_data.py with seed {r['seed']}, {r['files']} images, "
         f"{r['originals']} originals with {r['copies']} edited copies, plus distractors; the #4 report above "
         "uses seed 0. Pairwise precision / recall / F1 of the groups `retrieval dedup` forms at each threshold "
-        f"on the normalised score. The preset now in retrieval/dedup.py: default {THRESHOLD_PRESETS['default']}, "
+        "on the normalised score. The preset now in retrieval/dedup/groups.py: "
+        f"default {THRESHOLD_PRESETS['default']}, "
         f"strict {THRESHOLD_PRESETS['strict']}.",
         "",
         "| threshold | " + " | ".join(f"{n}{v}: P / R / F1" for n in names for v in ("", ", verified")) + " |",
@@ -142,7 +142,7 @@ def markdown(r: dict) -> str:
         "",
         f"Verified: `retrieval dedup`'s default; pairs scoring from {VERIFY_BELOW} under the threshold to "
         f"{VERIFY_ABOVE} over it are kept when their pictures line up (alignment >= {MIN_ALIGNMENT}, "
-        "retrieval/verify.py). The minimum alignment at the default threshold:",
+        "retrieval/dedup/verify.py). The minimum alignment at the default threshold:",
         "",
         *sweep_table(enc, "min alignment", "by_min_alignment", [(str(m), f"{m:.2f}") for m in ALIGNMENTS]),
         "",

@@ -1,9 +1,9 @@
 """Training resolution for copy detection: `retrieval train --preset copy-detection` with the same time budget
 at several training sizes, each scored by dedup on the benchmark folders (seed 0, and the held-out seed 1).
 
-    python bench/dedup_quality.py ~/.cache/retrieval-datasets          # first: builds WORK, trains WORK/run
-    python bench/dedup_threshold.py ~/.cache/retrieval-datasets        # and the seed-1 folder
-    python bench/dedup_train_size.py [--sizes 32 128] [--budget 10]
+    python -m bench.dedup_quality ~/.cache/retrieval-datasets          # first: builds WORK, trains WORK/run
+    python -m bench.dedup_threshold ~/.cache/retrieval-datasets        # and the seed-1 folder
+    python -m bench.dedup_train_size [--sizes 32 128] [--budget 10]
 
 A smaller input gives more steps per minute on a CPU. Each encoder indexes at its training size (the default
 of `retrieval train`). The 64-px row is WORK/run, the encoder dedup_quality.py trained with the CPU defaults.
@@ -22,14 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]  # moco/, bench/
-from dedup_quality import run  # noqa: E402
-from dedup_scoring import best_over_thresholds, embed_folder, folder_verifier, scorer  # noqa: E402
-from neardup_eval import pairwise_prf  # noqa: E402
-
-from moco.export import read_spec  # noqa: E402
-from retrieval.dedup import BACKGROUND_RANK, THRESHOLD_PRESETS  # noqa: E402
-from retrieval.search import SearchIndex  # noqa: E402
+from bench.dedup_quality import run
+from bench.dedup_scoring import best_over_thresholds, embed_folder, folder_verifier, scorer
+from bench.neardup_eval import pairwise_prf
+from moco.export import read_spec
+from retrieval.dedup.groups import BACKGROUND_RANK, THRESHOLD_PRESETS
+from retrieval.searching.searcher import SearchIndex
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -81,7 +79,7 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
     lines = [
         "## Training resolution for copy detection",
         "",
-        f"`python bench/dedup_train_size.py --sizes {' '.join(map(str, a.sizes))} --budget {a.budget:g}` after "
+        f"`python -m bench.dedup_train_size --sizes {' '.join(map(str, a.sizes))} --budget {a.budget:g}` after "
         "bench/dedup_quality.py and bench/dedup_threshold.py. `retrieval train --preset copy-detection "
         f"--time-budget {a.budget:g} --image-size N` on the seed-0 benchmark folder, each encoder indexing at its "
         "training size; scored on that folder (seed 0) and on the held-out seed-1 folder. F1 at the default "

@@ -15,7 +15,7 @@ Encoders, both the default CPU kind (resnet18, GeM backbone descriptor, 512-d):
   --no-resume` with the CPU defaults otherwise (64 px crops, batch 64, K capped by the folder size), run here
   (unless `--model` gives an already trained encoder folder). Only the gallery style is seen in training.
 
-    python bench/emoji_recall.py [--emoji ~/.cache/retrieval-datasets/emoji] [--time-budget 10]
+    python -m bench.emoji_recall [--emoji ~/.cache/retrieval-datasets/emoji] [--time-budget 10]
         [--preset moco-v2] [--device cpu] [--model runs/NAME] [--keep-run DIR]
 """
 
@@ -31,15 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.machine import machine_info
+from moco.export import read_spec, save_random_encoder
+from retrieval.indexing.run import IndexConfig, index_folder
+from retrieval.searching.query import SearchConfig, search_images
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT)]  # run as a script from a checkout: moco/ and retrieval/ importable
-
-from machine import machine_info  # noqa: E402
-
-from moco.export import read_spec, save_random_encoder  # noqa: E402
-from retrieval.indexing import IndexConfig, index_folder  # noqa: E402
-from retrieval.querying import SearchConfig, search_images  # noqa: E402
 
 NAME = "emoji_recall"
 DEFAULT_EMOJI = Path.home() / ".cache/retrieval-datasets/emoji"

@@ -19,7 +19,7 @@ median(e2e img/s) / median(forward img/s). Goal: >= 0.8 (decoding hidden behind 
 The encoder is the kind `retrieval train` exports (resnet18, GeM backbone descriptor, 512-d, flip
 averaging), random weights unless `--model` names a trained one (same compute).
 
-    python bench/index_throughput.py [--photos ~/.cache/retrieval-datasets/photos] [--n 200] [--rounds 3]
+    python -m bench.index_throughput [--photos ~/.cache/retrieval-datasets/photos] [--n 200] [--rounds 3]
         [--image-sizes 128 64]
 """
 
@@ -37,19 +37,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+from PIL import Image
+
+from bench.machine import machine_info
+from moco.export import save_random_encoder
+from moco.hashing import content_hash
+from moco.images import image_size, load_image
+from retrieval.embed import Embedder
+from retrieval.indexing.run import IndexConfig, index_folder
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT)]  # run as a script from a checkout: moco/ and retrieval/ importable
-
-import torch  # noqa: E402
-from machine import machine_info  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from moco.export import save_random_encoder  # noqa: E402
-from moco.images import image_size, load_image  # noqa: E402
-from retrieval.embed import Embedder  # noqa: E402
-from retrieval.hashing import content_hash  # noqa: E402
-from retrieval.indexing import IndexConfig, index_folder  # noqa: E402
 
 DEFAULT_PHOTOS = Path.home() / ".cache/retrieval-datasets/photos"
 TRANSPOSES = [None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180]

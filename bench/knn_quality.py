@@ -1,9 +1,11 @@
 """Category kNN top-1 of an exported encoder on a labelled folder (class subfolders).
 
 Every 5th image of each class is a query, the rest the gallery (moco.validation.holdout_split); each
-query is classified by a weighted vote of its 20 nearest gallery images (moco.knn.weighted_knn_top1).
+query is classified by a weighted vote of its 20 nearest gallery images (T 0.07), computed with the
+functions `retrieval eval knn` uses (retrieval.evaluate.metrics: exact_neighbours, knn_top1, whose vote is
+moco.knn's). `retrieval eval knn` itself scores leave one out with the MoCo monitor's k 200 and T 0.1.
 
-    python bench/knn_quality.py LABELLED_DIR --model runs/NAME [--model runs/OTHER ...] [--random-init]
+    python -m bench.knn_quality LABELLED_DIR --model runs/NAME [--model runs/OTHER ...] [--random-init]
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from moco.export import save_random_encoder
 from moco.images import load_image
-from moco.knn import weighted_knn_top1
 from moco.validation import holdout_split, labelled_images
 from retrieval.embed import Embedder
+from retrieval.evaluate import metrics
+
+K = 20  # neighbours that vote (the published figures' setting)
+TEMPERATURE = 0.07
 
 
 def embed_paths(embedder: Embedder, paths: list[Path], batch: int = 128) -> np.ndarray:
@@ -32,12 +36,17 @@ def embed_paths(embedder: Embedder, paths: list[Path], batch: int = 128) -> np.n
     return np.concatenate(out)
 
 
+def holdout_top1(z: np.ndarray, labels: list[int]) -> float:
+    """Weighted kNN top-1 of the held-out 20% (every 5th image of a class) against the rest."""
+    y = np.asarray(labels)
+    train, test = holdout_split(labels)
+    D, I = metrics.exact_neighbours(z[train], z[test], K)  # noqa: E741  (Q, K)
+    return float(metrics.knn_top1(D, I, y[train], y[test], K, TEMPERATURE).mean())
+
+
 def knn_top1(model_dir: Path, root: Path, device: str = "auto") -> float:
     paths, labels, _ = labelled_images(root)
-    z = torch.from_numpy(embed_paths(Embedder.load(model_dir, device), paths))
-    y = torch.tensor(labels)
-    train, test = holdout_split(labels)
-    return weighted_knn_top1(z[train], y[train], z[test], y[test])
+    return holdout_top1(embed_paths(Embedder.load(model_dir, device), paths), labels)
 
 
 def main() -> None:

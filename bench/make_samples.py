@@ -1,6 +1,6 @@
 """Rebuilds samples/ (the bundled demo images) from the folder made by ../shared/datasets/build.py.
 
-    python bench/make_samples.py ~/.cache/retrieval-datasets samples
+    python -m bench.make_samples ~/.cache/retrieval-datasets samples
 
 40 wallpapers (longest side 800 px), 8 clip-art categories x 20 images, and 6 planted edited copies of
 photos (so the demo's dedup has something to find). Sources and licences: samples/SOURCES.md.

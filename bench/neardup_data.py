@@ -1,7 +1,7 @@
 """Builds a near-duplicate benchmark folder with known truth from the real photos and clip art of
 ../shared/datasets/build.py.
 
-    python bench/neardup_data.py ~/.cache/retrieval-datasets OUT_DIR [--seed 0]
+    python -m bench.neardup_data ~/.cache/retrieval-datasets OUT_DIR [--seed 0]
 
 OUT_DIR/images/orig/*.jpg      originals (photos, plus clip-art originals)
 OUT_DIR/images/copies/*.jpg    1-3 edited copies of each original (edits as real duplicates have them, at

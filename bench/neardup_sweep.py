@@ -1,6 +1,6 @@
 """Near-duplicate F1 of encoders trained on the benchmark folder itself, at several settings (a tuning aid).
 
-python bench/neardup_sweep.py BENCH_DIR OUT_JSON '[{"steps": 200, "image_size": 64, ...}, ...]'
+python -m bench.neardup_sweep BENCH_DIR OUT_JSON '[{"steps": 200, "image_size": 64, ...}, ...]'
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from knn_quality import embed_paths  # noqa: E402
-from neardup_eval import pairwise_prf  # noqa: E402
-
-from moco.config import MoCoConfig, TrainConfig  # noqa: E402
-from moco.train import fit  # noqa: E402
-from retrieval.dedup import find_groups  # noqa: E402
-from retrieval.embed import Embedder  # noqa: E402
-from retrieval.records import FileRecord  # noqa: E402
+from bench.knn_quality import embed_paths
+from bench.neardup_eval import pairwise_prf
+from moco.config import MoCoConfig, TrainConfig
+from moco.train import fit
+from retrieval.dedup.groups import find_groups
+from retrieval.embed import Embedder
+from retrieval.records import FileRecord
 
 
 def best_f1(vectors: np.ndarray, rel: list[str], truth: list[list[str]]) -> tuple[float, dict]:

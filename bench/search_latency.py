@@ -11,7 +11,7 @@ For each dimension (`--dims`, default 128 and 512) and corpus size (`--n`, one p
    and of random pairs) are reported so the difficulty is visible.
 2. Ground truth and the exact reference: raw `faiss.IndexFlatIP` (batched search for the top-10 ids;
    single-query latency on `--exact-latency-queries` of the queries).
-3. Our index: `retrieval.index.build_index(vectors, kind="auto")`, as `retrieval index` builds it
+3. Our index: `retrieval.indexing.faiss_index.build_index(vectors, kind="auto")`, as `retrieval index` builds it
    (kind chosen by n * d and RAM, search parameter tuned to recall@10 >= 0.95 on rows held out of the index
    until it is tuned, then added).
 4. Single-query latency (one query vector per call, k=10) over the held-out queries, `--passes` times:
@@ -24,7 +24,7 @@ For each dimension (`--dims`, default 128 and 512) and corpus size (`--n`, one p
 
 Goals: p50 < 5 ms at recall@10 >= 0.95; wrapper p50 within 10 % of raw FAISS.
 
-    python bench/search_latency.py [--dims 128 512] [--n 1000000] [--queries 1000]
+    python -m bench.search_latency [--dims 128 512] [--n 1000000] [--queries 1000]
 """
 
 from __future__ import annotations
@@ -38,17 +38,17 @@ import sys
 import time
 from pathlib import Path
 
+import faiss
+import numpy as np
+
+from bench.machine import machine_info
+from retrieval.indexing.faiss_index import apply_search_params, build_index
+from retrieval.indexing.generations import Generation, Manifest
+from retrieval.records import FileRecord
+from retrieval.searching.searcher import SearchIndex
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT)]  # run as a script from a checkout: retrieval/ importable
-
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
-from machine import machine_info  # noqa: E402
-
-from retrieval.index import Generation, Manifest, apply_search_params, build_index  # noqa: E402
-from retrieval.records import FileRecord  # noqa: E402
-from retrieval.search import SearchIndex  # noqa: E402
 
 NAME = "search_latency"
 K = 10

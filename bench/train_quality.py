@@ -7,13 +7,14 @@ never used in training. Then each encoder, and a random-init one, embeds every i
 code (bench/knn_quality.py's path: retrieval.embed.Embedder preprocessing, shorter side resized to
 --eval-size, centre crop, flip-averaged, L2-normalised), pooled two ways from one backbone pass: GeM p=3
 (what `retrieval` indexes with) and average pooling (GeM p=1, what lightly's backbone trains with). Scored
-by weighted kNN (moco.knn.weighted_knn_top1, k=20, T=0.07) with every 5th image of each category held out
+by weighted kNN (k=20, T=0.07; bench/knn_quality.py's holdout_top1, through retrieval.evaluate.metrics,
+the functions `retrieval eval knn` uses) with every 5th image of each category held out
 (moco.validation.holdout_split, 20%).
 
 `--extra` adds rows: more runs of our fit with other settings (JSON list of TrainConfig overrides, e.g.
 '[{"image_size": 32}, {"crop_min_scale": 0.5}]'), two at a time, concurrently, with the same budget.
 
-    python bench/train_quality.py [--data .data/clipart] [--budget-min 20] [--extra JSON]
+    python -m bench.train_quality [--data .data/clipart] [--budget-min 20] [--extra JSON]
 """
 
 from __future__ import annotations
@@ -29,16 +30,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.machine import machine_info
+from moco.backbone import gem
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT), str(BENCH)]  # run as a script from a checkout: moco/ and bench/ importable
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from machine import machine_info  # noqa: E402
-
-from moco.backbone import gem  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".data" / "clipart"
 
@@ -92,7 +92,7 @@ def child_ours(a: argparse.Namespace) -> dict:
 
 
 def child_lightly(a: argparse.Namespace) -> dict:
-    from lightly_moco import export_backbone, train
+    from bench.lightly_moco import export_backbone, train
 
     r = train(
         Path(a.data),
@@ -182,19 +182,15 @@ def embed_poolings(encoder_dir: Path, paths: list[Path], batch: int = 128) -> di
 
 
 def score(encoder_dir: Path, data: Path) -> dict[str, float]:
-    """Weighted kNN top-1 (moco.knn via knn_quality's split) for GeM and average pooling."""
-    from moco.knn import weighted_knn_top1
-    from moco.validation import holdout_split, labelled_images
+    """Weighted kNN top-1 (knn_quality.holdout_top1: knn_quality's split, `retrieval eval`'s metric functions)
+    for GeM and average pooling."""
+    from bench.knn_quality import holdout_top1
+    from moco.validation import labelled_images
 
     t = time.monotonic()
     paths, labels, _ = labelled_images(data)
     zs = embed_poolings(encoder_dir, paths)
-    y = torch.tensor(labels)
-    train, test = holdout_split(labels)
-    out = {}
-    for name, z in zs.items():
-        zt = torch.from_numpy(z)
-        out[name] = weighted_knn_top1(zt[train], y[train], zt[test], y[test])
+    out = {name: holdout_top1(z, labels) for name, z in zs.items()}
     print(json.dumps({"encoder": str(encoder_dir), **out, "eval_s": time.monotonic() - t}), file=sys.stderr, flush=True)
     return out
 

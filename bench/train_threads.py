@@ -4,7 +4,7 @@ Runs `moco.train.fit` (ResNet-18, `--image-size` px, batch 64) on every k-th of 
 30 steps per setting, each setting in its own subprocess, the settings in turn `--rounds` times, and reports
 img/s over steps 10 to 30 (from metrics.jsonl `elapsed_s`).
 
-    python bench/train_threads.py [--images ~/.cache/retrieval-datasets/clipart] [--n 1000] [--rounds 2]
+    python -m bench.train_threads [--images ~/.cache/retrieval-datasets/clipart] [--n 1000] [--rounds 2]
 """
 
 from __future__ import annotations

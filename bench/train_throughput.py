@@ -17,8 +17,8 @@ built before the timed runs (a one-off per folder, and fit() starts its clock af
   bench/decode_pipeline.py makes them), each linked repeatedly up to --n-images files: what a camera folder
   costs to decode. Our steady state reads the decode cache; lightly decodes every file on every step.
 
-    python bench/train_throughput.py [--images ~/.cache/retrieval-datasets/clipart] [--mode concurrent]
-    python bench/train_throughput.py --photos 160      # 12-MP JPEGs; writes train_throughput-photos.json
+    python -m bench.train_throughput [--images ~/.cache/retrieval-datasets/clipart] [--mode concurrent]
+    python -m bench.train_throughput --photos 160      # 12-MP JPEGs; writes train_throughput-photos.json
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ import time
 from pathlib import Path
 
 import torch
-from machine import machine_info  # noqa: E402
+
+from bench.machine import machine_info
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT), str(BENCH)]  # run as a script from a checkout: moco/ and bench/ importable
 DEFAULT_IMAGES = Path.home() / ".cache/retrieval-datasets/clipart"
 DEFAULT_PHOTOS = Path.home() / ".cache/retrieval-datasets/photos"
 
@@ -63,7 +63,7 @@ def make_subset(src: Path, dst: Path, n: int) -> Path:
 
 def make_photo_subset(photos: Path, dst: Path, n_distinct: int, n: int) -> Path:
     """n_distinct 12-MP JPEGs (decode_pipeline.make_big_jpegs), linked round-robin into dst/all/ up to n files."""
-    from decode_pipeline import make_big_jpegs
+    from bench.decode_pipeline import make_big_jpegs
 
     big = make_big_jpegs(photos, dst.parent / "big-jpegs", n_distinct)  # outside dst: not part of the folder
     folder = dst / "all"
@@ -133,7 +133,7 @@ def run_ours(a: argparse.Namespace) -> dict:
 
 
 def run_lightly(a: argparse.Namespace) -> dict:
-    from lightly_moco import train
+    from bench.lightly_moco import train
 
     t = time.monotonic()
     offset = time.time() - t  # monotonic -> wall clock

@@ -7,7 +7,15 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048}
+from moco.config import STEMS  # cifar: 3x3 stride-1 first conv and no max-pool (small images keep their detail)
+
+FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048}  # at the standard base width of 64 channels
+BASE_WIDTH = 64  # channels of the first stage; later stages double it
+
+
+def feature_dim(arch: str, width: int = BASE_WIDTH) -> int:
+    """Channels of the last feature map (the retrieval descriptor's size) for `arch` at base `width`."""
+    return FEATURE_DIMS[arch] * width // BASE_WIDTH
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
@@ -55,13 +63,48 @@ def gem(x: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:
     return x.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
 
 
-def build_backbone(arch: str, bn_splits: int = 1) -> nn.Module:
-    """A torchvision ResNet with its avgpool and fc replaced by identities: returns the last feature map."""
+def build_backbone(arch: str, bn_splits: int = 1, stem: str = "imagenet", width: int = BASE_WIDTH) -> nn.Module:
+    """A torchvision ResNet with its avgpool and fc replaced by identities: returns the last feature map.
+
+    stem "cifar" replaces the 7x7 stride-2 conv and the max-pool by one 3x3 stride-1 conv (the CIFAR recipe of
+    the MoCo demo): the feature map is 4x wider and taller, 32 px in gives 4x4 out. `width` narrows (or widens)
+    every stage; the state dict keeps torchvision's names, so the standard width still loads torchvision and
+    MoCo weights."""
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)}")
+    if width < 8 or width % 8:
+        raise ValueError(f"Illegal width {width}: must be a positive multiple of 8")
     norm_layer = (lambda c: SplitBatchNorm(c, bn_splits)) if bn_splits > 1 else nn.BatchNorm2d
     net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm_layer)
+    if width != BASE_WIDTH or stem == "cifar":
+        _rebuild(net, stem, width, norm_layer)
     net.avgpool = nn.Identity()
     net.fc = nn.Identity()
     return _FeatureMap(net)
+
+
+def _rebuild(net: torchvision.models.ResNet, stem: str, width: int, norm_layer: type | object) -> None:
+    """Replace the stem and the four stages of a torchvision ResNet in place, with torchvision's own layer
+    builder and weight initialisation (so names and init match the standard network)."""
+    block = type(net.layer1[0])
+    depths = [len(layer) for layer in (net.layer1, net.layer2, net.layer3, net.layer4)]
+    if stem == "cifar":
+        net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    else:
+        net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = norm_layer(width)
+    net.inplanes = width
+    net.layer1 = net._make_layer(block, width, depths[0])
+    net.layer2 = net._make_layer(block, width * 2, depths[1], stride=2)
+    net.layer3 = net._make_layer(block, width * 4, depths[2], stride=2)
+    net.layer4 = net._make_layer(block, width * 8, depths[3], stride=2)
+    for m in net.modules():  # torchvision's ResNet initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
 
 class _FeatureMap(nn.Module):
@@ -80,9 +123,9 @@ class _FeatureMap(nn.Module):
 class RetrievalEncoder(nn.Module):
     """Backbone + GeM pooling: the exported encoder. forward(x) -> (N, C) descriptor, not normalised."""
 
-    def __init__(self, arch: str, gem_p: float = 3.0) -> None:
+    def __init__(self, arch: str, gem_p: float = 3.0, stem: str = "imagenet", width: int = BASE_WIDTH) -> None:
         super().__init__()
-        self.backbone = build_backbone(arch)
+        self.backbone = build_backbone(arch, stem=stem, width=width)
         self.gem_p = gem_p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,52 +1,24 @@
 """Atomic save and safe load of the full training state (`runs/NAME/checkpoint.pt`).
 
-Written to a temporary file in the same folder, fsynced, then `os.replace`d over the old one, so a
-SIGKILL at any moment leaves the previous or the new checkpoint, never a torn one. Loaded with
+Written with `moco.atomic.atomic_write_bytes` (a temporary file in the same folder, fsynced, then
+`os.replace`d over the old one), so a SIGKILL at any moment leaves the previous or the new checkpoint,
+never a torn one. Loaded with
 `weights_only=True`: tensors, numbers, strings, lists and dicts only, never arbitrary pickles.
 """
 
 from __future__ import annotations
 
-import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from moco.atomic import atomic_write_bytes
 from moco.errors import FormatVersionError, InputError
 
 CHECKPOINT_VERSION = 1
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable. A no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call `write(file_object)` on a temp file beside `path`, fsync it, and rename it over `path`."""
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -54,13 +26,33 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
+START_AFRESH = "to start afresh, rerun with --no-resume (or choose another --out)"
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of an exception's message, shortened: libraries' multi-line advice
+    (torch's suggests `weights_only=False`) never reaches the person."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state saved by `save_checkpoint`. InputError (one line naming the file) for anything else: a file
+    holding Python objects besides tensors and plain values is refused as unsafe and never unpickled."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns (two lines) about the pickle protocol of foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
+    except pickle.UnpicklingError:  # the weights-only unpickler met something it will not build
+        raise InputError(
+            f"{path}: refused as unsafe: not a checkpoint of plain tensors, so it is never unpickled"
+            f" (it could run code); {START_AFRESH}"
+        ) from None
     except Exception as e:
-        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+        raise InputError(f"{path}: not a readable checkpoint ({first_line(e)}); {START_AFRESH}") from None
     version = state.get("version") if isinstance(state, dict) else None
     if not isinstance(version, int):
         raise InputError(f"{path}: not a retrieval checkpoint")

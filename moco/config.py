@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 ARCHS = ("resnet18", "resnet50")
+STEMS = ("imagenet", "cifar")
 PRESETS = ("moco-v2", "copy-detection")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -16,6 +17,8 @@ class MoCoConfig:
     """The model: backbone, projection head, dictionary (queue) and contrastive loss."""
 
     arch: str = "resnet18"
+    stem: str = "imagenet"  # "cifar": 3x3 stride-1 first conv, no max-pool (moco.backbone)
+    width: int = 64  # channels of the first ResNet stage (64 is the standard network)
     dim: int = 128  # projection output size (the contrastive space)
     queue_size: int = 4096  # K: number of keys in the dictionary
     momentum: float = 0.99  # m: key encoder update theta_k <- m*theta_k + (1-m)*theta_q
@@ -27,6 +30,10 @@ class MoCoConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}: choose one of {', '.join(ARCHS)}")
+        if self.stem not in STEMS:
+            raise ValueError(f"unknown stem {self.stem!r}: choose one of {', '.join(STEMS)}")
+        if self.width < 8 or self.width % 8:
+            raise ValueError(f"Illegal width {self.width}: must be a positive multiple of 8")
         if self.dim < 1:
             raise ValueError(f"Illegal dim {self.dim}: must be positive")
         if self.queue_size < 1:
@@ -78,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"Illegal batch_size {self.batch_size}: must be >= 2")
         if self.epochs < 1:
             raise ValueError(f"Illegal epochs {self.epochs}: must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"Illegal lr {self.lr}: must be positive")
         if self.time_budget_min < 0:
             raise ValueError(f"Illegal time budget {self.time_budget_min}: must be >= 0")
         if self.init_head_steps < 0 or not 0.0 < self.init_lr_scale <= 1.0:
@@ -104,3 +113,18 @@ class TrainConfig:
         model = MoCoConfig(**d.pop("model"))
         known = {f.name for f in fields(TrainConfig)}
         return TrainConfig(model=model, **{k: v for k, v in d.items() if k in known})
+
+
+def device_defaults(device_type: str) -> dict[str, Any]:
+    """What `retrieval train` uses per device where a person gives no option (MoCoConfig and TrainConfig fields;
+    the rest come from the configs). CPU: the short-budget recipe of bench/learning_curve.py (docs/BENCHMARKS.md);
+    GPU: larger images and batch, finishing in minutes."""
+    if device_type == "cuda":
+        return {"arch": "resnet18", "image_size": 112, "batch_size": 256, "epochs": 200, "time_budget_min": 0.0}
+    if device_type == "mps":
+        return {"arch": "resnet18", "image_size": 96, "batch_size": 128, "epochs": 200, "time_budget_min": 60.0}
+    return {"arch": "resnet18", **CPU_RECIPE, "epochs": 200, "time_budget_min": 60.0}
+
+
+# the CPU short-budget recipe (bench/learning_curve.py): model and training fields
+CPU_RECIPE: dict[str, Any] = {"image_size": 64, "batch_size": 64}

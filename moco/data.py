@@ -10,6 +10,7 @@ with their reason and skipped.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from moco.atomic import atomic_write_bytes
+from moco.filenames import printable
 from moco.images import BadImageError, load_image
 
 logger = logging.getLogger(__name__)
@@ -131,22 +134,20 @@ def _write_cache(
         str(p): {"key": keys[str(p)], "row": row_of.get(i, -1), "bad": rows[i].reason if i not in row_of else ""}
         for i, p in enumerate(paths)
     }
-    tmp_index = index_file.with_suffix(".json.tmp")
     array_key = _stat_key(tmp_array)  # size and mtime survive the rename: they tie the index to this array
-    tmp_index.write_text(json.dumps({"version": CACHE_VERSION, "side": side, "array": array_key, "files": files}))
-    os.replace(tmp_array, array_file)  # array first: an index never points at rows that are not there
-    os.replace(tmp_index, index_file)
+    index = json.dumps({"version": CACHE_VERSION, "side": side, "array": array_key, "files": files})
+    os.replace(tmp_array, array_file)  # array first (a memmap needs a path): an index never points at missing rows
+    atomic_write_bytes(index_file, lambda f: f.write(index.encode()))
 
 
 def write_bad_files(path: Path, bad: Sequence[BadFile]) -> None:
     """`bad_files.csv`: one line per skipped file with the reason."""
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "reason"])
-        for b in bad:
-            w.writerow([b.path, b.reason])
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["path", "reason"])
+    for b in bad:
+        w.writerow([printable(b.path), printable(b.reason)])  # a non-UTF-8 name as \xNN
+    atomic_write_bytes(path, lambda f: f.write(text.getvalue().encode("utf-8")))
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from moco.checkpoint import fsync_dir
+from moco.atomic import fsync_dir
 from moco.errors import InputError
 
 ProgressFn = Callable[[int, "int | None"], None]  # (bytes on disk so far, total bytes or None)

@@ -9,3 +9,13 @@ class InputError(Exception):
 
 class FormatVersionError(InputError):
     """An artefact was written by a newer version of this program."""
+
+
+class EncoderSpecError(InputError):
+    """`encoder.json` is damaged or edited: one field is missing, of the wrong type or out of range."""
+
+    def __init__(self, path: object, field: str, reason: str) -> None:
+        super().__init__(f"{path}: field {field!r}: {reason}")
+        self.path = path
+        self.field = field
+        self.reason = reason

@@ -20,10 +20,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from moco.atomic import atomic_write_bytes
 from moco.augment import IMAGENET_MEAN, IMAGENET_STD
-from moco.backbone import FEATURE_DIMS, RetrievalEncoder
-from moco.checkpoint import atomic_write_bytes
-from moco.errors import FormatVersionError, InputError
+from moco.backbone import BASE_WIDTH, FEATURE_DIMS, RetrievalEncoder, feature_dim
+from moco.config import STEMS
+from moco.errors import EncoderSpecError, FormatVersionError, InputError
+from moco.hashing import content_hash
 from moco.preprocess import RESIZES, TRIM_REVISION, make_preprocess
 from moco.straighten import STRAIGHTEN_REVISION
 
@@ -35,6 +37,25 @@ LEGACY_PREPROCESSING = {
     "trim_borders": False,
 }
 LAYERS = ("backbone", "head")
+MIN_IMAGE_SIZE = 16  # as moco.config.TrainConfig: smaller inputs leave a ResNet no feature map to pool
+_BOOL_FIELDS = ("flip_average", "grayscale", "standardize", "trim_borders", "straighten")
+
+
+class InvalidSpecField(ValueError):
+    """One field of an EncoderSpec is wrong; `read_spec` names the file around it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"Illegal {field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -42,6 +63,8 @@ class EncoderSpec:
     arch: str
     embedding_dim: int
     image_size: int  # input side at query/index time: shorter side resized to it, then centre-cropped
+    stem: str = "imagenet"  # moco.backbone.build_backbone's stem and base width
+    width: int = BASE_WIDTH
     layer: str = "backbone"  # "backbone": GeM-pooled feature map; "head": the projection head's output
     gem_p: float = 3.0
     head_dim: int = 0  # projection size when layer == "head"
@@ -58,10 +81,43 @@ class EncoderSpec:
     format_version: int = ENCODER_VERSION
 
     def __post_init__(self) -> None:
+        if self.arch not in FEATURE_DIMS:
+            raise InvalidSpecField("arch", f"unknown architecture {self.arch!r} (known: {', '.join(FEATURE_DIMS)})")
+        if self.stem not in STEMS:
+            raise InvalidSpecField("stem", f"unknown stem {self.stem!r} (known: {', '.join(STEMS)})")
+        if not _is_int(self.width) or self.width < 8 or self.width % 8:
+            raise InvalidSpecField("width", f"{self.width!r}; must be a positive multiple of 8")
         if self.layer not in LAYERS:
-            raise ValueError(f"unknown layer {self.layer!r}")
+            raise InvalidSpecField("layer", f"unknown layer {self.layer!r} (known: {', '.join(LAYERS)})")
         if self.resize not in RESIZES:
-            raise ValueError(f"unknown resize {self.resize!r}")
+            raise InvalidSpecField("resize", f"unknown resize {self.resize!r} (known: {', '.join(RESIZES)})")
+        for name in ("embedding_dim", "image_size", "head_dim", "format_version"):
+            if not _is_int(getattr(self, name)):
+                raise InvalidSpecField(name, f"{getattr(self, name)!r} is not a whole number")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise InvalidSpecField("image_size", f"{self.image_size} px; must be >= {MIN_IMAGE_SIZE}")
+        expected = self.head_dim if self.layer == "head" else feature_dim(self.arch, self.width)
+        if self.layer == "head" and self.head_dim < 1:
+            raise InvalidSpecField("head_dim", f"{self.head_dim}; layer 'head' needs a positive size")
+        if self.embedding_dim != expected:
+            raise InvalidSpecField(
+                "embedding_dim", f"{self.embedding_dim}; a {self.arch} {self.layer} gives {expected}-wide vectors"
+            )
+        if not _is_number(self.gem_p) or self.gem_p < 1:
+            raise InvalidSpecField("gem_p", f"{self.gem_p!r}; must be a number >= 1")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if not (isinstance(v, tuple) and len(v) == 3 and all(_is_number(c) for c in v)):
+                raise InvalidSpecField(name, f"{v!r} is not three numbers")
+        if not all(c > 0 for c in self.std):
+            raise InvalidSpecField("std", f"{self.std!r}; every value must be positive")
+        for name in _BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidSpecField(name, f"{getattr(self, name)!r} is not true or false")
+        if not isinstance(self.sha256, str):
+            raise InvalidSpecField("sha256", f"{self.sha256!r} is not a string")
+        if not isinstance(self.trained, dict):
+            raise InvalidSpecField("trained", f"{self.trained!r} is not an object")
 
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
         """The image -> input tensor transform that index and query time share."""
@@ -102,8 +158,8 @@ class ExportedEncoder(nn.Module):
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.encoder = RetrievalEncoder(spec.arch, spec.gem_p)
-        c = FEATURE_DIMS[spec.arch]
+        self.encoder = RetrievalEncoder(spec.arch, spec.gem_p, spec.stem, spec.width)
+        c = feature_dim(spec.arch, spec.width)
         self.head = (
             nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, spec.head_dim))
             if spec.layer == "head"
@@ -133,18 +189,10 @@ def export_encoder(
     save_file(tensors, str(tmp))
     atomic_write_bytes(weights, lambda f: f.write(tmp.read_bytes()))
     tmp.unlink()
-    spec = EncoderSpec(**{**asdict(spec), "sha256": file_sha256(weights)})
+    spec = EncoderSpec(**{**asdict(spec), "sha256": content_hash(weights)})
     text = json.dumps(asdict(spec), indent=2) + "\n"
     atomic_write_bytes(out_dir / "encoder.json", lambda f: f.write(text.encode()))
     return spec
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_spec(encoder_dir: Path) -> EncoderSpec:
@@ -152,19 +200,25 @@ def read_spec(encoder_dir: Path) -> EncoderSpec:
     if not path.is_file():
         raise InputError(f"{path}: no encoder here (run `retrieval train` first, or point --model at its run folder)")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: unreadable encoder description ({e})") from e
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: not an encoder description (a JSON {type(raw).__name__}, not an object)")
     version = raw.get("format_version")
     if not isinstance(version, int):
         raise InputError(f"{path}: not an encoder description (no format_version)")
     if version > ENCODER_VERSION:
         raise FormatVersionError(f"{path}: encoder format {version} is newer than this program reads; upgrade")
+    for name in ("mean", "std"):
+        if isinstance(raw.get(name), list):
+            raw[name] = tuple(raw[name])
     try:
-        raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
         return EncoderSpec(**raw)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"{path}: invalid encoder description ({e})") from e
+    except InvalidSpecField as e:
+        raise EncoderSpecError(path, e.field, e.reason) from None
+    except TypeError as e:  # a field missing or unknown: the message names it
+        raise InputError(f"{path}: invalid encoder description ({e})") from None
 
 
 def load_encoder(encoder_dir: Path, device: str | torch.device = "cpu") -> tuple[ExportedEncoder, EncoderSpec]:
@@ -173,7 +227,7 @@ def load_encoder(encoder_dir: Path, device: str | torch.device = "cpu") -> tuple
     weights = encoder_dir / "encoder.safetensors"
     if not weights.is_file():
         raise InputError(f"{weights}: encoder weights are missing")
-    if file_sha256(weights) != spec.sha256:
+    if content_hash(weights) != spec.sha256:
         raise InputError(f"{weights}: checksum does not match encoder.json (damaged or replaced file)")
     module = ExportedEncoder(spec)
     try:
@@ -190,6 +244,8 @@ def save_random_encoder(
     dim: int = 16,
     seed: int = 0,
     preprocessing: dict[str, Any] | None = None,
+    stem: str = "imagenet",
+    width: int = BASE_WIDTH,
 ) -> EncoderSpec:
     """A randomly initialised encoder with a `dim`-wide head: for tests and random-init baselines.
     `preprocessing` sets EncoderSpec's resize / grayscale / standardize / trim_borders / straighten."""
@@ -197,8 +253,10 @@ def save_random_encoder(
     layer = "head" if dim else "backbone"
     spec = EncoderSpec(
         arch=arch,
-        embedding_dim=dim or FEATURE_DIMS[arch],
+        embedding_dim=dim or feature_dim(arch, width),
         image_size=image_size,
+        stem=stem,
+        width=width,
         layer=layer,
         head_dim=dim,
         trained={"random_init": True, "seed": seed},

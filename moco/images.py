@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +22,9 @@ from moco.errors import InputError
 logger = logging.getLogger(__name__)
 
 MAX_PIXELS = 180_000_000  # width * height above this is refused (decompression bomb), read from the header
+REDUCING_GAP = 3.0  # box-reduce by an integer factor first while the image stays >= 3x the target (Pillow's)
+STRIP_PIXELS = 1 << 20  # a large image is converted and reduced in strips of about this many pixels
+_GLOBAL_RANGE_MODES = frozenset({"I", "F"})  # converted with the whole image's value range, never in strips
 
 _BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 _ORIENTATION_TAG = 0x0112
@@ -51,6 +54,8 @@ def _heif_extensions() -> frozenset[str]:
 
 
 IMAGE_EXTENSIONS: frozenset[str] = _BASE_EXTENSIONS | _heif_extensions()
+# what an uploaded file (the app) may be: the photo formats (JPEG includes MPO), never Pillow's rarer decoders
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (("HEIF",) if ".heic" in IMAGE_EXTENSIONS else ())
 
 
 class BadImageError(InputError):
@@ -69,7 +74,8 @@ def list_images(root: Path) -> list[Path]:
     """All image files under `root`, recursively and sorted.
 
     Hidden files and folders (name starts with '.') are skipped; symlinked folders are not followed
-    (no loops), symlinked files are listed.
+    (no loops). A symlinked file is listed unless it leads to a file listed already (then that file
+    stands for both: one file is never its own duplicate); a dangling one is skipped with a warning.
     """
     root = Path(root)
     if not root.exists():
@@ -77,14 +83,44 @@ def list_images(root: Path) -> list[Path]:
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
     try:
-        found = _scan(root)
+        found, links = _scan(root)
     except OSError as exc:
         raise InputError(f"{root}: cannot read folder ({exc.strerror or exc})") from exc
-    return sorted(found)
+    return _without_symlinked_twins(sorted(found), links)
 
 
-def _scan(root: Path) -> list[Path]:
+def _without_symlinked_twins(found: list[Path], links: set[Path]) -> list[Path]:
+    """Drop every symlink (of `links`) whose target is a listed regular file or the target of an earlier one."""
+    if not links:
+        return found
+    owner: dict[tuple[int, int], Path] = {}
+    for p in found:
+        if p in links:
+            continue
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        owner.setdefault((st.st_dev, st.st_ino), p)
+    dropped: set[Path] = set()
+    for link in (p for p in found if p in links):
+        try:
+            st = link.stat()
+        except OSError:
+            continue  # vanished; the caller finds out
+        key = (st.st_dev, st.st_ino)
+        if key in owner:
+            logger.info("skipping %s: a symbolic link to %s, which is listed under its own name", link, owner[key])
+            dropped.add(link)
+        else:
+            owner[key] = link
+    return [p for p in found if p not in dropped]
+
+
+def _scan(root: Path) -> tuple[list[Path], set[Path]]:
+    """(image files, the symlinks among them)."""
     found: list[Path] = []
+    links: set[Path] = set()
     pending = [root]
     while pending:
         folder = pending.pop()
@@ -102,11 +138,18 @@ def _scan(root: Path) -> list[Path]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(Path(entry.path))
-                elif _has_image_extension(entry.name) and entry.is_file():
-                    found.append(Path(entry.path))
+                elif _has_image_extension(entry.name):
+                    if entry.is_file():
+                        found.append(Path(entry.path))
+                        if entry.is_symlink():
+                            links.add(Path(entry.path))
+                    elif entry.is_symlink():
+                        target = os.readlink(entry.path)
+                        why = "is missing" if not os.path.exists(entry.path) else "is not a file"
+                        logger.warning("skipping %s: a symbolic link whose target %s %s", entry.path, target, why)
             except OSError as exc:
                 logger.warning("skipping %s: %s", entry.path, exc.strerror or exc)
-    return found
+    return found, links
 
 
 def _has_image_extension(name: str) -> bool:
@@ -116,25 +159,26 @@ def _has_image_extension(name: str) -> bool:
 # --------------------------------------------------------------------------------------------- decoding
 
 
-def load_image(path: Path, min_side: int | None = None) -> Image.Image:
+def load_image(path: Path, min_side: int | None = None, formats: Sequence[str] | None = None) -> Image.Image:
     """Decode `path` to an upright RGB image.
 
     With `min_side`, an image whose shorter side is longer than `min_side` is downscaled (aspect kept)
-    so that its shorter side is `min_side`; JPEGs are decoded at 1/2..1/8 scale first (draft mode).
-    Smaller images are never upscaled. Raises BadImageError for anything that cannot be decoded.
+    so that its shorter side is `min_side`; JPEGs are decoded at 1/2..1/8 scale first (draft mode), other
+    formats are converted and box-reduced strip by strip (`_shrink`), so beyond the decoded picture itself
+    a large image costs memory for one strip, not for full-size RGB copies.
+    Smaller images are never upscaled. With `formats` (Pillow format names, e.g. UPLOAD_FORMATS), any other
+    format is refused, whatever the file name says. Raises BadImageError for anything that cannot be decoded.
     """
     if min_side is not None and min_side < 1:
         raise ValueError(f"Illegal min_side {min_side}: must be a positive number of pixels")
     path = Path(path)
-    with _decoding(path) as im:
-        orientation = _orientation(im)
+    with _decoding(path, formats) as im:
         target = None if min_side is None else _target_size(im.size, min_side)
         if target is not None:
             _draft(im, target)
         im.load()
-        rgb = _to_rgb(im)
-        if target is not None and rgb.size != target:
-            rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        orientation = _orientation(im)  # read after load: a plugin that turns the picture itself drops the tag
+        rgb = _to_rgb(im) if target is None or im.size == target else _shrink(im, target)
         return _upright(rgb, orientation)
 
 
@@ -143,21 +187,31 @@ def image_size(path: Path) -> tuple[int, int]:
     path = Path(path)
     with _decoding(path) as im:
         width, height = im.size
-        if _orientation(im) in _SWAPS_SIDES:
+        if _orientation(im) in _SWAPS_SIDES and not _size_is_displayed(im):
             width, height = height, width
         return width, height
 
 
+def _size_is_displayed(im: ImageFile.ImageFile) -> bool:
+    """Whether the plugin already reports the displayed size (Pillow's TIFF plugin since 11: it turns the
+    picture on load and keeps the stored size as `_tile_size`)."""
+    stored = getattr(im, "_tile_size", None)
+    return stored is not None and tuple(stored) != tuple(im.size)
+
+
 @contextmanager
-def _decoding(path: Path) -> Iterator[ImageFile.ImageFile]:
+def _decoding(path: Path, formats: Sequence[str] | None = None) -> Iterator[ImageFile.ImageFile]:
     """Open `path` (header only) and check its size; any failure inside becomes a BadImageError."""
     try:
         with warnings.catch_warnings():
             # MAX_PIXELS is the limit that counts: silence Pillow's lower warning threshold
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's plugins warn about damage they work around ("Truncated File Read", "Corrupt EXIF
+            # data"): the file then decodes or is a BadImageError, so those warnings are noise on the terminal
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             if path.stat().st_size == 0:
                 raise BadImageError(path, "empty file")
-            with Image.open(path) as im:
+            with Image.open(path, formats=formats) as im:
                 _check_size(path, im.size)
                 yield im
     except BadImageError as exc:
@@ -226,6 +280,24 @@ def _draft(im: ImageFile.ImageFile, target: tuple[int, int]) -> None:
     """Let the JPEG decoder scale by 1/2..1/8 while staying >= target on both sides (a no-op elsewhere)."""
     if im.format in ("JPEG", "MPO"):
         im.draft("RGB", target)
+
+
+def _shrink(im: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """RGB at `target`: the same pixels as `_to_rgb(im).resize(target, LANCZOS, reducing_gap=REDUCING_GAP)`,
+    with the conversion and the integer box reduce done strip by strip (rows a multiple of the factor, so
+    no reduce block straddles two strips) instead of on a full-size RGB copy."""
+    width, height = im.size
+    fx = int(width / target[0] / REDUCING_GAP) or 1
+    fy = int(height / target[1] / REDUCING_GAP) or 1
+    direct = im.mode == "RGB" and "transparency" not in im.info  # _to_rgb would not copy it anyway
+    if (fx == 1 and fy == 1) or direct or im.mode in _GLOBAL_RANGE_MODES:
+        return _to_rgb(im).resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    rows = max(fy, STRIP_PIXELS // width // fy * fy)
+    reduced = Image.new("RGB", (-(-width // fx), -(-height // fy)))
+    for top in range(0, height, rows):
+        strip = _to_rgb(im.crop((0, top, width, min(height, top + rows))))
+        reduced.paste(strip.reduce((fx, fy)), (0, top // fy))
+    return reduced.resize(target, Image.Resampling.LANCZOS, box=(0, 0, width / fx, height / fy))
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

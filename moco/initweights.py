@@ -18,16 +18,20 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from moco.backbone import build_backbone
+from moco.checkpoint import first_line
 from moco.config import ARCHS
 from moco.errors import InputError
 from moco.model import MoCo
 
 logger = logging.getLogger(__name__)
+
+START_WITHOUT_INIT = "to start afresh, leave out --init"
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".tar", ".bin", ".ckpt")
 _PREFIXES = (
@@ -88,15 +92,21 @@ def load_init_weights(model: MoCo, path: Path) -> None:
 
 def _read_pickle(file: Path) -> object:
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns (two lines) about the pickle protocol of foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower():
             found = re.search(r"GLOBAL ([\w.]+)", str(e))
             what = f"{found.group(1)}, not only tensors" if found else "objects other than tensors"
-            raise InputError(f"{file}: refused as unsafe: loading it would unpickle {what}") from None
-        raise InputError(f"{file}: unreadable weights file ({_one_line(e)})") from None
+            raise InputError(
+                f"{file}: refused as unsafe: loading it would unpickle {what}; {START_WITHOUT_INIT}"
+            ) from None
+        raise InputError(f"{file}: unreadable weights file ({first_line(e)}); {START_WITHOUT_INIT}") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, ... for damaged or foreign files
-        raise InputError(f"{file}: unreadable weights file ({type(e).__name__}: {_one_line(e)})") from None
+        raise InputError(
+            f"{file}: unreadable weights file ({type(e).__name__}: {first_line(e)}); {START_WITHOUT_INIT}"
+        ) from None
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
@@ -105,12 +115,7 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file))
     except Exception as e:
-        raise InputError(f"{file}: unreadable safetensors file ({_one_line(e)})") from None
-
-
-def _one_line(e: Exception) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:160] if lines else type(e).__name__
+        raise InputError(f"{file}: unreadable safetensors file ({first_line(e)}); {START_WITHOUT_INIT}") from None
 
 
 def _torchvision_keys(state: dict) -> dict[str, torch.Tensor]:

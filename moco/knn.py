@@ -19,9 +19,15 @@ def weighted_knn_top1(
     sims = test_x @ train_x.T  # (M, N)
     s, idx = sims.topk(k, dim=1)  # (M, k)
     n_classes = int(max(train_y.max(), test_y.max())) + 1
-    votes = torch.zeros(test_x.shape[0], n_classes, dtype=sims.dtype)  # (M, n_classes)
-    votes.scatter_add_(1, train_y[idx], (s / T).exp())
-    return float((votes.argmax(dim=1) == test_y).float().mean())
+    return float((weighted_knn_vote(s, train_y[idx], n_classes, T) == test_y).float().mean())
+
+
+def weighted_knn_vote(s: torch.Tensor, neighbour_y: torch.Tensor, n_classes: int, T: float = 0.07) -> torch.Tensor:
+    """The class each query is given: neighbour j votes exp(s_j / T) for its class neighbour_y_j.
+    s (M, k) similarities of each query's k nearest gallery items, neighbour_y (M, k) int64 their labels."""
+    votes = torch.zeros(s.shape[0], n_classes, dtype=s.dtype)  # (M, n_classes)
+    votes.scatter_add_(1, neighbour_y, (s / T).exp())
+    return votes.argmax(dim=1)  # (M,)
 
 
 def dimension_std(z: torch.Tensor) -> float:

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from moco.backbone import FEATURE_DIMS, build_backbone, gem
+from moco.backbone import build_backbone, feature_dim, gem
 from moco.config import MoCoConfig
 from moco.loss import info_nce_logits
 
@@ -26,8 +26,8 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: MoCoConfig, bn_splits: int) -> None:
         super().__init__()
-        c = FEATURE_DIMS[cfg.arch]
-        self.backbone = build_backbone(cfg.arch, bn_splits)
+        c = feature_dim(cfg.arch, cfg.width)
+        self.backbone = build_backbone(cfg.arch, bn_splits, cfg.stem, cfg.width)
         self.head = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, cfg.dim))
         self.gem_p = cfg.gem_p
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moco.checkpoint import atomic_write_bytes
+from moco.atomic import atomic_write_bytes
 
 
 def plot_loss(history: list[list[float]], path: Path) -> None:

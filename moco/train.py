@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from moco.atomic import atomic_write_bytes
 from moco.augment import TwoCropsTransform, make_preset
-from moco.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig
 from moco.data import DecodeCache, PairDataset, RunBatches, write_bad_files
 from moco.devices import amp_dtype, autocast, resolve_device, uses_channels_last
@@ -38,6 +39,7 @@ from moco.plot import plot_loss
 from moco.preprocess import PRESET_PREPROCESSING
 from moco.pretrained import resolve_init
 from moco.validation import KnnValidator
+from moco.verdict import Verdict, training_verdict
 from moco.warm_start import fill_queue, head_only_steps, param_groups, set_learning_rates
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class TrainResult:
     stopped: str  # "done" | "time budget" | "stop_after_steps"
     encoder: EncoderSpec | None
     model_config: MoCoConfig
+    verdict: Verdict | None = None  # did the encoder learn what a random network lacks (rank 0 only)
 
 
 def resolve_model_config(cfg: TrainConfig, n_images: int, d: Dist) -> MoCoConfig:
@@ -76,6 +79,11 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float, world: int) -> f
     base = cfg.lr * cfg.batch_size * world / 256
     warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
     return base * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> str:
+    dtype = amp_dtype(device, train=True) if cfg.amp else None
+    return {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(dtype, "fp32")
 
 
 def _check_output(out: Path) -> None:
@@ -131,12 +139,13 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     model = MoCo(mcfg)
     if cfg.init:
         load_init_weights(model, resolve_init(cfg.init))
+    image_files = [p.relative_to(root).as_posix() for p in cache.paths]  # queue_ids[i] names image_files[id]
     model = model.to(device)
     channels_last = uses_channels_last(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=0.0, momentum=0.9, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and amp_dtype(device) == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and amp_dtype(device, train=True) == torch.float16)
     ddp = (
         DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
         if d.enabled
@@ -151,10 +160,13 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
     loss_history: list[list[float]] = state["loss_history"] if state else []
     if d.is_main:
         logger.info(
-            "training %s on %s: %d images, %d px, batch %d x %d ranks, K %d, m %.3g, T %.3g, preset %s, "
-            "%d steps/epoch, up to %d epochs%s%s",
+            "training %s (%s stem, width %d) on %s in %s: %d images, %d px, batch %d x %d ranks, K %d, m %.3g, "
+            "T %.3g, preset %s, %d steps/epoch, up to %d epochs%s%s",
             mcfg.arch,
+            mcfg.stem,
+            mcfg.width,
             device,
+            _precision(cfg, device),
             n,
             cfg.image_size,
             cfg.batch_size,
@@ -195,6 +207,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
         prefetch_factor=4 if workers > 0 else None,
     )
     health = EpochHealth()
+    last_record: dict[str, Any] | None = None
     t_log, seen_log = time.monotonic(), 0
     for im_q, im_k, ids in loader:
         elapsed = time.monotonic() - t_start
@@ -214,7 +227,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             im_q = im_q.contiguous(memory_format=torch.channels_last)
             im_k = im_k.contiguous(memory_format=torch.channels_last)
         gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
-        with autocast(device, cfg.amp):
+        with autocast(device, cfg.amp, train=True):
             logits, labels = ddp(im_q, im_k, ids, gen)
             loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -247,27 +260,35 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
             )
             t_log, seen_log = time.monotonic(), 0
         if d.is_main and step % cfg.checkpoint_every == 0:
-            _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
+            _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history, image_files)
         if cfg.stop_after_steps and step >= cfg.stop_after_steps:
             stopped = "stop_after_steps"
             break
         if step % steps_per_epoch == 0:
-            _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, bar, d)
+            last_record = (
+                _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, bar, d)
+                or last_record
+            )
             health = EpochHealth()
     if health.batches:  # a run that stopped inside an epoch reports the part it ran
-        _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, bar, d)
+        last_record = (
+            _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, bar, d)
+            or last_record
+        )
     del loader  # stops persistent workers before the export
     if bar is not None:
         bar.close()
     spec = None
     if d.is_main:
-        _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history)
+        _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history, image_files)
         if stopped != "stop_after_steps":
             spec = export_encoder(
                 model.encoder_q.backbone.state_dict(),
                 None,
                 EncoderSpec(
                     arch=mcfg.arch,
+                    stem=mcfg.stem,
+                    width=mcfg.width,
                     embedding_dim=model.encoder_q.head[0].in_features,
                     image_size=cfg.eval_size,
                     gem_p=mcfg.gem_p,
@@ -283,8 +304,22 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: bool) -> Tra
                 out,
             )
             plot_loss(loss_history, out / "loss.png")
+    verdict = _verdict(last_record, mcfg, validator, device, cfg.seed) if d.is_main else None
     barrier(d)
-    return TrainResult(out, step, step / steps_per_epoch, loss_value, stopped, spec, mcfg)
+    return TrainResult(out, step, step / steps_per_epoch, loss_value, stopped, spec, mcfg, verdict)
+
+
+def _verdict(
+    record: dict[str, Any] | None, mcfg: MoCoConfig, validator: KnnValidator | None, device: torch.device, seed: int
+) -> Verdict:
+    """The run's verdict; with --val, a random-init network of the same configuration is scored beside it."""
+    random_knn = None
+    if validator is not None and record is not None and "knn_top1" in record:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random_knn = validator.evaluate(MoCo(mcfg).to(device), device)
+    n_queries = len(validator.test_idx) if validator is not None else 0
+    return training_verdict(record, mcfg.queue_size, (record or {}).get("knn_top1"), random_knn, n_queries)
 
 
 def _end_epoch(
@@ -298,10 +333,10 @@ def _end_epoch(
     metrics_file: Path,
     bar: Any,
     d: Dist,
-) -> None:
-    """The label-free health record of the epoch just ended (and kNN top-1 with --val), on rank 0."""
+) -> dict[str, Any] | None:
+    """The label-free health record of the epoch just ended (and kNN top-1 with --val), on rank 0; returns it."""
     if not d.is_main or not health.batches:
-        return
+        return None
     record = {"epoch_end": step / steps_per_epoch, "step": step, **health.summary(dim)}
     if validator is not None:
         record["knn_top1"] = validator.evaluate(model, device)
@@ -310,6 +345,7 @@ def _end_epoch(
     _append_jsonl(metrics_file, record)
     if bar is not None:
         bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+    return record
 
 
 def _build_cache(paths: list[Path], side: int, out: Path, d: Dist, progress: bool) -> DecodeCache:
@@ -383,6 +419,7 @@ def _save(
     step: int,
     elapsed_s: float,
     loss_history: list[list[float]],
+    image_files: list[str],
 ) -> None:
     save_checkpoint(
         out / "checkpoint.pt",
@@ -396,6 +433,7 @@ def _save(
             "elapsed_s": elapsed_s,
             "loss_history": loss_history,
             "torch_rng": torch.get_rng_state(),
+            "image_files": image_files,  # relative to config["images"]: the source image of each queue id
         },
     )
 
@@ -422,7 +460,7 @@ def _resume(
     diffs = [k for k in _MUST_MATCH if getattr(old, k) != getattr(cfg, k)]
     diffs += [
         f"model.{k}"
-        for k in ("arch", "dim", "queue_size", "momentum", "temperature", "symmetric")
+        for k in ("arch", "stem", "width", "dim", "queue_size", "momentum", "temperature", "symmetric")
         if getattr(old_m, k) != getattr(mcfg, k)
     ]
     if diffs:

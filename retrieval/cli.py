@@ -36,15 +36,35 @@ def _click_errors() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def _printable_streams() -> None:
+    """A file name that is not UTF-8 (held as surrogate escapes) prints as `\\udcNN` instead of crashing the
+    command; the formatters show such names as `\\xNN` themselves (moco.filenames.printable)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change its error handler keeps it
+                pass
+
+
 def main() -> None:
+    _printable_streams()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU-feature probe
+    # Pillow logs the damage it finds in a file (without its name); moco.images turns that into a bad file,
+    # which the command reports itself ("skipping FILE: reason")
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)
     _register()
     usage_errors = _click_errors()
     try:
         code = app(standalone_mode=False)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # the library turns the failures it expects into InputError; this is the net
+        name = f"{e.filename}: " if e.filename else ""
+        print(f"error: {name}{e.strerror or e}", file=sys.stderr)
         sys.exit(2)
     except usage_errors as e:
         e.show()  # type: ignore[attr-defined]

@@ -14,3 +14,6 @@ if retrieval --help | grep -q dedup; then
   retrieval dedup --index indexes/samples --report runs/samples/duplicates.html
   echo "duplicate report: runs/samples/duplicates.html"
 fi
+echo
+echo "open the web app on this index (Ctrl-C to stop):"
+echo "  .venv/bin/retrieval app --index indexes/samples"

@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -18,11 +16,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from moco.filenames import printable
+from retrieval.commands.outputs import check_output_file, write_text_file
+
 if TYPE_CHECKING:
     from PIL import Image
 
-    from retrieval.dedup_run import DedupResult
-    from retrieval.moves import MovePlan, MoveReport, SkippedMove
+    from retrieval.dedup.moves import MovePlan, MoveReport, SkippedMove
+    from retrieval.dedup.run import DedupResult
 
 FORMATS = ("table", "json", "csv")
 THUMB_SIZE = 256
@@ -65,8 +66,8 @@ def dedup(
     ),
 ) -> None:
     """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""
-    from retrieval.dedup import KeeperRule
-    from retrieval.dedup_run import DedupConfig, find_duplicates
+    from retrieval.dedup.groups import KeeperRule
+    from retrieval.dedup.run import DedupConfig, find_duplicates
     from retrieval.errors import InputError
 
     if fmt not in FORMATS:
@@ -75,6 +76,9 @@ def dedup(
         raise InputError("--apply needs --move-to DIR: duplicates are moved aside, never deleted")
     if calibrate and (move_to is not None or report is not None):
         raise InputError("--calibrate only prints a histogram; run again without it to --move-to or --report")
+    for path, option in ((output, "--output"), (report, "--report")):
+        if path is not None:
+            check_output_file(path, option)
     cfg = DedupConfig(
         index=index_dir,
         threshold=threshold,
@@ -93,11 +97,11 @@ def dedup(
         return
     _emit(format_groups(result, fmt), output)
     if report is not None:
-        from retrieval.report import render_report
+        from retrieval.dedup.report import render_report
 
         loader = _report_loader(result, cfg.move_to)
         page = render_report(result.groups, result.root, result.threshold, THUMB_SIZE, loader=loader)
-        _write_text(report, page)
+        write_text_file(report, page)
         typer.echo(f"report: {report} ({len(result.groups)} groups)", err=True)
     if result.moved is not None:
         _echo_moved(result.moved, cfg.move_to)
@@ -114,15 +118,17 @@ def undo(
     move_log: Path = typer.Argument(..., help="The undo-*.jsonl log written by `retrieval dedup --apply`."),
 ) -> None:
     """Move every file that `retrieval dedup --apply` moved back to where it was (verified by sha256)."""
-    from retrieval.dedup_run import undo as undo_moves
+    from retrieval.dedup.run import undo as undo_moves
     from retrieval.errors import InputError
 
     result = undo_moves(move_log)
     typer.echo(f"restored {len(result.restored)} files, {len(result.already_in_place)} already in place")
     for path in result.extra_copies:
-        typer.echo(f"left a verified copy at {path} (an interrupted move); the original is in place", err=True)
+        typer.echo(
+            f"left a verified copy at {printable(path)} (an interrupted move); the original is in place", err=True
+        )
     for p in result.problems:
-        typer.echo(f"not restored {p.path}: {p.reason}", err=True)
+        typer.echo(f"not restored {printable(p.path)}: {printable(p.reason)}", err=True)
     if result.problems:
         raise InputError(f"{len(result.problems)} files were not restored (see above); nothing was overwritten")
 
@@ -131,7 +137,7 @@ def undo(
 
 
 def format_groups(result: DedupResult, fmt: str) -> str:
-    from retrieval.dedup import groups_to_csv, groups_to_json, groups_to_table
+    from retrieval.dedup.formats import groups_to_csv, groups_to_json, groups_to_table
 
     if fmt == "json":
         return json.dumps(groups_to_json(result.groups, result.threshold), indent=2) + "\n"
@@ -142,8 +148,8 @@ def format_groups(result: DedupResult, fmt: str) -> str:
 
 
 def format_calibration(result: DedupResult, fmt: str) -> str:
-    from retrieval.dedup import format_histogram
-    from retrieval.dedup_run import threshold_marks
+    from retrieval.dedup.formats import format_histogram
+    from retrieval.dedup.run import threshold_marks
 
     histogram = result.histogram or ()
     marks = threshold_marks(result.threshold)
@@ -189,37 +195,26 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
     else:
-        _write_text(output, text)
+        write_text_file(output, text)
         typer.echo(f"written to {output}", err=True)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so a reader never sees half a file."""
-    from retrieval.errors import InputError
-
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
-
-
 def _size(n_bytes: int) -> str:
-    from retrieval.dedup import human_size
+    from retrieval.dedup.formats import human_size
 
     return human_size(n_bytes)
 
 
 def _echo_skipped(skipped: Sequence[SkippedMove]) -> None:
     for s in skipped:
-        typer.echo(f"  leaving {s.path}: {s.reason}", err=True)
+        typer.echo(f"  leaving {printable(s.path)}: {printable(s.reason)}", err=True)
 
 
 def _echo_plan(plan: MovePlan, move_to: Path | None) -> None:
     for m in plan.moves:
-        typer.echo(f"  would move {m.source} -> {Path(str(move_to)) / m.destination}", err=True)
+        typer.echo(
+            f"  would move {printable(m.source)} -> {printable(str(Path(str(move_to)) / m.destination))}", err=True
+        )
     _echo_skipped(plan.skipped)
     n_bytes = sum(m.size for m in plan.moves)
     typer.echo(

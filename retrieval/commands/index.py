@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from retrieval.index import KINDS
+from retrieval.indexing.faiss_index import KINDS
 
 
 def register(app: typer.Typer) -> None:
@@ -29,12 +29,14 @@ def index(
         False, "--rebuild", help="Ignore the existing index (e.g. after retraining) and embed everything."
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
-    workers: int = typer.Option(-1, "--workers", min=-1, help="Decode threads (-1: from the CPU count)."),
+    workers: int = typer.Option(
+        -1, "--workers", min=-1, help="Decode threads (-1: from the CPU count; 0: decode on the main thread)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
 ) -> None:
     """Embed every image under IMAGES into a searchable index (incremental: reruns embed only changes)."""
     from retrieval.errors import InputError
-    from retrieval.indexing import IndexConfig, index_folder
+    from retrieval.indexing.run import IndexConfig, index_folder
 
     if kind not in KINDS:
         raise InputError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")

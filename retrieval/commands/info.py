@@ -15,7 +15,7 @@ def info(
     index_dir: Path = typer.Option(..., "--index", help="Index folder (indexes/NAME)."),
 ) -> None:
     """Show an index's root folder, file counts, encoder, index kind and parameters, and recall."""
-    from retrieval.index import read_manifest
+    from retrieval.indexing.generations import read_manifest
 
     m = read_manifest(index_dir)
     params = ", ".join(f"{k}={v}" for k, v in m.params.items())

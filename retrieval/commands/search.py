@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from retrieval.querying import QueryResult
+    from retrieval.searching.query import QueryResult
 
 FORMATS = ("table", "json", "csv")
 
@@ -36,7 +36,7 @@ def search(
 ) -> None:
     """Find the indexed images most similar to each query image."""
     from retrieval.errors import InputError
-    from retrieval.querying import SearchConfig, search_images
+    from retrieval.searching.query import SearchConfig, search_images
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -48,6 +48,9 @@ def search(
 
 
 def format_results(results: Sequence[QueryResult], fmt: str) -> str:
+    """JSON keeps paths exact (a non-UTF-8 name as `\\udcNN` escapes); table and CSV show them as `\\xNN`."""
+    from moco.filenames import printable
+
     if fmt == "json":
         data = [
             {
@@ -63,13 +66,13 @@ def format_results(results: Sequence[QueryResult], fmt: str) -> str:
         writer.writerow(["query", "rank", "path", "score"])
         for r in results:
             for h in r.hits:
-                writer.writerow([r.query, h.rank, h.path, f"{h.score:.6f}"])
+                writer.writerow([printable(r.query), h.rank, printable(h.path), f"{h.score:.6f}"])
         return buf.getvalue()
     lines: list[str] = []
     for r in results:
-        lines.append(r.query)
+        lines.append(printable(r.query))
         if not r.hits:
             lines.append("  (no results)")
         for h in r.hits:
-            lines.append(f"  {h.rank:>3}  {h.score:6.3f}  {h.path}")
+            lines.append(f"  {h.rank:>3}  {h.score:6.3f}  {printable(h.path)}")
     return "\n".join(lines) + "\n"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from moco.config import MoCoConfig, TrainConfig
+from moco.config import MoCoConfig, TrainConfig, device_defaults
 from moco.devices import resolve_device
 from moco.errors import InputError
 from retrieval.commands.init_source import fetch_named_init
@@ -16,38 +16,30 @@ from retrieval.commands.init_source import fetch_named_init
 logger = logging.getLogger(__name__)
 
 
-def device_defaults(device_type: str) -> dict[str, float | int | str]:
-    """What a person gets without options. CPU: a small input size and batch so that a few thousand photos
-    train to a useful encoder within the hour; GPU: larger images and batch, finishing in minutes."""
-    if device_type == "cuda":
-        return {"arch": "resnet18", "image_size": 112, "batch_size": 256, "epochs": 200, "time_budget_min": 0.0}
-    if device_type == "mps":
-        return {"arch": "resnet18", "image_size": 96, "batch_size": 128, "epochs": 200, "time_budget_min": 60.0}
-    return {"arch": "resnet18", "image_size": 64, "batch_size": 64, "epochs": 200, "time_budget_min": 60.0}
-
-
 def train(
     images: Annotated[Path, typer.Argument(help="Folder of images (searched recursively)")],
     out: Annotated[Path | None, typer.Option(help="Run folder [default: runs/<folder name>]")] = None,
     arch: Annotated[str | None, typer.Option(help="resnet18 | resnet50")] = None,
+    stem: Annotated[str | None, typer.Option(help="imagenet | cifar (3x3 stride-1 first conv, no max-pool)")] = None,
+    width: Annotated[int | None, typer.Option(help="Channels of the first ResNet stage (64 = standard)")] = None,
     image_size: Annotated[int | None, typer.Option(help="Training crop size in px")] = None,
     embed_size: Annotated[int, typer.Option(help="Index/query input size; 0 = the training size")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Epochs (the schedule ends at this or the budget)")] = None,
     time_budget: Annotated[float | None, typer.Option(help="Minutes; stop cleanly then (0 = none)")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
-    queue_size: Annotated[int, typer.Option(help="K, keys in the dictionary (capped at images - batch)")] = 4096,
-    momentum: Annotated[float, typer.Option(help="m, key encoder momentum")] = 0.99,
-    temperature: Annotated[float, typer.Option(help="T, softmax temperature")] = 0.2,
-    lr: Annotated[float, typer.Option(help="SGD learning rate per 256 images")] = 0.06,
-    symmetric: Annotated[bool, typer.Option(help="Symmetric loss")] = False,
-    preset: Annotated[str, typer.Option(help="moco-v2 | copy-detection")] = "moco-v2",
+    queue_size: Annotated[int | None, typer.Option(help="K, keys in the dictionary (capped at images - batch)")] = None,
+    momentum: Annotated[float | None, typer.Option(help="m, key encoder momentum")] = None,
+    temperature: Annotated[float | None, typer.Option(help="T, softmax temperature")] = None,
+    lr: Annotated[float | None, typer.Option(help="SGD learning rate per 256 images")] = None,
+    symmetric: Annotated[bool | None, typer.Option("--symmetric/--no-symmetric", help="Symmetric loss")] = None,
+    preset: Annotated[str | None, typer.Option(help="moco-v2 | copy-detection")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     val: Annotated[Path | None, typer.Option(help="Labelled folder (class subfolders) for kNN top-1")] = None,
     init: Annotated[
         str | None,
         typer.Option(help="Start from: moco-v2-800ep | moco-v2-200ep | moco-v1-200ep, a weights file or a run folder"),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Data-loader workers (-1 = auto)")] = -1,
+    workers: Annotated[int, typer.Option(help="Data-loader workers (-1 = auto, 0 = load in the main process)")] = -1,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from checkpoint.pt")] = True,
 ) -> None:
@@ -59,34 +51,24 @@ def train(
     chosen = device_defaults(dev.type)
     if init:
         fetch_named_init(init)
-    picked = {
-        "arch": arch or (init_arch(init) if init else chosen["arch"]),
-        "image_size": image_size or chosen["image_size"],
-        "batch_size": batch_size or chosen["batch_size"],
-        "epochs": epochs or chosen["epochs"],
-        "time_budget_min": chosen["time_budget_min"] if time_budget is None else time_budget,
-    }
+        arch = init_arch(init) if arch is None else arch  # the architecture of the weights
+        stem = "imagenet" if stem is None else stem  # published weights have the standard stem
+        width = 64 if width is None else width  # and the standard width
+    given_model = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
+    given_model |= {"temperature": temperature, "symmetric": symmetric}
+    given_train = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "lr": lr, "preset": preset}
+    given_train["time_budget_min"] = time_budget
+    model_kw, train_kw = _pick(given_model, chosen), _pick(given_train, chosen)
     if out is None:
         out = Path("runs") / (images.resolve().name or "run")
     try:
         cfg = TrainConfig(
             images=str(images),
             out=str(out),
-            model=MoCoConfig(
-                arch=str(picked["arch"]),
-                queue_size=queue_size,
-                momentum=momentum,
-                temperature=temperature,
-                symmetric=symmetric,
-            ),
-            image_size=int(picked["image_size"]),
+            model=MoCoConfig(**model_kw),
             embed_size=embed_size,
-            epochs=int(picked["epochs"]),
-            time_budget_min=float(picked["time_budget_min"]),
-            batch_size=int(picked["batch_size"]),
-            lr=lr,
-            preset=preset,
             device=device,
+            **train_kw,
             val=str(val or ""),
             init=str(init or ""),
             workers=workers,
@@ -96,7 +78,8 @@ def train(
     except ValueError as e:
         raise InputError(str(e)) from e
     typer.echo(
-        f"device {dev.type}: {cfg.model.arch}, {cfg.image_size} px, batch {cfg.batch_size}, "
+        f"device {dev.type}: {cfg.model.arch} ({cfg.model.stem} stem, width {cfg.model.width}), {cfg.image_size} px, "
+        f"batch {cfg.batch_size}, "
         f"up to {cfg.epochs} epochs" + (f" or {cfg.time_budget_min:g} min" if cfg.time_budget_min else ""),
         err=True,
     )
@@ -106,6 +89,13 @@ def train(
             f"{result.steps} steps ({result.stopped}), final loss {result.loss:.3f}; "
             f"encoder written to {out}/encoder.safetensors"
         )
+    if result.verdict is not None:
+        typer.echo(result.verdict.line)
+
+
+def _pick(given: dict[str, Any], device_chosen: dict[str, Any]) -> dict[str, Any]:
+    """The options a person gave, else the device's default where it has one; the rest is left to the configs."""
+    return {k: device_chosen[k] if v is None else v for k, v in given.items() if v is not None or k in device_chosen}
 
 
 def register(app: typer.Typer) -> None:

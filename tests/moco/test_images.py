@@ -404,12 +404,14 @@ def test_list_images_finds_exactly_the_visible_images(tmp_path):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
     (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
-    (root / "link.jpg").symlink_to(root / "a.jpg")
+    (root / "link.jpg").symlink_to(root / "a.jpg")  # a.jpg stands for it: one file is listed once
+    (tmp_path / "elsewhere.jpg").write_bytes(b"x")
+    (root / "outside.jpg").symlink_to(tmp_path / "elsewhere.jpg")  # its only name under the root
     (root / "broken.jpg").symlink_to(root / "gone.jpg")
 
     found = list_images(root)
 
-    expected = ["B.JPG", "a.jpg", "album.jpg/g.webp", "c.png", "link.jpg", "sub/d.jpeg", "sub/deep/e.TIFF"]
+    expected = ["B.JPG", "a.jpg", "album.jpg/g.webp", "c.png", "outside.jpg", "sub/d.jpeg", "sub/deep/e.TIFF"]
     assert found == sorted(root / rel for rel in expected)
 
 

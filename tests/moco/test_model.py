@@ -126,10 +126,15 @@ def test_keys_are_enqueued_after_the_logits(model):
     assert torch.equal(q.queue[untouched], old_queue[untouched])
 
 
-def test_symmetric_loss_gives_two_rows_per_image():
-    q = tiny_moco(K=32, symmetric=True)
-    logits, labels = q(images(4, 5), images(4, 6), torch.arange(4), torch.Generator().manual_seed(0))
-    assert logits.shape == (8, 33) and labels.shape == (8,)
+def test_symmetric_loss_adds_the_swapped_views():
+    """The symmetric loss's rows are (x_q, x_k) as the plain loss forms them, then the views swapped."""
+    x1, x2 = images(4, 5), images(4, 6)
+    logits, labels = tiny_moco(K=32, symmetric=True)(x1, x2, torch.arange(4), torch.Generator().manual_seed(0))
+    plain, _ = tiny_moco(K=32)(x1, x2, torch.arange(4), torch.Generator().manual_seed(0))  # same weights and queue
+    swapped, _ = tiny_moco(K=32)(x2, x1, torch.arange(4), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(logits[:4], plain)
+    torch.testing.assert_close(logits[4:], swapped)
+    assert labels.tolist() == [0] * 8
 
 
 # ----------------------------------------------------------------------------------------- shuffle BN

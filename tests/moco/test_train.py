@@ -216,3 +216,16 @@ def test_val_folder_too_small_to_hold_out_queries_is_refused(tmp_path):
     make_images(tmp_path / "flat", 3)
     with pytest.raises(InputError, match="two class subfolders"):
         KnnValidator.load(tmp_path / "flat", 32)
+
+
+def test_the_run_verdict_compares_its_val_knn_with_a_random_network_of_the_same_configuration(light_run):
+    from moco.model import MoCo
+
+    _, epochs = records(light_run.result.out_dir)
+    v = light_run.result.verdict
+    assert v is not None and v.knn_top1 == epochs[-1]["knn_top1"]
+    validator = KnnValidator.load(Path(light_run.cfg.val), light_run.cfg.eval_size)
+    torch.manual_seed(light_run.cfg.seed)
+    random_net = MoCo(light_run.result.model_config)
+    assert v.random_knn_top1 == validator.evaluate(random_net, torch.device("cpu"))
+    assert v.status in ("better", "same", "worse") and f"{v.knn_top1:.3f}" in v.line

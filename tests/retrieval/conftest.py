@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from moco.export import save_random_encoder
-from retrieval.indexing import IndexConfig
+from retrieval.indexing.run import IndexConfig
 
 
 def make_image(path: Path, seed: int, size: tuple[int, int] = (40, 32)) -> Path:
@@ -73,8 +73,8 @@ def planted_index(tmp_path, encoder, monkeypatch) -> tuple[Path, Path]:
     what groups depends on the pictures lining up, not on the random encoder's scores."""
     from PIL import ImageOps
 
-    from retrieval import dedup
-    from retrieval.indexing import index_folder
+    from retrieval.dedup import groups as dedup
+    from retrieval.indexing.run import index_folder
 
     photos = tmp_path / "photos"
     photos.mkdir()

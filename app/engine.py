@@ -1,0 +1,147 @@
+"""The app's engine: the loaded index, its embedder and catalog, and (when the encoder was trained here) the
+training checkpoint's dictionary, built once in `Engine.load` and shared by every handler and user."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from app.config import AppConfig
+from moco.dictionary import Dictionary
+from moco.errors import InputError
+from moco.images import UPLOAD_FORMATS, BadImageError, load_image
+from retrieval.dedup.moves import check_move_target
+from retrieval.dedup.run import DedupConfig, DedupResult, find_duplicates
+from retrieval.embed import Embedder
+from retrieval.searching.searcher import Hit, SearchIndex
+
+logger = logging.getLogger(__name__)
+
+THUMB_CACHE = 4096  # thumbnails kept in memory (at 160 px about 75 KB each)
+_PLACEHOLDER = (224, 224, 224)
+
+
+@dataclass
+class Engine:
+    cfg: AppConfig
+    index: SearchIndex
+    embedder: Embedder
+    run_dir: Path  # the encoder folder (a training run, or an exported/random encoder)
+    dictionary: Dictionary | None  # None: the encoder has no training checkpoint
+    last_move_log: Path | None = None  # the undo log of the last move made from the app
+    _thumbs: OrderedDict[tuple[str, int], Image.Image] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, cfg: AppConfig) -> Engine:
+        """Open the index, its encoder (checked against it) and the run's checkpoint if there is one."""
+        index = SearchIndex.open(Path(cfg.index))
+        run_dir = Path(index.manifest.encoder_path)
+        embedder = Embedder.load(run_dir, device=cfg.device)
+        index.check_encoder(embedder)
+        if cfg.move_to is not None:
+            check_move_target(index.root, Path(cfg.move_to))  # InputError now, not at the first move
+        dictionary = Dictionary.load(run_dir)
+        logger.info(
+            "app: %d files under %s, encoder %s%s",
+            len(index),
+            index.root,
+            run_dir,
+            "" if dictionary is not None else " (no training checkpoint: no dictionary view)",
+        )
+        return cls(cfg, index, embedder, run_dir, dictionary)
+
+    @property
+    def root(self) -> Path:
+        return self.index.root
+
+    # ------------------------------------------------------------------------------------ images
+
+    def decode_upload(self, path: str | Path, min_side: int | None = None) -> Image.Image:
+        """An uploaded file through the hardened loader, photo formats only; BadImageError names the file."""
+        path = Path(path)
+        try:
+            return load_image(path, min_side=min_side or self.embedder.min_side, formats=UPLOAD_FORMATS)
+        except BadImageError as e:
+            raise BadImageError(Path(path.name), e.reason) from None  # the person's file name, not the cache path
+
+    def thumbnail(self, path: Path, size: int | None = None) -> Image.Image:
+        """A downsized copy of an image file, in memory (a grey tile naming the problem if it cannot be read)."""
+        size = size or self.cfg.thumb_size
+        key = (str(path), size)
+        with self._lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        try:
+            im = load_image(path, min_side=size)
+            im.thumbnail((size, size), Image.Resampling.LANCZOS)
+        except BadImageError as e:
+            im = placeholder(size, e.reason)
+        with self._lock:
+            self._thumbs[key] = im
+            while len(self._thumbs) > THUMB_CACHE:
+                self._thumbs.popitem(last=False)
+        return im
+
+    def file_thumbnail(self, rel: str) -> Image.Image:
+        return self.thumbnail(self.root / rel)
+
+    # ------------------------------------------------------------------------------------ search
+
+    def search_image(self, image: Image.Image, k: int) -> list[Hit]:
+        return self.index.search_images([image], self.embedder, k)[0]
+
+    def search_file(self, rel: str, k: int) -> list[Hit]:
+        """More like an indexed file: its stored vector is the query; the file itself is left out."""
+        own = self.index.id_for_path(rel)
+        if own is None:
+            raise InputError(f"{rel}: not in the index")
+        return self.index.search_vectors(self.index.vectors[own], k, [{own}])[0]
+
+    # ------------------------------------------------------------------------------------ duplicates
+
+    def duplicates(self, threshold: str) -> DedupResult:
+        return find_duplicates(DedupConfig(index=Path(self.cfg.index), threshold=threshold), index=self.index)
+
+    # ------------------------------------------------------------------------------------ the run
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The run's metrics.jsonl records (empty without one); unreadable lines are skipped."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+
+def placeholder(size: int, text: str) -> Image.Image:
+    im = Image.new("RGB", (size, size), _PLACEHOLDER)
+    ImageDraw.Draw(im).multiline_text((6, size // 2 - 10), _wrap(text, 22), fill=(90, 90, 90))
+    return im
+
+
+def _wrap(text: str, width: int) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    return "\n".join(lines[:4])

@@ -1,0 +1,98 @@
+"""Duplicate groups as text for a person or a script: the CLI's table, JSON and CSV, the app's export files,
+the sizes the HTML report shows, and the calibration histogram. Pure functions: they return strings and
+dicts, and print nothing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+from moco.filenames import printable
+from retrieval.dedup.groups import THRESHOLD_PRESETS, Group
+
+
+def format_histogram(
+    histogram: Sequence[tuple[float, float, int]],
+    *,
+    width: int = 40,
+    marks: Mapping[str, float] | None = None,
+) -> str:
+    """Text bars, one line per bin, with the threshold presets marked in the bin they fall into."""
+    if not histogram:
+        return "(no similarities)"
+    if marks is None:
+        marks = {name: t for name, t in THRESHOLD_PRESETS.items() if math.isfinite(t)}
+    peak = max(count for _, _, count in histogram) or 1
+    lines = []
+    last = len(histogram) - 1
+    for b, (low, high, count) in enumerate(histogram):
+        bar = "#" * round(width * count / peak)
+        inside = [f"{name} {t:.2f}" for name, t in marks.items() if low <= t < high or (b == last and t == high)]
+        note = f"  <- {', '.join(inside)}" if inside else ""
+        lines.append(f"{low:6.3f} - {high:6.3f} {count:>9}  {bar:<{width}}{note}".rstrip())
+    return "\n".join(lines)
+
+
+def human_size(n_bytes: int) -> str:
+    """1536 -> "1.5 KB"."""
+    if n_bytes < 1024:
+        return f"{n_bytes} B"
+    size = n_bytes / 1024
+    for unit in ("KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            break
+        size /= 1024
+    return f"{size:.1f} {unit}"
+
+
+def groups_to_json(groups: Sequence[Group], threshold: float | None) -> dict:
+    """{"threshold": t or null (exact only), "groups": [{"keep", "duplicates": [{path, score, kind}]}]}.
+    Paths are exact: a non-UTF-8 name keeps its bytes as `\\udcNN` escapes (json.dumps' default), which
+    `os.fsencode(json.loads(...))` turns back into the name on disk."""
+    t = None if threshold is None or not math.isfinite(threshold) else float(threshold)
+    return {
+        "threshold": t,
+        "groups": [
+            {
+                "keep": g.keep.path,
+                "duplicates": [
+                    {"path": d.record.path, "score": round(float(d.score), 6), "kind": d.kind} for d in g.duplicates
+                ],
+            }
+            for g in groups
+        ],
+    }
+
+
+CSV_COLUMNS = ("group", "role", "path", "score", "kind")
+
+
+def groups_to_csv(groups: Sequence[Group]) -> str:
+    """One row per file: group number (from 1), role keep/duplicate, path, score, kind (empty for keep)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for n, g in enumerate(groups, start=1):
+        writer.writerow([n, "keep", printable(g.keep.path), "", ""])
+        for d in g.duplicates:
+            writer.writerow([n, "duplicate", printable(d.record.path), f"{d.score:.6f}", d.kind])
+    return buf.getvalue()
+
+
+def groups_to_table(groups: Sequence[Group]) -> str:
+    if not groups:
+        return "No duplicates found."
+    lines = []
+    for n, g in enumerate(groups, start=1):
+        k = g.keep
+        lines.append(f"group {n}: keep {printable(k.path)}  ({k.width}x{k.height}, {human_size(k.size)})")
+        for d in g.duplicates:
+            r = d.record
+            size = f"({r.width}x{r.height}, {human_size(r.size)})"
+            lines.append(f"  {d.score:6.4f}  {d.kind:<5}  {printable(r.path)}  {size}")
+    n_dups = sum(len(g.duplicates) for g in groups)
+    n_bytes = sum(d.record.size for g in groups for d in g.duplicates)
+    lines.append(f"{len(groups)} groups, {n_dups} duplicates, {human_size(n_bytes)} in duplicates")
+    return "\n".join(lines)

@@ -1,0 +1,501 @@
+"""Exact and near duplicate groups over an indexed folder.
+
+Input: the catalog's `FileRecord`s (ids 0..N-1, the rows of the vectors) and float32 (N, D)
+L2-normalised embeddings, so the inner product of two rows is their cosine similarity.
+
+1. Exact stage: records with the same `content_hash` form one group (score 1.0, kind "exact").
+   Each hash keeps one representative (its best record by the keeper rule) for stage 2.
+2. Near stage (`retrieval.dedup.near_pairs`): one batched FAISS k-nearest-neighbour pass over the
+   representatives gives each one's background (for normalised scores) and its candidate edges with
+   score >= threshold (never an N x N matrix). Scores are recomputed exactly from the vectors, so an
+   approximate index passed in only limits recall (and, for normalised scores, approximates the
+   backgrounds), never the reported scores.
+3. Grouping is a greedy *star* clustering, so groups never chain: representatives are visited in
+   keeper order (best keeper first); each one not yet assigned becomes a centre and claims its
+   unassigned neighbours. Edges are symmetric, so a better-ranked neighbour would already have
+   claimed the centre: the centre is always the group's keeper, and every duplicate's score is its
+   cosine to the keeper, >= threshold.
+
+Two records that name the same underlying file (the same path after normalisation; with `root`,
+the same (st_dev, st_ino): hard links, symlinks) are never reported as duplicates of each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import posixpath
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from moco.errors import InputError
+from retrieval.dedup.near_pairs import near_pairs, normalised_scores
+from retrieval.records import FileRecord
+
+if TYPE_CHECKING:
+    import faiss
+
+log = logging.getLogger(__name__)
+
+# Thresholds on the normalised score (see `normalised_scores`: 0 = as close as an image's 5th nearest
+# neighbour, 1 = identical), which is what `retrieval dedup` thresholds. "default" is near the best-F1
+# threshold on a second near-duplicate folder (bench/neardup_data.py with seed 1: other clip art, other edits),
+# held out from the seed-0 folder that bench/dedup_quality.py reports on (docs/BENCHMARKS.md); "strict" keeps
+# precision above 0.9 there.
+# "exact" is hash-only: math.inf, which no score can reach; resolve_threshold() maps it to None.
+BACKGROUND_RANK = 5
+EXACT_ONLY = math.inf
+THRESHOLD_PRESETS: dict[str, float] = {
+    "exact": EXACT_ONLY,
+    "strict": 0.40,
+    "default": 0.28,
+    "loose": 0.0,
+}
+# Verification (`find_groups(verify=...)`, `retrieval.dedup.verify`): a pair scoring within [t - VERIFY_BELOW,
+# t + VERIFY_ABOVE) of the threshold t is a duplicate when its pictures line up (alignment score >=
+# MIN_ALIGNMENT), whichever side of t it lies; above the band the score alone decides. At the default t
+# the band is [0.02, 0.40): chosen on the held-out seed-1 folder (bench/dedup_threshold.py), where it beats
+# every threshold without verification (F1 0.855 against 0.828 at best) and the threshold itself stays
+# where --no-verify does best.
+VERIFY_BELOW = 0.26
+VERIFY_ABOVE = 0.12
+MIN_ALIGNMENT = 0.87
+PairCheck = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (src, dst) ids -> (E,) alignment scores
+
+
+def candidate_floor(threshold: float, verify: bool) -> float:
+    """The lowest score a pair can have and still be reported: the threshold, or with verification the
+    bottom of the verification band."""
+    return threshold - VERIFY_BELOW if verify else threshold
+
+
+DuplicateKind = Literal["exact", "near"]
+
+
+def resolve_threshold(value: str) -> float | None:
+    """A preset name or a score in (-1, 1] -> the threshold; None means exact (hash-only) duplicates."""
+    text = value.strip().lower()
+    if text in THRESHOLD_PRESETS:
+        preset = THRESHOLD_PRESETS[text]
+        return None if math.isinf(preset) else preset
+    try:
+        threshold = float(text)
+    except ValueError:
+        names = ", ".join(THRESHOLD_PRESETS)
+        raise InputError(f"threshold {value!r}: expected one of {names} or a number in (-1, 1]") from None
+    if not -1.0 < threshold <= 1.0:  # also rejects nan
+        raise InputError(f"threshold {value!r}: a score threshold must be in (-1, 1]")
+    return threshold
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    record: FileRecord
+    score: float  # cosine similarity to the group's keeper (1.0 for exact copies)
+    kind: DuplicateKind
+    alignment: float | None = None  # with verification, when the pair was verified (`retrieval.dedup.verify`)
+
+
+@dataclass(frozen=True)
+class Group:
+    keep: FileRecord
+    duplicates: tuple[Duplicate, ...]
+
+    @property
+    def records(self) -> tuple[FileRecord, ...]:
+        """The keeper first, then the duplicates."""
+        return (self.keep, *(d.record for d in self.duplicates))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Keeper rule
+
+
+def _most_pixels(r: FileRecord) -> int:
+    return -r.pixels
+
+
+def _largest_file(r: FileRecord) -> int:
+    return -r.size
+
+
+def _oldest(r: FileRecord) -> int:
+    return r.mtime_ns
+
+
+def _newest(r: FileRecord) -> int:
+    return -r.mtime_ns
+
+
+def _shortest_path(r: FileRecord) -> int:
+    return len(r.path)
+
+
+# name -> key, smaller sorts first (= better keeper)
+KEEPER_KEYS: dict[str, Callable[[FileRecord], int]] = {
+    "pixels": _most_pixels,
+    "size": _largest_file,
+    "oldest": _oldest,
+    "newest": _newest,
+    "shortest_path": _shortest_path,
+}
+DEFAULT_KEEPER_KEYS: tuple[str, ...] = ("pixels", "size", "oldest", "shortest_path")
+
+
+@dataclass(frozen=True)
+class KeeperRule:
+    """Which copy of a group to keep: keys applied in order, then the path, for a total order."""
+
+    keys: tuple[str, ...] = DEFAULT_KEEPER_KEYS
+
+    def __post_init__(self) -> None:
+        keys = (self.keys,) if isinstance(self.keys, str) else tuple(self.keys)
+        object.__setattr__(self, "keys", keys)
+        if not keys:
+            raise InputError("keeper rule: give at least one of " + ", ".join(KEEPER_KEYS))
+        unknown = [k for k in keys if k not in KEEPER_KEYS]
+        if unknown:
+            raise InputError(f"keeper rule: unknown key {unknown[0]!r}; expected {', '.join(KEEPER_KEYS)}")
+        if len(set(keys)) != len(keys):
+            raise InputError(f"keeper rule: a key is repeated in {','.join(keys)}")
+        if {"oldest", "newest"} <= set(keys):
+            raise InputError("keeper rule: 'oldest' and 'newest' contradict each other")
+
+    @classmethod
+    def parse(cls, text: str) -> KeeperRule:
+        """From a comma-separated option value like "pixels,size,oldest,shortest_path"."""
+        return cls(tuple(part.strip() for part in text.split(",") if part.strip()))
+
+    def sort_key(self, record: FileRecord) -> tuple[int | str, ...]:
+        return (*(KEEPER_KEYS[k](record) for k in self.keys), record.path, record.id)
+
+    def order(self, records: Iterable[FileRecord]) -> list[FileRecord]:
+        """Best keeper first."""
+        return sorted(records, key=self.sort_key)
+
+    def best(self, records: Iterable[FileRecord]) -> FileRecord:
+        return min(records, key=self.sort_key)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Same underlying file
+
+
+def normalise_path(path: str) -> str:
+    """POSIX form of a catalog path: `./a//b/../c.jpg` -> `a/c.jpg`."""
+    return posixpath.normpath(path.replace("\\", "/"))
+
+
+def file_identity(record: FileRecord, root: Path | None = None) -> tuple[object, ...]:
+    """A key equal for two records exactly when they name the same underlying file.
+
+    With `root` and an existing file: (st_dev, st_ino) after following symlinks, which makes hard
+    links, symlinks and one file reached by two paths equal. Otherwise the normalised path.
+    """
+    rel = normalise_path(record.path)
+    if root is not None:
+        try:
+            st = os.stat(root / rel)
+        except OSError:
+            pass
+        else:
+            if st.st_ino:  # some filesystems report 0: no usable inode
+                return ("inode", st.st_dev, st.st_ino)
+    return ("path", rel)
+
+
+def same_file(a: FileRecord, b: FileRecord, root: Path | None = None) -> bool:
+    return file_identity(a, root) == file_identity(b, root)
+
+
+class _Identities:
+    """file_identity() per record id, computed lazily (only records that meet a candidate)."""
+
+    def __init__(self, records: Sequence[FileRecord], root: Path | None) -> None:
+        self._records = records
+        self._root = root
+        self._cache: dict[int, tuple[object, ...]] = {}
+
+    def of(self, i: int) -> tuple[object, ...]:
+        key = self._cache.get(i)
+        if key is None:
+            key = self._cache[i] = file_identity(self._records[i], self._root)
+        return key
+
+    def same(self, i: int, j: int) -> bool:
+        return self.of(i) == self.of(j)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Grouping
+
+
+def _by_id(records: Sequence[FileRecord], n: int) -> list[FileRecord]:
+    if len(records) != n:
+        raise ValueError(f"{len(records)} records but {n} vectors")
+    out: list[FileRecord | None] = [None] * n
+    for r in records:
+        if not 0 <= r.id < n or out[r.id] is not None:
+            raise ValueError(f"record ids must be 0..{n - 1}, each once; got id {r.id} ({r.path})")
+        out[r.id] = r
+    return out  # type: ignore[return-value]  # every slot filled: n distinct ids in range
+
+
+def _as_matrix(vectors: np.ndarray) -> np.ndarray:
+    xb = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, D), no copy when already so
+    if xb.ndim != 2:
+        raise ValueError(f"vectors must be (N, D), got shape {xb.shape}")
+    return xb
+
+
+@dataclass
+class _ExactStage:
+    rep_of: np.ndarray  # (N,) id of the representative of each record's hash
+    reps: np.ndarray  # (R,) representative ids, ascending
+    copies: dict[int, list[int]]  # representative -> its other copies (distinct files), keeper order
+
+
+def _exact_stage(records: list[FileRecord], keeper: KeeperRule, ident: _Identities) -> _ExactStage:
+    n = len(records)
+    by_hash: dict[str, list[int]] = {}
+    for r in records:
+        by_hash.setdefault(r.content_hash, []).append(r.id)
+    rep_of = np.arange(n, dtype=np.int64)
+    is_rep = np.ones(n, dtype=bool)
+    copies: dict[int, list[int]] = {}
+    for ids in by_hash.values():
+        if len(ids) == 1:
+            continue
+        ids.sort(key=lambda i: keeper.sort_key(records[i]))
+        rep = ids[0]
+        seen = {ident.of(rep)}
+        rest: list[int] = []
+        for i in ids[1:]:
+            rep_of[i] = rep
+            is_rep[i] = False
+            key = ident.of(i)
+            if key in seen:
+                log.debug("%s is the same file as another record; not a duplicate", records[i].path)
+                continue
+            seen.add(key)
+            rest.append(i)
+        if rest:
+            copies[rep] = rest
+    return _ExactStage(rep_of=rep_of, reps=np.flatnonzero(is_rep), copies=copies)
+
+
+def _star_groups(
+    src: np.ndarray,
+    dst: np.ndarray,
+    sim: np.ndarray,
+    records: list[FileRecord],
+    keeper: KeeperRule,
+    ident: _Identities,
+) -> list[tuple[int, dict[int, float]]]:
+    """Greedy star clustering: (centre, {member: cosine to centre}); the centre is the best keeper."""
+    if src.size == 0:
+        return []
+    a = np.concatenate([src, dst])  # (2E,) symmetrise: kNN lists are not symmetric
+    b = np.concatenate([dst, src])  # (2E,)
+    s = np.concatenate([sim, sim])  # (2E,)
+    perm = np.argsort(a, kind="stable")
+    a, b, s = a[perm], b[perm], s[perm]
+    nodes, starts = np.unique(a, return_index=True)  # (M,) nodes with at least one edge
+    ends = np.append(starts[1:], a.size)
+    order = sorted(range(nodes.size), key=lambda t: keeper.sort_key(records[int(nodes[t])]))
+    assigned = np.zeros(len(records), dtype=bool)
+    stars: list[tuple[int, dict[int, float]]] = []
+    for t in order:
+        c = int(nodes[t])
+        if assigned[c]:
+            continue
+        assigned[c] = True
+        nb, sc = b[starts[t] : ends[t]], s[starts[t] : ends[t]]
+        free = ~assigned[nb]
+        members: dict[int, float] = {}
+        for j, sj in zip(nb[free].tolist(), sc[free].tolist(), strict=True):
+            if j in members or ident.same(c, j):
+                continue
+            members[j] = sj
+        if members:
+            assigned[list(members)] = True
+            stars.append((c, members))
+    return stars
+
+
+def _sorted_group(keep: FileRecord, duplicates: Iterable[Duplicate]) -> Group:
+    dups = sorted(duplicates, key=lambda d: (-d.score, d.record.path, d.record.id))
+    return Group(keep=keep, duplicates=tuple(dups))
+
+
+def _verified(
+    src: np.ndarray, dst: np.ndarray, score: np.ndarray, threshold: float, verify: PairCheck
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
+    """The edges that stand: those scoring above the verification band, those in it whose pictures align,
+    and those whose pictures could not be read (decided by the score alone, as without verification).
+    Also {(low id, high id): alignment} of every edge verified and kept."""
+    band = score < threshold + VERIFY_ABOVE  # (E,)
+    log.info("verifying %d pairs near the threshold (reads their files; --no-verify skips this)", int(band.sum()))
+    alignment = np.full(score.size, np.nan, dtype=np.float32)  # (E,)
+    alignment[band] = verify(src[band], dst[band])
+    unread = band & np.isnan(alignment)
+    aligns = band & (alignment >= MIN_ALIGNMENT)
+    keep = ~band | aligns | (unread & (score >= threshold))
+    log.info("verified %d pairs near the threshold: %d line up", int(band.sum() - unread.sum()), int(aligns.sum()))
+    if unread.any():
+        log.warning("%d pairs near the threshold not verified (a file unreadable): the score decides", unread.sum())
+    aligned = {
+        (min(a, b), max(a, b)): float(x)
+        for a, b, x in zip(src[aligns].tolist(), dst[aligns].tolist(), alignment[aligns].tolist(), strict=True)
+    }
+    return src[keep], dst[keep], score[keep], aligned
+
+
+def find_groups(
+    records: Sequence[FileRecord],
+    vectors: np.ndarray,
+    threshold: float | None,
+    *,
+    keeper: KeeperRule = KeeperRule(),
+    k: int = 32,
+    batch_size: int = 4096,
+    index: faiss.Index | None = None,
+    root: Path | None = None,
+    background_rank: int = 0,
+    verify: PairCheck | None = None,
+) -> list[Group]:
+    """Duplicate groups: exact (same content hash) first, then near (score >= threshold to the keeper).
+
+    The score is the cosine similarity, or with `background_rank` r > 0 the normalised score of
+    `normalised_scores`, whose background is each image's cosine to its r-th nearest neighbour.
+
+    `threshold` None (or above 1) finds exact duplicates only. Up to `k` neighbours are searched per
+    file, in batches of `batch_size` queries; a cluster larger than k may come back split in two.
+    `index` is an optional FAISS index over the same rows (ids = record ids); it is only used to
+    find candidates and backgrounds, scores are always exact cosines (normalised against them).
+    Without it, an exact flat index over one copy of each distinct file is searched. With `root`,
+    records that are the same file on disk (hard links, symlinks) are never paired. Groups: largest
+    first, then by keeper path.
+
+    With `verify` (ids -> alignment scores, `retrieval.verify.alignments`), pairs scoring in the band
+    around the threshold (VERIFY_BELOW under it to VERIFY_ABOVE over it) are kept when, and only when,
+    their alignment is >= MIN_ALIGNMENT (a pair whose pictures cannot be read, alignment NaN, by its score
+    alone); such a duplicate carries its alignment.
+    """
+    if k < 1 or batch_size < 1:
+        raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
+    xb = _as_matrix(vectors)
+    recs = _by_id(records, xb.shape[0])
+    ident = _Identities(recs, root)
+    stage = _exact_stage(recs, keeper, ident)
+
+    def exact_copies(rep: int) -> list[Duplicate]:
+        return [Duplicate(recs[i], 1.0, "exact") for i in stage.copies.get(rep, [])]
+
+    groups: list[Group] = []
+    grouped: set[int] = set()
+    if threshold is not None and threshold <= 1.0 and stage.reps.size > 1:
+        floor = candidate_floor(threshold, verify is not None)
+        pairs = near_pairs(
+            xb,
+            stage.reps,
+            stage.rep_of,
+            floor,
+            k=k,
+            background_rank=background_rank,
+            batch_size=batch_size,
+            index=index,
+        )
+        background = pairs.background
+        log.debug("%d candidate edges at score %.4f", pairs.src.size, floor)
+        src, dst, score = pairs.src, pairs.dst, pairs.score
+        aligned: dict[tuple[int, int], float] = {}
+        if verify is not None:
+            src, dst, score, aligned = _verified(src, dst, score, threshold, verify)
+        for c, members in _star_groups(src, dst, score, recs, keeper, ident):
+            dups = exact_copies(c)
+            for m, score_m in members.items():
+                alignment_m = aligned.get((min(c, m), max(c, m)))
+                dups.append(Duplicate(recs[m], score_m, "near", alignment_m))
+                for i in stage.copies.get(m, []):
+                    if ident.same(c, i):
+                        continue
+                    s_copy = float(np.dot(xb[c], xb[i]))  # the same bytes embed the same, up to noise
+                    if background is not None:
+                        s_copy = float(normalised_scores(np.float32(s_copy), background[c], background[m]))
+                    if s_copy >= floor:  # the same bytes as m, which made it (verified or not)
+                        dups.append(Duplicate(recs[i], s_copy, "near", alignment_m))
+                grouped.add(m)
+            grouped.add(c)
+            groups.append(_sorted_group(recs[c], dups))
+    for rep in stage.copies:
+        if rep not in grouped:
+            groups.append(_sorted_group(recs[rep], exact_copies(rep)))
+    groups.sort(key=lambda g: (-len(g.duplicates), g.keep.path, g.keep.id))
+    log.info(
+        "%d duplicate groups, %d duplicates among %d files",
+        len(groups),
+        sum(len(g.duplicates) for g in groups),
+        len(recs),
+    )
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------------
+# Calibration (`--calibrate`)
+
+
+def nearest_neighbour_similarities(
+    vectors: np.ndarray,
+    k: int = 1,
+    batch_size: int = 4096,
+    *,
+    index: faiss.Index | None = None,
+) -> np.ndarray:
+    """(N, min(k, N-1)) cosine of each row to its k nearest other rows, nearest first.
+
+    Exact copies count (they show up as 1.0); the row itself does not. NaN where an approximate
+    `index` returned fewer neighbours.
+    """
+    import faiss
+
+    if k < 1 or batch_size < 1:
+        raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
+    xb = _as_matrix(vectors)
+    n, d = xb.shape
+    k_eff = min(k, n - 1)
+    if k_eff <= 0:
+        return np.empty((n, 0), dtype=np.float32)
+    if index is None:
+        index = faiss.IndexFlatIP(d)
+        index.add(xb)
+    kk = k_eff + 1
+    out = np.empty((n, k_eff), dtype=np.float32)
+    for start in range(0, n, batch_size):
+        q = xb[start : start + batch_size]  # (B, D)
+        D, I = index.search(q, kk)  # noqa: E741  (B, kk)
+        own = I == np.arange(start, start + q.shape[0])[:, None]  # (B, kk) the query itself
+        own[~own.any(axis=1), -1] = True  # self not returned (ties): drop the farthest instead
+        D = np.where(I >= 0, D, np.nan)
+        out[start : start + q.shape[0]] = D[~own].reshape(q.shape[0], k_eff)
+    return out
+
+
+def calibration_histogram(sims: np.ndarray, bins: int = 20) -> list[tuple[float, float, int]]:
+    """(low, high, count) bins over [floor(min), 1.0] of the given similarities (NaN ignored)."""
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    x = np.asarray(sims, dtype=np.float64).ravel()
+    x = np.clip(x[~np.isnan(x)], -1.0, 1.0)
+    if x.size == 0:
+        return []
+    low = max(-1.0, math.floor(float(x.min()) * 20) / 20)
+    if low >= 1.0:
+        low = 0.95
+    counts, edges = np.histogram(x, bins=bins, range=(low, 1.0))
+    return [(float(edges[b]), float(edges[b + 1]), int(counts[b])) for b in range(bins)]

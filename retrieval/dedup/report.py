@@ -1,0 +1,118 @@
+"""A self-contained HTML page of duplicate groups: inline CSS, thumbnails embedded as base64 JPEG.
+
+Open it straight from disk; it references no other file. A missing or unreadable image gets a
+placeholder box. Pass `loader` to decode with the project's image loader (e.g. `images.load_image`).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from moco.filenames import printable
+from retrieval.dedup.formats import human_size
+from retrieval.dedup.groups import Group, normalise_path
+from retrieval.records import FileRecord
+
+log = logging.getLogger(__name__)
+
+ImageLoader = Callable[[Path], Image.Image]
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; background: #fafafa; }
+h1 { font-size: 1.4rem; margin: 0 0 .3rem; }
+.summary { color: #555; margin: 0 0 1.5rem; }
+.group { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: .8rem; margin: 0 0 1rem; }
+.group h2 { font-size: 1rem; margin: 0 0 .6rem; }
+.members { display: flex; flex-wrap: wrap; gap: .8rem; align-items: flex-start; }
+.member { margin: 0; width: var(--thumb); border: 3px solid transparent; border-radius: 4px; padding: 3px; }
+.member.keep { border-color: #2a8a3e; background: #eef8f0; }
+.member img, .placeholder { display: block; max-width: 100%; margin: 0 auto; }
+.placeholder { width: 100%; height: calc(var(--thumb) * .66); background: #eee; color: #888;
+  display: flex; align-items: center; justify-content: center; border: 1px dashed #bbb; }
+figcaption { font-size: .8rem; margin-top: .3rem; word-break: break-all; }
+.badge { display: inline-block; font-weight: 600; padding: 0 .35rem; border-radius: 3px; background: #ddd; }
+.keep .badge { background: #2a8a3e; color: #fff; }
+.meta { color: #666; display: block; }
+"""
+
+
+def _open_image(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        im.load()
+        return ImageOps.exif_transpose(im)
+
+
+def thumbnail_data_uri(path: Path, size: int, loader: ImageLoader = _open_image) -> str | None:
+    """A `data:image/jpeg;base64,...` thumbnail no larger than size x size, or None if unreadable."""
+    try:
+        im = loader(path)
+        im = im.convert("RGB")
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=80)
+    except Exception as e:  # any decoder failure becomes a placeholder, never a broken report
+        log.debug("no thumbnail for %s: %s", path, e)
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(record: FileRecord, label: str, keep: bool, root: Path, thumb_size: int, loader: ImageLoader) -> str:
+    path = html.escape(printable(record.path), quote=True)
+    uri = thumbnail_data_uri(root / normalise_path(record.path), thumb_size, loader)
+    picture = f'<img src="{uri}" alt="{path}">' if uri else '<div class="placeholder">no preview</div>'
+    meta = f"{record.width}&times;{record.height} &middot; {html.escape(human_size(record.size))}"
+    css = "member keep" if keep else "member"
+    return (
+        f'<figure class="{css}">{picture}<figcaption><span class="badge">{label}</span> '
+        f'<span class="path">{path}</span><span class="meta">{meta}</span></figcaption></figure>'
+    )
+
+
+def render_report(
+    groups: Sequence[Group],
+    root: Path,
+    threshold: float | None,
+    thumb_size: int = 256,
+    *,
+    loader: ImageLoader = _open_image,
+) -> str:
+    """One HTML page: each group side by side, the keeper marked KEEP, each duplicate with its score."""
+    if thumb_size < 16:
+        raise ValueError(f"thumb_size must be >= 16, got {thumb_size}")
+    root = Path(root)
+    exact_only = threshold is None or not math.isfinite(threshold)
+    t_text = "exact duplicates only" if exact_only else f"cosine &ge; {threshold:.4f}"
+    n_dups = sum(len(g.duplicates) for g in groups)
+    n_bytes = sum(d.record.size for g in groups for d in g.duplicates)
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>Duplicate report</title>",
+        f"<style>:root {{ --thumb: {thumb_size}px; }}{_CSS}</style>",
+        "</head><body>",
+        "<h1>Duplicate report</h1>",
+        f'<p class="summary">{html.escape(printable(str(root)))} &middot; {t_text} &middot; {len(groups)} groups, '
+        f"{n_dups} duplicates, {html.escape(human_size(n_bytes))} in duplicates</p>",
+    ]
+    if not groups:
+        parts.append("<p>No duplicates found.</p>")
+    for n, g in enumerate(groups, start=1):
+        figures = [_figure(g.keep, "KEEP", True, root, thumb_size, loader)]
+        for d in g.duplicates:
+            label = f"{d.score:.4f} {d.kind}" + ("" if d.alignment is None else f", aligned {d.alignment:.2f}")
+            figures.append(_figure(d.record, label, False, root, thumb_size, loader))
+        parts.append(
+            f'<section class="group"><h2>Group {n} &middot; {len(figures)} files</h2>'
+            f'<div class="members">{"".join(figures)}</div></section>'
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,1 @@
+"""Indexing a folder: scan, change plan, SQLite catalog, embedding stream, FAISS indexes, generations."""

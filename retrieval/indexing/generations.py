@@ -1,0 +1,400 @@
+"""Index generations on disk: write one aside, swap it in atomically, load and verify the current one.
+
+Layout of one index folder (`indexes/NAME/`):
+
+    CURRENT              one line naming the live generation, e.g. "gen-0003"
+    gen-0003/
+      catalog.sqlite     one row per file (retrieval.indexing.catalog); ok ids are 0..n_ok-1
+      vectors.npy        float32 (n_ok, dim), row i is the L2-normalised embedding of id i
+      index.faiss        FAISS index over vectors.npy; FAISS id i == catalog id i == row i
+      manifest.json      format version, root, encoder, index kind + params, recall@10, counts, sha256s
+    work/                resume cache of an index run in progress (retrieval.indexing.resume_cache), else absent
+    .lock                held (flock) by the one run allowed to write here
+
+A new generation is written to a fresh `gen-NNNN/` folder, every file fsynced, then the folder, then
+`CURRENT` is replaced atomically (`moco.atomic.atomic_write_bytes`: a temp file, fsync, `os.replace`, fsync
+the folder). A SIGKILL at any moment leaves `CURRENT` naming either the old or the new generation, both
+complete; generations that are not current are removed after the swap (or by the next run). Readers
+verify the sha256 of every file against the manifest before handing anything to `faiss.read_index`, so a
+damaged file is reported, never a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from moco.atomic import atomic_write_bytes, fsync_dir
+from moco.filenames import printable
+from moco.hashing import content_hash
+from retrieval.errors import FormatVersionError, IndexError_, InputError
+from retrieval.indexing.catalog import BadFile, Catalog
+from retrieval.indexing.faiss_index import BuiltIndex, apply_search_params
+from retrieval.records import FileRecord
+
+logger = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+CURRENT = "CURRENT"
+CATALOG = "catalog.sqlite"
+VECTORS = "vectors.npy"
+INDEX = "index.faiss"
+MANIFEST = "manifest.json"
+WORK = "work"
+LOCK = ".lock"
+CHECKSUMMED = (CATALOG, VECTORS, INDEX)
+_GENERATION_RE = re.compile(r"^gen-(\d{4,})$")
+
+
+# ============================================================================================ manifest
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`manifest.json` of one generation."""
+
+    generation: str
+    root: str
+    encoder_sha256: str
+    encoder_path: str
+    dim: int
+    kind: str
+    params: Mapping[str, int]
+    recall_at_10: float | None
+    n_ok: int
+    n_bad: int
+    checksums: Mapping[str, str]
+    created: str
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict:
+        return {
+            "format_version": self.format_version,
+            "generation": self.generation,
+            "created": self.created,
+            "root": self.root,
+            "encoder": {"sha256": self.encoder_sha256, "path": self.encoder_path},
+            "dim": self.dim,
+            "index": {"kind": self.kind, "metric": "inner_product", "params": dict(self.params)},
+            "recall_at_10": self.recall_at_10,
+            "counts": {"ok": self.n_ok, "bad": self.n_bad},
+            "checksums": {name: {"sha256": digest} for name, digest in self.checksums.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: object, path: Path) -> Manifest:
+        if not isinstance(data, dict):
+            raise IndexError_(f"{path}: damaged manifest (not a JSON object)")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise IndexError_(f"{path}: damaged manifest (no format_version)")
+        if version > FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{path}: index format {version} is newer than this program reads ({FORMAT_VERSION});"
+                " upgrade retrieval or rebuild the index"
+            )
+        try:
+            return cls(
+                generation=str(data["generation"]),
+                root=str(data["root"]),
+                encoder_sha256=str(data["encoder"]["sha256"]),
+                encoder_path=str(data["encoder"]["path"]),
+                dim=int(data["dim"]),
+                kind=str(data["index"]["kind"]),
+                params={str(k): int(v) for k, v in data["index"]["params"].items()},
+                recall_at_10=None if data["recall_at_10"] is None else float(data["recall_at_10"]),
+                n_ok=int(data["counts"]["ok"]),
+                n_bad=int(data["counts"]["bad"]),
+                checksums={str(k): str(v["sha256"]) for k, v in data["checksums"].items()},
+                created=str(data["created"]),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IndexError_(f"{path}: damaged manifest ({type(exc).__name__}: {exc})") from exc
+
+
+# ============================================================================================ writing
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_fsync_dir = fsync_dir  # one implementation: moco.atomic
+
+
+@contextlib.contextmanager
+def write_lock(index_dir: Path) -> Iterator[None]:
+    """Hold the index folder's lock for the duration; a second writer gets an InputError at once."""
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        f = open(index_dir / LOCK, "a+b")  # closed by the with below
+    except OSError as exc:
+        raise InputError(f"{index_dir}: cannot create the index folder here ({exc.strerror or exc})") from None
+    with f:
+        try:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock (Windows): single-writer is then the user's responsibility
+            pass
+        except BlockingIOError as exc:
+            raise InputError(f"{index_dir}: another `retrieval index` run is writing this index") from exc
+        yield
+
+
+def write_generation(
+    index_dir: Path,
+    *,
+    root: Path,
+    encoder_sha256: str,
+    encoder_path: str,
+    records: Sequence[FileRecord],
+    bad: Sequence[BadFile],
+    vectors: np.ndarray,
+    built: BuiltIndex,
+) -> Manifest:
+    """Write a complete new generation aside, make it current atomically, then remove older ones."""
+    n = len(records)
+    if vectors.ndim != 2 or vectors.shape[0] != n:
+        raise ValueError(f"vectors shape {vectors.shape} does not match {n} records")
+    if any(r.id != i for i, r in enumerate(records)):
+        raise ValueError("ok records must have ids 0..n-1 in order")
+    if built.index.ntotal != n:
+        raise ValueError(f"index holds {built.index.ntotal} vectors, catalog {n}")
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    name = _next_generation(index_dir)
+    gen = index_dir / name
+    gen.mkdir()
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+    with Catalog.create(gen / CATALOG) as catalog:
+        catalog.write(
+            records,
+            bad,
+            meta={
+                "root": str(root),
+                "encoder_sha256": encoder_sha256,
+                "generation": name,
+                "created": created,
+            },
+        )
+    _fsync_file(gen / CATALOG)
+
+    with open(gen / VECTORS, "wb") as f:
+        np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+    faiss.write_index(built.index, str(gen / INDEX))
+    _fsync_file(gen / INDEX)
+
+    manifest = Manifest(
+        generation=name,
+        root=str(root),
+        encoder_sha256=encoder_sha256,
+        encoder_path=encoder_path,
+        dim=int(vectors.shape[1]),
+        kind=built.kind,
+        params=dict(built.params),
+        recall_at_10=built.recall_at_10,
+        n_ok=n,
+        n_bad=len(bad),
+        checksums={file: content_hash(gen / file) for file in CHECKSUMMED},
+        created=created,
+    )
+    with open(gen / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump(manifest.to_json(), f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(gen)
+    _fsync_dir(index_dir)
+
+    _point_current(index_dir, name)
+    logger.info("index generation %s is live (%d ok, %d bad, %s)", name, n, len(bad), built.kind)
+    remove_stale_generations(index_dir)
+    return manifest
+
+
+def _point_current(index_dir: Path, name: str) -> None:
+    atomic_write_bytes(index_dir / CURRENT, lambda f: f.write(f"{name}\n".encode()))
+
+
+def _generations(index_dir: Path) -> list[tuple[int, str]]:
+    found = []
+    if index_dir.is_dir():
+        for entry in index_dir.iterdir():
+            m = _GENERATION_RE.match(entry.name)
+            if m and entry.is_dir():
+                found.append((int(m.group(1)), entry.name))
+    return sorted(found)
+
+
+def _next_generation(index_dir: Path) -> str:
+    gens = _generations(index_dir)
+    number = gens[-1][0] + 1 if gens else 1
+    return f"gen-{number:04d}"
+
+
+def remove_stale_generations(index_dir: Path) -> None:
+    """Delete every generation folder that `CURRENT` does not name (left by crashes or older runs)."""
+    index_dir = Path(index_dir)
+    try:
+        live = current_generation(index_dir)
+    except IndexError_:
+        return  # never delete anything when we cannot tell what is live
+    if live is None:
+        return
+    for _, name in _generations(index_dir):
+        if name != live:
+            shutil.rmtree(index_dir / name, ignore_errors=True)
+            logger.debug("removed stale generation %s", name)
+    (index_dir / (CURRENT + ".tmp")).unlink(missing_ok=True)
+
+
+# ============================================================================================ reading
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One loaded, verified generation."""
+
+    path: Path
+    manifest: Manifest
+    records: list[FileRecord]  # ok files, records[i].id == i
+    bad: list[BadFile]
+    vectors: np.ndarray  # (n_ok, dim) float32, memory-mapped read-only
+    index: faiss.Index | None
+
+
+def current_generation(index_dir: Path) -> str | None:
+    """The name in `CURRENT`, or None when the folder holds no index yet."""
+    pointer = Path(index_dir) / CURRENT
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexError_(f"{pointer}: unreadable ({exc})") from exc
+    if not _GENERATION_RE.match(name):
+        raise IndexError_(f"{pointer}: damaged (names {name!r}, not a generation folder)")
+    return name
+
+
+def _require_current(index_dir: Path) -> str:
+    name = current_generation(index_dir)
+    if name is None:
+        if not Path(index_dir).exists():
+            raise IndexError_(f"{index_dir}: no such index; build it with `retrieval index`")
+        raise IndexError_(f"{index_dir}: no index here (no {CURRENT} file); build it with `retrieval index`")
+    return name
+
+
+def read_manifest(index_dir: Path) -> Manifest:
+    """The live generation's manifest (no checksums verified: cheap, for `info`)."""
+    index_dir = Path(index_dir)
+    name = _require_current(index_dir)
+    return _read_manifest_file(index_dir / name / MANIFEST)
+
+
+def _read_manifest_file(path: Path) -> Manifest:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise IndexError_(f"{path}: manifest missing") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexError_(f"{path}: unreadable manifest ({exc})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IndexError_(f"{path}: damaged manifest (invalid JSON: {exc})") from exc
+    return Manifest.from_json(data, path)
+
+
+def verify_checksums(gen: Path, manifest: Manifest, files: Sequence[str] = CHECKSUMMED) -> None:
+    """sha256 of each file against the manifest; IndexError_ naming the first file that differs."""
+    for file in files:
+        path = gen / file
+        expected = manifest.checksums.get(file)
+        if expected is None:
+            raise IndexError_(f"{gen / MANIFEST}: damaged manifest (no checksum for {file})")
+        try:
+            actual = content_hash(path)
+        except FileNotFoundError as exc:
+            raise IndexError_(f"{path}: missing") from exc
+        except OSError as exc:
+            raise IndexError_(f"{path}: unreadable ({exc})") from exc
+        if actual != expected:
+            raise IndexError_(f"{path}: checksum mismatch (file damaged or changed since it was written)")
+
+
+def load_generation(index_dir: Path, *, load_index: bool = True) -> Generation:
+    """Load and verify the live generation. Retries once if a concurrent writer swapped it meanwhile."""
+    index_dir = Path(index_dir)
+    for attempt in range(3):
+        name = _require_current(index_dir)
+        try:
+            return _load(index_dir / name, load_index)
+        except IndexError_ as exc:
+            if attempt == 2 or current_generation(index_dir) == name:
+                raise IndexError_(f"{exc}; {rebuild_hint(index_dir, name)}") from exc
+            logger.debug("generation %s replaced while loading; retrying", name)
+    raise AssertionError("unreachable")
+
+
+def rebuild_hint(index_dir: Path, name: str) -> str:
+    """How to replace a damaged generation: the `retrieval index ... --rebuild` line, with the folder and the
+    model filled in from its manifest when that is still readable."""
+    try:
+        manifest = _read_manifest_file(Path(index_dir) / name / MANIFEST)
+        folder, model = printable(manifest.root), printable(manifest.encoder_path)
+    except IndexError_:
+        folder, model = "FOLDER", "RUN"
+    return f"rebuild it: retrieval index {folder} --model {model} --index {printable(str(index_dir))} --rebuild"
+
+
+def _load(gen: Path, load_index: bool) -> Generation:
+    manifest = _read_manifest_file(gen / MANIFEST)
+    verify_checksums(gen, manifest, CHECKSUMMED if load_index else (CATALOG, VECTORS))
+    with Catalog.open(gen / CATALOG) as catalog:
+        records = catalog.records()
+        bad = catalog.bad_files()
+    try:
+        vectors = np.load(gen / VECTORS, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexError_(f"{gen / VECTORS}: unreadable ({exc})") from exc
+    n = len(records)
+    if vectors.dtype != np.float32 or vectors.shape != (n, manifest.dim):
+        raise IndexError_(
+            f"{gen / VECTORS}: shape {vectors.shape} {vectors.dtype} does not match the catalog"
+            f" ({n} ok files, dim {manifest.dim})"
+        )
+    if any(r.id != i for i, r in enumerate(records)) or n != manifest.n_ok:
+        raise IndexError_(f"{gen / CATALOG}: ids are not 0..{n - 1} or counts differ from the manifest")
+    index = None
+    if load_index:
+        try:
+            index = faiss.read_index(str(gen / INDEX))
+        except RuntimeError as exc:
+            raise IndexError_(f"{gen / INDEX}: unreadable FAISS index ({exc})") from exc
+        if index.ntotal != n or index.d != manifest.dim:
+            raise IndexError_(f"{gen / INDEX}: holds {index.ntotal}x{index.d}, catalog {n}x{manifest.dim}")
+        apply_search_params(index, manifest.kind, manifest.params)
+    return Generation(gen, manifest, records, bad, vectors, index)

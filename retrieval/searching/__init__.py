@@ -1,0 +1,1 @@
+"""Searching an index: open it once (searcher), look query images up in it (query)."""

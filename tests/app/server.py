@@ -1,0 +1,11 @@
+"""A live app on a free loopback port for the HTTP-level tests (security, browser)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,71 @@
+"""`retrieval app`: refuses to serve beyond loopback without --auth (exit 2, one line); otherwise prints the
+URL, serves, and stops on Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from app.config import AppConfig, is_loopback, parse_auth
+from moco.errors import InputError
+from tests.app.server import free_port
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "retrieval", "app", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.org"])
+def test_public_host_without_auth_exits_2_with_one_line(tiny, host):
+    r = run("--index", str(tiny.index), "--host", host)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--host {host}" in lines[0] and "--auth" in lines[0]
+
+
+def test_missing_index_exits_2_naming_it(tmp_path):
+    r = run("--index", str(tmp_path / "nope"))
+    assert r.returncode == 2 and str(tmp_path / "nope") in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_auth_exits_2(tiny):
+    r = run("--index", str(tiny.index), "--auth", "nopassword")
+    assert r.returncode == 2 and "USER:PASS" in r.stderr
+
+
+def test_loopback_rules():
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "myhost"))
+    assert parse_auth("me:se:cret") == ("me", "se:cret")
+    assert AppConfig(index="x", host="0.0.0.0", auth=("me", "pw")).host == "0.0.0.0"  # type: ignore[arg-type]
+    with pytest.raises(InputError):
+        AppConfig(index="x", host="0.0.0.0")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_serves_then_stops_on_ctrl_c(tiny):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrieval", "app", "--index", str(tiny.index), "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+    )
+    try:
+        line = proc.stdout.readline()  # blocks until the server is up
+        assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert proc.returncode == 0, proc.stderr.read()

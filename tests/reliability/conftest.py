@@ -1,0 +1,47 @@
+"""Shared by the probe regression tests: the real CLI entry with every command registered (tests.cli_runner),
+the tiny random encoder and image maker of tests/retrieval, and a check of the one-line error promise."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from retrieval.commands import register_all
+from tests import cli_runner
+from tests.retrieval.conftest import encoder, make_image, one_thread  # noqa: F401  (shared fixtures)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):  # noqa: F811
+    yield
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run `retrieval ARGS...` through cli.main with every command registered: (exit code, stdout, stderr)."""
+    return cli_runner.run_cli(monkeypatch, capsys, register_all, *args)
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    """The promise for bad input: exit 2 and a single `error: ...` line naming what went wrong."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert lines and lines[-1].startswith("error: "), err
+    assert len([line for line in lines if line.startswith("error: ")]) == 1, err
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every regular file (not through symlinks) under `folder`."""
+    return {
+        p.relative_to(folder).as_posix(): sha(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }

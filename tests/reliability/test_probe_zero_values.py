@@ -1,0 +1,61 @@
+"""Probe 5 (issue 12): a zero given on the command line was read as "not given" (`x or default`), so
+`--epochs 0` trained 200 epochs and `--batch-size 0` / `--image-size 0` became 64. Zero is refused like a
+negative where it means nothing; where it means something, the help says what."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.commands.train import device_defaults
+from tests.reliability.conftest import make_image, one_line_error, run_cli
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [
+        ("--epochs", "0", "epochs"),
+        ("--epochs", "-1", "epochs"),
+        ("--batch-size", "0", "batch_size"),
+        ("--image-size", "0", "image_size"),
+        ("--arch", "", "arch"),
+        ("--lr", "0", "lr"),
+        ("--queue-size", "0", "queue_size"),
+        ("--temperature", "0", "temperature"),
+        ("--time-budget", "-1", "time budget"),
+    ],
+)
+def test_train_refuses_zero_before_doing_anything(tmp_path, monkeypatch, capsys, option, value, field):
+    for i in range(4):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", str(tmp_path / "photos"), "--out", str(out), "--device", "cpu", option, value
+    )
+    one_line_error(code, err, field, value)
+    assert not out.exists()
+
+
+def test_options_left_out_still_take_the_device_defaults(tmp_path, monkeypatch):
+    """The other half of the fix: None (not given) -> the default; the config the command builds shows it."""
+    import moco.train
+    from moco.config import TrainConfig
+
+    seen: list[TrainConfig] = []
+
+    def fake_fit(cfg: TrainConfig):
+        seen.append(cfg)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(moco.train, "fit", fake_fit)
+    from retrieval.commands.train import train
+
+    with pytest.raises(SystemExit):
+        train(tmp_path, out=tmp_path / "r", device="cpu")
+    want = device_defaults("cpu")
+    cfg = seen[0]
+    assert (cfg.model.arch, cfg.image_size, cfg.batch_size, cfg.epochs) == (
+        want["arch"],
+        want["image_size"],
+        want["batch_size"],
+        want["epochs"],
+    )

@@ -1,0 +1,63 @@
+"""report: one self-contained HTML page, a thumbnail per member, the keeper marked, paths escaped."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+from PIL import Image
+
+from retrieval.dedup.groups import Duplicate, Group
+from retrieval.dedup.report import render_report
+from retrieval.records import FileRecord
+
+IMG = re.compile(r'<img src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)"')
+
+
+def make_image(path, size, colour) -> FileRecord:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format="JPEG")
+    return FileRecord(0, path.name, path.stat().st_size, 0, "h-" + path.name, *size)
+
+
+def test_report_has_one_thumbnail_per_member_the_keeper_marked_and_paths_escaped(tmp_path):
+    keep = make_image(tmp_path / "keep.jpg", (640, 480), "red")
+    odd = make_image(tmp_path / "a<b>.jpg", (320, 240), "blue")
+    third = make_image(tmp_path / "c & d.jpg", (100, 300), "green")
+    other = make_image(tmp_path / "other.jpg", (50, 50), "white")
+    groups = [
+        Group(keep, (Duplicate(odd, 0.9734, "near"), Duplicate(third, 1.0, "exact"))),
+        Group(other, (Duplicate(keep, 0.95, "near", alignment=0.914),)),  # a verified pair
+    ]
+    page = render_report(groups, tmp_path, 0.9, thumb_size=128)
+
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "<link" not in page and "<script" not in page and 'src="http' not in page  # self-contained
+    thumbs = IMG.findall(page)
+    assert len(thumbs) == page.count("<img") == 5  # one per member of every group
+    for data in thumbs:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+            assert im.format == "JPEG" and max(im.size) <= 128
+    assert page.count('class="member keep"') == 2 and page.count(">KEEP<") == 2
+    assert "a&lt;b&gt;.jpg" in page and "a<b>.jpg" not in page
+    assert "c &amp; d.jpg" in page
+    assert "0.9734 near" in page and "1.0000 exact" in page
+    assert "0.9500 near, aligned 0.91" in page and page.count("aligned") == 1
+    assert "0.9000" in page and "2 groups, 3 duplicates" in page
+
+
+def test_missing_or_unreadable_images_get_a_placeholder(tmp_path):
+    keep = make_image(tmp_path / "keep.jpg", (64, 64), "red")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg at all")
+    broken = FileRecord(1, "broken.jpg", 17, 0, "h1", 64, 64)
+    gone = FileRecord(2, "sub/gone.jpg", 10, 0, "h2", 64, 64)
+    page = render_report([Group(keep, (Duplicate(broken, 0.95, "near"), Duplicate(gone, 0.92, "near")))], tmp_path, 0.9)
+    assert page.count("<img") == 1
+    assert page.count('class="placeholder"') == 2
+    assert "broken.jpg" in page and "sub/gone.jpg" in page
+
+
+def test_exact_only_and_empty_reports(tmp_path):
+    page = render_report([], tmp_path, None)
+    assert "exact duplicates only" in page and "No duplicates found." in page and "<img" not in page

@@ -1,0 +1,221 @@
+"""find_duplicates / undo on index generations written directly from synthetic vectors (no encoder):
+every index kind gives the groups of a brute-force oracle, calibration, config validation, dry run."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.dedup import cell_join
+from retrieval.dedup.groups import BACKGROUND_RANK, THRESHOLD_PRESETS, KeeperRule, find_groups, normalised_scores
+from retrieval.dedup.run import (
+    DedupConfig,
+    find_duplicates,
+    nearest_neighbour_scores,
+    threshold_marks,
+    undo,
+)
+from retrieval.errors import IndexError_, InputError
+from retrieval.indexing.faiss_index import build_index
+from retrieval.indexing.generations import write_generation
+from retrieval.records import FileRecord
+from retrieval.searching.searcher import SearchIndex
+
+N, D = 300, 16
+PLANTED = 20  # originals 0..19, each with one near copy at cosine ~0.97
+THRESHOLD = "0.8"  # normalised scores: planted pairs >= 0.90, every other pair <= 0.63 (rank 5)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def synthetic(seed: int = 0) -> tuple[list[FileRecord], np.ndarray, set[frozenset[int]]]:
+    """N random unit vectors; rows N-PLANTED.. are near copies of rows 0..PLANTED-1 (fewer pixels).
+    Record i stands for a file holding the bytes of str(i)."""
+    rng = np.random.default_rng(seed)
+    x = unit(rng.standard_normal((N, D)))  # (N, D)
+    for j in range(PLANTED):
+        noise = unit(rng.standard_normal(D)) * 0.25
+        x[N - PLANTED + j] = unit(x[j] + noise)  # cosine ~ 1/sqrt(1 + 0.25^2) = 0.97
+    records = [
+        FileRecord(
+            i,
+            f"img{i:04d}.jpg",
+            len(str(i)),
+            0,
+            hashlib.sha256(str(i).encode()).hexdigest(),
+            50 if i >= N - PLANTED else 100,
+            100,
+        )
+        for i in range(N)
+    ]
+    truth = {frozenset({j, N - PLANTED + j}) for j in range(PLANTED)}
+    return records, x, truth
+
+
+def write_index(index_dir: Path, root: Path, kind: str, seed: int = 0) -> tuple[list[FileRecord], np.ndarray]:
+    records, x, _ = synthetic(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    write_generation(
+        index_dir,
+        root=root,
+        encoder_sha256="0" * 64,
+        encoder_path="/nowhere",
+        records=records,
+        bad=[],
+        vectors=x,
+        built=build_index(x, kind),
+    )
+    return records, x
+
+
+def as_sets(groups) -> set[tuple[str, frozenset[str]]]:
+    return {(g.keep.path, frozenset(d.record.path for d in g.duplicates)) for g in groups}
+
+
+def brute_force_scores(x: np.ndarray, rank: int) -> np.ndarray:
+    """(N, N) pair scores as dedup defines them, from the full similarity matrix (diagonal -inf)."""
+    sims = x @ x.T  # (N, N)
+    np.fill_diagonal(sims, -np.inf)
+    if rank == 0:
+        return sims
+    b = -np.sort(-sims, axis=1)[:, rank - 1]  # (N,) cosine to the rank-th nearest other row
+    scores = normalised_scores(sims, b[:, None], b[None, :])
+    np.fill_diagonal(scores, -np.inf)
+    return scores
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivfpq"])
+@pytest.mark.parametrize("cell_size", [512, 25])  # one cell (an exact join); about 12 cells
+def test_every_index_kind_finds_the_oracle_groups(tmp_path, kind, cell_size, monkeypatch):
+    monkeypatch.setattr(cell_join, "CELL_SIZE", cell_size)
+    records, x = write_index(tmp_path / "idx", tmp_path / "photos", kind)
+    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD))
+    assert result.background_rank == BACKGROUND_RANK > 0
+    oracle = find_groups(records, x, float(THRESHOLD), background_rank=BACKGROUND_RANK)  # exact k-NN
+    _, _, truth = synthetic()
+    assert as_sets(result.groups) == as_sets(oracle)
+    assert {frozenset(r.id for r in g.records) for g in result.groups} == truth
+    scores = brute_force_scores(x, BACKGROUND_RANK)
+    for g in result.groups:
+        assert g.keep.width == 100  # the original (more pixels) is kept
+        (d,) = g.duplicates
+        exact = float(scores[g.keep.id, d.record.id])
+        assert d.kind == "near"
+        if kind == "flat":
+            assert d.score == pytest.approx(exact, abs=1e-4)
+        else:  # backgrounds come from the approximate join: never above the exact ones, so never a lower score
+            assert d.score >= exact - 1e-4
+    assert (result.threshold, result.n_files, result.n_duplicates) == (0.8, N, PLANTED)
+    assert result.plan is None and result.moved is None and result.histogram is None and result.dry_run
+
+
+def test_background_rank_zero_thresholds_the_plain_cosine(tmp_path):
+    records, x = write_index(tmp_path / "idx", tmp_path / "photos", "ivf")
+    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="0.95", background_rank=0))
+    _, _, truth = synthetic()
+    assert {frozenset(r.id for r in g.records) for g in result.groups} == truth
+    for g in result.groups:
+        for d in g.duplicates:
+            assert d.score == pytest.approx(float(x[g.keep.id] @ x[d.record.id]), abs=1e-5)
+
+
+def best_neighbour_scores(x: np.ndarray, rank: int) -> np.ndarray:
+    """(N,) oracle for nearest_neighbour_scores: the best pair score among each row's max(1, rank)
+    nearest rows by cosine."""
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    near = np.argsort(-sims, axis=1, kind="stable")[:, : max(1, rank)]  # (N, r)
+    return np.take_along_axis(brute_force_scores(x, rank), near, axis=1).max(axis=1)
+
+
+@pytest.mark.parametrize("rank", [0, BACKGROUND_RANK])
+def test_nearest_neighbour_scores_match_brute_force(tmp_path, rank):
+    _, x = write_index(tmp_path / "idx", tmp_path / "photos", "flat")
+    got = nearest_neighbour_scores(SearchIndex.open(tmp_path / "idx"), rank)  # (N,)
+    np.testing.assert_allclose(got, best_neighbour_scores(x, rank), atol=1e-4)
+
+
+def test_calibrate_histogram_counts_every_file_and_marks_presets(tmp_path):
+    _, x = write_index(tmp_path / "idx", tmp_path / "photos", "flat")
+    result = find_duplicates(DedupConfig(index=tmp_path / "idx", calibrate=True))
+    assert result.groups == () and result.histogram is not None
+    assert sum(n for _, _, n in result.histogram) == N
+    nn = best_neighbour_scores(x, BACKGROUND_RANK)  # (N,) oracle
+    high = sum(n for lo, _, n in result.histogram if lo >= 0.8 - 1e-9)
+    assert high == int((nn >= 0.8).sum()) == 2 * PLANTED
+    marks = threshold_marks(result.threshold)
+    assert marks == {k: v for k, v in THRESHOLD_PRESETS.items() if math.isfinite(v)}
+    assert threshold_marks(0.42)["chosen"] == 0.42
+
+
+def test_exact_threshold_gives_no_near_groups(tmp_path):
+    write_index(tmp_path / "idx", tmp_path / "photos", "flat")
+    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="exact"))
+    assert result.threshold is None and result.groups == ()
+
+
+def test_dry_run_plans_but_moves_nothing(tmp_path):
+    root = tmp_path / "photos"
+    records, _ = write_index(tmp_path / "idx", root, "flat")
+    for r in records:  # the catalog's hashes are of str(i), so these files pass the pre-move checks
+        (root / r.path).write_bytes(str(r.id).encode())
+    before = sorted(p.name for p in root.iterdir())
+    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD, move_to=tmp_path / "dups"))
+    assert result.plan is not None and result.moved is None and result.dry_run
+    assert {m.source for m in result.plan.moves} == {f"img{i:04d}.jpg" for i in range(N - PLANTED, N)}
+    assert sorted(p.name for p in root.iterdir()) == before
+    assert not (tmp_path / "dups").exists()
+
+
+def test_apply_then_undo(tmp_path):
+    root = tmp_path / "photos"
+    records, _ = write_index(tmp_path / "idx", root, "flat")
+    for r in records:
+        (root / r.path).write_bytes(str(r.id).encode())
+    result = find_duplicates(
+        DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD, move_to=tmp_path / "dups", apply=True)
+    )
+    assert result.moved is not None and not result.dry_run
+    assert len(result.moved.moved) == PLANTED and not result.moved.skipped
+    log = result.moved.log_path
+    assert log.parent == tmp_path / "dups" and log.name.startswith("undo-") and log.suffix == ".jsonl"
+    assert len(list(root.iterdir())) == N - PLANTED
+    report = undo(log)
+    assert report.ok and len(report.restored) == PLANTED
+    assert len(list(root.iterdir())) == N
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"threshold": "medium"}, "threshold"),
+        ({"threshold": "1.5"}, "threshold"),
+        ({"keeper": ("pixels", "colour")}, "keeper"),
+        ({"apply": True}, "move-to"),
+        ({"apply": True, "move_to": Path("x"), "calibrate": True}, "calibrate"),
+        ({"k": 0}, "k"),
+        ({"background_rank": -1}, "background_rank"),
+    ],
+)
+def test_config_is_validated(kwargs, needle):
+    with pytest.raises(InputError, match=needle):
+        DedupConfig(index=Path("idx"), **kwargs)
+
+
+def test_config_defaults():
+    cfg = DedupConfig(index=Path("idx"))
+    assert cfg.threshold_value == THRESHOLD_PRESETS["default"]
+    assert cfg.keeper_rule == KeeperRule()
+    assert (cfg.move_to, cfg.apply, cfg.calibrate, cfg.k) == (None, False, False, 32)
+    assert cfg.background_rank == BACKGROUND_RANK
+
+
+def test_missing_index_is_an_input_error(tmp_path):
+    with pytest.raises(IndexError_, match="no such index"):
+        find_duplicates(DedupConfig(index=tmp_path / "nowhere"))

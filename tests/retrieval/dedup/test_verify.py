@@ -1,0 +1,192 @@
+"""Geometric verification (retrieval.dedup.verify) and its use by find_groups / find_duplicates: a picture and
+its crops, resized or mirrored copies line up; unrelated and flat pictures do not; the band rule keeps and
+drops exactly the planted pairs."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from retrieval.dedup import verify
+from retrieval.dedup.groups import MIN_ALIGNMENT, VERIFY_ABOVE, VERIFY_BELOW, find_groups
+from retrieval.dedup.run import DedupConfig, find_duplicates
+from retrieval.dedup.verify import alignment, alignments, canonical_thumbnail
+from retrieval.records import FileRecord
+from tests.retrieval.conftest import crop, scene
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def thumb(im: Image.Image) -> np.ndarray:
+    return canonical_thumbnail(im)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda im: im,
+        lambda im: im.resize((90, 140)),  # aspect change
+        lambda im: crop(im, (0.1, 0.05, 0.9, 0.85)).resize((100, 100)),  # 20% cropped, then squashed
+        lambda im: crop(im, (0.0, 0.2, 0.75, 1.0)),  # a corner crop
+        lambda im: ImageOps.mirror(crop(im, (0.1, 0.1, 0.95, 0.9))),
+        lambda im: ImageOps.grayscale(im).convert("RGB").point(lambda v: v // 2 + 60),  # grey, less contrast
+        lambda im: ImageOps.expand(im, border=12, fill=(0, 0, 0)),  # a frame (trimmed)
+    ],
+    ids=["same", "aspect", "crop", "corner-crop", "mirrored-crop", "grey", "frame"],
+)
+def test_copies_line_up_both_ways(edit):
+    original = scene(1)
+    copy = edit(original)
+    a, b = thumb(original), thumb(copy)
+    assert alignment(a, b) >= 0.9
+    assert alignment(b, a) == pytest.approx(alignment(a, b))  # the score takes both directions
+
+
+def test_unrelated_and_flat_pictures_do_not_line_up():
+    a = thumb(scene(1))
+    for seed in range(2, 8):
+        assert alignment(a, thumb(scene(seed))) < MIN_ALIGNMENT
+    flat = thumb(Image.new("RGB", (64, 64), (200, 30, 30)))
+    assert alignment(a, flat) == 0.0  # a flat picture has no pattern to match
+    assert alignment(flat, flat) == 0.0
+
+
+def layout_with_texture(stripes: str, n: int = 96) -> Image.Image:
+    """One smooth light layout (a bright blob) with faint stripes across it, horizontal or vertical."""
+    y, x = np.mgrid[0:n, 0:n] / n
+    blob = np.exp(-((x - 0.4) ** 2 + (y - 0.55) ** 2) / 0.08)
+    g = blob + 0.2 * (np.floor((y if stripes == "h" else x) * 24) % 2)
+    g = (g - g.min()) / (g.max() - g.min()) * 255
+    return Image.fromarray(g.astype(np.uint8)).convert("RGB")
+
+
+def test_same_light_layout_with_other_details_does_not_line_up(monkeypatch):
+    """Grey levels follow the smooth layout, which the two pictures share (their correlation alone passes
+    MIN_ALIGNMENT); their edges (the stripes) run across each other, so the edge check rejects the crop."""
+    h, v = thumb(layout_with_texture("h")), thumb(layout_with_texture("v"))
+    assert alignment(h, v) == 0.0
+    assert alignment(h, thumb(layout_with_texture("h").resize((80, 110)))) >= 0.9  # a copy still lines up
+    monkeypatch.setattr(verify, "MIN_EDGE_CORRELATION", -1.0)  # grey levels alone
+    assert alignment(h, v) >= MIN_ALIGNMENT
+
+
+def test_edge_correlations_ignore_brightness_and_contrast():
+    """Analytic: gradient magnitudes of a * x + b are a times those of x, so they correlate exactly 1; a
+    picture turned a quarter (its edges elsewhere) correlates less."""
+    rng = np.random.default_rng(0)
+    side = verify.COMPARE_SIDE
+    x = torch.from_numpy(rng.random((side, side), dtype=np.float32))
+    target = verify._unit((0.5 * x + 0.2).flatten()[None])  # as whole_of gives it: a unit row
+    got = verify.edge_correlations(torch.stack([x, x.rot90(1)]), target.expand(2, -1))
+    assert got[0].item() == pytest.approx(1.0, abs=1e-5)
+    assert got[1].item() < 0.5
+
+
+def test_alignments_pairs_and_unreadable_pictures():
+    thumbs = [thumb(scene(1)), thumb(crop(scene(1), (0.1, 0.1, 0.9, 0.9))), thumb(scene(3)), None]
+    src, dst = np.array([0, 2, 1, 3]), np.array([1, 0, 2, 0])
+    got = alignments(lambda i: thumbs[i], src, dst)
+    for e in range(3):
+        assert got[e] == pytest.approx(alignment(thumbs[src[e]], thumbs[dst[e]]), abs=1e-6)
+    assert np.isnan(got[3])  # a picture that could not be read is not verified
+    assert alignments(thumbs[:3], np.array([], dtype=np.int64), np.array([], dtype=np.int64)).shape == (0,)
+
+
+def record(i: int) -> FileRecord:
+    return FileRecord(i, f"{i}.jpg", 10, 0, hashlib.sha256(str(i).encode()).hexdigest(), 100 - i, 100)
+
+
+def test_band_rule_keeps_aligned_pairs_and_drops_the_rest():
+    """Planted normalised scores around threshold t: the band decides by alignment, outside it the score."""
+    t = 0.3
+    # pair (0, k): planted score and alignment; None = unreadable
+    plan = {
+        1: (t + VERIFY_ABOVE + 0.05, 0.0),  # above the band: kept whatever the alignment
+        2: (t + 0.05, 0.2),  # over t but does not line up: dropped
+        3: (t - VERIFY_BELOW + 0.03, 0.95),  # under t but lines up: kept
+        4: (t - VERIFY_BELOW - 0.03, 0.99),  # under the band: never a candidate
+        5: (t + 0.05, None),  # over t, unreadable: the score decides (kept)
+        6: (t - 0.05, None),  # under t, unreadable: dropped
+    }
+    n = 7
+    d = 512
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    # background_rank 0: the score is the plain cosine, so plant cosines directly (x[k] = s x[0] + ...)
+    base = x[0]
+    for k, (s, _) in plan.items():
+        ortho = x[k] - (x[k] @ base) * base
+        ortho /= np.linalg.norm(ortho)
+        x[k] = s * base + np.sqrt(1 - s * s) * ortho
+    asked: list[tuple[int, int]] = []
+
+    def verify(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        out = []
+        for a, b in zip(src.tolist(), dst.tolist(), strict=True):
+            asked.append((min(a, b), max(a, b)))
+            v = plan[max(a, b)][1] if min(a, b) == 0 else 0.0  # partners are not copies of one another
+            out.append(np.nan if v is None else v)
+        return np.array(out, dtype=np.float32)
+
+    groups = find_groups([record(i) for i in range(n)], x, t, verify=verify)
+    assert len(groups) == 1 and groups[0].keep.id == 0
+    got = {dup.record.id: dup for dup in groups[0].duplicates}
+    assert set(got) == {1, 3, 5}
+    assert got[3].alignment == pytest.approx(0.95) and got[1].alignment is None and got[5].alignment is None
+    assert got[3].score == pytest.approx(plan[3][0], abs=1e-5)  # the reported score stays the score
+    assert (0, 1) not in asked and (0, 4) not in asked  # above the band and under it: nothing to verify
+    plain = find_groups([record(i) for i in range(n)], x, t)
+    assert {dup.record.id for dup in plain[0].duplicates} == {1, 2, 5}
+
+
+def test_find_duplicates_verifies_the_indexed_files(planted_index):
+    """End to end on real files: exactly the planted copies group with their original, whatever the tiny
+    random encoder's scores; --no-verify uses scores alone."""
+    index_dir, _ = planted_index
+    result = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8))
+    assert [sorted(r.path for r in g.records) for g in result.groups] == [["a-crop.png", "a-mirror.png", "a.png"]]
+    assert all(d.alignment is not None and d.alignment >= MIN_ALIGNMENT for d in result.groups[0].duplicates)
+    unverified = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8, verify=False))
+    assert all(d.alignment is None for g in unverified.groups for d in g.duplicates)
+
+
+def test_a_file_gone_since_indexing_is_decided_by_its_score(planted_index, caplog):
+    """The crop copy is deleted after indexing: its pairs cannot be verified, so the score alone decides
+    (as with --no-verify), with one warning; the readable mirror copy is still verified."""
+    index_dir, photos = planted_index
+    (photos / "a-crop.png").unlink()
+    with caplog.at_level("WARNING", logger="retrieval.dedup.groups"):
+        groups = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8)).groups
+    assert any("not verified" in r.getMessage() for r in caplog.records)
+    plain = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8, verify=False)).groups
+    by_score = {p for g in plain for p in (r.path for r in g.records)}  # what the score alone groups
+    members = {r.path: g for g in groups for r in g.records}
+    assert ("a-crop.png" in members) == ("a-crop.png" in by_score)
+    assert "a-mirror.png" in members and "a.png" in members
+    assert members["a-mirror.png"] is members["a.png"]
+
+
+def test_crop_correlations_match_resampling_each_crop_with_grid_sample():
+    """Oracle: every crop resampled by torch's grid_sample (bilinear, edges clamped), centred and scaled
+    to unit length, then correlated with the target."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (verify.THUMB_SIDE, verify.THUMB_SIDE), dtype=np.uint8)
+    b = rng.integers(0, 256, (verify.THUMB_SIDE, verify.THUMB_SIDE), dtype=np.uint8)
+    axis = verify._axis_crops()
+    theta = torch.tensor([[[sx, 0.0, tx], [0.0, sy, ty]] for (sy, ty), (sx, tx) in itertools.product(axis, axis)])
+    side = verify.COMPARE_SIDE
+    grid = F.affine_grid(theta, [len(theta), 1, side, side], align_corners=False)
+    picture = torch.from_numpy(a).float()[None, None].expand(len(theta), 1, *a.shape) / 255.0
+    crops = F.grid_sample(picture, grid, mode="bilinear", padding_mode="border", align_corners=False).flatten(1)
+    crops = crops - crops.mean(dim=1, keepdim=True)
+    crops = crops / crops.norm(dim=1, keepdim=True)
+    targets = verify.whole_of(b)
+    assert verify.CROPS == len(theta)
+    assert torch.allclose(verify.crop_correlations(a, targets), targets @ crops.T, atol=1e-5)
