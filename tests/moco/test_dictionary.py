@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from moco.dictionary import info_nce
-from moco.loss import InfoNCELoss
+from moco.loss import info_nce_logits
 
 
 @pytest.mark.parametrize("T", [0.05, 0.2, 2.0])
@@ -16,7 +16,8 @@ def test_info_nce_matches_the_training_loss(T):
     g = torch.Generator().manual_seed(0)
     q, k = (F.normalize(torch.randn(1, 16, generator=g, dtype=torch.float64), dim=1) for _ in range(2))
     queue = F.normalize(torch.randn(32, 16, generator=g, dtype=torch.float64), dim=1)
-    expected = float(InfoNCELoss(T)(q, k, queue))  # cross-entropy of [l_pos, l_neg] / T against label 0
+    logits = info_nce_logits(q, k, queue, T)  # (1, 1+K), as moco.train forms them
+    expected = float(F.cross_entropy(logits, torch.zeros(1, dtype=torch.long)))  # the training loss
     p, loss = info_nce(float(q[0] @ k[0]), (queue @ q[0]).numpy(), T)
     assert loss == pytest.approx(expected, rel=1e-12)
     assert p == pytest.approx(np.exp(-expected), rel=1e-12)
