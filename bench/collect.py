@@ -12,6 +12,8 @@ ORDER = [
     "train_throughput",
     "decode_pipeline",
     "train_quality",
+    "learning_curve",
+    "train_step_speed",
     "index_throughput",
     "search_latency",
     "emoji_recall",

@@ -1,5 +1,6 @@
 """docs/learning_curve.png from bench/results/learning_curve.json: kNN top-1 and emoji recall@10 against the
-training budget, one line per setting, dashed lines for the random-init network of each architecture.
+training budget, one line per setting, dashed lines for the random-init network of each architecture; prints
+the markdown table.
 
     python -m bench.learning_curve_plot [--result bench/results/learning_curve.json] [--out docs/learning_curve.png]
 """
@@ -38,13 +39,32 @@ def plot(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def table(result: dict) -> str:
+    """The markdown table of the result: one row per run, its random init beside it."""
+    lines = [
+        "| setting | budget (min) | steps | pairs | img/s | kNN top-1 | random init | diff "
+        "| emoji R@10 | random init | diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(result["rows"], key=lambda r: (r["setting"], r["budget_min"])):
+        base = result["random_init"][r["random_init"]]
+        lines.append(
+            f"| {r['setting']} | {r['budget_min']:g} | {r['steps']} | {r['pairs']} | {r['img_per_s']:.1f} | "
+            f"{r['knn_top1']:.3f} | {base['knn_top1']:.3f} | {r['knn_minus_random']:+.3f} | "
+            f"{r['emoji_recall_at_10']:.3f} | {base['emoji_recall_at_10']:.3f} | {r['emoji_minus_random']:+.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--result", type=Path, default=BENCH / "results" / "learning_curve.json")
     ap.add_argument("--out", type=Path, default=BENCH.parent / "docs" / "learning_curve.png")
     a = ap.parse_args()
-    plot(json.loads(a.result.read_text()), a.out)
+    result = json.loads(a.result.read_text())
+    plot(result, a.out)
     print(f"wrote {a.out}")
+    print(table(result))
 
 
 if __name__ == "__main__":

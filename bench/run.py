@@ -43,6 +43,7 @@ SUITE = (
     Benchmark("dedup_threshold", ("{data}",), 20),
     Benchmark("dedup_train_size", (), 40),
     Benchmark("train_quality", (), 70),
+    Benchmark("app_load", (), 3),  # on indexes/samples, which `bash scripts/demo.sh` builds
 )
 
 

@@ -101,22 +101,26 @@ class WorkCache:
 
 def _read_shard(path: Path, dim: int) -> list[Row]:
     with np.load(path, allow_pickle=False) as z:
+        # Each z[name] reads that array from the zip again: read every array once, not once per row.
+        a = {name: z[name] for name in ("paths", "sizes", "mtimes", "hashes", "widths", "heights", "errors", "ok")}
         vectors = z["vectors"]
-        if vectors.ndim != 2 or vectors.shape[1] != dim:
-            raise ValueError(f"vectors of shape {vectors.shape}")
-        rows = []
-        for i in range(vectors.shape[0]):
-            ok = bool(z["ok"][i])
-            rows.append(
-                Row(
-                    path=str(z["paths"][i]),
-                    size=int(z["sizes"][i]),
-                    mtime_ns=int(z["mtimes"][i]),
-                    content_hash=str(z["hashes"][i]) or None,
-                    width=int(z["widths"][i]),
-                    height=int(z["heights"][i]),
-                    error=None if ok else str(z["errors"][i]),
-                    vector=vectors[i].copy() if ok else None,
-                )
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"vectors of shape {vectors.shape}")
+    if any(len(v) != vectors.shape[0] for v in a.values()):
+        raise ValueError("arrays of different lengths")
+    rows = []
+    for i in range(vectors.shape[0]):
+        ok = bool(a["ok"][i])
+        rows.append(
+            Row(
+                path=str(a["paths"][i]),
+                size=int(a["sizes"][i]),
+                mtime_ns=int(a["mtimes"][i]),
+                content_hash=str(a["hashes"][i]) or None,
+                width=int(a["widths"][i]),
+                height=int(a["heights"][i]),
+                error=None if ok else str(a["errors"][i]),
+                vector=vectors[i].copy() if ok else None,
             )
-        return rows
+        )
+    return rows

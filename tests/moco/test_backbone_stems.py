@@ -10,6 +10,7 @@ import torchvision
 
 from moco.backbone import build_backbone, feature_dim
 from moco.config import MoCoConfig
+from moco.errors import EncoderSpecError
 from moco.export import load_encoder, read_spec, save_random_encoder
 from moco.model import MoCo
 
@@ -72,8 +73,14 @@ def test_exported_small_stem_encoder_round_trips_and_old_specs_read_as_the_stand
     assert (read.stem, read.width, read.embedding_dim) == ("cifar", 16, 128)
     assert read.sha256 == spec.sha256
     assert tuple(module(torch.randn(1, 3, 32, 32)).shape) == (1, 128)
-    raw = json.loads((tmp_path / "enc" / "encoder.json").read_text())
+    save_random_encoder(tmp_path / "standard", image_size=32, dim=0)
+    raw = json.loads((tmp_path / "standard" / "encoder.json").read_text())
     del raw["stem"], raw["width"]  # an encoder.json written before the stem existed
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "encoder.json").write_text(json.dumps(raw))
     assert (read_spec(tmp_path / "old").stem, read_spec(tmp_path / "old").width) == ("imagenet", 64)
+    raw = json.loads((tmp_path / "enc" / "encoder.json").read_text())
+    del raw["stem"], raw["width"]  # a narrow encoder's vectors read as the standard network's: refused
+    (tmp_path / "old" / "encoder.json").write_text(json.dumps(raw))
+    with pytest.raises(EncoderSpecError, match="embedding_dim"):
+        read_spec(tmp_path / "old")

@@ -4,6 +4,8 @@ the tiny random encoder and image maker of tests/retrieval, and a check of the o
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,16 @@ def snapshot(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli_subprocess(*args: str) -> tuple[int, str, str, list[str]]:
+    """`python -m retrieval ARGS...` in a fresh process, with logging and progress bars as a person gets
+    them: (exit code, stdout, stderr, stderr lines as a terminal shows them, i.e. after the last \\r)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "retrieval", *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    shown = [line.rsplit("\r", 1)[-1] for line in proc.stderr.split("\n")]
+    return proc.returncode, proc.stdout, proc.stderr, shown

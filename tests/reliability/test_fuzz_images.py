@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bench.fuzz_images import FORMATS, MUTATIONS, SUFFIX, check_file, header_bomb, mutate, seed_bytes
 from moco.images import BadImageError, load_image
 from retrieval.indexing.run import IndexConfig, index_folder
-from tests.reliability.conftest import make_image
+from tests.reliability.conftest import cli_subprocess, make_image
 
 SEEDS = {fmt: seed_bytes(fmt) for fmt in FORMATS}
 OPS = st.lists(
@@ -108,33 +108,12 @@ def tiff_with_samples_per_pixel(n: int) -> bytes:
 
 
 def test_the_cli_prints_one_skipping_line_not_pillows_own_log(tmp_path, encoder):
-    import subprocess
-    import sys
-
     photos = tmp_path / "photos"
     make_image(photos / "good.png", seed=0)
     (photos / "odd.tif").write_bytes(tiff_with_samples_per_pixel(40_000))
     with pytest.raises(BadImageError):
         load_image(photos / "odd.tif")
-    repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "retrieval",
-            "index",
-            str(photos),
-            "--model",
-            str(encoder),
-            "--index",
-            str(tmp_path / "i"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=repo,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    shown = [line.rsplit("\r", 1)[-1] for line in proc.stderr.split("\n")]  # as a terminal shows them
-    assert not [line for line in shown if "More samples per pixel" in line], proc.stderr
-    assert [line for line in shown if line.startswith(f"skipping {photos / 'odd.tif'}")], proc.stderr
+    code, _, err, shown = cli_subprocess("index", str(photos), "--model", str(encoder), "--index", str(tmp_path / "i"))
+    assert code == 0, err
+    assert not [line for line in shown if "More samples per pixel" in line], err
+    assert [line for line in shown if line.startswith(f"skipping {photos / 'odd.tif'}")], err

@@ -16,8 +16,8 @@ from PIL import Image
 
 import moco.images as images
 from moco.images import load_image
+from tests.reliability.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 CHANNELS = {0: 1, 2: 3, 3: 1, 6: 4}  # PNG colour type -> bytes per pixel (L, RGB, P, RGBA)
 
 
@@ -41,6 +41,7 @@ PEAK = """
 import sys
 from pathlib import Path
 from moco.images import load_image
+from tests.reliability.conftest import REPO
 from PIL import Image
 
 def status(key):
