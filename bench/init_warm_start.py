@@ -14,6 +14,7 @@
 
     python -m bench.init_warm_start [--data ~/.cache/retrieval-datasets/clipart] [--source-min 6] [--epochs 4]
         [--work DIR --reuse-source]
+    python -m bench.init_warm_start --markdown-only   # rebuild the .md from the .json
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ VARIANTS = {
     "head first + 0.1x": {"fill": False},
     "all three (default)": {"fill": True},
 }
+
+
+def bf16_flags() -> list[str]:
+    """Which of amx_bf16 / avx512_bf16 this CPU has (Linux), as `lscpu` would show them."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
 
 
 def split_folder(data: Path, work: Path, per_class: int) -> None:
@@ -132,9 +142,11 @@ def main() -> None:
     n_b = len(labelled_images(part_b)[0])
     result = {
         "machine": info,
+        "cpu_bf16": bf16_flags(),
         "data": str(a.data),
         "source": {"images": len(labelled_images(part_a)[0]), "steps": source_steps, "minutes": a.source_min},
         "part_b_images": n_b,
+        "queries": len(holdout_split(labelled_images(part_b)[1])[1]),
         "epochs_on_b": a.epochs,
         "image_size": a.image_size,
         "batch_size": a.batch_size,
@@ -148,6 +160,12 @@ def main() -> None:
     print(markdown(result))
 
 
+def rewrite_markdown() -> None:
+    """Only rebuild init_warm_start.md from init_warm_start.json."""
+    r = json.loads((BENCH / "results" / "init_warm_start.json").read_text())
+    (BENCH / "results" / "init_warm_start.md").write_text(markdown(r))
+
+
 def markdown(r: dict) -> str:
     lines = [
         "## Continued training from an init: keeping the initial features (bench/init_warm_start.py)",
@@ -155,9 +173,10 @@ def markdown(r: dict) -> str:
         f"Source encoder: ResNet-18, {r['image_size']} px, batch {r['batch_size']}, trained "
         f"{r['source']['minutes']:g} min ({r['source']['steps']} steps) on clip-art part A "
         f"({r['source']['images']} images). Continued on part B ({r['part_b_images']} images, the "
-        f"other categories) for {r['epochs_on_b']} epochs, same size and batch; head-only steps where used: "
-        f"{r['head_steps']}. Scored on part B: kNN top-1 (20% held out) and the mean cosine of each image's "
-        "descriptor to its descriptor under the init.",
+        f"other categories) for {r['epochs_on_b']} epoch(s), same size and batch; head-only steps where used: "
+        f"{r['head_steps']}. Scored on part B: kNN top-1 ({r['queries']} held-out queries, so one query is "
+        f"{1 / r['queries']:.4f}) and the mean cosine of each image's descriptor to its descriptor under the init. "
+        "One seed.",
         "",
         "| encoder | steps on B | kNN top-1 | cosine to init |",
         "|---|---|---|---|",
@@ -167,8 +186,9 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     lines += [
         "",
-        f"Machine: {m['cpus']} CPUs ({m['processor']}), load average at start {m['load_avg_at_start'][0]:.2f}; "
-        f"torch {m['torch']}. Total {r['total_s'] / 60:.1f} min.",
+        f"Machine: {m['cpus']} CPUs ({m['processor']}; {', '.join(r['cpu_bf16']) or 'no bf16 flags'}, shared with "
+        f"other work), load average at start {m['load_avg_at_start'][0]:.2f}; "
+        f"torch {m['torch']}. Total {r['total_s'] / 60:.1f} min (without the source when it was reused).",
         "",
         f"    python -m bench.init_warm_start --data ~/.cache/retrieval-datasets/clipart --source-min "
         f"{r['source']['minutes']:g} --epochs {r['epochs_on_b']} --image-size {r['image_size']} "
@@ -179,4 +199,6 @@ def markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    rewrite_markdown() if sys.argv[1:] == ["--markdown-only"] else main()

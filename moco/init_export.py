@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from moco.backbone import FEATURE_DIMS
+from moco.backbone import feature_dim
 from moco.download import ProgressFn
 from moco.export import EncoderSpec, export_encoder
-from moco.initweights import infer_arch, read_init_backbone
+from moco.initweights import infer_network, read_init_backbone
 from moco.pretrained import resolve_init
 
 
@@ -31,10 +31,12 @@ def export_init(cfg: InitExportConfig, progress: ProgressFn | None = None) -> En
     """Write `encoder.safetensors` + `encoder.json` for the backbone in `cfg.source` (GeM-pooled, no head)."""
     path = resolve_init(cfg.source, progress)
     backbone = read_init_backbone(path)
-    arch = infer_arch(backbone, path)
+    net = infer_network(backbone, path)
     spec = EncoderSpec(
-        arch=arch,
-        embedding_dim=FEATURE_DIMS[arch],
+        arch=net.arch,
+        embedding_dim=feature_dim(net.arch, net.width),
+        stem=net.stem,
+        width=net.width,
         image_size=cfg.image_size,
         gem_p=cfg.gem_p,
         trained={"init": cfg.source, "steps": 0},

@@ -19,11 +19,12 @@ import logging
 import pickle
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from moco.backbone import build_backbone
+from moco.backbone import BASE_WIDTH, build_backbone
 from moco.checkpoint import first_line
 from moco.config import ARCHS
 from moco.errors import InputError
@@ -59,35 +60,58 @@ def read_init_backbone(path: Path) -> dict[str, torch.Tensor]:
     return backbone
 
 
-def infer_arch(backbone: dict[str, torch.Tensor], file: Path) -> str:
-    """Which of our architectures the tensors fill exactly (names and shapes)."""
-    for arch in ARCHS:
-        want = {k: v.shape for k, v in build_backbone(arch).net.state_dict().items()}
-        if want == {k: v.shape for k, v in backbone.items()}:
-            return arch
+@dataclass(frozen=True)
+class Network:
+    """What a set of backbone weights is: architecture, stem and base width (moco.backbone.build_backbone)."""
+
+    arch: str
+    stem: str = "imagenet"
+    width: int = BASE_WIDTH
+
+
+def infer_network(backbone: dict[str, torch.Tensor], file: Path) -> Network:
+    """The network the tensors fill exactly (names and shapes): the stem from the first conv's kernel, the
+    width from its output channels, the depth by trying each architecture."""
+    conv1 = backbone.get("conv1.weight")
+    if conv1 is not None and conv1.dim() == 4:
+        stem, width = ("cifar" if conv1.shape[-1] == 3 else "imagenet"), int(conv1.shape[0])
+        got = _shapes(backbone)
+        for arch in ARCHS:
+            try:
+                net = build_backbone(arch, stem=stem, width=width).net
+            except ValueError:
+                break
+            if _shapes(net.state_dict()) == got:
+                return Network(arch, stem, width)
     raise InputError(f"{file}: weights are not a {' or '.join(ARCHS)} backbone")
 
 
-def init_arch(source: str) -> str:
-    """The architecture an `--init` value holds (a name's, or read from the file)."""
+def init_network(source: str) -> Network:
+    """The network an `--init` value holds (a name's, or read from the file)."""
     from moco.pretrained import PRETRAINED
 
     if source in PRETRAINED:
-        return PRETRAINED[source].arch
+        return Network(PRETRAINED[source].arch)
     path = Path(source).expanduser()
-    return infer_arch(read_init_backbone(path), path)
+    return infer_network(read_init_backbone(path), path)
 
 
 def load_init_weights(model: MoCo, path: Path) -> None:
     """Copy the backbone weights at `path` into both encoders (query and key start identical)."""
     backbone = read_init_backbone(path)
-    want = {k: v.shape for k, v in model.encoder_q.backbone.net.state_dict().items()}
-    if want != {k: v.shape for k, v in backbone.items()}:
-        arch = infer_arch(backbone, path)
-        raise InputError(f"{path}: holds {arch} weights, the run trains a {model.cfg.arch} (pass --arch {arch})")
+    if _shapes(model.encoder_q.backbone.net.state_dict()) != _shapes(backbone):
+        n, c = infer_network(backbone, path), model.cfg
+        raise InputError(
+            f"{path}: holds a {n.arch} ({n.stem} stem, width {n.width}), the run trains a {c.arch} ({c.stem} stem, "
+            f"width {c.width}); leave out --arch/--stem/--width to follow the weights"
+        )
     model.encoder_q.backbone.net.load_state_dict(backbone)
     model.encoder_k.backbone.net.load_state_dict(backbone)
     logger.info("initialised the %s backbone from %s", model.cfg.arch, path)
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in state.items()}
 
 
 def _read_pickle(file: Path) -> object:

@@ -46,16 +46,15 @@ def train(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from checkpoint.pt")] = True,
 ) -> None:
     """Pretrain a MoCo encoder on an unlabelled folder and export it for indexing."""
-    from moco.initweights import init_arch
+    from moco.initweights import init_network
     from moco.train import fit
 
     dev = resolve_device(device)
     chosen = device_defaults(dev.type)
     if init:
         fetch_named_init(init)
-        arch = init_arch(init) if arch is None else arch  # the architecture of the weights
-        stem = "imagenet" if stem is None else stem  # published weights have the standard stem
-        width = 64 if width is None else width  # and the standard width
+        net = init_network(init)  # the weights fix the network unless an option overrides it
+        arch, stem, width = arch or net.arch, stem or net.stem, width or net.width
     given_model = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
     given_model |= {"temperature": temperature, "symmetric": symmetric}
     given_train = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "lr": lr, "preset": preset}

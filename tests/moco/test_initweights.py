@@ -10,7 +10,7 @@ import torchvision
 from moco.config import MoCoConfig
 from moco.errors import InputError
 from moco.export import save_random_encoder
-from moco.initweights import init_arch, load_init_weights, read_init_backbone
+from moco.initweights import Network, init_network, load_init_weights, read_init_backbone
 from moco.model import MoCo
 from tests.moco.official_layout import hostile_checkpoint, tiny_official_checkpoint
 
@@ -40,7 +40,7 @@ def test_official_moco_checkpoint_converts_exactly(tmp_path, mlp):
     assert_backbone_equals(model, expected)  # encoder_q's tensors, to the bit; encoder_k starts equal to them
     k_file = state["module.encoder_k.conv1.weight"]
     assert not torch.equal(model.encoder_k.backbone.net.conv1.weight, k_file)  # the file's key encoder is not used
-    assert init_arch(str(path)) == "resnet18"
+    assert init_network(str(path)) == Network("resnet18", "imagenet", 64)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -125,3 +125,18 @@ def test_our_training_checkpoint_converts_exactly(light_run):
     model = tiny_moco()
     load_init_weights(model, path)
     assert_backbone_equals(model, {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+
+
+def test_a_small_image_network_is_recognised_and_converts_exactly(tmp_path):
+    save_random_encoder(tmp_path / "run", "resnet18", 32, dim=0, seed=2, stem="cifar", width=32)
+    from safetensors.torch import load_file
+
+    file = load_file(str(tmp_path / "run" / "encoder.safetensors"))
+    assert init_network(str(tmp_path / "run")) == Network("resnet18", "cifar", 32)
+    model = MoCo(MoCoConfig(arch="resnet18", stem="cifar", width=32, dim=16, queue_size=32))
+    load_init_weights(model, tmp_path / "run")
+    assert_backbone_equals(model, {k.removeprefix("encoder.backbone.net."): v for k, v in file.items()})
+    with pytest.raises(
+        InputError, match="holds a resnet18 .cifar stem, width 32., the run trains a resnet18 .imagenet"
+    ):
+        load_init_weights(tiny_moco(), tmp_path / "run")
