@@ -100,7 +100,14 @@ def dedup(
         from retrieval.dedup.report import render_report
 
         loader = _report_loader(result, cfg.move_to)
-        page = render_report(result.groups, result.root, result.threshold, THUMB_SIZE, loader=loader)
+        page = render_report(
+            result.groups,
+            result.root,
+            result.threshold,
+            THUMB_SIZE,
+            loader=loader,
+            background_rank=result.background_rank,
+        )
         write_text_file(report, page)
         typer.echo(f"report: {report} ({len(result.groups)} groups)", err=True)
     if result.moved is not None:
