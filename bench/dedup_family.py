@@ -43,11 +43,12 @@ from retrieval.searching.searcher import SearchIndex
 
 RESULTS = Path(__file__).parent / "results"
 FOLDERS = ("tuning", "heldout")
-THRESHOLDS = [round(t, 2) for t in np.arange(0.12, 0.49, 0.04)]
+THRESHOLDS = [0.2, 0.24, 0.28, 0.32, 0.36, 0.4]
+VERIFY_BELOW = [0.26, 0.38, 0.48]
 INLIERS = [5, 8, 10, 12, 15, 20]
-STRONG = [20, 30, 40, 60, 1000]
+STRONG = [8, 12, 15, 20, 40, 1000]
 CONTAINED = [0.0, 0.8, 0.85, 0.9, 0.95]
-ALIGN_BELOW = [0.05, 0.1, 0.15, 0.2, 0.26]
+ALIGN_BELOW = [0.0, 0.05, 0.1, 0.15, 0.2, 0.26]
 
 
 @contextmanager
@@ -102,9 +103,9 @@ class FolderPairs:
 
         return get
 
-    def checks(self, paths: list[str], crop: bool, local: bool):  # noqa: ANN201
+    def checks(self, paths: list[str], crop: bool, local: bool, plain: bool = True):  # noqa: ANN201
         """(verify, geometry) for find_groups over records whose ids index `paths`; without `crop`, every readable
-        pair has alignment 0 (only blankness and geometry decide)."""
+        pair has alignment 0 (only plainness and geometry decide); without `plain`, no picture counts as plain."""
         thumbs, feats = self._thumbs(paths), self._features(paths)
 
         def verify(src: np.ndarray, dst: np.ndarray) -> PairEvidence:
@@ -120,13 +121,13 @@ class FolderPairs:
                 self.seconds["alignment"] += time.perf_counter() - t
                 self.counts["pairs_aligned"] += len(todo)
                 self._evidence.update(
-                    zip(todo, zip(ev.alignment.tolist(), ev.blank.tolist(), strict=True), strict=True)
+                    zip(todo, zip(ev.alignment.tolist(), ev.plain.tolist(), strict=True), strict=True)
                 )
             got = [self._evidence[k] for k in keys]
             alignment = np.array([a for a, _ in got], dtype=np.float32)
             if not crop:
                 alignment = np.where(np.isnan(alignment), np.nan, 0.0).astype(np.float32)
-            return PairEvidence(alignment, np.array([b for _, b in got], dtype=bool))
+            return PairEvidence(alignment, np.array([b and plain for _, b in got], dtype=bool))
 
         def geometry(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             keys = [tuple(sorted((paths[a], paths[b]))) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
@@ -147,12 +148,14 @@ class FolderPairs:
         return verify, (geometry if local else None)
 
 
+# (crop alignment, local features, plain pictures need geometry, constants of retrieval.dedup.groups)
+BEFORE = {"VERIFY_BELOW": 0.26, "ALIGN_BELOW": 0.26}  # the rule before issue 16: alignment promotes down to t - 0.26
 VARIANTS = {
     "no verification": None,
-    "crop alignment, rule before issue 16": (True, False, {"ALIGN_BELOW": "VERIFY_BELOW"}),
-    "crop alignment": (True, False, {}),
-    "local features": (False, True, {}),
-    "crop alignment + local features (default)": (True, True, {}),
+    "crop alignment, rule before issue 16": (True, False, False, BEFORE),
+    "crop alignment": (True, False, True, {}),
+    "local features": (False, True, True, {}),
+    "crop alignment + local features (default)": (True, True, True, {}),
 }
 
 
@@ -164,9 +167,9 @@ def groups_at(
     verify = geometry = None
     values: dict[str, float] = dict(extra)
     if spec is not None:
-        crop, local, rule = spec
-        verify, geometry = pairs.checks(paths, crop, local)
-        values.update({k: getattr(dedup, v) for k, v in rule.items()})
+        crop, local, plain, rule = spec
+        verify, geometry = pairs.checks(paths, crop, local, plain)
+        values = {**rule, **values}
     with ExitStack() as stack:
         stack.enter_context(patched(**values))
         found = find_groups(
@@ -257,7 +260,7 @@ def main() -> None:
                 cell["false_pairs_no_verify"] = false_pairs(groups_at(index, pairs, t, "no verification"), truth)
                 sweeps = {"threshold": ("t", THRESHOLDS), "MIN_INLIERS": (None, INLIERS)}
                 sweeps |= {"STRONG_INLIERS": (None, STRONG), "MIN_CONTAINED": (None, CONTAINED)}
-                sweeps |= {"ALIGN_BELOW": (None, ALIGN_BELOW)}
+                sweeps |= {"ALIGN_BELOW": (None, ALIGN_BELOW), "VERIFY_BELOW": (None, VERIFY_BELOW)}
                 cell["sweeps"] = {}
                 for setting, (kind, values) in sweeps.items():
                     cell["sweeps"][setting] = {
@@ -324,6 +327,7 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
         ("STRONG_INLIERS", "STRONG_INLIERS (may promote a pair far under the threshold)"),
         ("MIN_CONTAINED", "MIN_CONTAINED (share of one frame the similarity maps inside the other)"),
         ("ALIGN_BELOW", "ALIGN_BELOW (how far under the threshold alignment may promote)"),
+        ("VERIFY_BELOW", "VERIFY_BELOW (how far under the threshold pairs are candidates, for local features)"),
     ):
         lines += ["", f"Trained encoder, default verification, one setting swept: {title}", ""]
         lines += ["| value | tuning: P / R / F1 | held out: P / R / F1 |", "|---|---|---|"]

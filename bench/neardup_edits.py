@@ -265,12 +265,12 @@ def drawing(rng: random.Random, side: int = 256) -> Image.Image:
 
 
 def near_blank(rng: random.Random, side: int = 256) -> Image.Image:
-    """A nearly blank picture (a white wallpaper, an empty clip-art page): white or light grey, with at most
-    a few faint small marks."""
+    """A nearly blank picture (a white wallpaper, an empty clip-art page): white or light grey, with one to
+    three faint small marks (so that no two are the same bytes)."""
     level = rng.choice((255, 250, 245, 238))
     im = Image.new("RGB", (side, side), (level, level, level))
     d = ImageDraw.Draw(im)
-    for _ in range(rng.randint(0, 3)):
+    for _ in range(rng.randint(1, 3)):
         r = side * rng.uniform(0.02, 0.06)
         x, y = rng.uniform(r, side - r), rng.uniform(r, side - r)
         tone = level - rng.randint(8, 40)

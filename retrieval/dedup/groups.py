@@ -62,13 +62,13 @@ THRESHOLD_PRESETS: dict[str, float] = {
 }
 # Verification (`find_groups(verify=..., geometry=...)`, `retrieval.dedup.pair_checks`): every candidate pair
 # (score >= t - VERIFY_BELOW) is checked against its pictures, and what decides depends on where its score s lies:
-#   s >= t + VERIFY_ABOVE               the score, unless a picture is nearly blank (then geometry must match)
+#   s >= t + VERIFY_ABOVE               the score, unless a picture is plain (then geometry must match)
 #   t - ALIGN_BELOW <= s < t + VERIFY_ABOVE   the crop alignment (>= MIN_ALIGNMENT) or local-feature geometry
 #   t - VERIFY_BELOW <= s < t - ALIGN_BELOW   only strong local-feature geometry (`local_features.STRONG_INLIERS`)
 # so a pair that scores far under the threshold is never promoted by a grey-level alignment alone (two plain
 # drawings line up in grey levels). Chosen on the tuning sources of bench/dedup_family.py.
-VERIFY_BELOW = 0.26
-ALIGN_BELOW = 0.15
+VERIFY_BELOW = 0.48
+ALIGN_BELOW = 0.10
 VERIFY_ABOVE = 0.12
 MIN_ALIGNMENT = 0.87
 # local-feature geometry (`retrieval.dedup.local_features`) matches when at least MIN_INLIERS keypoints agree on
@@ -76,7 +76,7 @@ MIN_ALIGNMENT = 0.87
 # screenshot; not two frames of a burst); strong with STRONG_INLIERS
 MIN_INLIERS = 8
 MIN_CONTAINED = 0.9
-STRONG_INLIERS = 40
+STRONG_INLIERS = 8
 
 
 def candidate_floor(threshold: float, verify: bool) -> float:
@@ -360,33 +360,33 @@ def _verified(
     band = ~high & ~low
     log.info("verifying %d candidate pairs (reads their files; --no-verify skips this)", score.size)
     alignment = np.full(score.size, np.nan, dtype=np.float32)  # (E,)
-    blank = np.zeros(score.size, dtype=bool)  # (E,)
+    plain = np.zeros(score.size, dtype=bool)  # (E,)
     if (~low).any():
         evidence = verify(src[~low], dst[~low])
         if not isinstance(evidence, PairEvidence):  # a plain alignment check
             evidence = PairEvidence(np.asarray(evidence, dtype=np.float32), np.zeros(int((~low).sum()), dtype=bool))
-        alignment[~low], blank[~low] = evidence.alignment, evidence.blank
+        alignment[~low], plain[~low] = evidence.alignment, evidence.plain
     unread = ~low & np.isnan(alignment)
-    aligned = band & ~blank & (alignment >= MIN_ALIGNMENT)
+    aligned = band & ~plain & (alignment >= MIN_ALIGNMENT)
     inliers = np.zeros(score.size, dtype=np.int32)  # (E,) -1: a picture unreadable
     contained = np.zeros(score.size, dtype=np.float32)  # (E,)
-    asked = (low | (band & ~aligned) | (high & blank)) & ~unread
+    asked = (low | (band & ~aligned) | (high & plain)) & ~unread
     if geometry is not None and asked.any():
         inliers[asked], contained[asked] = geometry(src[asked], dst[asked])
     inside = contained >= MIN_CONTAINED
     matched, strong = inside & (inliers >= MIN_INLIERS), inside & (inliers >= STRONG_INLIERS)
-    keep = (high & (~blank | matched)) | aligned | (band & matched) | (low & strong) | (unread & (score >= threshold))
+    keep = (high & (~plain | matched)) | aligned | (band & matched) | (low & strong) | (unread & (score >= threshold))
     log.info(
-        "verified %d pairs: %d kept (%d on alignment, %d on local features), %d nearly blank",
+        "verified %d pairs: %d kept (%d on alignment, %d on local features), %d with a plain picture",
         int((~unread).sum()),
         int((keep & ~unread).sum()),
         int(aligned.sum()),
         int((keep & asked & ~aligned).sum()),
-        int(blank.sum()),
+        int(plain.sum()),
     )
     if unread.any():
         log.warning("%d candidate pairs not verified (a file unreadable): the score decides", unread.sum())
-    checked = keep & ~unread & ~(high & ~blank)
+    checked = keep & ~unread & ~(high & ~plain)
     shown = np.where(np.isnan(alignment), 0.0, alignment)
     aligned_of = {
         (min(a, b), max(a, b)): float(x)

@@ -4,6 +4,7 @@ drops exactly the planted pairs."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 
@@ -24,7 +25,7 @@ from retrieval.dedup.groups import (
     VERIFY_BELOW,
     find_groups,
 )
-from retrieval.dedup.pair_checks import PairEvidence
+from retrieval.dedup.pair_checks import PairEvidence, is_plain, thumbnail_evidence
 from retrieval.dedup.run import DedupConfig, find_duplicates
 from retrieval.dedup.verify import alignment, alignments, canonical_thumbnail
 from retrieval.records import FileRecord
@@ -126,12 +127,12 @@ def planted_cosines(scores: dict[int, float], n: int) -> np.ndarray:
 
 
 def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs():
-    """Planted scores around threshold t, with an alignment, a blank flag and a local-feature geometry each:
+    """Planted scores around threshold t, with an alignment, a plain flag and a local-feature geometry each:
     the score zone decides which evidence counts."""
     t = 0.3
     strong, weak, burst = (STRONG_INLIERS, 1.0), (MIN_INLIERS, 1.0), (STRONG_INLIERS, MIN_CONTAINED - 0.2)
     none = (0, 0.0)
-    # pair (0, k): score, alignment (None: unreadable), nearly blank, (inliers, contained), kept
+    # pair (0, k): score, alignment (None: unreadable), plain, (inliers, contained), kept
     plan = {
         1: (t + VERIFY_ABOVE + 0.05, 0.0, False, none, True),  # above the band: the score decides
         2: (t + 0.05, 0.2, False, none, False),  # in the band, neither lines up nor matches
@@ -141,7 +142,7 @@ def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs():
         6: (t - VERIFY_BELOW + 0.03, 0.0, False, weak, STRONG_INLIERS <= MIN_INLIERS),  # a weak match does not
         7: (t + 0.05, 0.2, False, weak, True),  # in the band: a local-feature match is enough
         8: (t + 0.05, 0.2, False, burst, False),  # many inliers, but neither frame inside the other: a burst
-        9: (t + VERIFY_ABOVE + 0.05, 0.99, True, none, False),  # nearly blank: a high score is not enough
+        9: (t + VERIFY_ABOVE + 0.05, 0.99, True, none, False),  # a plain picture: a high score is not enough
         10: (t + VERIFY_ABOVE + 0.05, 0.0, True, strong, True),  # ... matching geometry is
         11: (t + 0.05, None, False, none, True),  # over t, unreadable: the score decides
         12: (t - 0.05, None, False, none, False),  # under t, unreadable
@@ -156,14 +157,14 @@ def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs():
         return max(a, b) if min(a, b) == 0 else None  # partners are not copies of one another
 
     def check(src: np.ndarray, dst: np.ndarray) -> PairEvidence:
-        alignment, blank = [], []
+        alignment, plain = [], []
         for a, b in zip(src.tolist(), dst.tolist(), strict=True):
             k = partner(a, b)
             verified.append(k)
             v = plan[k][1] if k is not None else 0.0
             alignment.append(np.nan if v is None else v)
-            blank.append(k is not None and plan[k][2])
-        return PairEvidence(np.array(alignment, dtype=np.float32), np.array(blank))
+            plain.append(k is not None and plan[k][2])
+        return PairEvidence(np.array(alignment, dtype=np.float32), np.array(plain))
 
     def geometry(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ks = [partner(a, b) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
@@ -179,7 +180,7 @@ def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs():
     assert got[3].score == pytest.approx(plan[3][0], abs=1e-5)  # the reported score stays the score
     assert 13 not in verified and 13 not in matched  # under the floor: nothing to check
     assert 4 not in verified and 4 in matched  # far under t: only local features are asked
-    assert 1 in verified and 1 not in matched  # above the band: checked for blankness only
+    assert 1 in verified and 1 not in matched  # above the band: checked for plainness only
     assert 3 not in matched  # lined up: no need for local features
     plain = find_groups([record(i) for i in range(n)], x, t)
     assert {dup.record.id for dup in plain[0].duplicates} == {k for k, v in plan.items() if v[0] >= t}
@@ -238,3 +239,43 @@ def test_crop_correlations_match_resampling_each_crop_with_grid_sample():
     targets = verify.whole_of(b)
     assert verify.CROPS == len(theta)
     assert torch.allclose(verify.crop_correlations(a, targets), targets @ crops.T, atol=1e-5)
+
+
+def plain_drawing(shape: str, fg: tuple[int, int, int], bg: tuple[int, int, int], box: tuple[int, ...]) -> Image.Image:
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (96, 96), bg)
+    (ImageDraw.Draw(im).ellipse if shape == "circle" else ImageDraw.Draw(im).rectangle)(box, fill=fg)
+    return im
+
+
+def nearly_blank(level: int, mark: tuple[int, int]) -> Image.Image:
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (96, 96), (level, level, level))
+    ImageDraw.Draw(im).ellipse([mark[0], mark[1], mark[0] + 5, mark[1] + 5], fill=(level - 20,) * 3)
+    return im
+
+
+def test_plain_pictures_do_not_group_on_score_or_alignment(tmp_path):
+    """Issue 16: a blue circle on yellow and a magenta circle on green, a white wallpaper and a nearly blank
+    page line up in grey levels and score high, yet are different pictures; byte-identical copies still group."""
+    pictures = [
+        plain_drawing("circle", (20, 40, 220), (240, 230, 30), (20, 25, 70, 75)),
+        plain_drawing("circle", (220, 30, 200), (30, 200, 60), (30, 20, 80, 70)),
+        nearly_blank(255, (10, 60)),
+        nearly_blank(250, (70, 20)),
+    ]
+    thumbs = [thumb(p) for p in pictures]
+    assert all(is_plain(t) for t in thumbs) and not is_plain(thumb(scene(1)))
+    assert alignment(thumbs[0], thumbs[1]) >= MIN_ALIGNMENT  # what let them through before
+    n = len(pictures) + 1
+    recs = [record(i) for i in range(n - 1)] + [dataclasses.replace(record(n - 1), content_hash=record(2).content_hash)]
+    x = planted_cosines({1: 0.95, 2: 0.2, 3: 0.2}, n)
+    x[3] = x[2] * 0.9 + x[0] * 0.1  # the two blank pictures score high with each other
+    x[3] /= np.linalg.norm(x[3])
+    x[4] = x[2]  # the same bytes as picture 2
+    every = [*thumbs, thumbs[2]]
+    groups = find_groups(recs, x, 0.3, verify=lambda s, d: thumbnail_evidence(lambda i: every[i], s, d))
+    assert [(g.keep.id, [d.record.id for d in g.duplicates]) for g in groups] == [(2, [4])]
+    assert groups[0].duplicates[0].kind == "exact"
