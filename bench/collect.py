@@ -17,6 +17,7 @@ ORDER = [
     "emoji_recall",
     "dedup_quality",
     "dedup_threshold",
+    "dedup_family",
     "dedup_train_size",
     "dedup_scale",
 ]
