@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,7 @@ RESULTS = Path(__file__).parent / "results"
 FOLDERS = ("tuning", "heldout")
 THRESHOLDS = [0.2, 0.24, 0.28, 0.32, 0.36, 0.4]
 VERIFY_BELOW = [0.26, 0.38, 0.48]
+LOW_PARTNERS = [3, 5, 8, 1000]
 INLIERS = [5, 8, 10, 12, 15, 20]
 STRONG = [8, 12, 15, 20, 40, 1000]
 CONTAINED = [0.0, 0.8, 0.85, 0.9, 0.95]
@@ -75,38 +77,25 @@ class FolderPairs:
         self.seconds = {"thumbnails": 0.0, "alignment": 0.0, "features": 0.0, "matching": 0.0}
         self.counts = {"pictures_thumb": 0, "pairs_aligned": 0, "pictures_features": 0, "pairs_matched": 0}
 
-    def _thumbs(self, paths: list[str]) -> Callable[[int], np.ndarray | None]:
-        load = folder_thumbnails(self.images, paths)
+    def _memo(self, load: Callable[[int], Any], store: dict[str, Any], paths: list[str], kind: str, count: str):
+        """id -> load(id), once per path, its time added to seconds[kind] and counts[count]."""
 
-        def get(i: int) -> np.ndarray | None:
+        def get(i: int) -> Any:
             p = paths[i]
-            if p not in self._thumb:
+            if p not in store:
                 t = time.perf_counter()
-                self._thumb[p] = load(i)
-                self.seconds["thumbnails"] += time.perf_counter() - t
-                self.counts["pictures_thumb"] += 1
-            return self._thumb[p]
-
-        return get
-
-    def _features(self, paths: list[str]) -> Callable[[int], object | None]:
-        load = folder_features(self.images, paths)
-
-        def get(i: int) -> object | None:
-            p = paths[i]
-            if p not in self._feat:
-                t = time.perf_counter()
-                self._feat[p] = load(i)
-                self.seconds["features"] += time.perf_counter() - t
-                self.counts["pictures_features"] += 1
-            return self._feat[p]
+                store[p] = load(i)
+                self.seconds[kind] += time.perf_counter() - t
+                self.counts[count] += 1
+            return store[p]
 
         return get
 
     def checks(self, paths: list[str], crop: bool, local: bool, plain: bool = True):  # noqa: ANN201
         """(verify, geometry) for find_groups over records whose ids index `paths`; without `crop`, every readable
         pair has alignment 0 (only plainness and geometry decide); without `plain`, no picture counts as plain."""
-        thumbs, feats = self._thumbs(paths), self._features(paths)
+        thumbs = self._memo(folder_thumbnails(self.images, paths), self._thumb, paths, "thumbnails", "pictures_thumb")
+        feats = self._memo(folder_features(self.images, paths), self._feat, paths, "features", "pictures_features")
 
         def verify(src: np.ndarray, dst: np.ndarray) -> PairEvidence:
             keys = [tuple(sorted((paths[a], paths[b]))) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
@@ -261,6 +250,7 @@ def main() -> None:
                 sweeps = {"threshold": ("t", THRESHOLDS), "MIN_INLIERS": (None, INLIERS)}
                 sweeps |= {"STRONG_INLIERS": (None, STRONG), "MIN_CONTAINED": (None, CONTAINED)}
                 sweeps |= {"ALIGN_BELOW": (None, ALIGN_BELOW), "VERIFY_BELOW": (None, VERIFY_BELOW)}
+                sweeps |= {"LOW_PARTNERS": (None, LOW_PARTNERS)}
                 cell["sweeps"] = {}
                 for setting, (kind, values) in sweeps.items():
                     cell["sweeps"][setting] = {
@@ -321,6 +311,30 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
             lines.append(f"| {enc}, {v} | {cells[0]} | {cells[1]} |")
     lines.append(f"| imagededup PHash (distance 10) | {_prf(tu['phash'])} | {_prf(ho['phash'])} |")
     tt, ht = tu["encoders"]["trained"], ho["encoders"]["trained"]
+    d = "crop alignment + local features (default)"
+    f_tu, f_ho = tt["variants"][d]["f1"], ht["variants"][d]["f1"]
+    lines += [
+        "",
+        f"Goal (issue 16): held-out F1 >= 0.90 and within 0.03 of the tuning F1. Measured, trained encoder: held out "
+        f"{f_ho:.3f}, tuning {f_tu:.3f} (difference {f_ho - f_tu:+.3f}): "
+        + ("met." if f_ho >= 0.9 and abs(f_ho - f_tu) <= 0.03 else "the gap holds, the level does not.")
+        + " PHash on the held-out folder: "
+        f"{ho['phash']['f1']:.3f}. The rows: `no verification` is `--no-verify`; `crop alignment, rule before issue "
+        "16` is the crop verifier deciding every pair from 0.26 under the threshold to 0.12 over it, plain pictures "
+        "not singled out; `crop alignment` is today's rule without local features; `local features` is today's "
+        "rule with alignment never counting; the default uses both (retrieval/dedup/groups.py: a pair within "
+        "ALIGN_BELOW under the threshold to VERIFY_ABOVE over it is kept when it lines up or its keypoints "
+        "match; from VERIFY_BELOW to ALIGN_BELOW under it only on STRONG_INLIERS keypoints, and only among each file's "
+        "LOW_PARTNERS best-scoring partners; a pair with a plain "
+        "picture only on its keypoints). Recall is what is left: the copies missed are mostly screenshots and "
+        "strong crops whose descriptor score falls below the candidate floor (t - VERIFY_BELOW), so no check "
+        "sees them. Every constant is the tuning-best of its sweep below except two: STRONG_INLIERS "
+        f"({dedup.STRONG_INLIERS}), the most cautious value within 0.02 of the best, since it promotes pairs far "
+        "under the threshold on keypoints alone and icons sharing a frame (signs in a rounded square, "
+        f"samples/clipart) agree on 7-21 keypoints; and LOW_PARTNERS ({dedup.LOW_PARTNERS}), a bound on the cost "
+        "(keypoint matches per file) within 0.02 of no bound. The sections above that report dedup_quality and "
+        "dedup_threshold were measured with the rule before issue 16.",
+    ]
     for name, title in (
         ("threshold", "threshold"),
         ("MIN_INLIERS", "MIN_INLIERS (local features match)"),
@@ -328,6 +342,7 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
         ("MIN_CONTAINED", "MIN_CONTAINED (share of one frame the similarity maps inside the other)"),
         ("ALIGN_BELOW", "ALIGN_BELOW (how far under the threshold alignment may promote)"),
         ("VERIFY_BELOW", "VERIFY_BELOW (how far under the threshold pairs are candidates, for local features)"),
+        ("LOW_PARTNERS", "LOW_PARTNERS (best-scoring partners per file checked far under the threshold)"),
     ):
         lines += ["", f"Trained encoder, default verification, one setting swept: {title}", ""]
         lines += ["| value | tuning: P / R / F1 | held out: P / R / F1 |", "|---|---|---|"]

@@ -61,8 +61,8 @@ def dedup(
     verify: bool = typer.Option(
         True,
         "--verify/--no-verify",
-        help="Decide pairs that score near the threshold by whether their pictures line up (reads those files"
-        " again); --no-verify uses the score alone.",
+        help="Decide candidate pairs by whether their pictures line up or their keypoints agree on one"
+        " similarity (reads those files again); --no-verify uses the score alone.",
     ),
 ) -> None:
     """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""

@@ -4,8 +4,10 @@ threshold, another keeper rule) does not decode the same files again.
 `indexes/NAME/verify-thumbs.sqlite` maps a file's content hash to its canonical thumbnail
 (`retrieval.verify.canonical_thumbnail`, THUMB_SIDE squared bytes), tagged with the version of the
 thumbnail's making (its side, the decoding size, the trim and straighten revisions): a thumbnail made
-another way is never used. The cache is only an accelerator: a cache that cannot be opened, read or
-written (damaged, read-only folder) is skipped with one warning and dedup goes on reading the files.
+another way is never used. `BlobCache` is the table logic; a second table holds each file's ORB keypoints
+(`retrieval.dedup.local_features.FeatureCache`). The cache is only an accelerator: a cache that cannot be
+opened, read or written (damaged, read-only folder) is skipped with one warning and dedup goes on reading
+the files.
 """
 
 from __future__ import annotations
@@ -138,22 +140,3 @@ def cached_loads(
         logger.info("%s: %d from %s, %d read from files", cache.table, len(known), cache.path, len(loaded))
 
     return get, save
-
-
-def cached_verifier(
-    align: Callable[[Callable[[int], np.ndarray | None], np.ndarray, np.ndarray], np.ndarray],
-    load: Callable[[int], np.ndarray | None],
-    hashes: Sequence[str],
-    cache: ThumbnailCache,
-) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """find_groups' `verify`: `align(thumbs, src, dst)` with each id's thumbnail taken from the cache (by
-    hashes[id]) or, when missing, from `load(id)`; what was loaded is added to the cache afterwards."""
-
-    def verify(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        ids = np.unique(np.concatenate([np.asarray(src), np.asarray(dst)])).tolist()
-        thumb, save = cached_loads(load, hashes, cache, ids)
-        out = align(thumb, src, dst)
-        save()
-        return out
-
-    return verify
