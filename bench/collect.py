@@ -19,6 +19,7 @@ ORDER = [
     "emoji_recall",
     "dedup_quality",
     "dedup_threshold",
+    "dedup_family",
     "dedup_train_size",
     "dedup_scale",
     "eval_samples",

@@ -41,6 +41,7 @@ SUITE = (
     Benchmark("emoji_recall", ("--emoji", "{data}/emoji"), 25),
     Benchmark("dedup_quality", ("{data}",), 30),
     Benchmark("dedup_threshold", ("{data}",), 20),
+    Benchmark("dedup_family", ("{data}",), 30),
     Benchmark("dedup_train_size", (), 40),
     Benchmark("train_quality", (), 70),
     Benchmark("app_load", (), 3),  # on indexes/samples, which `bash scripts/demo.sh` builds

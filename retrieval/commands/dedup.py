@@ -62,8 +62,8 @@ def dedup(
     verify: bool = typer.Option(
         True,
         "--verify/--no-verify",
-        help="Decide pairs that score near the threshold by whether their pictures line up (reads those files"
-        " again); --no-verify uses the score alone.",
+        help="Decide candidate pairs by whether their pictures line up or their keypoints agree on one"
+        " similarity (reads those files again); --no-verify uses the score alone.",
     ),
 ) -> None:
     """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""
@@ -102,7 +102,14 @@ def dedup(
         from retrieval.dedup.report import render_report
 
         loader = _report_loader(result, cfg.move_to)
-        page = render_report(result.groups, result.root, result.threshold, THUMB_SIZE, loader=loader)
+        page = render_report(
+            result.groups,
+            result.root,
+            result.threshold,
+            THUMB_SIZE,
+            loader=loader,
+            background_rank=result.background_rank,
+        )
         write_text_file(report, page)
         typer.echo(f"report: {report} ({len(result.groups)} groups)", err=True)
     if result.moved is not None:

@@ -35,6 +35,7 @@ import numpy as np
 
 from moco.errors import InputError
 from retrieval.dedup.near_pairs import near_pairs, normalised_scores
+from retrieval.dedup.pair_checks import GeometryCheck, PairCheck, PairEvidence
 from retrieval.records import FileRecord
 
 if TYPE_CHECKING:
@@ -56,16 +57,29 @@ THRESHOLD_PRESETS: dict[str, float] = {
     "default": 0.28,
     "loose": 0.0,
 }
-# Verification (`find_groups(verify=...)`, `retrieval.dedup.verify`): a pair scoring within [t - VERIFY_BELOW,
-# t + VERIFY_ABOVE) of the threshold t is a duplicate when its pictures line up (alignment score >=
-# MIN_ALIGNMENT), whichever side of t it lies; above the band the score alone decides. At the default t
-# the band is [0.02, 0.40): chosen on the held-out seed-1 folder (bench/dedup_threshold.py), where it beats
-# every threshold without verification (F1 0.855 against 0.828 at best) and the threshold itself stays
-# where --no-verify does best.
-VERIFY_BELOW = 0.26
+# Verification (`find_groups(verify=..., geometry=...)`, `retrieval.dedup.pair_checks`): every candidate pair
+# (score >= t - VERIFY_BELOW) is checked against its pictures, and what decides depends on where its score s lies:
+#   s >= t + VERIFY_ABOVE               the score, unless a picture is plain (then geometry must match)
+#   t - ALIGN_BELOW <= s < t + VERIFY_ABOVE   the crop alignment (>= MIN_ALIGNMENT) or local-feature geometry
+#   t - VERIFY_BELOW <= s < t - ALIGN_BELOW   only strong local-feature geometry (`local_features.STRONG_INLIERS`)
+# so a pair that scores far under the threshold is never promoted by a grey-level alignment alone (two plain
+# drawings line up in grey levels). Chosen on the tuning sources of bench/dedup_family.py.
+VERIFY_BELOW = 0.48
+ALIGN_BELOW = 0.10
+# under t - ALIGN_BELOW, only each file's LOW_PARTNERS best-scoring partners are checked: at most that many
+# keypoint matches per file (no cap: F1 0.018 higher on the tuning sources, 17 matches per file there)
+LOW_PARTNERS = 8
 VERIFY_ABOVE = 0.12
 MIN_ALIGNMENT = 0.87
-PairCheck = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (src, dst) ids -> (E,) alignment scores
+# local-feature geometry (`retrieval.dedup.local_features`) matches when at least MIN_INLIERS keypoints agree on
+# one similarity that maps at least MIN_CONTAINED of one picture's frame inside the other's (a crop, a
+# screenshot; not two frames of a burst); strong with STRONG_INLIERS. On the tuning sources STRONG_INLIERS 8
+# does best; 15 is the most cautious value within 0.02 F1 of it (bench/dedup_family.py): a pair that far
+# under the threshold is promoted on keypoints alone, and icons that share a frame (signs in a rounded
+# square, samples/clipart) agree on 7-21 keypoints.
+MIN_INLIERS = 8
+MIN_CONTAINED = 0.9
+STRONG_INLIERS = 15
 
 
 def candidate_floor(threshold: float, verify: bool) -> float:
@@ -333,27 +347,72 @@ def _sorted_group(keep: FileRecord, duplicates: Iterable[Duplicate]) -> Group:
     return Group(keep=keep, duplicates=tuple(dups))
 
 
+def _best_partners(src: np.ndarray, dst: np.ndarray, score: np.ndarray, m: int) -> np.ndarray:
+    """(E,) bool: the pair is among the m best-scoring pairs of its src or of its dst."""
+    keep = np.zeros(score.size, dtype=bool)
+    for end in (src, dst):
+        order = np.lexsort((-score, end))  # by file, best first
+        e = end[order]
+        first = np.r_[0, np.flatnonzero(e[1:] != e[:-1]) + 1]  # (F,) start of each file's run
+        rank = np.arange(e.size) - np.repeat(first, np.diff(np.r_[first, e.size]))  # (E,) place in its run
+        keep[order[rank < m]] = True
+    return keep
+
+
 def _verified(
-    src: np.ndarray, dst: np.ndarray, score: np.ndarray, threshold: float, verify: PairCheck
+    src: np.ndarray,
+    dst: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    verify: PairCheck,
+    geometry: GeometryCheck | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
-    """The edges that stand: those scoring above the verification band, those in it whose pictures align,
-    and those whose pictures could not be read (decided by the score alone, as without verification).
-    Also {(low id, high id): alignment} of every edge verified and kept."""
-    band = score < threshold + VERIFY_ABOVE  # (E,)
-    log.info("verifying %d pairs near the threshold (reads their files; --no-verify skips this)", int(band.sum()))
+    """The edges that stand, by the rule above VERIFY_BELOW (pairs whose pictures could not be read are
+    decided by the score alone, as without verification). Also {(low id, high id): alignment} of every edge
+    kept on its alignment or its geometry."""
+    high = score >= threshold + VERIFY_ABOVE  # (E,)
+    low = score < threshold - ALIGN_BELOW  # (E,) decided by local features alone
+    if low.any():  # the files' best partners only: the cost stays a few pairs per file
+        low[low] = _best_partners(src[low], dst[low], score[low], LOW_PARTNERS)
+        out = (score < threshold - ALIGN_BELOW) & ~low
+        src, dst, score, low = src[~out], dst[~out], score[~out], low[~out]
+        high = high[~out]
+    band = ~high & ~low
+    log.info("verifying %d candidate pairs (reads their files; --no-verify skips this)", score.size)
     alignment = np.full(score.size, np.nan, dtype=np.float32)  # (E,)
-    alignment[band] = verify(src[band], dst[band])
-    unread = band & np.isnan(alignment)
-    aligns = band & (alignment >= MIN_ALIGNMENT)
-    keep = ~band | aligns | (unread & (score >= threshold))
-    log.info("verified %d pairs near the threshold: %d line up", int(band.sum() - unread.sum()), int(aligns.sum()))
+    plain = np.zeros(score.size, dtype=bool)  # (E,)
+    if (~low).any():
+        evidence = verify(src[~low], dst[~low])
+        if not isinstance(evidence, PairEvidence):  # a plain alignment check
+            evidence = PairEvidence(np.asarray(evidence, dtype=np.float32), np.zeros(int((~low).sum()), dtype=bool))
+        alignment[~low], plain[~low] = evidence.alignment, evidence.plain
+    unread = ~low & np.isnan(alignment)
+    aligned = band & ~plain & (alignment >= MIN_ALIGNMENT)
+    inliers = np.zeros(score.size, dtype=np.int32)  # (E,) -1: a picture unreadable
+    contained = np.zeros(score.size, dtype=np.float32)  # (E,)
+    asked = (low | (band & ~aligned) | (high & plain)) & ~unread
+    if geometry is not None and asked.any():
+        inliers[asked], contained[asked] = geometry(src[asked], dst[asked])
+    inside = contained >= MIN_CONTAINED
+    matched, strong = inside & (inliers >= MIN_INLIERS), inside & (inliers >= STRONG_INLIERS)
+    keep = (high & (~plain | matched)) | aligned | (band & matched) | (low & strong) | (unread & (score >= threshold))
+    log.info(
+        "verified %d pairs: %d kept (%d on alignment, %d on local features), %d with a plain picture",
+        int((~unread).sum()),
+        int((keep & ~unread).sum()),
+        int(aligned.sum()),
+        int((keep & asked & ~aligned).sum()),
+        int(plain.sum()),
+    )
     if unread.any():
-        log.warning("%d pairs near the threshold not verified (a file unreadable): the score decides", unread.sum())
-    aligned = {
+        log.warning("%d candidate pairs not verified (a file unreadable): the score decides", unread.sum())
+    checked = keep & ~unread & ~(high & ~plain)
+    shown = np.where(np.isnan(alignment), 0.0, alignment)
+    aligned_of = {
         (min(a, b), max(a, b)): float(x)
-        for a, b, x in zip(src[aligns].tolist(), dst[aligns].tolist(), alignment[aligns].tolist(), strict=True)
+        for a, b, x in zip(src[checked].tolist(), dst[checked].tolist(), shown[checked].tolist(), strict=True)
     }
-    return src[keep], dst[keep], score[keep], aligned
+    return src[keep], dst[keep], score[keep], aligned_of
 
 
 def find_groups(
@@ -368,6 +427,7 @@ def find_groups(
     root: Path | None = None,
     background_rank: int = 0,
     verify: PairCheck | None = None,
+    geometry: GeometryCheck | None = None,
 ) -> list[Group]:
     """Duplicate groups: exact (same content hash) first, then near (score >= threshold to the keeper).
 
@@ -382,10 +442,10 @@ def find_groups(
     records that are the same file on disk (hard links, symlinks) are never paired. Groups: largest
     first, then by keeper path.
 
-    With `verify` (ids -> alignment scores, `retrieval.verify.alignments`), pairs scoring in the band
-    around the threshold (VERIFY_BELOW under it to VERIFY_ABOVE over it) are kept when, and only when,
-    their alignment is >= MIN_ALIGNMENT (a pair whose pictures cannot be read, alignment NaN, by its score
-    alone); such a duplicate carries its alignment.
+    With `verify` (ids -> `PairEvidence`, or plain alignment scores: `retrieval.dedup.pair_checks`), every
+    pair scoring >= threshold - VERIFY_BELOW is decided by the rule above VERIFY_BELOW, with `geometry`
+    (local features) where given; a pair whose pictures cannot be read (alignment NaN) by its score alone.
+    A duplicate kept on its pictures rather than its score carries its alignment.
     """
     if k < 1 or batch_size < 1:
         raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
@@ -416,7 +476,7 @@ def find_groups(
         src, dst, score = pairs.src, pairs.dst, pairs.score
         aligned: dict[tuple[int, int], float] = {}
         if verify is not None:
-            src, dst, score, aligned = _verified(src, dst, score, threshold, verify)
+            src, dst, score, aligned = _verified(src, dst, score, threshold, verify, geometry)
         for c, members in _star_groups(src, dst, score, recs, keeper, ident):
             dups = exact_copies(c)
             for m, score_m in members.items():

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from moco.filenames import printable
 from retrieval.dedup.formats import human_size
-from retrieval.dedup.groups import Group, normalise_path
+from retrieval.dedup.groups import BACKGROUND_RANK, Group, normalise_path
 from retrieval.records import FileRecord
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,17 @@ def render_report(
     thumb_size: int = 256,
     *,
     loader: ImageLoader = _open_image,
+    background_rank: int = BACKGROUND_RANK,
 ) -> str:
-    """One HTML page: each group side by side, the keeper marked KEEP, each duplicate with its score."""
+    """One HTML page: each group side by side, the keeper marked KEEP, each duplicate with its score. The
+    header names the score the threshold applies to: the normalised score (`dedup.normalised_scores`)
+    with `background_rank` r > 0, the cosine similarity with r = 0."""
     if thumb_size < 16:
         raise ValueError(f"thumb_size must be >= 16, got {thumb_size}")
     root = Path(root)
     exact_only = threshold is None or not math.isfinite(threshold)
-    t_text = "exact duplicates only" if exact_only else f"cosine &ge; {threshold:.4f}"
+    score_name = f"normalised score (background: rank-{background_rank} neighbour)" if background_rank else "cosine"
+    t_text = "exact duplicates only" if exact_only else f"{score_name} &ge; {threshold:.4f}"
     n_dups = sum(len(g.duplicates) for g in groups)
     n_bytes = sum(d.record.size for g in groups for d in g.duplicates)
     parts = [

@@ -52,7 +52,8 @@ class DedupConfig:
     nearest-neighbour score (no groups, no moves). `k` neighbours are searched per file. With `verify`,
     pairs scoring near the threshold are decided by whether their pictures line up (`retrieval.dedup.verify`;
     the files are read again for this, their thumbnails kept in the index folder for the next run:
-    `retrieval.dedup.verify_cache`), see `dedup.find_groups`.
+    `retrieval.dedup.verify_cache`), see `dedup.find_groups`; with `local_features` also by ORB keypoints
+    agreeing on one similarity (`retrieval.dedup.local_features`).
     """
 
     index: Path
@@ -64,6 +65,7 @@ class DedupConfig:
     k: int = 32
     background_rank: int = BACKGROUND_RANK
     verify: bool = True
+    local_features: bool = True  # with verify: local-feature geometry too (`retrieval.dedup.local_features`)
     progress: Progress | None = field(default=None, compare=False, repr=False)  # verifying; the CLI shows bars
 
     def __post_init__(self) -> None:
@@ -230,18 +232,21 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
         histogram = tuple(calibration_histogram(scores, bins=CALIBRATION_BINS))
         return done(groups=(), histogram=histogram, seconds=time.perf_counter() - t0)
 
-    verify = None
-    cache = None
+    checks = None
     if cfg.verify and threshold is not None:
-        from retrieval.dedup.verify import alignments, folder_thumbnails  # torch: only when verifying
-        from retrieval.dedup.verify_cache import CACHE_NAME, ThumbnailCache, cached_verifier
+        from retrieval.dedup.pair_checks import folder_checks
+        from retrieval.dedup.verify_cache import CACHE_NAME
 
         records = index.records  # records[id].id == id
-        cache = ThumbnailCache(Path(cfg.index) / CACHE_NAME)
-        load = folder_thumbnails(root, [r.path for r in records])
-        align = partial(alignments, progress=cfg.progress)
-        verify = cached_verifier(align, load, [r.content_hash for r in records], cache)
-    floor = None if threshold is None else candidate_floor(threshold, verify is not None)
+        checks = folder_checks(
+            root,
+            [r.path for r in records],
+            [r.content_hash for r in records],
+            Path(cfg.index) / CACHE_NAME,
+            local=cfg.local_features,
+            progress=cfg.progress,
+        )
+    floor = None if threshold is None else candidate_floor(threshold, checks is not None)
     table = None if floor is None else neighbour_table(index, floor, cfg.k, cfg.background_rank)
     try:
         groups = tuple(
@@ -254,12 +259,13 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
                 index=table,
                 root=root,
                 background_rank=cfg.background_rank,
-                verify=verify,
+                verify=None if checks is None else checks.verify,
+                geometry=None if checks is None else checks.geometry,
             )
         )
     finally:
-        if cache is not None:
-            cache.close()
+        if checks is not None:
+            checks.close()
     plan: MovePlan | None = None
     moved: MoveReport | None = None
     if cfg.move_to is not None:

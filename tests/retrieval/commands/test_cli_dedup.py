@@ -50,11 +50,14 @@ def _blocky(seed: int, grid: tuple[int, int]) -> Image.Image:
 
 
 def _gradient(seed: int) -> Image.Image:
+    """A colour gradient with some texture on it (a plain gradient is nearly flat: verification would need
+    keypoints to group its copies, and it has none)."""
     rng = np.random.default_rng(seed)
     x = np.linspace(0, 1, 64)[None, :, None]  # (1, W, 1)
     y = np.linspace(0, 1, 48)[:, None, None]  # (H, 1, 1)
     a, b, c = rng.uniform(0, 255, 3), rng.uniform(-255, 255, 3), rng.uniform(-255, 255, 3)
-    return Image.fromarray(np.clip(a + b * x + c * y, 0, 255).astype(np.uint8))
+    texture = np.asarray(_blocky(seed + 10, (6, 8)), dtype=np.float64) - 128  # (H, W, 3)
+    return Image.fromarray(np.clip(a + b * x + c * y + 0.5 * texture, 0, 255).astype(np.uint8))
 
 
 def _stripes(seed: int) -> Image.Image:

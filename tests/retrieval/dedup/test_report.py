@@ -61,3 +61,13 @@ def test_missing_or_unreadable_images_get_a_placeholder(tmp_path):
 def test_exact_only_and_empty_reports(tmp_path):
     page = render_report([], tmp_path, None)
     assert "exact duplicates only" in page and "No duplicates found." in page and "<img" not in page
+
+
+def test_the_header_names_the_score_the_threshold_applies_to(tmp_path):
+    """Issue 16: the header called the normalised score "cosine"."""
+    page = render_report([], tmp_path, 0.28)  # the default: scores normalised against the 5th neighbour
+    summary = re.search(r'<p class="summary">(.*?)</p>', page).group(1)
+    assert "normalised score" in summary and "rank-5 neighbour" in summary and "cosine" not in summary
+    assert "0.2800" in summary
+    plain = render_report([], tmp_path, 0.9, background_rank=0)  # --background-rank 0: plain cosines
+    assert "cosine &ge; 0.9000" in plain and "normalised" not in plain

@@ -4,6 +4,7 @@ drops exactly the planted pairs."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 
@@ -14,7 +15,17 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from retrieval.dedup import verify
-from retrieval.dedup.groups import MIN_ALIGNMENT, VERIFY_ABOVE, VERIFY_BELOW, find_groups
+from retrieval.dedup.groups import (
+    ALIGN_BELOW,
+    MIN_ALIGNMENT,
+    MIN_CONTAINED,
+    MIN_INLIERS,
+    STRONG_INLIERS,
+    VERIFY_ABOVE,
+    VERIFY_BELOW,
+    find_groups,
+)
+from retrieval.dedup.pair_checks import PairEvidence, is_plain, thumbnail_evidence
 from retrieval.dedup.run import DedupConfig, find_duplicates
 from retrieval.dedup.verify import alignment, alignments, canonical_thumbnail
 from retrieval.records import FileRecord
@@ -102,48 +113,86 @@ def record(i: int) -> FileRecord:
     return FileRecord(i, f"{i}.jpg", 10, 0, hashlib.sha256(str(i).encode()).hexdigest(), 100 - i, 100)
 
 
-def test_band_rule_keeps_aligned_pairs_and_drops_the_rest():
-    """Planted normalised scores around threshold t: the band decides by alignment, outside it the score."""
-    t = 0.3
-    # pair (0, k): planted score and alignment; None = unreadable
-    plan = {
-        1: (t + VERIFY_ABOVE + 0.05, 0.0),  # above the band: kept whatever the alignment
-        2: (t + 0.05, 0.2),  # over t but does not line up: dropped
-        3: (t - VERIFY_BELOW + 0.03, 0.95),  # under t but lines up: kept
-        4: (t - VERIFY_BELOW - 0.03, 0.99),  # under the band: never a candidate
-        5: (t + 0.05, None),  # over t, unreadable: the score decides (kept)
-        6: (t - 0.05, None),  # under t, unreadable: dropped
-    }
-    n = 7
-    d = 512
+def planted_cosines(scores: dict[int, float], n: int) -> np.ndarray:
+    """(n, 512) unit rows whose cosine to row 0 is scores[k] (background_rank 0: the score is the cosine)."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, d)).astype(np.float32)
+    x = rng.standard_normal((n, 512)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    # background_rank 0: the score is the plain cosine, so plant cosines directly (x[k] = s x[0] + ...)
     base = x[0]
-    for k, (s, _) in plan.items():
+    for k, s in scores.items():
         ortho = x[k] - (x[k] @ base) * base
         ortho /= np.linalg.norm(ortho)
         x[k] = s * base + np.sqrt(1 - s * s) * ortho
-    asked: list[tuple[int, int]] = []
+    return x
 
-    def verify(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        out = []
+
+def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs():
+    """Planted scores around threshold t, with an alignment, a plain flag and a local-feature geometry each:
+    the score zone decides which evidence counts."""
+    t = 0.3
+    strong, weak, burst = (STRONG_INLIERS, 1.0), (MIN_INLIERS, 1.0), (STRONG_INLIERS, MIN_CONTAINED - 0.2)
+    none = (0, 0.0)
+    # pair (0, k): score, alignment (None: unreadable), plain, (inliers, contained), kept
+    plan = {
+        1: (t + VERIFY_ABOVE + 0.05, 0.0, False, none, True),  # above the band: the score decides
+        2: (t + 0.05, 0.2, False, none, False),  # in the band, neither lines up nor matches
+        3: (t - ALIGN_BELOW + 0.03, 0.95, False, none, True),  # under t but lines up
+        4: (t - VERIFY_BELOW + 0.03, 0.99, False, none, False),  # far under t: alignment alone never promotes
+        5: (t - VERIFY_BELOW + 0.03, 0.0, False, strong, True),  # ... strong geometry does
+        6: (t - VERIFY_BELOW + 0.03, 0.0, False, weak, STRONG_INLIERS <= MIN_INLIERS),  # a weak match does not
+        7: (t + 0.05, 0.2, False, weak, True),  # in the band: a local-feature match is enough
+        8: (t + 0.05, 0.2, False, burst, False),  # many inliers, but neither frame inside the other: a burst
+        9: (t + VERIFY_ABOVE + 0.05, 0.99, True, none, False),  # a plain picture: a high score is not enough
+        10: (t + VERIFY_ABOVE + 0.05, 0.0, True, strong, True),  # ... matching geometry is
+        11: (t + 0.05, None, False, none, True),  # over t, unreadable: the score decides
+        12: (t - 0.05, None, False, none, False),  # under t, unreadable
+        13: (t - VERIFY_BELOW - 0.03, 0.99, False, strong, False),  # under the floor: never a candidate
+    }
+    n = len(plan) + 1
+    x = planted_cosines({k: v[0] for k, v in plan.items()}, n)
+    verified: list[int] = []
+    matched: list[int] = []
+
+    def partner(a: int, b: int) -> int | None:
+        return max(a, b) if min(a, b) == 0 else None  # partners are not copies of one another
+
+    def check(src: np.ndarray, dst: np.ndarray) -> PairEvidence:
+        alignment, plain = [], []
         for a, b in zip(src.tolist(), dst.tolist(), strict=True):
-            asked.append((min(a, b), max(a, b)))
-            v = plan[max(a, b)][1] if min(a, b) == 0 else 0.0  # partners are not copies of one another
-            out.append(np.nan if v is None else v)
-        return np.array(out, dtype=np.float32)
+            k = partner(a, b)
+            verified.append(k)
+            v = plan[k][1] if k is not None else 0.0
+            alignment.append(np.nan if v is None else v)
+            plain.append(k is not None and plan[k][2])
+        return PairEvidence(np.array(alignment, dtype=np.float32), np.array(plain))
 
-    groups = find_groups([record(i) for i in range(n)], x, t, verify=verify)
+    def geometry(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ks = [partner(a, b) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
+        matched.extend(ks)
+        got = [none if k is None else plan[k][3] for k in ks]
+        return np.array([g[0] for g in got], dtype=np.int32), np.array([g[1] for g in got], dtype=np.float32)
+
+    groups = find_groups([record(i) for i in range(n)], x, t, verify=check, geometry=geometry)
     assert len(groups) == 1 and groups[0].keep.id == 0
     got = {dup.record.id: dup for dup in groups[0].duplicates}
-    assert set(got) == {1, 3, 5}
-    assert got[3].alignment == pytest.approx(0.95) and got[1].alignment is None and got[5].alignment is None
+    assert set(got) == {k for k, v in plan.items() if v[4]}
+    assert got[3].alignment == pytest.approx(0.95) and got[1].alignment is None and got[11].alignment is None
     assert got[3].score == pytest.approx(plan[3][0], abs=1e-5)  # the reported score stays the score
-    assert (0, 1) not in asked and (0, 4) not in asked  # above the band and under it: nothing to verify
+    assert 13 not in verified and 13 not in matched  # under the floor: nothing to check
+    assert 4 not in verified and 4 in matched  # far under t: only local features are asked
+    assert 1 in verified and 1 not in matched  # above the band: checked for plainness only
+    assert 3 not in matched  # lined up: no need for local features
     plain = find_groups([record(i) for i in range(n)], x, t)
-    assert {dup.record.id for dup in plain[0].duplicates} == {1, 2, 5}
+    assert {dup.record.id for dup in plain[0].duplicates} == {k for k, v in plan.items() if v[0] >= t}
+
+
+def test_plain_alignment_far_under_the_threshold_promotes_nothing():
+    """Issue 16: two distinct drawings scoring 0.03 and 0.05 against a threshold of 0.28 lined up in grey levels
+    and were grouped; without local-feature geometry a pair that far under the threshold stays apart."""
+    t = 0.28
+    x = planted_cosines({1: 0.03, 2: 0.05}, 3)
+    groups = find_groups([record(i) for i in range(3)], x, t, verify=lambda s, d: np.full(s.size, 0.99, np.float32))
+    assert groups == []
 
 
 def test_find_duplicates_verifies_the_indexed_files(planted_index):
@@ -190,3 +239,43 @@ def test_crop_correlations_match_resampling_each_crop_with_grid_sample():
     targets = verify.whole_of(b)
     assert verify.CROPS == len(theta)
     assert torch.allclose(verify.crop_correlations(a, targets), targets @ crops.T, atol=1e-5)
+
+
+def plain_drawing(shape: str, fg: tuple[int, int, int], bg: tuple[int, int, int], box: tuple[int, ...]) -> Image.Image:
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (96, 96), bg)
+    (ImageDraw.Draw(im).ellipse if shape == "circle" else ImageDraw.Draw(im).rectangle)(box, fill=fg)
+    return im
+
+
+def nearly_blank(level: int, mark: tuple[int, int]) -> Image.Image:
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (96, 96), (level, level, level))
+    ImageDraw.Draw(im).ellipse([mark[0], mark[1], mark[0] + 5, mark[1] + 5], fill=(level - 20,) * 3)
+    return im
+
+
+def test_plain_pictures_do_not_group_on_score_or_alignment(tmp_path):
+    """Issue 16: a blue circle on yellow and a magenta circle on green, a white wallpaper and a nearly blank
+    page line up in grey levels and score high, yet are different pictures; byte-identical copies still group."""
+    pictures = [
+        plain_drawing("circle", (20, 40, 220), (240, 230, 30), (20, 25, 70, 75)),
+        plain_drawing("circle", (220, 30, 200), (30, 200, 60), (30, 20, 80, 70)),
+        nearly_blank(255, (10, 60)),
+        nearly_blank(250, (70, 20)),
+    ]
+    thumbs = [thumb(p) for p in pictures]
+    assert all(is_plain(t) for t in thumbs) and not is_plain(thumb(scene(1)))
+    assert alignment(thumbs[0], thumbs[1]) >= MIN_ALIGNMENT  # what let them through before
+    n = len(pictures) + 1
+    recs = [record(i) for i in range(n - 1)] + [dataclasses.replace(record(n - 1), content_hash=record(2).content_hash)]
+    x = planted_cosines({1: 0.95, 2: 0.2, 3: 0.2}, n)
+    x[3] = x[2] * 0.9 + x[0] * 0.1  # the two blank pictures score high with each other
+    x[3] /= np.linalg.norm(x[3])
+    x[4] = x[2]  # the same bytes as picture 2
+    every = [*thumbs, thumbs[2]]
+    groups = find_groups(recs, x, 0.3, verify=lambda s, d: thumbnail_evidence(lambda i: every[i], s, d))
+    assert [(g.keep.id, [d.record.id for d in g.duplicates]) for g in groups] == [(2, [4])]
+    assert groups[0].duplicates[0].kind == "exact"

@@ -1,0 +1,195 @@
+"""Geometric verification with local features: do two pictures share many keypoints that one similarity
+(rotation, scale, shift) maps onto each other?
+
+Each picture is decoded, turned grey and scaled to FEATURE_SIDE on its long side; ORB finds up to
+N_FEATURES keypoints with binary descriptors (`picture_features`). A pair is matched both ways with
+Lowe's ratio test (RATIO) and the matches are checked with RANSAC for a similarity
+(`cv2.estimateAffinePartial2D`, inliers within REPROJECTION of FEATURE_SIDE). What survives is the
+geometry (`Geometry`): the inliers, and how much of one picture's frame the similarity maps inside the
+other's (`contained`: 1 when one picture is a crop of the other, or sits inside it as in a screenshot; about
+0.6-0.85 for two frames of a burst, which share only part of their scene). `retrieval.dedup.groups` decides
+what counts as a match. Rotation in the frame, strong crops, captions, stickers and a screenshot's chrome
+keep many of a copy's keypoints in place; two different pictures keep almost none.
+
+A flat or nearly blank picture has too few keypoints (< MIN_KEYPOINTS) to match anything.
+
+Cost: ORB on a FEATURE_SIDE picture is a few milliseconds, done once per picture; a pair costs a
+brute-force Hamming match of the two descriptor sets and one RANSAC (bench/dedup_family.py measures it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from moco.errors import InputError
+from retrieval.dedup.verify_cache import BlobCache
+
+logger = logging.getLogger(__name__)
+
+FEATURE_SIDE = 320  # long side the keypoints are found at
+N_FEATURES = 500  # ORB keypoints per picture at most
+MIN_KEYPOINTS = 12  # fewer keypoints than this: the picture is flat, it matches nothing
+RATIO = 0.8  # Lowe's ratio test: best Hamming distance below this share of the second best
+REPROJECTION = 0.02  # RANSAC inlier distance, as a share of FEATURE_SIDE
+RANSAC_ITERATIONS = 500
+
+
+@dataclass(frozen=True)
+class Features:
+    """Keypoints of one picture: xy (K, 2) float32 at FEATURE_SIDE, descriptors (K, 32) uint8, the size."""
+
+    xy: np.ndarray
+    descriptors: np.ndarray
+    width: int
+    height: int
+
+    def to_bytes(self) -> bytes:
+        head = np.array([self.width, self.height, len(self.xy)], dtype=np.int32).tobytes()
+        return head + self.xy.astype(np.float32).tobytes() + self.descriptors.astype(np.uint8).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Features:
+        w, h, k = np.frombuffer(data[:12], dtype=np.int32).tolist()
+        if len(data) != 12 + k * 8 + k * 32:
+            raise ValueError(f"feature record of {len(data)} bytes does not hold {k} keypoints")
+        xy = np.frombuffer(data[12 : 12 + 8 * k], dtype=np.float32).reshape(k, 2).copy()
+        d = np.frombuffer(data[12 + 8 * k :], dtype=np.uint8).reshape(k, 32).copy()
+        return cls(xy, d, w, h)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How well two pictures' keypoints agree on one similarity."""
+
+    inliers: int
+    matches: int
+    contained: float  # the larger share of one picture's frame that the transform maps inside the other's
+
+
+NO_GEOMETRY = Geometry(0, 0, 0.0)
+
+
+def picture_features(grey: np.ndarray) -> Features:
+    """ORB keypoints of a (H, W) uint8 grey picture, found after scaling its long side to FEATURE_SIDE."""
+    import cv2
+
+    h, w = grey.shape
+    f = FEATURE_SIDE / max(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    orb = cv2.ORB_create(nfeatures=N_FEATURES, edgeThreshold=15, patchSize=15, fastThreshold=10)
+    keypoints, descriptors = orb.detectAndCompute(small, None)
+    if descriptors is None or len(keypoints) == 0:
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), size[0], size[1])
+    xy = np.array([k.pt for k in keypoints], dtype=np.float32)
+    return Features(xy, descriptors, size[0], size[1])
+
+
+def _ratio_matches(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
+    import cv2
+
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    out = []
+    for pair in matcher.knnMatch(a, b, k=2):
+        if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
+            out.append((pair[0].queryIdx, pair[0].trainIdx))
+    return out
+
+
+def _coverage(h: np.ndarray, a: Features, b: Features) -> float:
+    """The share of picture a's frame that the homography h (a -> b) maps inside picture b's frame."""
+    import cv2
+
+    corners = np.array([[0, 0], [a.width, 0], [a.width, a.height], [0, a.height]], dtype=np.float32)
+    projected = cv2.perspectiveTransform(corners[None], h)[0]  # (4, 2)
+    area = abs(float(cv2.contourArea(projected)))
+    if not np.isfinite(area) or area <= 0 or not cv2.isContourConvex(projected.astype(np.float32)):
+        return 0.0
+    frame = np.array([[0, 0], [b.width, 0], [b.width, b.height], [0, b.height]], dtype=np.float32)
+    inside, _ = cv2.intersectConvexConvex(projected.astype(np.float32), frame)
+    return float(inside) / area
+
+
+def geometry(a: Features, b: Features) -> Geometry:
+    """Ratio-test matches of a's and b's keypoints (kept when found both ways), then RANSAC for a similarity."""
+    import cv2
+
+    if len(a.xy) < MIN_KEYPOINTS or len(b.xy) < MIN_KEYPOINTS:
+        return NO_GEOMETRY
+    forward = _ratio_matches(a.descriptors, b.descriptors)
+    backward = {(i, j) for j, i in _ratio_matches(b.descriptors, a.descriptors)}
+    pairs = [m for m in forward if m in backward]
+    if len(pairs) < 4:
+        return Geometry(0, len(pairs), 0.0)
+    p = a.xy[[i for i, _ in pairs]]  # (M, 2)
+    q = b.xy[[j for _, j in pairs]]  # (M, 2)
+    m, mask = cv2.estimateAffinePartial2D(
+        p, q, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION * FEATURE_SIDE, maxIters=RANSAC_ITERATIONS
+    )
+    if m is None or mask is None:
+        return Geometry(0, len(pairs), 0.0)
+    h = np.vstack([m, [0.0, 0.0, 1.0]])  # (3, 3) the similarity a -> b
+    try:
+        contained = max(_coverage(h, a, b), _coverage(np.linalg.inv(h), b, a))
+    except np.linalg.LinAlgError:  # a degenerate fit (scale 0)
+        contained = 0.0
+    return Geometry(int(mask.sum()), len(pairs), contained)
+
+
+def geometries(features: Callable[[int], Features | None], src: np.ndarray, dst: np.ndarray) -> list[Geometry | None]:
+    """Geometry of each pair (src[e], dst[e]); None where a picture could not be read. `features` is called
+    once per id."""
+    cache: dict[int, Features | None] = {}
+
+    def of(i: int) -> Features | None:
+        if i not in cache:
+            cache[i] = features(i)
+        return cache[i]
+
+    out: list[Geometry | None] = []
+    for i, j in zip(np.asarray(src).tolist(), np.asarray(dst).tolist(), strict=True):
+        fa, fb = of(int(i)), of(int(j))
+        out.append(None if fa is None or fb is None else geometry(fa, fb))
+    return out
+
+
+FEATURE_VERSION = f"orb {N_FEATURES} at {FEATURE_SIDE}, edge 15, patch 15, fast 10"  # what `picture_features` makes
+
+
+def folder_features(root: Path, paths: Sequence[str]) -> Callable[[int], Features | None]:
+    """id -> keypoints of the file root / paths[id], decoded on demand; None (logged) for a file that cannot be
+    read now: its pairs are decided without local features."""
+    from moco.images import load_image
+
+    def features(i: int) -> Features | None:
+        try:
+            im = load_image(root / paths[i], min_side=FEATURE_SIDE)
+        except InputError as e:
+            logger.debug("no local features: %s", e)
+            return None
+        return picture_features(np.asarray(im.convert("L")))
+
+    return features
+
+
+class FeatureCache(BlobCache):
+    """content hash -> `Features`, beside the thumbnails (`retrieval.dedup.verify_cache`)."""
+
+    table = "features"
+
+    def version(self) -> str:
+        return FEATURE_VERSION
+
+    def encode(self, item: Features) -> bytes:
+        return item.to_bytes()
+
+    def decode(self, data: bytes) -> Features | None:
+        try:
+            return Features.from_bytes(data)
+        except ValueError:
+            return None

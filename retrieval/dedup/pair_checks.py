@@ -1,0 +1,133 @@
+"""What `find_groups` verification reads from the pictures of a candidate pair, and where it reads it from.
+
+Two checks, each a function of (src, dst) id arrays:
+- `verify` -> `PairEvidence`: the crop alignment of the two canonical thumbnails (`retrieval.dedup.verify`)
+  and whether either picture is plain: nearly blank (a white wallpaper, an empty clip-art page) or a simple
+  drawing (shapes of one colour on another), which its thumbnail shows as two grey levels or fewer
+  covering PLAIN_SHARE of it. Two plain pictures line up in grey levels and edges by their shapes alone
+  (a circle on one colour and a circle on another), so a pair with a plain picture needs local-feature
+  geometry. Made for every candidate pair the score does not already rule out.
+- `geometry` -> (inliers, contained) of local features (`retrieval.dedup.local_features`), made only for the
+  pairs whose decision needs it (see `retrieval.dedup.groups`).
+
+`folder_checks` builds both for the files of an index, each picture read once per run and its thumbnail
+and keypoints kept in the index folder for the next (`retrieval.dedup.verify_cache`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from moco.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+PLAIN_BINS = 16  # grey-level histogram bins of a thumbnail
+PLAIN_SHARE = 0.9  # a thumbnail whose two fullest bins hold this share of its pixels is plain
+# (chosen on the tuning sources of bench/dedup_family.py: 97% of the simple drawings and every nearly blank
+# picture there, 4% of the clip art, 8-11% of the photos, most of them flat wallpapers)
+
+
+@dataclass(frozen=True)
+class PairEvidence:
+    """Per candidate pair: alignment (E,) float32, NaN where a picture could not be read; plain (E,) bool,
+    True where either picture is plain."""
+
+    alignment: np.ndarray
+    plain: np.ndarray
+
+
+PairCheck = Callable[[np.ndarray, np.ndarray], "PairEvidence | np.ndarray"]  # (src, dst) ids -> evidence
+GeometryCheck = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]  # -> inliers, contained (E,)
+
+
+def is_plain(thumb: np.ndarray) -> bool:
+    """Nearly blank or a simple drawing: two grey levels or fewer cover PLAIN_SHARE of the thumbnail."""
+    counts = np.bincount(np.asarray(thumb, dtype=np.uint8).ravel() // (256 // PLAIN_BINS), minlength=PLAIN_BINS)
+    return float(np.sort(counts)[-2:].sum()) >= PLAIN_SHARE * thumb.size
+
+
+def thumbnail_evidence(
+    thumbs: Callable[[int], np.ndarray | None], src: np.ndarray, dst: np.ndarray, progress: Progress | None = None
+) -> PairEvidence:
+    """Alignment and plainness of each pair from the thumbnails `thumbs(id)` (None: unreadable)."""
+    from retrieval.dedup.verify import alignments
+
+    memo: dict[int, np.ndarray | None] = {}
+
+    def thumb(i: int) -> np.ndarray | None:
+        if i not in memo:
+            memo[i] = thumbs(i)
+        return memo[i]
+
+    alignment = alignments(thumb, src, dst, progress=progress)
+    plain_of = {i: t is not None and is_plain(t) for i, t in memo.items()}
+    plain = [plain_of.get(int(a), False) or plain_of.get(int(b), False) for a, b in zip(src, dst, strict=True)]
+    return PairEvidence(alignment=alignment, plain=np.array(plain, dtype=bool).reshape(-1))
+
+
+def feature_geometry(
+    features: Callable[[int], object | None], src: np.ndarray, dst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inliers (E,) int32, -1 where a picture could not be read; contained (E,) float32) from `features(id)`."""
+    from retrieval.dedup.local_features import geometries
+
+    got = geometries(features, src, dst)  # type: ignore[arg-type]
+    inliers = np.array([-1 if g is None else g.inliers for g in got], dtype=np.int32)
+    contained = np.array([0.0 if g is None else g.contained for g in got], dtype=np.float32)
+    return inliers, contained
+
+
+@dataclass
+class FolderChecks:
+    """`verify` and `geometry` for the files root / paths[id], with their caches; `close()` when done."""
+
+    verify: Callable[[np.ndarray, np.ndarray], PairEvidence]
+    geometry: GeometryCheck | None
+    close: Callable[[], None]
+
+
+def folder_checks(
+    root: Path, paths: Sequence[str], hashes: Sequence[str], cache_path: Path, *, local: bool, progress: Progress | None
+) -> FolderChecks:
+    """The checks of `retrieval dedup` over an indexed folder; with `local`, local-feature geometry too."""
+    from retrieval.dedup.verify import folder_thumbnails
+    from retrieval.dedup.verify_cache import ThumbnailCache, cached_loads
+
+    thumb_cache = ThumbnailCache(cache_path)
+    load_thumb = folder_thumbnails(root, paths)
+    caches: list = [thumb_cache]
+
+    def verify(src: np.ndarray, dst: np.ndarray) -> PairEvidence:
+        ids = np.unique(np.concatenate([src, dst])).tolist()
+        thumb, save = cached_loads(load_thumb, hashes, thumb_cache, ids)
+        out = thumbnail_evidence(thumb, src, dst, progress=progress)
+        save()
+        return out
+
+    geometry = None
+    if local:
+        from retrieval.dedup.local_features import FeatureCache, folder_features
+
+        feature_cache = FeatureCache(cache_path)
+        caches.append(feature_cache)
+        load_features = folder_features(root, paths)
+
+        def geometry(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            ids = np.unique(np.concatenate([src, dst])).tolist()
+            feats, save = cached_loads(load_features, hashes, feature_cache, ids)
+            logger.info("matching local features of %d pairs", src.size)
+            out = feature_geometry(feats, src, dst)
+            save()
+            return out
+
+    def close() -> None:
+        for c in caches:
+            c.close()
+
+    return FolderChecks(verify=verify, geometry=geometry, close=close)
