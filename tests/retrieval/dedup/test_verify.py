@@ -279,3 +279,17 @@ def test_plain_pictures_do_not_group_on_score_or_alignment(tmp_path):
     groups = find_groups(recs, x, 0.3, verify=lambda s, d: thumbnail_evidence(lambda i: every[i], s, d))
     assert [(g.keep.id, [d.record.id for d in g.duplicates]) for g in groups] == [(2, [4])]
     assert groups[0].duplicates[0].kind == "exact"
+
+
+def test_far_under_the_threshold_only_each_files_best_partners_are_matched():
+    """_best_partners against brute force: a pair is kept when it is among the m best of either of its files."""
+    from retrieval.dedup.groups import _best_partners
+
+    rng = np.random.default_rng(0)
+    src, dst, score = rng.integers(0, 20, 300), rng.integers(0, 20, 300), rng.random(300)
+    expected = np.zeros(300, dtype=bool)
+    for end in (src, dst):
+        for v in np.unique(end):
+            rows = np.flatnonzero(end == v)
+            expected[rows[np.argsort(-score[rows])[:3]]] = True
+    np.testing.assert_array_equal(_best_partners(src, dst, score, 3), expected)
