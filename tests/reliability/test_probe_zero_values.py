@@ -42,7 +42,7 @@ def test_options_left_out_still_take_the_device_defaults(tmp_path, monkeypatch):
 
     seen: list[TrainConfig] = []
 
-    def fake_fit(cfg: TrainConfig):
+    def fake_fit(cfg: TrainConfig, progress=None):
         seen.append(cfg)
         raise SystemExit(0)
 
