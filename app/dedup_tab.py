@@ -133,11 +133,21 @@ def _render(engine: Engine, found: Found, i: int) -> tuple:
     return text, table(found), gr.update(maximum=len(found.groups), value=i + 1), tiles, keeper
 
 
+_EXPORTS: list[tempfile.TemporaryDirectory] = []
+
+
+def _export_root() -> str:
+    """A temporary folder for the export files, removed when the server process ends (Gradio serves copies)."""
+    if not _EXPORTS:
+        _EXPORTS.append(tempfile.TemporaryDirectory(prefix="retrieval-export-"))
+    return _EXPORTS[0].name
+
+
 def export(found: Found | None, fmt: str) -> str:
     """The current groups (with the keepers picked) as duplicates.json or duplicates.csv, for download."""
     if found is None:
         raise gr.Error("Find duplicates first.")
-    out = Path(tempfile.mkdtemp(prefix="retrieval-export-")) / f"duplicates.{fmt}"
+    out = Path(tempfile.mkdtemp(dir=_export_root())) / f"duplicates.{fmt}"  # one folder per export: no races
     if fmt == "json":
         out.write_text(json.dumps(groups_to_json(found.groups, found.threshold), indent=2) + "\n", encoding="utf-8")
     else:
