@@ -38,6 +38,17 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
+def one_faiss_thread():
+    """FAISS's OpenMP threads spin against each other on a small, busy machine; tiny data needs one."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
 def encoder(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     save_random_encoder(out, arch="resnet18", image_size=32, dim=16, seed=0)

@@ -34,14 +34,7 @@ NEAR_COPY = "edited/g small.jpg"
 UNRELATED = ("b.png", "n.png", "s.png")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/retrieval/conftest.py
 
 
 def _blocky(seed: int, grid: tuple[int, int]) -> Image.Image:

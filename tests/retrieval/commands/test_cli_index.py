@@ -28,14 +28,7 @@ def make_image(path: Path, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/retrieval/conftest.py
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

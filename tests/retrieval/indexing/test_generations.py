@@ -32,13 +32,7 @@ def _pythonpath() -> str:
     return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """FAISS's OpenMP threads spin against each other on a small, busy machine; tiny data needs one."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")  # tests/retrieval/conftest.py
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 
@@ -13,14 +12,7 @@ from retrieval.indexing.generations import write_generation
 from retrieval.records import FileRecord
 from retrieval.searching.searcher import Hit, SearchIndex, search
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """FAISS's OpenMP threads spin against each other on a small, busy machine; tiny data needs one."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")  # tests/retrieval/conftest.py
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
