@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from app.binding import bind
 from app.engine import Engine
 from moco.errors import InputError
 from retrieval.dedup.formats import groups_to_csv, groups_to_json, human_size
-from retrieval.dedup.groups import THRESHOLD_PRESETS, Duplicate, Group
+from retrieval.dedup.groups import Duplicate, Group
 from retrieval.dedup.moves import plan_moves
 from retrieval.dedup.run import apply_plan, undo
+from retrieval.dedup.threshold import SCORE_PRESETS, THRESHOLD_PRESETS, Threshold
 
 CUSTOM = "custom (slider)"
 PRESET_CHOICES = [*THRESHOLD_PRESETS, CUSTOM]
@@ -40,8 +40,8 @@ def threshold_text(preset: str, value: float) -> str:
 
 def preset_value(preset: str) -> Any:
     """The slider follows the preset picked (exact has no score: the slider stays)."""
-    t = THRESHOLD_PRESETS.get(preset)
-    return gr.skip() if t is None or math.isinf(t) else t
+    t = SCORE_PRESETS.get(preset)
+    return gr.skip() if t is None else t
 
 
 def kind(d: Duplicate) -> str:
@@ -50,7 +50,7 @@ def kind(d: Duplicate) -> str:
 
 def find(engine: Engine, preset: str, value: float) -> tuple:
     try:
-        result = engine.duplicates(threshold_text(preset, value))
+        result = engine.duplicates(Threshold.parse(threshold_text(preset, value)))
     except InputError as e:
         raise gr.Error(str(e)) from None
     found = Found(result.threshold, list(result.groups))
@@ -216,7 +216,7 @@ def build(engine: Engine) -> None:
     found = gr.State(None)
     with gr.Row():
         preset = gr.Radio(PRESET_CHOICES, value="default", label="threshold preset")
-        value = gr.Slider(-0.99, 1.0, value=THRESHOLD_PRESETS["default"], step=0.01, label="score threshold (custom)")
+        value = gr.Slider(-0.99, 1.0, value=SCORE_PRESETS["default"], step=0.01, label="score threshold (custom)")
         go = gr.Button("Find duplicates", variant="primary")
     summary = gr.Markdown()
     rows = gr.Dataframe(headers=TABLE_HEADERS, label="all groups", interactive=False, max_height=300)

@@ -19,6 +19,7 @@ from moco.errors import InputError
 from moco.images import UPLOAD_FORMATS, BadImageError, load_image
 from retrieval.dedup.moves import check_move_target
 from retrieval.dedup.run import DedupConfig, DedupResult, find_duplicates
+from retrieval.dedup.threshold import Threshold
 from retrieval.embed import Embedder
 from retrieval.searching.searcher import Hit, SearchIndex
 
@@ -108,7 +109,7 @@ class Engine:
 
     # ------------------------------------------------------------------------------------ duplicates
 
-    def duplicates(self, threshold: str) -> DedupResult:
+    def duplicates(self, threshold: Threshold) -> DedupResult:
         return find_duplicates(DedupConfig(index=Path(self.cfg.index), threshold=threshold), index=self.index)
 
     # ------------------------------------------------------------------------------------ the run

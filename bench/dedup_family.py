@@ -36,9 +36,10 @@ from bench.neardup_family import HELDOUT_PHOTOS, TUNING_PHOTOS, build
 from moco.export import read_spec, save_random_encoder
 from moco.preprocess import PRESET_PREPROCESSING
 from retrieval.dedup import groups as dedup
-from retrieval.dedup.groups import BACKGROUND_RANK, THRESHOLD_PRESETS, find_groups
+from retrieval.dedup.groups import BACKGROUND_RANK, find_groups
 from retrieval.dedup.local_features import folder_features
 from retrieval.dedup.pair_checks import PairEvidence, feature_geometry, thumbnail_evidence
+from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 from retrieval.dedup.verify import folder_thumbnails
 from retrieval.searching.searcher import SearchIndex
 

@@ -34,7 +34,8 @@ from bench.neardup_data import build
 from bench.neardup_eval import pairwise_prf
 from moco.export import read_spec, save_random_encoder
 from moco.preprocess import PRESET_PREPROCESSING
-from retrieval.dedup.groups import BACKGROUND_RANK, THRESHOLD_PRESETS
+from retrieval.dedup.groups import BACKGROUND_RANK
+from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 from retrieval.dedup.verify_cache import CACHE_NAME
 from retrieval.searching.searcher import SearchIndex
 

@@ -206,13 +206,14 @@ def dedup_phase(args: argparse.Namespace) -> None:
     logging.getLogger("faiss").setLevel(logging.WARNING)
     logging.getLogger().addHandler(Stages())
     from retrieval.dedup.run import DedupConfig, find_duplicates
+    from retrieval.dedup.threshold import Threshold
 
     rss_before = peak_rss_bytes()
     cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     cfg = DedupConfig(
         index=Path(args.index),
-        threshold=args.threshold,
+        threshold=Threshold.parse(args.threshold),
         k=args.k,
         verify=False,  # synthetic vectors: there are no pictures to verify pairs against
         **({} if args.background_rank is None else {"background_rank": args.background_rank}),
@@ -343,7 +344,7 @@ def write_results(runs: list[dict], args: argparse.Namespace, info: dict) -> Non
         "runs": runs,
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
-    from retrieval.dedup.groups import THRESHOLD_PRESETS
+    from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 
     default = THRESHOLD_PRESETS["default"]
     lines = [

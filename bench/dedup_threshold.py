@@ -26,7 +26,8 @@ from bench.neardup_data import build
 from bench.neardup_eval import pairwise_prf
 from retrieval.dedup import groups as dedup
 from retrieval.dedup import verify
-from retrieval.dedup.groups import BACKGROUND_RANK, MIN_ALIGNMENT, THRESHOLD_PRESETS, VERIFY_ABOVE, VERIFY_BELOW
+from retrieval.dedup.groups import BACKGROUND_RANK, MIN_ALIGNMENT, VERIFY_ABOVE, VERIFY_BELOW
+from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 from retrieval.dedup.verify import MIN_EDGE_CORRELATION
 from retrieval.searching.searcher import SearchIndex
 

@@ -26,7 +26,8 @@ from bench.dedup_quality import run
 from bench.dedup_scoring import best_over_thresholds, embed_folder, folder_verifier, scorer
 from bench.neardup_eval import pairwise_prf
 from moco.export import read_spec
-from retrieval.dedup.groups import BACKGROUND_RANK, THRESHOLD_PRESETS
+from retrieval.dedup.groups import BACKGROUND_RANK
+from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 from retrieval.searching.searcher import SearchIndex
 
 RESULTS = Path(__file__).parent / "results"

@@ -18,6 +18,7 @@ import typer
 
 from moco.filenames import printable
 from retrieval.commands.bars import stderr_bars
+from retrieval.commands.options import given
 from retrieval.commands.outputs import check_output_file, write_text_file
 
 if TYPE_CHECKING:
@@ -37,16 +38,17 @@ def register(app: typer.Typer) -> None:
 
 def dedup(
     index_dir: Path = typer.Option(..., "--index", help="Index folder (indexes/NAME)."),
-    threshold: str = typer.Option(
-        "default",
+    threshold: str | None = typer.Option(
+        None,
         "--threshold",
-        help="Preset (exact | strict | default | loose) or a score in (-1, 1]: the cosine normalised against"
-        " each image's nearest neighbours (0 = as close as a typical neighbour, 1 = identical).",
+        help="Preset (exact | strict | default | loose; default: default) or a score in (-1, 1]: the cosine"
+        " normalised against each image's nearest neighbours (0 = as close as a typical neighbour, 1 = identical).",
     ),
-    keeper: str = typer.Option(
-        "pixels,size,oldest,shortest_path",
+    keeper: str | None = typer.Option(
+        None,
         "--keeper",
-        help="Which copy to keep, keys in order: pixels, size, oldest | newest, shortest_path.",
+        help="Which copy to keep, keys in order: pixels, size, oldest | newest, shortest_path"
+        " (default: pixels,size,oldest,shortest_path).",
     ),
     fmt: str = typer.Option("table", "--format", help="table | json | csv"),
     output: Path | None = typer.Option(None, "--output", help="Write the groups to FILE instead of stdout."),
@@ -58,7 +60,7 @@ def dedup(
     calibrate: bool = typer.Option(
         False, "--calibrate", help="Print a histogram of each image's best-neighbour score, presets marked."
     ),
-    k: int = typer.Option(32, "-k", "--k", min=1, help="Neighbours searched per file."),
+    k: int | None = typer.Option(None, "-k", "--k", help="Neighbours searched per file (default 32)."),
     verify: bool = typer.Option(
         True,
         "--verify/--no-verify",
@@ -69,28 +71,29 @@ def dedup(
     """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""
     from retrieval.dedup.groups import KeeperRule
     from retrieval.dedup.run import DedupConfig, find_duplicates
+    from retrieval.dedup.threshold import Threshold
     from retrieval.errors import InputError
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if apply and move_to is None:
-        raise InputError("--apply needs --move-to DIR: duplicates are moved aside, never deleted")
-    if calibrate and (move_to is not None or report is not None):
-        raise InputError("--calibrate only prints a histogram; run again without it to --move-to or --report")
+    if calibrate and report is not None:
+        raise InputError("--calibrate only prints a histogram; run again without it to --report")
     for path, option in ((output, "--output"), (report, "--report")):
         if path is not None:
             check_output_file(path, option)
     with stderr_bars() as bars:
         cfg = DedupConfig(
             index=index_dir,
-            threshold=threshold,
-            keeper=KeeperRule.parse(keeper).keys,
             move_to=move_to,
             apply=apply,
             calibrate=calibrate,
-            k=k,
             verify=verify,
             progress=bars,
+            **given(
+                threshold=None if threshold is None else Threshold.parse(threshold),
+                keeper=None if keeper is None else KeeperRule.parse(keeper),
+                k=k,
+            ),
         )
         result = find_duplicates(cfg)
 

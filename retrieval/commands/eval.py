@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from retrieval.commands.bars import stderr_bars
+from retrieval.commands.options import given
 
 if TYPE_CHECKING:
     from retrieval.evaluate.dedup import DedupEvalResult
@@ -46,11 +47,6 @@ FormatOpt = typer.Option("table", "--format", help="table | json | csv")
 DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda | mps (for embedding queries and --compare).")
 
 
-def _given(**kw: Any) -> dict[str, Any]:  # noqa: ANN401
-    """The options the person set: the rest fall back to the library config's defaults."""
-    return {k: v for k, v in kw.items() if v is not None}
-
-
 def _check_format(fmt: str) -> None:
     from retrieval.errors import InputError
 
@@ -77,7 +73,7 @@ def knn(
     _check_format(fmt)
     with stderr_bars() as bars:
         cfg = KnnEvalConfig(
-            index=index_dir, compare=compare, progress=bars, **_given(k=k, temperature=temperature, device=device)
+            index=index_dir, compare=compare, progress=bars, **given(k=k, temperature=temperature, device=device)
         )
         result = evaluate_knn(cfg)
     typer.echo(format_knn(result, fmt), nl=False)
@@ -100,6 +96,7 @@ def dedup(
 ) -> None:
     """Pairwise precision / recall / F1 of `retrieval dedup`'s groups against true groups; best F1 and PR curve."""
     from retrieval.commands.outputs import check_output_file
+    from retrieval.dedup.threshold import Threshold
     from retrieval.evaluate.dedup import DedupEvalConfig, evaluate_dedup
 
     _check_format(fmt)
@@ -111,7 +108,12 @@ def dedup(
             truth=truth,
             compare=compare,
             progress=bars,
-            **_given(threshold=threshold, verify=verify, plot=plot, device=device),
+            **given(
+                threshold=None if threshold is None else Threshold.parse(threshold),
+                verify=verify,
+                plot=plot,
+                device=device,
+            ),
         )
         result = evaluate_dedup(cfg)
     _echo_missing(result.missing, truth)
@@ -133,9 +135,7 @@ def pairs(
 
     _check_format(fmt)
     with stderr_bars() as bars:
-        cfg = PairsEvalConfig(
-            index=index_dir, pairs=pairs_file, compare=compare, progress=bars, **_given(device=device)
-        )
+        cfg = PairsEvalConfig(index=index_dir, pairs=pairs_file, compare=compare, progress=bars, **given(device=device))
         result = evaluate_pairs(cfg)
     _echo_missing(result.missing, pairs_file)
     typer.echo(format_pairs(result, fmt), nl=False)
@@ -234,7 +234,7 @@ def format_dedup(r: DedupEvalResult, fmt: str) -> str:
         "truth": str(r.config.truth),
         "true_groups": r.true_groups,
         "missing": _missing_doc(r.missing),
-        "settings": {"threshold": r.config.threshold, "verify": r.config.verify},
+        "settings": {"threshold": str(r.config.threshold), "verify": r.config.verify},
         "methods": [
             {
                 "method": m.method,

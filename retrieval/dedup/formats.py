@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Mapping, Sequence
 
 from moco.filenames import printable
-from retrieval.dedup.groups import THRESHOLD_PRESETS, Group
+from retrieval.dedup.groups import Group
+from retrieval.dedup.threshold import SCORE_PRESETS
 
 
 def format_histogram(
@@ -23,7 +23,7 @@ def format_histogram(
     if not histogram:
         return "(no similarities)"
     if marks is None:
-        marks = {name: t for name, t in THRESHOLD_PRESETS.items() if math.isfinite(t)}
+        marks = SCORE_PRESETS
     peak = max(count for _, _, count in histogram) or 1
     lines = []
     last = len(histogram) - 1
@@ -51,7 +51,7 @@ def groups_to_json(groups: Sequence[Group], threshold: float | None) -> dict:
     """{"threshold": t or null (exact only), "groups": [{"keep", "duplicates": [{path, score, kind}]}]}.
     Paths are exact: a non-UTF-8 name keeps its bytes as `\\udcNN` escapes (json.dumps' default), which
     `os.fsencode(json.loads(...))` turns back into the name on disk."""
-    t = None if threshold is None or not math.isfinite(threshold) else float(threshold)
+    t = None if threshold is None else float(threshold)
     return {
         "threshold": t,
         "groups": [

@@ -43,20 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Thresholds on the normalised score (see `normalised_scores`: 0 = as close as an image's 5th nearest
-# neighbour, 1 = identical), which is what `retrieval dedup` thresholds. "default" is near the best-F1
-# threshold on a second near-duplicate folder (bench/neardup_data.py with seed 1: other clip art, other edits),
-# held out from the seed-0 folder that bench/dedup_quality.py reports on (docs/BENCHMARKS.md); "strict" keeps
-# precision above 0.9 there.
-# "exact" is hash-only: math.inf, which no score can reach; resolve_threshold() maps it to None.
+# Normalised scores: each image's background is its cosine to its BACKGROUND_RANK-th nearest neighbour (see
+# `normalised_scores`). The threshold presets, and parsing the person's text: `retrieval.dedup.threshold`.
 BACKGROUND_RANK = 5
-EXACT_ONLY = math.inf
-THRESHOLD_PRESETS: dict[str, float] = {
-    "exact": EXACT_ONLY,
-    "strict": 0.40,
-    "default": 0.28,
-    "loose": 0.0,
-}
 # Verification (`find_groups(verify=..., geometry=...)`, `retrieval.dedup.pair_checks`): every candidate pair
 # (score >= t - VERIFY_BELOW) is checked against its pictures, and what decides depends on where its score s lies:
 #   s >= t + VERIFY_ABOVE               the score, unless a picture is plain (then geometry must match)
@@ -89,22 +78,6 @@ def candidate_floor(threshold: float, verify: bool) -> float:
 
 
 DuplicateKind = Literal["exact", "near"]
-
-
-def resolve_threshold(value: str) -> float | None:
-    """A preset name or a score in (-1, 1] -> the threshold; None means exact (hash-only) duplicates."""
-    text = value.strip().lower()
-    if text in THRESHOLD_PRESETS:
-        preset = THRESHOLD_PRESETS[text]
-        return None if math.isinf(preset) else preset
-    try:
-        threshold = float(text)
-    except ValueError:
-        names = ", ".join(THRESHOLD_PRESETS)
-        raise InputError(f"threshold {value!r}: expected one of {names} or a number in (-1, 1]") from None
-    if not -1.0 < threshold <= 1.0:  # also rejects nan
-        raise InputError(f"threshold {value!r}: a score threshold must be in (-1, 1]")
-    return threshold
 
 
 @dataclass(frozen=True)
@@ -434,7 +407,7 @@ def find_groups(
     The score is the cosine similarity, or with `background_rank` r > 0 the normalised score of
     `normalised_scores`, whose background is each image's cosine to its r-th nearest neighbour.
 
-    `threshold` None (or above 1) finds exact duplicates only. Up to `k` neighbours are searched per
+    `threshold` None finds exact duplicates only. Up to `k` neighbours are searched per
     file, in batches of `batch_size` queries; a cluster larger than k may come back split in two.
     `index` is an optional FAISS index over the same rows (ids = record ids); it is only used to
     find candidates and backgrounds, scores are always exact cosines (normalised against them).
@@ -459,7 +432,7 @@ def find_groups(
 
     groups: list[Group] = []
     grouped: set[int] = set()
-    if threshold is not None and threshold <= 1.0 and stage.reps.size > 1:
+    if threshold is not None and stage.reps.size > 1:
         floor = candidate_floor(threshold, verify is not None)
         pairs = near_pairs(
             xb,

@@ -10,7 +10,6 @@ import base64
 import html
 import io
 import logging
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -91,7 +90,7 @@ def render_report(
     if thumb_size < 16:
         raise ValueError(f"thumb_size must be >= 16, got {thumb_size}")
     root = Path(root)
-    exact_only = threshold is None or not math.isfinite(threshold)
+    exact_only = threshold is None
     score_name = f"normalised score (background: rank-{background_rank} neighbour)" if background_rank else "cosine"
     t_text = "exact duplicates only" if exact_only else f"{score_name} &ge; {threshold:.4f}"
     n_dups = sum(len(g.duplicates) for g in groups)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,18 +16,16 @@ from moco.progress import Progress
 from retrieval.dedup.cell_join import BACKGROUND_RECALL, PAIR_RECALL, KnnTable, choose_nprobe, self_join, train_cells
 from retrieval.dedup.groups import (
     BACKGROUND_RANK,
-    DEFAULT_KEEPER_KEYS,
-    THRESHOLD_PRESETS,
     Group,
     KeeperRule,
     calibration_histogram,
     candidate_floor,
     find_groups,
     normalised_scores,
-    resolve_threshold,
 )
 from retrieval.dedup.moves import MovePlan, MoveReport, UndoReport, apply_moves, plan_moves, undo_moves
 from retrieval.dedup.near_pairs import SCORE_SLACK
+from retrieval.dedup.threshold import DEFAULT_THRESHOLD, SCORE_PRESETS, Threshold, check_threshold
 from retrieval.errors import InputError
 from retrieval.searching.searcher import SearchIndex
 
@@ -43,22 +40,22 @@ _DEDUP_BATCH = 4096
 class DedupConfig:
     """`retrieval dedup`: duplicate groups in the folder indexed at `index`; optionally move them aside.
 
-    `threshold` is a preset name (see `dedup.THRESHOLD_PRESETS`; "exact" = identical bytes only) or a
-    score in (-1, 1]: with `background_rank` r > 0 (the default) the cosine normalised against each
-    image's r-th nearest neighbour (`dedup.normalised_scores`: 0 = as close as that, 1 = identical),
-    with r = 0 the plain cosine similarity. `keeper` orders the keys that choose the copy to keep.
-    Without `move_to` nothing is planned; with `move_to` and not `apply` the moves are planned (a dry
-    run); with `apply` they are made and logged for `undo`. `calibrate` only measures each file's
-    nearest-neighbour score (no groups, no moves). `k` neighbours are searched per file. With `verify`,
-    pairs scoring near the threshold are decided by whether their pictures line up (`retrieval.dedup.verify`;
-    the files are read again for this, their thumbnails kept in the index folder for the next run:
-    `retrieval.dedup.verify_cache`), see `dedup.find_groups`; with `local_features` also by ORB keypoints
-    agreeing on one similarity (`retrieval.dedup.local_features`).
+    `threshold` is a preset (`retrieval.dedup.threshold`; "exact" = identical bytes only) or a score in
+    (-1, 1], parsed from the person's text by `Threshold.parse`: with `background_rank` r > 0 (the default)
+    the cosine normalised against each image's r-th nearest neighbour (`dedup.normalised_scores`: 0 = as
+    close as that, 1 = identical), with r = 0 the plain cosine similarity. `keeper` chooses the copy to
+    keep (`KeeperRule.parse`). Without `move_to` nothing is planned; with `move_to` and not `apply` the
+    moves are planned (a dry run); with `apply` they are made and logged for `undo`. `calibrate` only
+    measures each file's nearest-neighbour score (no groups, no moves). `k` neighbours are searched per
+    file. With `verify`, pairs scoring near the threshold are decided by whether their pictures line up
+    (`retrieval.dedup.verify`; the files are read again for this, their thumbnails kept in the index folder
+    for the next run: `retrieval.dedup.verify_cache`), see `dedup.find_groups`; with `local_features` also
+    by ORB keypoints agreeing on one similarity (`retrieval.dedup.local_features`).
     """
 
     index: Path
-    threshold: str = "default"
-    keeper: tuple[str, ...] = DEFAULT_KEEPER_KEYS
+    threshold: Threshold = DEFAULT_THRESHOLD
+    keeper: KeeperRule = KeeperRule()
     move_to: Path | None = None
     apply: bool = False
     calibrate: bool = False
@@ -69,26 +66,17 @@ class DedupConfig:
     progress: Progress | None = field(default=None, compare=False, repr=False)  # verifying; the CLI shows bars
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "keeper", tuple(self.keeper))
-        self.threshold_value  # noqa: B018  (validates: InputError for an unknown preset or a bad number)
-        self.keeper_rule  # noqa: B018  (validates the keys)
+        check_threshold(self.threshold)
+        if not isinstance(self.keeper, KeeperRule):
+            raise TypeError(f"keeper must be a KeeperRule (KeeperRule.parse(text)), got {self.keeper!r}")
         if self.k < 1:
             raise InputError(f"Illegal k {self.k}: must be >= 1")
         if self.background_rank < 0:
             raise InputError(f"Illegal background_rank {self.background_rank}: must be >= 0")
         if self.apply and self.move_to is None:
             raise InputError("apply needs a move-to folder (--move-to DIR): duplicates are moved, never deleted")
-        if self.apply and self.calibrate:
-            raise InputError("calibrate only measures similarities; it cannot be combined with apply")
-
-    @property
-    def threshold_value(self) -> float | None:
-        """The score threshold; None means exact (same bytes) duplicates only."""
-        return resolve_threshold(self.threshold)
-
-    @property
-    def keeper_rule(self) -> KeeperRule:
-        return KeeperRule(self.keeper)
+        if self.calibrate and self.move_to is not None:
+            raise InputError("calibrate only measures similarities; run again without it to move duplicates")
 
 
 @dataclass(frozen=True)
@@ -211,7 +199,7 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
     can fix (no such index, a bad threshold, a move-to folder inside the indexed one). `index` may be
     passed in to reuse one already open (the app); by default it is loaded from `cfg.index`."""
     t0 = time.perf_counter()
-    threshold = cfg.threshold_value
+    threshold = cfg.threshold.score
     index = index if index is not None else SearchIndex.open(Path(cfg.index))
     root = index.root
     logger.info("%d files in %s (%s index)", len(index), cfg.index, index.manifest.kind)
@@ -225,7 +213,7 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
     )
 
     if cfg.calibrate:
-        loosest = min(t for t in THRESHOLD_PRESETS.values() if math.isfinite(t))
+        loosest = min(SCORE_PRESETS.values())
         loosest = loosest if threshold is None else min(loosest, threshold)
         table = neighbour_table(index, loosest, 1, cfg.background_rank, every_file=True)
         scores = nearest_neighbour_scores(index, cfg.background_rank, table)  # (N,)
@@ -254,7 +242,7 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
                 index.records,
                 index.vectors,
                 threshold,
-                keeper=cfg.keeper_rule,
+                keeper=cfg.keeper,
                 k=cfg.k,
                 index=table,
                 root=root,
@@ -298,7 +286,7 @@ def undo(log: Path) -> UndoReport:
 
 def threshold_marks(threshold: float | None) -> dict[str, float]:
     """The presets to mark on a calibration histogram, plus a custom threshold when one was given."""
-    marks = {name: t for name, t in THRESHOLD_PRESETS.items() if math.isfinite(t)}
+    marks = dict(SCORE_PRESETS)
     if threshold is not None and threshold not in marks.values():
         marks["chosen"] = threshold
     return marks

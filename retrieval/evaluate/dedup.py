@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from moco.progress import Progress
-from retrieval.dedup.groups import BACKGROUND_RANK, find_groups, resolve_threshold
+from retrieval.dedup.groups import BACKGROUND_RANK, find_groups
 from retrieval.dedup.run import DedupConfig, find_duplicates, neighbour_table
+from retrieval.dedup.threshold import DEFAULT_THRESHOLD, Threshold, check_threshold
 from retrieval.errors import InputError
 from retrieval.evaluate.metrics import CurvePoint, PairwiseScore, best_f1, pairwise_prf, precision_recall_curve
 from retrieval.evaluate.phash import MAX_DISTANCE, hamming_pairs, hash_files
@@ -33,12 +34,13 @@ PHASH_DISTANCES = tuple(range(0, 33, 2))  # bits
 
 @dataclass(frozen=True)
 class DedupEvalConfig:
-    """`retrieval eval dedup`: groups at `threshold` (a preset or a score, as `retrieval dedup --threshold`)
-    against the true groups in `truth`; the curve over `curve_thresholds`; a PNG of it at `plot`."""
+    """`retrieval eval dedup`: groups at `threshold` (a preset or a score: `Threshold.parse`, as
+    `retrieval dedup --threshold`) against the true groups in `truth`; the curve over `curve_thresholds`;
+    a PNG of it at `plot`."""
 
     index: Path
     truth: Path
-    threshold: str = "default"
+    threshold: Threshold = DEFAULT_THRESHOLD
     verify: bool = True
     curve_thresholds: tuple[float, ...] = CURVE_THRESHOLDS
     phash_distance: int = MAX_DISTANCE
@@ -49,7 +51,7 @@ class DedupEvalConfig:
     progress: Progress | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        resolve_threshold(self.threshold)  # InputError for an unknown preset or a bad number
+        check_threshold(self.threshold)
         if not self.curve_thresholds or not self.phash_distances:
             raise InputError("the curve needs at least one threshold and one PHash distance")
 

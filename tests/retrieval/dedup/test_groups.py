@@ -16,7 +16,6 @@ import pytest
 from moco.errors import InputError
 from retrieval.dedup.formats import format_histogram, groups_to_csv, groups_to_json, groups_to_table
 from retrieval.dedup.groups import (
-    THRESHOLD_PRESETS,
     Duplicate,
     Group,
     KeeperRule,
@@ -25,9 +24,9 @@ from retrieval.dedup.groups import (
     find_groups,
     nearest_neighbour_similarities,
     normalised_scores,
-    resolve_threshold,
     same_file,
 )
+from retrieval.dedup.threshold import THRESHOLD_PRESETS
 from retrieval.records import FileRecord
 
 
@@ -59,24 +58,6 @@ def assert_keeper_invariant(groups, records, vectors, threshold, keeper=KeeperRu
                 assert d.score >= threshold
     seen = [r.id for g in groups for r in g.records]
     assert len(seen) == len(set(seen)), "a file is in two groups"
-
-
-# --- thresholds --------------------------------------------------------------------------------------
-
-
-def test_resolve_threshold_presets_and_numbers():
-    assert resolve_threshold("default") == THRESHOLD_PRESETS["default"]
-    assert resolve_threshold("STRICT") == THRESHOLD_PRESETS["strict"]
-    assert resolve_threshold("exact") is None
-    assert resolve_threshold("0.85") == 0.85
-    assert resolve_threshold("1") == 1.0
-    assert THRESHOLD_PRESETS["strict"] > THRESHOLD_PRESETS["default"] > THRESHOLD_PRESETS["loose"]
-
-
-@pytest.mark.parametrize("bad", ["abc", "1.5", "-1", "nan", "", "0.9x"])
-def test_resolve_threshold_rejects_bad_values(bad):
-    with pytest.raises(InputError, match="threshold"):
-        resolve_threshold(bad)
 
 
 # --- keeper rule -------------------------------------------------------------------------------------
@@ -420,7 +401,6 @@ def test_groups_to_json_schema_is_exact():
         for d in g["duplicates"]:
             assert set(d) == {"path", "score", "kind"} and d["kind"] in ("exact", "near")
     assert groups_to_json([], None) == {"threshold": None, "groups": []}
-    assert groups_to_json([], math.inf)["threshold"] is None  # never an invalid JSON Infinity
 
 
 def test_groups_to_csv_and_table():

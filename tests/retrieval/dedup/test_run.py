@@ -4,14 +4,13 @@ every index kind gives the groups of a brute-force oracle, calibration, config v
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from retrieval.dedup import cell_join
-from retrieval.dedup.groups import BACKGROUND_RANK, THRESHOLD_PRESETS, KeeperRule, find_groups, normalised_scores
+from retrieval.dedup.groups import BACKGROUND_RANK, KeeperRule, find_groups, normalised_scores
 from retrieval.dedup.run import (
     DedupConfig,
     find_duplicates,
@@ -19,6 +18,7 @@ from retrieval.dedup.run import (
     threshold_marks,
     undo,
 )
+from retrieval.dedup.threshold import THRESHOLD_PRESETS, Threshold
 from retrieval.errors import IndexError_, InputError
 from retrieval.indexing.faiss_index import build_index
 from retrieval.indexing.generations import write_generation
@@ -27,7 +27,7 @@ from retrieval.searching.searcher import SearchIndex
 
 N, D = 300, 16
 PLANTED = 20  # originals 0..19, each with one near copy at cosine ~0.97
-THRESHOLD = "0.8"  # normalised scores: planted pairs >= 0.90, every other pair <= 0.63 (rank 5)
+THRESHOLD = Threshold(0.8)  # normalised scores: planted pairs >= 0.90, every other pair <= 0.63 (rank 5)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -97,7 +97,7 @@ def test_every_index_kind_finds_the_oracle_groups(tmp_path, kind, cell_size, mon
     records, x = write_index(tmp_path / "idx", tmp_path / "photos", kind)
     result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD))
     assert result.background_rank == BACKGROUND_RANK > 0
-    oracle = find_groups(records, x, float(THRESHOLD), background_rank=BACKGROUND_RANK)  # exact k-NN
+    oracle = find_groups(records, x, THRESHOLD.score, background_rank=BACKGROUND_RANK)  # exact k-NN
     _, _, truth = synthetic()
     assert as_sets(result.groups) == as_sets(oracle)
     assert {frozenset(r.id for r in g.records) for g in result.groups} == truth
@@ -117,7 +117,7 @@ def test_every_index_kind_finds_the_oracle_groups(tmp_path, kind, cell_size, mon
 
 def test_background_rank_zero_thresholds_the_plain_cosine(tmp_path):
     records, x = write_index(tmp_path / "idx", tmp_path / "photos", "ivf")
-    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="0.95", background_rank=0))
+    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=Threshold(0.95), background_rank=0))
     _, _, truth = synthetic()
     assert {frozenset(r.id for r in g.records) for g in result.groups} == truth
     for g in result.groups:
@@ -150,13 +150,13 @@ def test_calibrate_histogram_counts_every_file_and_marks_presets(tmp_path):
     high = sum(n for lo, _, n in result.histogram if lo >= 0.8 - 1e-9)
     assert high == int((nn >= 0.8).sum()) == 2 * PLANTED
     marks = threshold_marks(result.threshold)
-    assert marks == {k: v for k, v in THRESHOLD_PRESETS.items() if math.isfinite(v)}
+    assert marks == {k: v for k, v in THRESHOLD_PRESETS.items() if v is not None}
     assert threshold_marks(0.42)["chosen"] == 0.42
 
 
 def test_exact_threshold_gives_no_near_groups(tmp_path):
     write_index(tmp_path / "idx", tmp_path / "photos", "flat")
-    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold="exact"))
+    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=Threshold.preset("exact")))
     assert result.threshold is None and result.groups == ()
 
 
@@ -194,11 +194,9 @@ def test_apply_then_undo(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"threshold": "medium"}, "threshold"),
-        ({"threshold": "1.5"}, "threshold"),
-        ({"keeper": ("pixels", "colour")}, "keeper"),
         ({"apply": True}, "move-to"),
         ({"apply": True, "move_to": Path("x"), "calibrate": True}, "calibrate"),
+        ({"move_to": Path("x"), "calibrate": True}, "calibrate"),
         ({"k": 0}, "k"),
         ({"background_rank": -1}, "background_rank"),
     ],
@@ -208,10 +206,21 @@ def test_config_is_validated(kwargs, needle):
         DedupConfig(index=Path("idx"), **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"threshold": "default"}, {"threshold": "0.5"}, {"threshold": 0.5}, {"threshold": None}, {"keeper": ("size",)}],
+)
+def test_config_takes_parsed_values_never_raw_text(kwargs):
+    """The CLI and the app parse the person's text once (Threshold.parse, KeeperRule.parse); the config refuses
+    anything else, so the library never parses again."""
+    with pytest.raises(TypeError, match="Threshold|KeeperRule"):
+        DedupConfig(index=Path("idx"), **kwargs)
+
+
 def test_config_defaults():
     cfg = DedupConfig(index=Path("idx"))
-    assert cfg.threshold_value == THRESHOLD_PRESETS["default"]
-    assert cfg.keeper_rule == KeeperRule()
+    assert cfg.threshold == Threshold.parse("default") and cfg.threshold.score == THRESHOLD_PRESETS["default"]
+    assert cfg.keeper == KeeperRule()
     assert (cfg.move_to, cfg.apply, cfg.calibrate, cfg.k) == (None, False, False, 32)
     assert cfg.background_rank == BACKGROUND_RANK
 

@@ -27,6 +27,7 @@ from retrieval.dedup.groups import (
 )
 from retrieval.dedup.pair_checks import PairEvidence, is_plain, thumbnail_evidence
 from retrieval.dedup.run import DedupConfig, find_duplicates
+from retrieval.dedup.threshold import Threshold
 from retrieval.dedup.verify import alignment, alignments, canonical_thumbnail
 from retrieval.records import FileRecord
 from tests.retrieval.conftest import crop, scene
@@ -199,10 +200,10 @@ def test_find_duplicates_verifies_the_indexed_files(planted_index):
     """End to end on real files: exactly the planted copies group with their original, whatever the tiny
     random encoder's scores; --no-verify uses scores alone."""
     index_dir, _ = planted_index
-    result = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8))
+    result = find_duplicates(DedupConfig(index=index_dir, threshold=Threshold(0.3), k=8))
     assert [sorted(r.path for r in g.records) for g in result.groups] == [["a-crop.png", "a-mirror.png", "a.png"]]
     assert all(d.alignment is not None and d.alignment >= MIN_ALIGNMENT for d in result.groups[0].duplicates)
-    unverified = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8, verify=False))
+    unverified = find_duplicates(DedupConfig(index=index_dir, threshold=Threshold(0.3), k=8, verify=False))
     assert all(d.alignment is None for g in unverified.groups for d in g.duplicates)
 
 
@@ -212,9 +213,9 @@ def test_a_file_gone_since_indexing_is_decided_by_its_score(planted_index, caplo
     index_dir, photos = planted_index
     (photos / "a-crop.png").unlink()
     with caplog.at_level("WARNING", logger="retrieval.dedup.groups"):
-        groups = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8)).groups
+        groups = find_duplicates(DedupConfig(index=index_dir, threshold=Threshold(0.3), k=8)).groups
     assert any("not verified" in r.getMessage() for r in caplog.records)
-    plain = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8, verify=False)).groups
+    plain = find_duplicates(DedupConfig(index=index_dir, threshold=Threshold(0.3), k=8, verify=False)).groups
     by_score = {p for g in plain for p in (r.path for r in g.records)}  # what the score alone groups
     members = {r.path: g for g in groups for r in g.records}
     assert ("a-crop.png" in members) == ("a-crop.png" in by_score)

@@ -8,6 +8,7 @@ import pytest
 
 from retrieval.dedup import verify_cache
 from retrieval.dedup.run import DedupConfig, find_duplicates
+from retrieval.dedup.threshold import Threshold
 from retrieval.dedup.verify import THUMB_SIDE
 from retrieval.dedup.verify_cache import CACHE_NAME, ThumbnailCache
 
@@ -40,7 +41,7 @@ def test_a_thumbnail_made_another_way_is_not_used(tmp_path, monkeypatch):
 
 
 def groups_of(index_dir) -> list[tuple[str, tuple[tuple[str, float | None], ...]]]:
-    result = find_duplicates(DedupConfig(index=index_dir, threshold="0.3", k=8))
+    result = find_duplicates(DedupConfig(index=index_dir, threshold=Threshold(0.3), k=8))
     return [(g.keep.path, tuple((d.record.path, d.alignment) for d in g.duplicates)) for g in result.groups]
 
 
