@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,12 +70,54 @@ def training_folder(data: Path, work: Path, every: int = 1) -> Path:
     return folder
 
 
+class Snapshots:
+    """A progress callback that keeps a copy of the run's latest checkpoint when the training clock passes each
+    of `minutes` (so one long run also gives the curve's shorter points). The copy is the checkpoint written last,
+    at most `checkpoint_every` steps before the mark; its step is recorded."""
+
+    def __init__(self, run_dir: Path, minutes: list[float]) -> None:
+        self.run_dir, self.todo, self.taken = run_dir, sorted(minutes), []
+        self.t0: float | None = None
+
+    def __call__(self, stage: str, done: int, total: int | None, status: dict | None = None) -> None:
+        if stage != "training":
+            return
+        now = time.monotonic()
+        self.t0 = self.t0 if self.t0 is not None else now
+        while self.todo and now - self.t0 >= self.todo[0] * 60:
+            minute = self.todo.pop(0)
+            src = self.run_dir / "checkpoint.pt"
+            if not src.exists():
+                continue
+            dst = self.run_dir / f"snapshot-{minute:g}min.pt"
+            shutil.copyfile(src, dst)
+            step = torch.load(dst, map_location="cpu", weights_only=True)["step"]
+            self.taken.append({"minute": minute, "step": step, "file": str(dst)})
+
+
+def export_snapshot(ckpt: Path, final_encoder: Path, out_dir: Path) -> Path:
+    """The query backbone of a snapshot checkpoint, exported with the final encoder's spec (its step noted)."""
+    from moco.export import EncoderSpec, export_encoder, read_spec
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    prefix = "encoder_q.backbone."
+    backbone = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    spec = dataclasses.asdict(read_spec(final_encoder))
+    spec["trained"] = {**(spec.get("trained") or {}), "steps": state["step"]}
+    spec.pop("sha256", None)
+    export_encoder(backbone, None, EncoderSpec(**spec), out_dir)
+    return out_dir
+
+
 def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict) -> dict:
     import moco.devices
     from moco.config import MoCoConfig, TrainConfig
     from moco.train import fit
 
     over = dict(overrides)
+    snaps = Snapshots(run_dir, over.pop("snapshot_minutes", []))
+    if snaps.todo:
+        over.setdefault("checkpoint_every", 50)
     if over.pop("force_cpu_bf16", False):  # bf16 autocast on this CPU whatever its kind (the fp32/bf16 check)
         moco.devices.CPU_BF16_TRAIN = (moco.devices.cpu_bf16_kind(),)
     mkw = {k: over.pop(k) for k in list(over) if k in MoCoConfig.__dataclass_fields__}
@@ -90,7 +133,7 @@ def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict)
         **over,
     )
     t = time.monotonic()
-    r = fit(cfg)
+    r = fit(cfg, snaps if snaps.todo else None)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     health = [row for row in rows if "epoch_end" in row]
     seconds = budget_min * 60 if r.stopped == "time budget" else max(row.get("elapsed_s", 1e-9) for row in rows)
@@ -107,6 +150,7 @@ def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict)
         "last_health": health[-1] if health else None,
         "verdict": dataclasses.asdict(r.verdict) if r.verdict is not None else None,
         "loss_curve": [[row["step"], row["loss"]] for row in rows if "loss" in row],
+        "snapshots": snaps.taken,
     }
 
 
@@ -214,6 +258,12 @@ def main() -> None:
     ap.add_argument("--clip-every", type=int, default=4, help="score every Nth clip-art image of each category")
     ap.add_argument("--emoji-every", type=int, default=3, help="score every Nth emoji pair (gallery: their images)")
     ap.add_argument("--score-threads", type=int, default=1, help="torch threads while scoring (1: best under load)")
+    ap.add_argument(
+        "--snapshots",
+        default="",
+        help="minutes, comma-separated: also score each run's checkpoint at these points of its clock (one long run"
+        " gives the shorter points; its lr schedule spans the whole budget)",
+    )
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -230,6 +280,7 @@ def main() -> None:
     new = {k: v for k, v in device_defaults("cpu").items() if k not in ("epochs", "time_budget_min")}
     settings = json.loads(a.settings) if a.settings else {"old defaults": OLD_DEFAULTS, "new defaults": new}
     budgets = [float(b) for b in a.budgets.split(",")]
+    snapshot_minutes = [float(m) for m in a.snapshots.split(",") if m]
     work = a.work or Path(tempfile.mkdtemp(prefix="bench-curve-"))
     work.mkdir(parents=True, exist_ok=True)
     start = machine_info()
@@ -254,7 +305,9 @@ def main() -> None:
             run.mkdir(parents=True, exist_ok=True)
             if not (run / "cache").exists():
                 (run / "cache").symlink_to(work / "cache")
-            procs.append((b, name, run, spawn(run, images, b, settings[name])))
+            snap = [m for m in snapshot_minutes if m < b]
+            over = {**settings[name], "snapshot_minutes": snap} if snap else settings[name]
+            procs.append((b, name, run, spawn(run, images, b, over)))
         # shortest budgets first: each run is scored as soon as it ends, while the longer ones still train
         for b, name, run, p in sorted(procs, key=lambda t: t[0]):
             out, err = p.communicate()
@@ -263,6 +316,15 @@ def main() -> None:
             rec = {"setting": name, "budget_min": b, "overrides": settings[name]}
             rec |= json.loads(out.strip().splitlines()[-1])
             rec["run"] = str(run)
+            for snap in rec.pop("snapshots", []):  # the shorter points of this run's clock
+                enc = export_snapshot(Path(snap["file"]), run, run / f"encoder-{snap['minute']:g}min")
+                srec = {**rec, "budget_min": snap["minute"], "steps": snap["step"], "snapshot_of_min": b}
+                srec["pairs"] = snap["step"] * srec["pairs"] // max(1, rec["steps"])
+                srec["img_per_s"] = srec["pairs"] / (snap["minute"] * 60)
+                srec.pop("loss_curve", None)
+                srec.update(scorer.score(enc, not a.no_emoji))
+                print(json.dumps(srec), file=sys.stderr, flush=True)
+                rows.append(srec)
             rec.update(scorer.score(run, not a.no_emoji))
             print(json.dumps({k: v for k, v in rec.items() if k != "loss_curve"}), file=sys.stderr, flush=True)
             rows.append(rec)
