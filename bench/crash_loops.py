@@ -1,7 +1,8 @@
 """Crash consistency loops: SIGKILL `retrieval index` and `retrieval dedup --apply` at random moments.
 
 `index`: each round changes the folder (new files, a deleted one), starts `retrieval index`, kills it at a
-random moment of its work (after its first output, up to the length of an uninterrupted run), then checks
+random moment of its work (timed from the moment its resume cache `work/` appears, which is when the index
+folder starts to change, up to the length of that part of an uninterrupted run), then checks
 that the index loads and holds exactly the old or the new folder (paths and content hashes), that catalog
 ids and FAISS ids agree (every vector finds its own id first), that the next run completes with the new
 folder, and that it leaves one generation and no resume cache behind.
@@ -21,7 +22,6 @@ import argparse
 import hashlib
 import os
 import random
-import select
 import shutil
 import signal
 import subprocess
@@ -48,6 +48,8 @@ class Tally:
     outcomes: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what a round saw that is odd but broke no promise
+    window_s: float = 0.0  # index loop: how long an uninterrupted run works after its resume cache appears
 
 
 def _image(path: Path, seed: int) -> None:
@@ -73,16 +75,17 @@ def _encoder(work: Path) -> Path:
 
 
 def _start(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=REPO, env=_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(argv, cwd=REPO, env=_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait_first_output(proc: subprocess.Popen, timeout: float = 120.0) -> float:
-    """Block until the process writes to stderr (its imports and model load are done); the time it took."""
-    t0 = time.monotonic()
-    ready, _, _ = select.select([proc.stderr], [], [], timeout)
-    if ready:
-        os.read(proc.stderr.fileno(), 1)
-    return time.monotonic() - t0
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
+    """Poll (1 ms) until `path` exists; False when the process ended or the timeout passed first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 def _kill(proc: subprocess.Popen) -> bool:
@@ -91,7 +94,6 @@ def _kill(proc: subprocess.Popen) -> bool:
     if alive:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
-    proc.stderr.close()
     return alive
 
 
@@ -139,20 +141,21 @@ def index_kill_loop(work: Path, kills: int, seed: int = 0) -> Tally:
         (root / f"p{names.pop(0)}.png").unlink()
         return _tree(root)
 
-    # one uninterrupted round, to know how long the work after the first output takes
+    # one uninterrupted round, to know how long the work takes from the resume cache's appearance to the end
     old = change_folder()
     proc = _start(_index_argv(root, encoder, idx))
-    startup = _wait_first_output(proc)
-    t_first = time.monotonic()
+    _wait_for(idx / WORK, proc)
+    t_work = time.monotonic()
     proc.communicate()
-    window = max(time.monotonic() - t_first, 0.2)
+    window = max(time.monotonic() - t_work, 0.2)
     if proc.returncode != 0 or _index_state(idx) != old:
         tally.failures.append(f"the uninterrupted round failed (exit {proc.returncode})")
         return tally
+    tally.window_s = window
     for k in range(kills):
         new = change_folder()
         proc = _start(_index_argv(root, encoder, idx))
-        _wait_first_output(proc, timeout=startup * 3 + 60)
+        _wait_for(idx / WORK, proc)
         time.sleep(rng.uniform(0.0, window))
         killed = _kill(proc)
         tally.kills += killed
@@ -221,7 +224,10 @@ def dedup_kill_loop(work: Path, kills: int, seed: int = 0) -> Tally:
         killed = _kill(proc)
         tally.kills += killed
         try:
-            moved = sum(1 for p in move_to.rglob("*.png")) if move_to.exists() else 0
+            in_move_to = sorted(p.relative_to(move_to).as_posix() for p in move_to.rglob("*.png"))
+            moved = len(in_move_to)
+            if moved > 2 * originals:
+                tally.notes.append(f"round {k}: {moved} pictures in the move folder: {in_move_to}")
             tally.outcomes[f"{'killed' if killed else 'finished'} with {moved} of {2 * originals} moved"] += 1
             for log in sorted(move_to.glob("undo-*.jsonl")):
                 report = undo(log)
@@ -243,6 +249,10 @@ def _print(name: str, tally: Tally) -> None:
     print(f"{name}: {tally.kills} kills, {len(tally.failures)} failures, {tally.seconds:.0f} s")
     for outcome, n in sorted(tally.outcomes.items()):
         print(f"  {n:4d}  {outcome}")
+    if tally.window_s:
+        print(f"  (kills timed over the {tally.window_s:.2f} s an uninterrupted run works after work/ appears)")
+    for note in tally.notes:
+        print(f"  NOTE {note}")
     for failure in tally.failures:
         print(f"  FAIL {failure}")
 

@@ -100,11 +100,12 @@ def colour_steps(strength: float = 1.0) -> list[Callable]:
     ]
 
 
-def moco_v2(size: int, min_scale: float = 0.2, colour: float = 1.0) -> T.Compose:
-    """The MoCo v2 augmentation recipe (Chen et al., 2020), at `size` px; `colour` scales its colour steps."""
+def moco_v2(size: int, min_scale: float = 0.2, colour: float = 1.0, max_scale: float = 1.0) -> T.Compose:
+    """The MoCo v2 augmentation recipe (Chen et al., 2020), at `size` px; `colour` scales its colour steps;
+    crops cover `min_scale` to `max_scale` of the image area."""
     return T.Compose(
         [
-            T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
+            T.RandomResizedCrop(size, scale=(min_scale, max_scale)),
             *colour_steps(colour),
             T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
             T.RandomHorizontalFlip(),
@@ -113,14 +114,14 @@ def moco_v2(size: int, min_scale: float = 0.2, colour: float = 1.0) -> T.Compose
     )
 
 
-def copy_detection(size: int, min_scale: float = 0.3, colour: float = 1.0) -> T.Compose:
+def copy_detection(size: int, min_scale: float = 0.3, colour: float = 1.0, max_scale: float = 1.0) -> T.Compose:
     """MoCo v2 plus the edits near duplicates really have: re-encoding, resizing, borders, aspect
     changes, overlays, small rotations, flips. Crops are milder than v2 (a copy keeps most content)."""
     return T.Compose(
         [
             T.RandomApply([RandomPad(0.2)], p=0.25),
             T.RandomApply([T.RandomRotation(10, fill=0)], p=0.25),
-            T.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=(0.6, 1.6)),
+            T.RandomResizedCrop(size, scale=(min_scale, max_scale), ratio=(0.6, 1.6)),
             *colour_steps(colour),
             T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.3),
             T.RandomApply([RandomRescale((0.3, 1.0))], p=0.3),
@@ -135,14 +136,19 @@ def copy_detection(size: int, min_scale: float = 0.3, colour: float = 1.0) -> T.
 PRESETS: dict[str, Callable[..., T.Compose]] = {"moco-v2": moco_v2, "copy-detection": copy_detection}
 
 
-def make_preset(name: str, size: int, min_scale: float | None = None, colour: float = 1.0) -> T.Compose:
+def make_preset(
+    name: str, size: int, min_scale: float | None = None, colour: float = 1.0, max_scale: float = 1.0
+) -> T.Compose:
     """The named preset at `size` px; `min_scale` overrides its smallest crop area (fraction of the image),
-    `colour` scales its colour jitter and grey (moco.augment.colour_steps)."""
+    `max_scale` sets its largest, `colour` scales its colour jitter and grey (moco.augment.colour_steps)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     if min_scale is None:
-        return PRESETS[name](size, colour=colour)
-    return PRESETS[name](size, min_scale, colour=colour)
+        return PRESETS[name](size, colour=colour, max_scale=max_scale)
+    return PRESETS[name](size, min_scale, colour=colour, max_scale=max_scale)
+
+
+LOCAL_MIN_SCALE = 0.05  # multi-crop: the smallest local crop, as in SwAV (Caron et al., 2020)
 
 
 def eval_transform(
@@ -154,10 +160,24 @@ def eval_transform(
 
 
 class TwoCropsTransform:
-    """Two independent augmentations of one image: the query view and the key view."""
+    """Two independent augmentations of one image: the query view and the key view; with `n_local` > 0 also
+    that many small views (multi-crop), stacked as a third tensor (n_local, 3, h, w)."""
 
-    def __init__(self, base: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        base: Callable[[Image.Image], torch.Tensor],
+        local: Callable[[Image.Image], torch.Tensor] | None = None,
+        n_local: int = 0,
+    ) -> None:
+        if n_local and local is None:
+            raise ValueError("n_local local views need the local transform")
         self.base = base
+        self.local = local
+        self.n_local = n_local
 
-    def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.base(img), self.base(img)
+    def __call__(self, img: Image.Image) -> tuple[torch.Tensor, ...]:
+        views = (self.base(img), self.base(img))
+        if not self.n_local:
+            return views
+        assert self.local is not None
+        return (*views, torch.stack([self.local(img) for _ in range(self.n_local)]))

@@ -66,6 +66,9 @@ class TrainConfig:
     preset: str = "moco-v2"
     crop_min_scale: float = 0.0  # smallest random crop (fraction of the image area); 0 = the preset's own
     colour_strength: float = 1.0  # scales the preset's colour jitter and grey (1 = MoCo v2's; 0 = none)
+    local_crops: int = 0  # multi-crop: small views per image, extra queries against its key; 0 = off
+    local_size: int = 0  # their size in px; 0 = half the training crop size
+    local_max_scale: float = 0.14  # their largest area (fraction of the image; the smallest is 0.05)
     device: str = "auto"
     amp: bool = True  # autocast on CUDA (bf16 where supported)
     workers: int = -1  # data-loader workers; -1 = pick from the CPU count
@@ -94,6 +97,10 @@ class TrainConfig:
             raise ValueError("Illegal init schedule: init_head_steps must be >= 0 and init_lr_scale in (0, 1]")
         if self.colour_strength < 0:
             raise ValueError(f"Illegal colour_strength {self.colour_strength}: must be >= 0")
+        if self.local_crops < 0 or (self.local_size and self.local_size < 8):
+            raise ValueError("Illegal multi-crop: local_crops must be >= 0 and local_size 0 (auto) or >= 8")
+        if not 0.05 < self.local_max_scale <= 1.0:
+            raise ValueError(f"Illegal local_max_scale {self.local_max_scale}: must be in (0.05, 1]")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if self.device not in DEVICES:
@@ -102,6 +109,11 @@ class TrainConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.out)
+
+    @property
+    def local_side(self) -> int:
+        """The multi-crop views' size in px."""
+        return self.local_size or max(8, self.image_size // 2)
 
     @property
     def eval_size(self) -> int:

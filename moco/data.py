@@ -156,11 +156,12 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class PairDataset(Dataset):
-    """Two augmented views of cached image i, plus i. Augmentation randomness depends only on
-    (seed, epoch, i), so a resumed run sees exactly the views an uninterrupted one would."""
+    """Two augmented views of cached image i, plus i, plus its local views (L, 3, h, w) with multi-crop.
+    Augmentation randomness depends only on (seed, epoch, i), so a resumed run sees exactly the views an
+    uninterrupted one would."""
 
     def __init__(
-        self, array: np.ndarray, two_crops: Callable[[Image.Image], tuple[torch.Tensor, torch.Tensor]], seed: int
+        self, array: np.ndarray, two_crops: Callable[[Image.Image], tuple[torch.Tensor, ...]], seed: int
     ) -> None:
         self.array = array
         self.two_crops = two_crops
@@ -186,14 +187,14 @@ class PairDataset(Dataset):
             state["array"] = np.memmap(filename, mode="r", dtype=np.dtype(dtype), shape=shape, offset=offset)
         self.__dict__.update(state)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int] | tuple:
         epoch, i = key
         s = sample_seed(self.seed, epoch, i)
         random.seed(s)
         torch.default_generator.manual_seed(s)  # CPU stream only: torch.manual_seed also seeds CUDA, slowly
         img = Image.fromarray(np.asarray(self.array[i]))
-        q, k = self.two_crops(img)
-        return q, k, i
+        q, k, *local = self.two_crops(img)  # local: [(L, 3, h, w)] with multi-crop
+        return (q, k, i, *local)
 
 
 def epoch_batches(

@@ -186,9 +186,11 @@ def export_encoder(
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     weights = out_dir / "encoder.safetensors"
     tmp = out_dir / ".encoder.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    atomic_write_bytes(weights, lambda f: f.write(tmp.read_bytes()))
-    tmp.unlink()
+    try:
+        save_file(tensors, str(tmp))
+        atomic_write_bytes(weights, lambda f: f.write(tmp.read_bytes()))
+    finally:
+        tmp.unlink(missing_ok=True)
     spec = EncoderSpec(**{**asdict(spec), "sha256": content_hash(weights)})
     text = json.dumps(asdict(spec), indent=2) + "\n"
     atomic_write_bytes(out_dir / "encoder.json", lambda f: f.write(text.encode()))

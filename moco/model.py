@@ -123,10 +123,13 @@ class MoCo(nn.Module):
         im_k: torch.Tensor,
         ids: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        im_local: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """im_q, im_k: (N, 3, H, W) two views of the same N images. Returns logits (N', 1+K), labels (N',).
 
         N' = N, or 2N with the symmetric loss. Keys are enqueued after the logits are formed.
+        Multi-crop: `im_local` (N, L, 3, h, w) are L small views of each image, each one more query against
+        its image's key k (and the same queue), adding N * L rows.
         """
         N = im_q.shape[0]
         if ids is None:
@@ -141,6 +144,11 @@ class MoCo(nn.Module):
             q2 = F.normalize(self.encoder_q(im_k).float(), dim=1)  # (N, dim)
             k2 = self._keys(im_q, generator)  # (N, dim)
             logits = torch.cat([logits, info_nce_logits(q2, k2, queue, self.T)], dim=0)  # (2N, 1+K)
+        if im_local is not None and im_local.shape[1] > 0:
+            L = im_local.shape[1]
+            q_local = F.normalize(self.encoder_q(im_local.flatten(0, 1)).float(), dim=1)  # (N*L, dim)
+            k_local = k.repeat_interleave(L, dim=0)  # (N*L, dim): image n's key for each of its L views
+            logits = torch.cat([logits, info_nce_logits(q_local, k_local, queue, self.T)], dim=0)  # (N'+N*L, 1+K)
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)  # (N',)
         self.enqueue(concat_all_gather(k), concat_all_gather(ids.to(k.device)))
         self.last_q = q.detach()  # (N, dim): read by the trainer's health metrics

@@ -23,13 +23,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from moco.atomic import atomic_write_bytes
-from moco.augment import TwoCropsTransform, make_preset
+from moco.augment import LOCAL_MIN_SCALE, TwoCropsTransform, make_preset
 from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig
 from moco.data import DecodeCache, PairDataset, RunBatches, write_bad_files
 from moco.devices import amp_dtype, autocast, resolve_device, uses_channels_last
 from moco.distributed import Dist, barrier, from_main, init_distributed, shutdown
-from moco.errors import InputError
+from moco.errors import DiskFullError, InputError, is_disk_full
 from moco.export import EncoderSpec, export_encoder
 from moco.health import EpochHealth
 from moco.images import list_images
@@ -111,6 +111,13 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
         device = torch.device("cuda", d.local_rank)
     try:
         return _fit(cfg, device, d, progress)
+    except Exception as exc:
+        if not is_disk_full(exc) or isinstance(exc, DiskFullError):
+            raise
+        raise DiskFullError(
+            f"{cfg.out}: no space left on the device while writing the run; its last checkpoint is kept;"
+            " free some space and run the same command again (it resumes)"
+        ) from exc
     finally:
         shutdown(d)
 
@@ -182,7 +189,9 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
             f", resuming at step {step}" if step else "",
         )
     two_crops = TwoCropsTransform(
-        make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength)
+        make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength),
+        make_preset(cfg.preset, cfg.local_side, LOCAL_MIN_SCALE, cfg.colour_strength, cfg.local_max_scale),
+        cfg.local_crops,
     )
     dataset = PairDataset(cache.array, two_crops, cfg.seed)
     if cfg.init and step == 0:  # the first negatives are keys of the initial encoder, not random vectors
@@ -213,7 +222,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
     health = EpochHealth()
     last_record: dict[str, Any] | None = None
     t_log, seen_log = time.monotonic(), 0
-    for im_q, im_k, ids in loader:
+    for im_q, im_k, ids, *local in loader:
         elapsed = time.monotonic() - t_start
         progress_frac = step / total_steps
         if cfg.time_budget_min:
@@ -227,12 +236,13 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
         lr = learning_rate(cfg, step, progress_frac, d.world)
         set_learning_rates(optimizer, cfg, step, lr, head_steps)
         im_q, im_k, ids = (t.to(device, non_blocking=True) for t in (im_q, im_k, ids))
+        im_local = local[0].to(device, non_blocking=True) if local else None  # (N, L, 3, h, w) multi-crop
         if channels_last:
             im_q = im_q.contiguous(memory_format=torch.channels_last)
             im_k = im_k.contiguous(memory_format=torch.channels_last)
         gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
         with autocast(device, cfg.amp, train=True):
-            logits, labels = ddp(im_q, im_k, ids, gen)
+            logits, labels = ddp(im_q, im_k, ids, gen, im_local)
             loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -431,6 +441,9 @@ _MUST_MATCH = (
     "preset",
     "crop_min_scale",
     "colour_strength",
+    "local_crops",
+    "local_size",
+    "local_max_scale",
     "seed",
     "epochs",
     "lr",

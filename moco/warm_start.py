@@ -78,7 +78,7 @@ def fill_queue(
     was_training = model.training
     model.train()
     written = 0
-    for s, (_, im_k, ids) in enumerate(loader):
+    for s, (_, im_k, ids, *_) in enumerate(loader):
         gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 - 1 - s)
         k = model._keys(im_k.to(device), gen)  # (N, dim)
         model.enqueue(concat_all_gather(k), concat_all_gather(ids.to(device)))

@@ -35,6 +35,9 @@ def train(
     symmetric: Annotated[bool | None, typer.Option("--symmetric/--no-symmetric", help="Symmetric loss")] = None,
     preset: Annotated[str | None, typer.Option(help="moco-v2 | copy-detection")] = None,
     colour_strength: Annotated[float | None, typer.Option(help="Scale of colour jitter and grey (1 = MoCo v2)")] = None,
+    local_crops: Annotated[
+        int | None, typer.Option(help="Multi-crop: small views per image, extra queries against its key (0 = off)")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     val: Annotated[Path | None, typer.Option(help="Labelled folder (class subfolders) for kNN top-1")] = None,
     init: Annotated[
@@ -58,7 +61,7 @@ def train(
     given_model = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
     given_model |= {"temperature": temperature, "symmetric": symmetric}
     given_train = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "lr": lr, "preset": preset}
-    given_train |= {"time_budget_min": time_budget, "colour_strength": colour_strength}
+    given_train |= {"time_budget_min": time_budget, "colour_strength": colour_strength, "local_crops": local_crops}
     model_kw, train_kw = _pick(given_model, chosen), _pick(given_train, chosen)
     if out is None:
         out = Path("runs") / (images.resolve().name or "run")

@@ -21,6 +21,7 @@ place, then unlink of the source.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -34,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from moco.atomic import fsync_dir
-from moco.errors import FormatVersionError, InputError
+from moco.errors import DiskFullError, FormatVersionError, InputError, is_disk_full
 from moco.hashing import content_hash
 from retrieval.dedup.groups import Group, normalise_path
 
@@ -150,9 +151,13 @@ def _move_file(src: Path, dst: Path, expected_hash: str) -> None:
         _rename_no_replace(src, dst)
     else:
         tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:12]}.partial")
-        shutil.copy2(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            shutil.copy2(src, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)  # our own incomplete copy (a full disk, a read error)
+            raise
         if content_hash(tmp) != expected_hash:
             os.unlink(tmp)  # our own incomplete copy
             raise OSError(f"copy of {src} to {dst} does not match its sha256")
@@ -306,9 +311,19 @@ class _MoveLog:
 
     def write(self, record: dict) -> None:
         assert self._f is not None
-        self._f.write(json.dumps(record) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.write(json.dumps(record) + "\n")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as e:
+            with contextlib.suppress(OSError):  # its buffer cannot be flushed either
+                self._f.close()
+            self._f = None
+            kind = DiskFullError if is_disk_full(e) else InputError
+            raise kind(
+                f"{self.path}: cannot write the move log ({e.strerror or e}); no file was moved without a record"
+                f" in it, and `retrieval undo {self.path}` puts back the ones moved"
+            ) from None
 
     def __exit__(self, *exc: object) -> None:
         if self._f is not None:
@@ -374,6 +389,7 @@ def apply_moves(
     skipped: list[SkippedMove] = []
     keepers: dict[str, str | None] = {}
     keeper_paths = {normalise_path(m.keeper) for m in moves}
+    full: int | None = None  # moves done when the move-to device filled up
     with _MoveLog(Path(log_path)) as undo_log:
         undo_log.write(
             {
@@ -412,10 +428,18 @@ def apply_moves(
                 log.warning("%s: %s", m.source, reason)
                 undo_log.write({"type": "failed", "session": session, "seq": seq, "reason": reason})
                 skipped.append(SkippedMove(m.source, reason))
+                if is_disk_full(e):  # every later copy would fail the same way
+                    full = len(moved)
+                    break
                 continue
             undo_log.write({"type": "done", "session": session, "seq": seq})
             moved.append(m)
         undo_log.write({"type": "end", "session": session, "moved": len(moved), "skipped": len(skipped)})
+    if full is not None:
+        raise DiskFullError(
+            f"{move_to}: no space left on the device after {full} of {len(moves)} moves; every file not moved"
+            f" is still in its place; `retrieval undo {log_path}` puts back the ones moved"
+        )
     log.info("moved %d files to %s, skipped %d; undo log %s", len(moved), move_r, len(skipped), log_path)
     return MoveReport(moved=tuple(moved), skipped=tuple(skipped), log_path=Path(log_path))
 

@@ -29,8 +29,8 @@ RANDOM_SEED = 0
 
 @contextmanager
 def random_init_index(index: SearchIndex, device: str = "auto", progress: Progress | None = None) -> Iterator[Path]:
-    """The folder `index` was built from, indexed again (same index kind) with a random-init encoder; the
-    encoder and the index folder (yielded) live in a temporary folder that is removed on exit."""
+    """The folder `index` was built from, indexed again (same index kind) with a random-init encoder of the
+    same architecture, stem, width, input size and preprocessing; the encoder and the index folder (yielded) live in a temporary folder that is removed on exit."""
     from retrieval.indexing.run import IndexConfig, index_folder
 
     spec = read_spec(Path(index.manifest.encoder_path))
@@ -38,7 +38,16 @@ def random_init_index(index: SearchIndex, device: str = "auto", progress: Progre
         encoder = Path(tmp) / "random-init"
         copied = {name: getattr(spec, name) for name in DESCRIPTOR_FIELDS}
         dim = spec.head_dim if spec.layer == "head" else 0
-        save_random_encoder(encoder, spec.arch, spec.image_size, dim=dim, seed=RANDOM_SEED, preprocessing=copied)
+        save_random_encoder(
+            encoder,
+            spec.arch,
+            spec.image_size,
+            dim=dim,
+            seed=RANDOM_SEED,
+            preprocessing=copied,
+            stem=spec.stem,
+            width=spec.width,
+        )
         kind = index.manifest.kind
         index_folder(IndexConfig(index.root, encoder, Path(tmp) / "index", kind=kind, device=device, progress=progress))
         yield Path(tmp) / "index"

@@ -153,7 +153,8 @@ class Catalog:
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", sorted((meta or {}).items()))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # sqlite has rolled back itself after some errors (a full disk)
+                conn.execute("ROLLBACK")
             raise
 
     # ------------------------------------------------------------------------------------ reading

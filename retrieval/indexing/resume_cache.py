@@ -32,6 +32,7 @@ class WorkCache:
         self._rows: dict[tuple[str, int, int], Row] = {}
         self._by_hash: dict[str, Row] = {}
         self.sizes: set[int] = set()
+        self._save_failed = False  # warned once already
         if create:
             self._open()
 
@@ -93,7 +94,9 @@ class WorkCache:
                 ),
             )
         except OSError as exc:  # the cache only saves time; never fail a run over it
-            logger.warning("could not save resume data to %s: %s", self.folder, exc)
+            if not self._save_failed:  # one line, not one per batch
+                logger.warning("could not save resume data to %s: %s (the run goes on without it)", self.folder, exc)
+            self._save_failed = True
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moco.distributed import Dist, init_distributed, shutdown
+from moco.errors import DiskFullError, is_disk_full
 from moco.filenames import printable
 from moco.images import list_images
 from moco.progress import Progress
@@ -112,6 +113,13 @@ def index_folder(cfg: IndexConfig) -> IndexReport:
             with contextlib.ExitStack() as held:
                 return _index_rank0(cfg, dist, held)
         return _index_follower(cfg, dist)
+    except Exception as exc:
+        if not is_disk_full(exc) or isinstance(exc, DiskFullError):
+            raise
+        raise DiskFullError(
+            f"{cfg.index}: no space left on the device while writing the index; the index is as it was before"
+            " this run; free some space and run again"
+        ) from exc
     finally:
         if owns_group:
             shutdown(dist)

@@ -82,7 +82,7 @@ def light_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     )
     counter: list[int] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(moco.train, "make_preset", lambda name, size, min_scale=None, colour=1.0: light_views(size))
+        mp.setattr(moco.train, "make_preset", lambda name, size, *_, **__: light_views(size))
         mp.setattr(moco.data, "_decode_square", counting_decoder(counter))
         result = fit(cfg)
     yield Run(cfg, result, images, len(counter))

@@ -69,7 +69,7 @@ def _worker(rank: int, port: int, images: str, out: str, results: str) -> None:
         return built[-1]
 
     moco.train.MoCo = keep
-    moco.train.make_preset = lambda name, size, min_scale=None, colour=1.0: light_views(size)
+    moco.train.make_preset = lambda name, size, *_, **__: light_views(size)
     moco.train.time = StepClock(0.1)
     cfg = tiny_config(images, out, batch_size=BATCH, epochs=EPOCHS, lr=0.32, log_every=1, time_budget_min=BUDGET_MIN)
     result = moco.train.fit(cfg)

@@ -117,7 +117,7 @@ def test_decode_cache_is_reused_on_the_second_run(light_run):
 
     counter: list[int] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(moco.train, "make_preset", lambda name, size, min_scale=None, colour=1.0: light_views(size))
+        mp.setattr(moco.train, "make_preset", lambda name, size, *_, **__: light_views(size))
         mp.setattr(moco.data, "_decode_square", counting_decoder(counter))
         again = fit(cfg)  # same command again: resumes (nothing left to do), re-exports
     assert counter == []

@@ -71,7 +71,7 @@ def test_learning_rates_hold_the_backbone_then_release_it_slowly():
 
 
 def test_a_run_from_an_official_checkpoint_keeps_its_backbone_while_the_head_learns(tmp_path, monkeypatch):
-    monkeypatch.setattr(moco.train, "make_preset", lambda name, size, min_scale=None, colour=1.0: light_views(size))
+    monkeypatch.setattr(moco.train, "make_preset", lambda name, size, *_, **__: light_views(size))
     ckpt = tmp_path / "checkpoint_0199.pth.tar"
     state = tiny_official_checkpoint(ckpt)
     init = {k.removeprefix("module.encoder_q."): v for k, v in state.items() if k.startswith("module.encoder_q.")}

@@ -95,6 +95,24 @@ def test_knn_on_copies_only_is_exactly_one(tmp_path, encoder, monkeypatch, capsy
         assert (r["knn_top1"], r["map_at_r"], r["recall@1"], r["recall@10"]) == ("1.0000",) * 4
 
 
+def test_the_random_init_baseline_has_the_index_encoders_stem_and_width(labelled, monkeypatch, tmp_path):
+    """A seed-0 random encoder with the CIFAR stem at width 16: the baseline must be the same network (same
+    seed, arch, stem, width, size), so its vectors equal the index's; an imagenet/64 baseline would not."""
+    from moco.export import read_spec, save_random_encoder
+    from retrieval.evaluate.baseline import random_init_index
+    from retrieval.searching.searcher import SearchIndex
+
+    enc = tmp_path / "cifar16"
+    save_random_encoder(enc, image_size=32, dim=16, seed=0, stem="cifar", width=16)
+    index_folder(index_cfg(labelled["root"], enc, tmp_path))
+    ours = SearchIndex.open(tmp_path / "idx")
+    with random_init_index(ours, device="cpu") as base_dir:
+        base = SearchIndex.open(base_dir)
+        spec = read_spec(Path(base.manifest.encoder_path))
+        assert (spec.stem, spec.width) == ("cifar", 16)
+        np.testing.assert_allclose(base.vectors, ours.vectors, atol=1e-5)
+
+
 def test_knn_compare_adds_a_random_init_row_equal_to_a_random_index(labelled, monkeypatch, capsys, tmp_path):
     # the index's own encoder is the tiny random encoder with seed 0: the random-init baseline is the same
     # network, so the two rows must agree exactly (the baseline rebuilt the same index from scratch)
