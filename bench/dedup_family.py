@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.dedup_quality import phash_groups, run
+from bench.dedup_quality import phash_groups
+from bench.eval_cli import run
 from bench.machine import machine_info
 from bench.neardup_eval import pairs_of, pairwise_prf
 from bench.neardup_family import HELDOUT_PHOTOS, TUNING_PHOTOS, build
