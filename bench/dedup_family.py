@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.dedup_quality import phash_groups, run
+from bench.dedup_quality import phash_groups
+from bench.eval_cli import run
 from bench.machine import machine_info
-from bench.neardup_eval import pairs_of, pairwise_prf
+from bench.neardup_eval import pairwise_prf
 from bench.neardup_family import HELDOUT_PHOTOS, TUNING_PHOTOS, build
 from moco.export import read_spec, save_random_encoder
 from moco.preprocess import PRESET_PREPROCESSING
@@ -41,6 +42,7 @@ from retrieval.dedup.local_features import folder_features
 from retrieval.dedup.pair_checks import PairEvidence, feature_geometry, thumbnail_evidence
 from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 from retrieval.dedup.verify import folder_thumbnails
+from retrieval.evaluate.metrics import pair_set as pairs_of
 from retrieval.searching.searcher import SearchIndex
 
 RESULTS = Path(__file__).parent / "results"

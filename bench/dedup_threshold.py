@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.dedup_quality import run
 from bench.dedup_scoring import best_over_thresholds, embed_folder, folder_verifier, scorer
+from bench.eval_cli import run
 from bench.neardup_data import build
 from bench.neardup_eval import pairwise_prf
 from retrieval.dedup import groups as dedup

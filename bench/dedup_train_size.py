@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.dedup_quality import run
 from bench.dedup_scoring import best_over_thresholds, embed_folder, folder_verifier, scorer
+from bench.eval_cli import run
 from bench.neardup_eval import pairwise_prf
 from moco.export import read_spec
 from retrieval.dedup.groups import BACKGROUND_RANK

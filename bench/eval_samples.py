@@ -17,22 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from bench.eval_cli import run
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SAMPLES = ROOT / "samples"
 CPU = "AMD EPYC, avx512_bf16, no AMX"
-
-
-def run(*args: str) -> str:
-    t = time.time()
-    out = subprocess.run([sys.executable, "-m", "retrieval", *args], check=True, capture_output=True, text=True)
-    print(f"retrieval {' '.join(args)}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
-    return out.stdout
 
 
 def main() -> None:
@@ -141,10 +133,12 @@ def markdown(r: dict) -> str:
         " 160 clip-art images), so one query or pair moves a figure by 0.01 to 0.17: they show what the"
         " command reports, not a quality claim; docs/BENCHMARKS.md's near-duplicate section is the large test.",
         "",
-        "The other quality benchmarks compute their figures with the same functions (retrieval.evaluate.metrics):"
-        " kNN top-1 in bench/knn_quality.py and bench/train_quality.py (still their own protocol: every 5th image"
-        " held out, k 20, T 0.07), pairwise P/R/F1 and best F1 in the near-duplicate benchmarks"
-        " (bench/neardup_eval.py, bench/dedup_scoring.py). Checked unchanged when they moved: train_quality's"
+        "bench/dedup_quality.py takes its headline P/R/F1 from `retrieval eval dedup`, and bench/train_quality.py"
+        " reports `retrieval eval knn` beside its own protocol (both through bench/eval_cli.py). The other quality"
+        " figures come from the same functions (retrieval.evaluate.metrics): kNN top-1 in bench/knn_quality.py and"
+        " train_quality's holdout column (every 5th image held out, k 20, T 0.07), pairwise P/R/F1 and best F1 in"
+        " the other near-duplicate benchmarks (bench/neardup_eval.py, bench/dedup_scoring.py) and in"
+        " dedup_quality's descriptor tables. Checked unchanged when they moved: train_quality's"
         " score() and knn_quality's knn_top1() on samples/clipart with a random-init 128-px ResNet-18 gave GeM"
         " 0.3125, average pooling 0.28125 and 0.3125 before and after; the old and new pairwise_prf and"
         " best_over_thresholds agree on 300 random predictions.",
