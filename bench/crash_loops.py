@@ -2,7 +2,8 @@
 
 `index`: each round changes the folder (new files, a deleted one), starts `retrieval index`, kills it at a
 random moment of its work (timed from the moment its resume cache `work/` appears, which is when the index
-folder starts to change, up to the length of that part of an uninterrupted run), then checks
+folder starts to change, over as long as `work/` lasted in an uninterrupted run: it is removed right after the
+new generation goes live), then checks
 that the index loads and holds exactly the old or the new folder (paths and content hashes), that catalog
 ids and FAISS ids agree (every vector finds its own id first), that the next run completes with the new
 folder, and that it leaves one generation and no resume cache behind.
@@ -49,7 +50,7 @@ class Tally:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what a round saw that is odd but broke no promise
-    window_s: float = 0.0  # index loop: how long an uninterrupted run works after its resume cache appears
+    window_s: float = 0.0  # index loop: how long work/ lasted in an uninterrupted run (the kills fall in it)
 
 
 def _image(path: Path, seed: int) -> None:
@@ -78,10 +79,11 @@ def _start(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen(argv, cwd=REPO, env=_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
-    """Poll (1 ms) until `path` exists; False when the process ended or the timeout passed first."""
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0, gone: bool = False) -> bool:
+    """Poll (1 ms) until `path` exists (or, with `gone`, no longer exists); False when the process ended or the
+    timeout passed first."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while path.exists() == gone:
         if proc.poll() is not None or time.monotonic() > deadline:
             return False
         time.sleep(0.001)
@@ -141,13 +143,15 @@ def index_kill_loop(work: Path, kills: int, seed: int = 0) -> Tally:
         (root / f"p{names.pop(0)}.png").unlink()
         return _tree(root)
 
-    # one uninterrupted round, to know how long the work takes from the resume cache's appearance to the end
+    # one uninterrupted round, to know how long the index folder changes: from the resume cache's appearance
+    # to its removal, which comes right after the new generation goes live (not the interpreter's exit)
     old = change_folder()
     proc = _start(_index_argv(root, encoder, idx))
     _wait_for(idx / WORK, proc)
     t_work = time.monotonic()
+    _wait_for(idx / WORK, proc, gone=True)
+    window = max(time.monotonic() - t_work, 0.05)
     proc.communicate()
-    window = max(time.monotonic() - t_work, 0.2)
     if proc.returncode != 0 or _index_state(idx) != old:
         tally.failures.append(f"the uninterrupted round failed (exit {proc.returncode})")
         return tally
@@ -250,7 +254,7 @@ def _print(name: str, tally: Tally) -> None:
     for outcome, n in sorted(tally.outcomes.items()):
         print(f"  {n:4d}  {outcome}")
     if tally.window_s:
-        print(f"  (kills timed over the {tally.window_s:.2f} s an uninterrupted run works after work/ appears)")
+        print(f"  (kills timed over the {tally.window_s:.2f} s work/ lasted in an uninterrupted run)")
     for note in tally.notes:
         print(f"  NOTE {note}")
     for failure in tally.failures:

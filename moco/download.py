@@ -10,13 +10,13 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from moco.atomic import fsync_dir
 from moco.errors import InputError
+from moco.progress import Progress, report
 
-ProgressFn = Callable[[int, "int | None"], None]  # (bytes on disk so far, total bytes or None)
+STAGE = "downloading"  # the Progress stage; done and total count bytes (total None when undeclared)
 CHUNK = 1 << 20
 
 
@@ -29,7 +29,7 @@ def download(
     dest: Path,
     sha256: str = "",
     md5_prefix: str = "",
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     timeout: float = 30.0,
 ) -> Path:
     """Fetch `url` into `dest` unless it is there already. A partial `dest.part` is continued, not restarted."""
@@ -55,7 +55,7 @@ def download(
     return dest
 
 
-def _fetch_into(url: str, part: Path, progress: ProgressFn | None, timeout: float) -> int | None:
+def _fetch_into(url: str, part: Path, progress: Progress | None, timeout: float) -> int | None:
     """Append the missing bytes to `part`; returns the file's full size as the server declared it (or None)."""
     have = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": "retrieval", **({"Range": f"bytes={have}-"} if have else {})}
@@ -78,13 +78,11 @@ def _fetch_into(url: str, part: Path, progress: ProgressFn | None, timeout: floa
         done = have
         try:
             with open(part, "ab" if have else "wb") as f:
-                if progress is not None:
-                    progress(done, total)
+                report(progress, STAGE, done, total)
                 while chunk := response.read(CHUNK):
                     f.write(chunk)
                     done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
+                    report(progress, STAGE, done, total)
         except (OSError, http.client.HTTPException) as e:  # a dropped connection, a full disk: the part is kept
             raise DownloadError(f"{url}: download interrupted at {done} bytes ({e}); run again to resume") from None
     return total

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moco.backbone import feature_dim
-from moco.download import ProgressFn
 from moco.export import EncoderSpec, export_encoder
 from moco.initweights import infer_network, read_init_backbone
 from moco.pretrained import resolve_init
+from moco.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class InitExportConfig:
             raise ValueError(f"Illegal gem_p {self.gem_p}: must be >= 1")
 
 
-def export_init(cfg: InitExportConfig, progress: ProgressFn | None = None) -> EncoderSpec:
+def export_init(cfg: InitExportConfig, progress: Progress | None = None) -> EncoderSpec:
     """Write `encoder.safetensors` + `encoder.json` for the backbone in `cfg.source` (GeM-pooled, no head)."""
     path = resolve_init(cfg.source, progress)
     backbone = read_init_backbone(path)

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from moco.download import DownloadError, ProgressFn, download, file_digests
+from moco.download import DownloadError, download, file_digests
+from moco.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def is_downloaded(name: str) -> bool:
     return cached_path(name).is_file()
 
 
-def fetch_pretrained(name: str, progress: ProgressFn | None = None, timeout: float = 30.0) -> Path:
+def fetch_pretrained(name: str, progress: Progress | None = None, timeout: float = 30.0) -> Path:
     """The local file of a named checkpoint, downloaded (resumably, verified) if it is not cached yet."""
     p = PRETRAINED[name]
     dest = cached_path(name)
@@ -102,6 +103,6 @@ def fetch_pretrained(name: str, progress: ProgressFn | None = None, timeout: flo
     return dest
 
 
-def resolve_init(source: str, progress: ProgressFn | None = None) -> Path:
+def resolve_init(source: str, progress: Progress | None = None) -> Path:
     """`--init` value -> a local path: a name above (downloaded if needed), else the path itself."""
     return fetch_pretrained(source, progress) if source in PRETRAINED else Path(source).expanduser()

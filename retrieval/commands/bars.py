@@ -30,6 +30,7 @@ class StderrBars:
                 desc=stage,
                 unit=unit,
                 unit_scale=unit == "B",
+                unit_divisor=1024 if unit == "B" else 1000,
                 file=sys.stderr,
                 dynamic_ncols=True,
             )

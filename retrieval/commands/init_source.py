@@ -3,9 +3,9 @@ person sees its licence and a progress bar (on stderr; stdout stays clean)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
+
+from retrieval.commands.bars import stderr_bars
 
 
 def fetch_named_init(source: str) -> None:
@@ -17,18 +17,5 @@ def fetch_named_init(source: str) -> None:
     p = PRETRAINED[source]
     typer.echo(f"downloading {source} ({p.about}) from {p.url} to {cached_path(source)}", err=True)
     typer.echo(f"licence of {source}: {p.licence}", err=True)
-    bar: Any = None
-
-    def progress(done: int, total: int | None) -> None:
-        nonlocal bar
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=done, desc=source, unit="B", unit_scale=True, unit_divisor=1024)
-        bar.update(done - bar.n)
-
-    try:
-        fetch_pretrained(source, progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    with stderr_bars() as bars:
+        fetch_pretrained(source, bars)

@@ -30,7 +30,8 @@ RANDOM_SEED = 0
 @contextmanager
 def random_init_index(index: SearchIndex, device: str = "auto", progress: Progress | None = None) -> Iterator[Path]:
     """The folder `index` was built from, indexed again (same index kind) with a random-init encoder of the
-    same architecture, stem, width, input size and preprocessing; the encoder and the index folder (yielded) live in a temporary folder that is removed on exit."""
+    same architecture, stem, width, input size and preprocessing; the encoder and the index folder (yielded)
+    live in a temporary folder that is removed on exit."""
     from retrieval.indexing.run import IndexConfig, index_folder
 
     spec = read_spec(Path(index.manifest.encoder_path))

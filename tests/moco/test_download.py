@@ -77,7 +77,9 @@ def sha(b: bytes) -> str:
 def test_download_verifies_and_renames(server, tmp_path):
     seen: list[tuple[int, int | None]] = []
     dest = tmp_path / "cache" / "w.pth.tar"
-    got = download(url_of(server), dest, sha256=sha(PAYLOAD), progress=lambda d, t: seen.append((d, t)))
+    got = download(
+        url_of(server), dest, sha256=sha(PAYLOAD), progress=lambda stage, d, t, status="": seen.append((d, t))
+    )
     assert got == dest and dest.read_bytes() == PAYLOAD
     assert not (tmp_path / "cache" / "w.pth.tar.part").exists()
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD)) and seen[0][0] == 0

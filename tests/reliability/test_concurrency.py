@@ -21,14 +21,18 @@ from retrieval.records import FileRecord
 from retrieval.searching.searcher import SearchIndex, search
 from tests.reliability.conftest import REPO, cli_subprocess, make_image, one_line_error
 
-# `retrieval index` with every batch slowed down, so a second run certainly finds the first one writing
+# `retrieval index` whose batches wait until the file named by $RETRIEVAL_TEST_GO exists (at most 120 s), so a
+# second run certainly finds the first one writing, however slowly the second one starts on a loaded machine
 _SLOW_INDEX = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from retrieval.embed import Embedder
     real = Embedder.encode_tensors
+    go = os.environ["RETRIEVAL_TEST_GO"]
     def slow(self, x):
-        time.sleep(0.3)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.02)
         return real(self, x)
     Embedder.encode_tensors = slow
     from retrieval.cli import main
@@ -44,7 +48,8 @@ def test_a_second_index_run_exits_with_one_line_and_the_first_completes(tmp_path
         make_image(photos / f"{i}.png", seed=i)
     idx = tmp_path / "idx"
     args = ["index", str(photos), "--model", str(encoder), "--index", str(idx), "--batch-size", "2", "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RETRIEVAL_TEST_GO": str(go)}
     first = subprocess.Popen(
         [sys.executable, "-c", _SLOW_INDEX, *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
     )
@@ -56,7 +61,8 @@ def test_a_second_index_run_exits_with_one_line_and_the_first_completes(tmp_path
             time.sleep(0.02)
         code, out, err, _ = cli_subprocess(*args)
         one_line_error(code, err, str(idx), "another `retrieval index` run is writing this index")
-        assert first.poll() is None, "the first run ended before the second was tried; slow it down more"
+        assert first.poll() is None, "the first run ended before the second was tried"
+        go.touch()  # now let the first run finish
         _, first_err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
