@@ -14,6 +14,7 @@ ORDER = [
     "train_quality",
     "learning_curve",
     "train_step_speed",
+    "compile_speed",
     "index_throughput",
     "search_latency",
     "emoji_recall",

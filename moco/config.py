@@ -142,7 +142,8 @@ def device_defaults(device_type: str) -> dict[str, Any]:
 
 
 # CPU fields. bench/learning_curve.py (docs/BENCHMARKS.md) found no setting that beats these
-# per CPU-minute at 5-20 minutes: the CIFAR stem at width 16 and 32 px trains 2.9x the pairs/s but learns no more,
-# and lr 0.3 / K 256 / m 0.99 -> 0.9 did not help the standard network; so they stay the MoCoConfig/TrainConfig
-# defaults (imagenet stem, width 64, lr 0.06, K 4096, m 0.99, T 0.2) at 64 px, batch 64.
+# per CPU-minute at 5-60 minutes: the CIFAR stem at width 16 and 32 px trains 3x the pairs/s but ends level with
+# this network's random init, lr 0.3 / K 256 / m 0.99 -> 0.9 did not help the standard network, and multi-crop
+# (4 local views) runs at 0.57x the pairs/s and scores lower at 20 minutes; so they stay the MoCoConfig/TrainConfig
+# defaults (imagenet stem, width 64, lr 0.06, K 4096, m 0.99, T 0.2, no local crops) at 64 px, batch 64.
 CPU_RECIPE: dict[str, Any] = {"image_size": 64, "batch_size": 64}
