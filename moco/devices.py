@@ -31,8 +31,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 # CPU bf16 kinds on which training autocasts to bf16. AMX tiles run a ResNet-18 MoCo step 2.3x (64 px) to 4.5x
 # (128 px) faster than fp32 (issue 14). AVX512-BF16 without AMX measured 1.35-2.0x faster in
 # bench/train_step_speed.py (fp32 and bf16 steps alternating, one thread); at equal steps its loss matched fp32
-# within 1% but kNN and emoji recall came out 1-1.5 standard errors lower (one seed), so it stays fp32 until more
-# seeds settle it ("avx512_bf16" here turns it on).
+# within 1% but kNN and emoji recall came out 1-1.5 standard errors lower (one seed). Over three seeds the gap is
+# within the seed spread (bench/results/bf16_equal_steps_seeds.json), but with it on, one run of the tiny multi-crop
+# training test went to NaN once (not reproduced in 5 reruns), so it stays fp32 until that is understood
+# ("avx512_bf16" here turns it on).
 CPU_BF16_TRAIN = ("amx",)
 
 
