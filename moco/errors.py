@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 
 
 class InputError(Exception):
@@ -44,3 +46,16 @@ def is_disk_full(exc: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+@contextlib.contextmanager
+def disk_full_is(message: str) -> Iterator[None]:
+    """Inside the block, an error that `is_disk_full` recognises becomes DiskFullError(`message`)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(message) from exc

@@ -29,7 +29,7 @@ from moco.config import MoCoConfig, TrainConfig
 from moco.data import DecodeCache, PairDataset, RunBatches, write_bad_files
 from moco.devices import amp_dtype, autocast, resolve_device, uses_channels_last
 from moco.distributed import Dist, barrier, from_main, init_distributed, shutdown
-from moco.errors import DiskFullError, InputError, is_disk_full
+from moco.errors import InputError, disk_full_is
 from moco.export import EncoderSpec, export_encoder
 from moco.health import EpochHealth
 from moco.images import list_images
@@ -109,15 +109,13 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
     d = init_distributed(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", d.local_rank)
+    full = (
+        f"{cfg.out}: no space left on the device while writing the run; its last checkpoint is kept;"
+        " free some space and run the same command again (it resumes)"
+    )
     try:
-        return _fit(cfg, device, d, progress)
-    except Exception as exc:
-        if not is_disk_full(exc) or isinstance(exc, DiskFullError):
-            raise
-        raise DiskFullError(
-            f"{cfg.out}: no space left on the device while writing the run; its last checkpoint is kept;"
-            " free some space and run the same command again (it resumes)"
-        ) from exc
+        with disk_full_is(full):
+            return _fit(cfg, device, d, progress)
     finally:
         shutdown(d)
 

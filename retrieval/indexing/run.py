@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moco.distributed import Dist, init_distributed, shutdown
-from moco.errors import DiskFullError, is_disk_full
+from moco.errors import disk_full_is
 from moco.filenames import printable
 from moco.images import list_images
 from moco.progress import Progress
@@ -108,18 +108,16 @@ class IndexReport:
 def index_folder(cfg: IndexConfig) -> IndexReport:
     """Build or update the index of `cfg.images`. See the module docstring for the incremental rules."""
     dist, owns_group = _init_distributed(cfg.device)
+    full = (
+        f"{cfg.index}: no space left on the device while writing the index; the index is as it was before"
+        " this run; free some space and run again"
+    )
     try:
-        if dist.rank == 0:
-            with contextlib.ExitStack() as held:
-                return _index_rank0(cfg, dist, held)
-        return _index_follower(cfg, dist)
-    except Exception as exc:
-        if not is_disk_full(exc) or isinstance(exc, DiskFullError):
-            raise
-        raise DiskFullError(
-            f"{cfg.index}: no space left on the device while writing the index; the index is as it was before"
-            " this run; free some space and run again"
-        ) from exc
+        with disk_full_is(full):
+            if dist.rank == 0:
+                with contextlib.ExitStack() as held:
+                    return _index_rank0(cfg, dist, held)
+            return _index_follower(cfg, dist)
     finally:
         if owns_group:
             shutdown(dist)
