@@ -94,7 +94,7 @@ def test_index_on_a_full_disk(small_disk, encoder, tmp_path, monkeypatch, capsys
     assert failed >= 2  # the sweep reached the full-disk path more than once
     assert run_cli(monkeypatch, capsys, *args)[0] == 0  # with space again: completes
     assert set(index_state(idx)) == {p.name for p in photos.iterdir()}
-    assert [p.name for p in idx.iterdir() if p.name.startswith("gen-")].__len__() == 1
+    assert len([p for p in idx.iterdir() if p.name.startswith("gen-")]) == 1
     assert not (idx / WORK).exists()
 
 
