@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from bench.machine import machine_info
+from bench.train_step_speed import moco_step
 from moco.config import MoCoConfig
 from moco.devices import cpu_bf16_kind
 from moco.model import MoCo
@@ -29,11 +29,7 @@ BENCH = Path(__file__).resolve().parent
 
 
 def step(model: MoCo, opt: torch.optim.Optimizer, x: torch.Tensor, s: int) -> None:
-    logits, labels = model(x, x.flip(3), generator=torch.Generator().manual_seed(s))
-    loss = F.cross_entropy(logits.float(), labels)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    moco_step(model, opt, x, x.flip(3), s)
 
 
 def timed(model: MoCo, opt: torch.optim.Optimizer, x: torch.Tensor, steps: int, start: int) -> float:

@@ -71,9 +71,11 @@ def training_folder(data: Path, work: Path, every: int = 1) -> Path:
 
 
 class Snapshots:
-    """A progress callback that keeps a copy of the run's latest checkpoint when the training clock passes each
-    of `minutes` (so one long run also gives the curve's shorter points). The copy is the checkpoint written last,
-    at most `checkpoint_every` steps before the mark; its step is recorded."""
+    """A progress callback that keeps the run's latest checkpoint when the training clock passes each of
+    `minutes` (so one long run also gives the curve's shorter points): a hard link to the file (checkpoints are
+    replaced by rename, so the linked file never changes), a copy where links are not possible. It is the
+    checkpoint written last, at most `checkpoint_every` steps before the mark; its step is read when it is
+    exported, outside the training clock."""
 
     def __init__(self, run_dir: Path, minutes: list[float]) -> None:
         self.run_dir, self.todo, self.taken = run_dir, sorted(minutes), []
@@ -90,13 +92,16 @@ class Snapshots:
             if not src.exists():
                 continue
             dst = self.run_dir / f"snapshot-{minute:g}min.pt"
-            shutil.copyfile(src, dst)
-            step = torch.load(dst, map_location="cpu", weights_only=True)["step"]
-            self.taken.append({"minute": minute, "step": step, "file": str(dst)})
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+            self.taken.append({"minute": minute, "file": str(dst)})
 
 
-def export_snapshot(ckpt: Path, final_encoder: Path, out_dir: Path) -> Path:
-    """The query backbone of a snapshot checkpoint, exported with the final encoder's spec (its step noted)."""
+def export_snapshot(ckpt: Path, final_encoder: Path, out_dir: Path) -> int:
+    """The query backbone of a snapshot checkpoint, exported with the final encoder's spec (its step noted);
+    returns that step."""
     from moco.export import EncoderSpec, export_encoder, read_spec
 
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -106,7 +111,7 @@ def export_snapshot(ckpt: Path, final_encoder: Path, out_dir: Path) -> Path:
     spec["trained"] = {**(spec.get("trained") or {}), "steps": state["step"]}
     spec.pop("sha256", None)
     export_encoder(backbone, None, EncoderSpec(**spec), out_dir)
-    return out_dir
+    return int(state["step"])
 
 
 def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict) -> dict:
@@ -317,9 +322,10 @@ def main() -> None:
             rec |= json.loads(out.strip().splitlines()[-1])
             rec["run"] = str(run)
             for snap in rec.pop("snapshots", []):  # the shorter points of this run's clock
-                enc = export_snapshot(Path(snap["file"]), run, run / f"encoder-{snap['minute']:g}min")
-                srec = {**rec, "budget_min": snap["minute"], "steps": snap["step"], "snapshot_of_min": b}
-                srec["pairs"] = snap["step"] * srec["pairs"] // max(1, rec["steps"])
+                enc = run / f"encoder-{snap['minute']:g}min"
+                step = export_snapshot(Path(snap["file"]), run, enc)
+                srec = {**rec, "budget_min": snap["minute"], "steps": step, "snapshot_of_min": b}
+                srec["pairs"] = step * srec["pairs"] // max(1, rec["steps"])
                 srec["img_per_s"] = srec["pairs"] / (snap["minute"] * 60)
                 srec.pop("loss_curve", None)
                 srec.update(scorer.score(enc, not a.no_emoji))

@@ -41,6 +41,23 @@ VARIANTS = [  # (stem, width, size)
 ]
 
 
+def moco_step(
+    model: MoCo,
+    opt: torch.optim.Optimizer,
+    im_q: torch.Tensor,
+    im_k: torch.Tensor,
+    seed: int,
+    precision: contextlib.AbstractContextManager | None = None,
+) -> None:
+    """One step as `moco.train.fit` computes it (forward under `precision`, e.g. an autocast; backward; SGD)."""
+    with precision or contextlib.nullcontext():
+        logits, labels = model(im_q, im_k, generator=torch.Generator().manual_seed(seed))
+        loss = F.cross_entropy(logits.float(), labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def time_steps(stem: str, width: int, size: int, batch: int, steps: int) -> dict[bool, list[float]]:
     """Seconds per step in fp32 and in bf16, alternating step by step on one model (so that a change in the
     machine's load hits both alike), after one warm-up step of each."""
@@ -51,14 +68,9 @@ def time_steps(stem: str, width: int, size: int, batch: int, steps: int) -> dict
     times: dict[bool, list[float]] = {False: [], True: []}
     for s in range(steps + 1):
         for bf16 in (False, True):
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else None
             t = time.perf_counter()
-            with ctx:
-                logits, labels = model(x[0], x[1], generator=torch.Generator().manual_seed(s))
-                loss = F.cross_entropy(logits.float(), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            moco_step(model, opt, x[0], x[1], s, ctx)
             if s:
                 times[bf16].append(time.perf_counter() - t)
     return times
