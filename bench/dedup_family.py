@@ -36,6 +36,7 @@ from bench.neardup_eval import pairwise_prf
 from bench.neardup_family import HELDOUT_PHOTOS, TUNING_PHOTOS, build
 from moco.export import read_spec, save_random_encoder
 from moco.preprocess import PRESET_PREPROCESSING
+from retrieval.dedup import feature_votes, local_features
 from retrieval.dedup import groups as dedup
 from retrieval.dedup.groups import BACKGROUND_RANK, find_groups
 from retrieval.dedup.local_features import folder_features
@@ -49,7 +50,9 @@ RESULTS = Path(__file__).parent / "results"
 FOLDERS = ("tuning", "heldout")
 THRESHOLDS = [0.2, 0.24, 0.28, 0.32, 0.36, 0.4]
 VERIFY_BELOW = [0.26, 0.38, 0.48]
-LOW_PARTNERS = [3, 5, 8, 1000]
+LOW_PARTNERS = [0, 3, 8, 1000]
+VOTE_PARTNERS = [1, 3, 5, 8]
+MIN_VOTES = [5, 8, 12, 20]
 INLIERS = [5, 8, 10, 12, 15, 20]
 STRONG = [8, 12, 15, 20, 40, 1000]
 CONTAINED = [0.0, 0.8, 0.85, 0.9, 0.95]
@@ -58,14 +61,16 @@ ALIGN_BELOW = [0.0, 0.05, 0.1, 0.15, 0.2, 0.26]
 
 @contextmanager
 def patched(**values: float) -> Iterator[None]:
-    before = {k: getattr(dedup, k) for k in values}
+    """The constants of retrieval.dedup.groups and .feature_votes set to `values` for the block."""
+    home = {k: next(m for m in (feature_votes, local_features, dedup) if hasattr(m, k)) for k in values}
+    before = {k: getattr(home[k], k) for k in values}
     for k, v in values.items():
-        setattr(dedup, k, v)
+        setattr(home[k], k, v)
     try:
         yield
     finally:
         for k, v in before.items():
-            setattr(dedup, k, v)
+            setattr(home[k], k, v)
 
 
 class FolderPairs:
@@ -77,8 +82,10 @@ class FolderPairs:
         self._feat: dict[str, object | None] = {}
         self._evidence: dict[tuple[str, str], tuple[float, bool]] = {}
         self._geometry: dict[tuple[str, str], tuple[int, float]] = {}
-        self.seconds = {"thumbnails": 0.0, "alignment": 0.0, "features": 0.0, "matching": 0.0}
+        self._votes: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.seconds = {"thumbnails": 0.0, "alignment": 0.0, "features": 0.0, "matching": 0.0, "votes": 0.0}
         self.counts = {"pictures_thumb": 0, "pairs_aligned": 0, "pictures_features": 0, "pairs_matched": 0}
+        self.counts |= {"pictures_voting": 0, "pairs_voted": 0}
 
     def _memo(self, load: Callable[[int], Any], store: dict[str, Any], paths: list[str], kind: str, count: str):
         """id -> load(id), once per path, its time added to seconds[kind] and counts[count]."""
@@ -94,9 +101,10 @@ class FolderPairs:
 
         return get
 
-    def checks(self, paths: list[str], crop: bool, local: bool, plain: bool = True):  # noqa: ANN201
-        """(verify, geometry) for find_groups over records whose ids index `paths`; without `crop`, every readable
-        pair has alignment 0 (only plainness and geometry decide); without `plain`, no picture counts as plain."""
+    def checks(self, paths: list[str], crop: bool, local: bool, plain: bool = True, votes: bool = True):  # noqa: ANN201
+        """(verify, geometry, partners) for find_groups over records whose ids index `paths`; without `crop`, every
+        readable pair has alignment 0 (only plainness and geometry decide); without `plain`, no picture counts as
+        plain; without `votes` (or `local`), no keypoint candidates."""
         thumbs = self._memo(folder_thumbnails(self.images, paths), self._thumb, paths, "thumbnails", "pictures_thumb")
         feats = self._memo(folder_features(self.images, paths), self._feat, paths, "features", "pictures_features")
 
@@ -137,18 +145,34 @@ class FolderPairs:
             got = [self._geometry[k] for k in keys]
             return np.array([i for i, _ in got], dtype=np.int32), np.array([s for _, s in got], dtype=np.float32)
 
-        return verify, (geometry if local else None)
+        def partners(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            key = (tuple(paths), *(getattr(feature_votes, c) for c in VOTE_CONSTANTS))
+            if key not in self._votes:
+                for i in ids.tolist():
+                    feats(i)
+                t = time.perf_counter()
+                self._votes[key] = feature_votes.vote_pairs(feats, ids.tolist())
+                self.seconds["votes"] += time.perf_counter() - t
+                self.counts["pictures_voting"] += ids.size
+                self.counts["pairs_voted"] += self._votes[key][0].size
+            return self._votes[key]
+
+        return verify, (geometry if local else None), (partners if local and votes else None)
 
 
-# (crop alignment, local features, plain pictures need geometry, constants of retrieval.dedup.groups)
+# (crop alignment, local features, plain pictures need geometry, keypoint votes, constants of retrieval.dedup.groups)
 BEFORE = {"VERIFY_BELOW": 0.26, "ALIGN_BELOW": 0.26}  # the rule before issue 16: alignment promotes down to t - 0.26
 VARIANTS = {
     "no verification": None,
-    "crop alignment, rule before issue 16": (True, False, False, BEFORE),
-    "crop alignment": (True, False, True, {}),
-    "local features": (False, True, True, {}),
-    "crop alignment + local features (default)": (True, True, True, {}),
+    "crop alignment, rule before issue 16": (True, False, False, False, BEFORE),
+    "crop alignment": (True, False, True, False, {}),
+    "local features, no keypoint candidates": (False, True, True, False, {}),
+    "crop alignment + local features, no keypoint candidates": (True, True, True, False, {}),
+    "local features": (False, True, True, True, {}),
+    "crop alignment + local features (default)": (True, True, True, True, {}),
 }
+DEFAULT_VARIANT = "crop alignment + local features (default)"
+VOTE_CONSTANTS = ("VOTE_FEATURES", "VOTE_NEIGHBOURS", "VOTE_DISTANCE", "MIN_VOTES", "VOTE_PARTNERS")
 
 
 def groups_at(
@@ -156,11 +180,11 @@ def groups_at(
 ) -> list[list[str]]:
     spec = VARIANTS[variant]
     paths = [r.path for r in index.records]
-    verify = geometry = None
+    verify = geometry = partners = None
     values: dict[str, float] = dict(extra)
     if spec is not None:
-        crop, local, plain, rule = spec
-        verify, geometry = pairs.checks(paths, crop, local, plain)
+        crop, local, plain, votes, rule = spec
+        verify, geometry, partners = pairs.checks(paths, crop, local, plain, votes)
         values = {**rule, **values}
     with ExitStack() as stack:
         stack.enter_context(patched(**values))
@@ -171,6 +195,7 @@ def groups_at(
             background_rank=BACKGROUND_RANK,
             verify=verify,
             geometry=geometry,
+            partners=partners,
         )
     return [[g.keep.path] + [d.record.path for d in g.duplicates] for g in found]
 
@@ -244,7 +269,7 @@ def main() -> None:
             cell: dict = {"variants": {}}
             for v in VARIANTS:
                 cell["variants"][v] = pairwise_prf(groups_at(index, pairs, t, v), truth["groups"])
-            default = "crop alignment + local features (default)"
+            default = DEFAULT_VARIANT
             if name == "trained":
                 g = groups_at(index, pairs, t, default)
                 cell["by_edit"] = by_edit(g, truth)
@@ -253,7 +278,8 @@ def main() -> None:
                 sweeps = {"threshold": ("t", THRESHOLDS), "MIN_INLIERS": (None, INLIERS)}
                 sweeps |= {"STRONG_INLIERS": (None, STRONG), "MIN_CONTAINED": (None, CONTAINED)}
                 sweeps |= {"ALIGN_BELOW": (None, ALIGN_BELOW), "VERIFY_BELOW": (None, VERIFY_BELOW)}
-                sweeps |= {"LOW_PARTNERS": (None, LOW_PARTNERS)}
+                sweeps |= {"LOW_PARTNERS": (None, LOW_PARTNERS), "VOTE_PARTNERS": (None, VOTE_PARTNERS)}
+                sweeps |= {"MIN_VOTES": (None, MIN_VOTES)}
                 cell["sweeps"] = {}
                 for setting, (kind, values) in sweeps.items():
                     cell["sweeps"][setting] = {
@@ -314,7 +340,7 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
             lines.append(f"| {enc}, {v} | {cells[0]} | {cells[1]} |")
     lines.append(f"| imagededup PHash (distance 10) | {_prf(tu['phash'])} | {_prf(ho['phash'])} |")
     tt, ht = tu["encoders"]["trained"], ho["encoders"]["trained"]
-    d = "crop alignment + local features (default)"
+    d = DEFAULT_VARIANT
     f_tu, f_ho = tt["variants"][d]["f1"], ht["variants"][d]["f1"]
     lines += [
         "",
@@ -325,18 +351,16 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
         f"{ho['phash']['f1']:.3f}. The rows: `no verification` is `--no-verify`; `crop alignment, rule before issue "
         "16` is the crop verifier deciding every pair from 0.26 under the threshold to 0.12 over it, plain pictures "
         "not singled out; `crop alignment` is today's rule without local features; `local features` is today's "
-        "rule with alignment never counting; the default uses both (retrieval/dedup/groups.py: a pair within "
-        "ALIGN_BELOW under the threshold to VERIFY_ABOVE over it is kept when it lines up or its keypoints "
-        "match; from VERIFY_BELOW to ALIGN_BELOW under it only on STRONG_INLIERS keypoints, and only among each file's "
-        "LOW_PARTNERS best-scoring partners; a pair with a plain "
-        "picture only on its keypoints). Recall is what is left: the copies missed are mostly screenshots and "
-        "strong crops whose descriptor score falls below the candidate floor (t - VERIFY_BELOW), so no check "
-        "sees them. Every constant is the tuning-best of its sweep below except two: STRONG_INLIERS "
-        f"({dedup.STRONG_INLIERS}), the most cautious value within 0.02 of the best, since it promotes pairs far "
-        "under the threshold on keypoints alone and icons sharing a frame (signs in a rounded square, "
-        f"samples/clipart) agree on 7-21 keypoints; and LOW_PARTNERS ({dedup.LOW_PARTNERS}), a bound on the cost "
-        "(keypoint matches per file) within 0.02 of no bound. The sections above that report dedup_quality and "
-        "dedup_threshold were measured with the rule before issue 16.",
+        "rule with alignment never counting; `no keypoint candidates` leaves out the pairs keypoint votes propose "
+        "(retrieval/dedup/feature_votes.py) and the choice of centre by inliers; the default uses all of it "
+        "(retrieval/dedup/groups.py: a pair within ALIGN_BELOW under the threshold to VERIFY_ABOVE over it is kept "
+        "when it lines up or its keypoints match; further under it, and for every pair keypoint votes propose "
+        "whatever its score, only on STRONG_INLIERS keypoints; a pair with a plain picture only on its keypoints; a "
+        "file two group centres could claim joins the one it shares more inliers with). Every constant is the "
+        "tuning-best of its sweep below (the local-feature constants that need a fresh process: "
+        "bench/dedup_family_grid.py) except LOW_PARTNERS "
+        f"({dedup.LOW_PARTNERS}), kept from before keypoint votes (they now propose the pairs it found). The "
+        "sections above that report dedup_quality and dedup_threshold were measured with the rule before issue 16.",
     ]
     for name, title in (
         ("threshold", "threshold"),
@@ -346,6 +370,8 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
         ("ALIGN_BELOW", "ALIGN_BELOW (how far under the threshold alignment may promote)"),
         ("VERIFY_BELOW", "VERIFY_BELOW (how far under the threshold pairs are candidates, for local features)"),
         ("LOW_PARTNERS", "LOW_PARTNERS (best-scoring partners per file checked far under the threshold)"),
+        ("VOTE_PARTNERS", "VOTE_PARTNERS (most-voted partners per file proposed by keypoint votes)"),
+        ("MIN_VOTES", "MIN_VOTES (votes a proposed partner needs)"),
     ):
         lines += ["", f"Trained encoder, default verification, one setting swept: {title}", ""]
         lines += ["| value | tuning: P / R / F1 | held out: P / R / F1 |", "|---|---|---|"]
@@ -373,9 +399,10 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
         lines.append(f"| {k} | " + " | ".join(str(x) for x in cells) + " |")
     lines += ["", "Cost of the checks (all pairs any variant asked about, each once; the files read from disk):", ""]
     lines += [
-        "| folder | thumbnails (decode) | crop alignment | ORB features (decode + detect) | feature matching + RANSAC |"
+        "| folder | thumbnails (decode) | crop alignment | ORB features (decode + detect) | feature matching + RANSAC "
+        "| keypoint votes |"
     ]
-    lines += ["|---|---|---|---|---|"]
+    lines += ["|---|---|---|---|---|---|"]
     for f, c in (("tuning", tu), ("held out", ho)):
         s, n = c["cost"]["seconds"], c["cost"]["counts"]
 
@@ -387,6 +414,7 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
             per(s["alignment"], n["pairs_aligned"]) + " pairs",
             per(s["features"], n["pictures_features"]) + " pictures",
             per(s["matching"], n["pairs_matched"]) + " pairs",
+            per(s["votes"], n["pictures_voting"]) + f" pictures ({n['pairs_voted']} pairs proposed)",
         ]
         lines.append(f"| {f} | " + " | ".join(cells) + " |")
     lines.append("")

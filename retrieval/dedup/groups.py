@@ -14,7 +14,9 @@ L2-normalised embeddings, so the inner product of two rows is their cosine simil
    keeper order (best keeper first); each one not yet assigned becomes a centre and claims its
    unassigned neighbours. Edges are symmetric, so a better-ranked neighbour would already have
    claimed the centre: the centre is always the group's keeper, and every duplicate's score is its
-   cosine to the keeper, >= threshold.
+   cosine to the keeper, >= threshold. With local-feature verification, a member that another centre
+   could claim too, one before it in keeper order, then joins the centre it shares more keypoint inliers
+   with (a crop of a photo claimed first by a burst shot of the same scene goes back to its original).
 
 Two records that name the same underlying file (the same path after normalisation; with `root`,
 the same (st_dev, st_ino): hard links, symlinks) are never reported as duplicates of each other.
@@ -34,8 +36,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from moco.errors import InputError
-from retrieval.dedup.near_pairs import near_pairs, normalised_scores
-from retrieval.dedup.pair_checks import GeometryCheck, PairCheck, PairEvidence
+from retrieval.dedup.near_pairs import near_pairs, normalised_scores, pair_cosines
+from retrieval.dedup.pair_checks import GeometryCheck, PairCheck, PairEvidence, PartnerSource
 from retrieval.records import FileRecord
 
 if TYPE_CHECKING:
@@ -276,6 +278,21 @@ def _exact_stage(records: list[FileRecord], keeper: KeeperRule, ident: _Identiti
     return _ExactStage(rep_of=rep_of, reps=np.flatnonzero(is_rep), copies=copies)
 
 
+# (member, centres (C,), its scores to them (C,)) -> (C,) how strongly the member matches each centre
+Strength = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _by_geometry(geometry: GeometryCheck) -> Strength:
+    """Strength = local-feature inliers (0 unless one frame lies inside the other), the score breaking ties."""
+
+    def strength(member: int, centres: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        inliers, contained = geometry(np.full(centres.size, member, dtype=centres.dtype), centres)
+        inliers = np.where(contained >= MIN_CONTAINED, np.maximum(inliers, 0), 0)
+        return inliers + (np.clip(scores, -1.0, 1.0) + 1.0) / 4  # the score term stays under one inlier
+
+    return strength
+
+
 def _star_groups(
     src: np.ndarray,
     dst: np.ndarray,
@@ -283,8 +300,11 @@ def _star_groups(
     records: list[FileRecord],
     keeper: KeeperRule,
     ident: _Identities,
+    strength: Strength | None = None,
 ) -> list[tuple[int, dict[int, float]]]:
-    """Greedy star clustering: (centre, {member: cosine to centre}); the centre is the best keeper."""
+    """Greedy star clustering: (centre, {member: score to centre}); the centre is the best keeper. With
+    `strength`, a member that a centre earlier in keeper order than itself could claim too then joins the one
+    it matches best (`_best_centres`)."""
     if src.size == 0:
         return []
     a = np.concatenate([src, dst])  # (2E,) symmetrise: kNN lists are not symmetric
@@ -296,7 +316,7 @@ def _star_groups(
     ends = np.append(starts[1:], a.size)
     order = sorted(range(nodes.size), key=lambda t: keeper.sort_key(records[int(nodes[t])]))
     assigned = np.zeros(len(records), dtype=bool)
-    stars: list[tuple[int, dict[int, float]]] = []
+    stars: dict[int, dict[int, float]] = {}  # every centre, with or without members
     for t in order:
         c = int(nodes[t])
         if assigned[c]:
@@ -311,8 +331,39 @@ def _star_groups(
             members[j] = sj
         if members:
             assigned[list(members)] = True
-            stars.append((c, members))
-    return stars
+        stars[c] = members
+    if strength is not None:
+        rank = {int(nodes[t]): r for r, t in enumerate(order)}  # keeper order
+        _best_centres(stars, (nodes, starts, ends, b, s), ident, strength, rank)
+    return [(c, m) for c, m in stars.items() if m]
+
+
+def _best_centres(
+    stars: dict[int, dict[int, float]],
+    lists: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ident: _Identities,
+    strength: Strength,
+    rank: dict[int, int],
+) -> None:
+    """Move each member that another centre could claim to the centre it matches best (in place); only to a
+    centre before it in keeper order (`rank`), so a group's centre stays its best keeper. `lists`: each
+    node's neighbours and scores (nodes, starts, ends, neighbour, score) as `_star_groups` holds them."""
+    nodes, starts, ends, b, s = lists
+    where = {int(n): t for t, n in enumerate(nodes.tolist())}
+    for m, c in [(m, c) for c, members in stars.items() for m in members]:
+        t = where[m]
+        nb, sc = b[starts[t] : ends[t]], s[starts[t] : ends[t]]
+        rival = np.array(
+            [j in stars and j != c and rank[j] < rank[m] and not ident.same(j, m) for j in nb.tolist()], dtype=bool
+        )
+        if not rival.any():
+            continue
+        cands = np.concatenate([[c], nb[rival]])  # (C,) the centre it joined first, then the others
+        scores = np.concatenate([[stars[c][m]], sc[rival]])
+        best = int(np.argmax(strength(m, cands, scores)))  # ties: the first, the centre it joined
+        if best > 0:
+            del stars[c][m]
+            stars[int(cands[best])][m] = float(scores[best])
 
 
 def _sorted_group(keep: FileRecord, duplicates: Iterable[Duplicate]) -> Group:
@@ -339,14 +390,18 @@ def _verified(
     threshold: float,
     verify: PairCheck,
     geometry: GeometryCheck | None,
+    voted: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
     """The edges that stand, by the rule above VERIFY_BELOW (pairs whose pictures could not be read are
-    decided by the score alone, as without verification). Also {(low id, high id): alignment} of every edge
-    kept on its alignment or its geometry."""
+    decided by the score alone, as without verification). `voted` (E,) marks the pairs keypoint votes
+    proposed (`retrieval.dedup.feature_votes`), which are checked whatever their score. Also
+    {(low id, high id): alignment} of every edge kept on its alignment or its geometry."""
+    voted = np.zeros(score.size, dtype=bool) if voted is None else voted
     high = score >= threshold + VERIFY_ABOVE  # (E,)
     low = score < threshold - ALIGN_BELOW  # (E,) decided by local features alone
-    if low.any():  # the files' best partners only: the cost stays a few pairs per file
-        low[low] = _best_partners(src[low], dst[low], score[low], LOW_PARTNERS)
+    by_score = low & ~voted
+    if by_score.any():  # the files' best partners only: the cost stays a few pairs per file
+        low[by_score] = _best_partners(src[by_score], dst[by_score], score[by_score], LOW_PARTNERS)
         out = (score < threshold - ALIGN_BELOW) & ~low
         src, dst, score, low = src[~out], dst[~out], score[~out], low[~out]
         high = high[~out]
@@ -388,6 +443,35 @@ def _verified(
     return src[keep], dst[keep], score[keep], aligned_of
 
 
+def _with_partners(
+    src: np.ndarray,
+    dst: np.ndarray,
+    score: np.ndarray,
+    proposed: tuple[np.ndarray, np.ndarray],
+    xb: np.ndarray,
+    background: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The candidate edges plus the proposed pairs not among them (scored exactly), and (E,) which edges
+    were proposed."""
+    p_src, p_dst = (np.asarray(x, dtype=np.int64) for x in proposed)
+    n = np.int64(xb.shape[0])
+    have = np.minimum(src, dst).astype(np.int64) * n + np.maximum(src, dst)  # (E,) pair keys
+    want = np.minimum(p_src, p_dst) * n + np.maximum(p_src, p_dst)  # (P,)
+    new = ~np.isin(want, have)
+    a, b = p_src[new], p_dst[new]
+    s = pair_cosines(xb, a, b)
+    if background is not None:
+        s = normalised_scores(s, background[a], background[b])
+    voted = np.concatenate([np.isin(have, want), np.ones(a.size, dtype=bool)])
+    log.debug("keypoint votes: %d proposed pairs, %d not candidates by their score", want.size, a.size)
+    return (
+        np.concatenate([src, a.astype(src.dtype)]),
+        np.concatenate([dst, b.astype(dst.dtype)]),
+        np.concatenate([score, s.astype(np.float32)]),
+        voted,
+    )
+
+
 def find_groups(
     records: Sequence[FileRecord],
     vectors: np.ndarray,
@@ -401,6 +485,7 @@ def find_groups(
     background_rank: int = 0,
     verify: PairCheck | None = None,
     geometry: GeometryCheck | None = None,
+    partners: PartnerSource | None = None,
 ) -> list[Group]:
     """Duplicate groups: exact (same content hash) first, then near (score >= threshold to the keeper).
 
@@ -418,7 +503,10 @@ def find_groups(
     With `verify` (ids -> `PairEvidence`, or plain alignment scores: `retrieval.dedup.pair_checks`), every
     pair scoring >= threshold - VERIFY_BELOW is decided by the rule above VERIFY_BELOW, with `geometry`
     (local features) where given; a pair whose pictures cannot be read (alignment NaN) by its score alone.
-    A duplicate kept on its pictures rather than its score carries its alignment.
+    A duplicate kept on its pictures rather than its score carries its alignment. With `partners` (and
+    `verify` and `geometry`), the pairs it proposes among the representatives (keypoint votes:
+    `retrieval.dedup.feature_votes`) are candidates too, whatever their score, and decided like a pair under
+    t - ALIGN_BELOW (strong geometry) unless they score higher.
     """
     if k < 1 or batch_size < 1:
         raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
@@ -448,9 +536,13 @@ def find_groups(
         log.debug("%d candidate edges at score %.4f", pairs.src.size, floor)
         src, dst, score = pairs.src, pairs.dst, pairs.score
         aligned: dict[tuple[int, int], float] = {}
+        voted = None
+        if verify is not None and geometry is not None and partners is not None:
+            src, dst, score, voted = _with_partners(src, dst, score, partners(stage.reps), xb, background)
         if verify is not None:
-            src, dst, score, aligned = _verified(src, dst, score, threshold, verify, geometry)
-        for c, members in _star_groups(src, dst, score, recs, keeper, ident):
+            src, dst, score, aligned = _verified(src, dst, score, threshold, verify, geometry, voted)
+        strength = None if geometry is None or verify is None else _by_geometry(geometry)
+        for c, members in _star_groups(src, dst, score, recs, keeper, ident, strength):
             dups = exact_copies(c)
             for m, score_m in members.items():
                 alignment_m = aligned.get((min(c, m), max(c, m)))

@@ -32,21 +32,28 @@ from retrieval.dedup.verify_cache import BlobCache
 logger = logging.getLogger(__name__)
 
 FEATURE_SIDE = 320  # long side the keypoints are found at
-N_FEATURES = 500  # ORB keypoints per picture at most
+N_FEATURES = 1000  # ORB keypoints per picture at most
 MIN_KEYPOINTS = 12  # fewer keypoints than this: the picture is flat, it matches nothing
-RATIO = 0.8  # Lowe's ratio test: best Hamming distance below this share of the second best
+RATIO = 0.95  # Lowe's ratio test: best Hamming distance below this share of the second best
 REPROJECTION = 0.02  # RANSAC inlier distance, as a share of FEATURE_SIDE
 RANSAC_ITERATIONS = 500
+HOMOGRAPHY = True  # also fit a homography, kept when it explains more matches and is mild
+MAX_KEYSTONE = 0.5  # a kept homography's perspective changes the scale across the picture by at most 50%
 
 
 @dataclass(frozen=True)
 class Features:
-    """Keypoints of one picture: xy (K, 2) float32 at FEATURE_SIDE, descriptors (K, 32) uint8, the size."""
+    """Keypoints of one picture, strongest first: xy (K, 2) float32 at FEATURE_SIDE, descriptors (K, 32) uint8, the
+    size."""
 
     xy: np.ndarray
     descriptors: np.ndarray
     width: int
     height: int
+
+    def head(self, n: int) -> Features:
+        """The n strongest keypoints."""
+        return Features(self.xy[:n], self.descriptors[:n], self.width, self.height)
 
     def to_bytes(self) -> bytes:
         head = np.array([self.width, self.height, len(self.xy)], dtype=np.int32).tobytes()
@@ -86,8 +93,9 @@ def picture_features(grey: np.ndarray) -> Features:
     keypoints, descriptors = orb.detectAndCompute(small, None)
     if descriptors is None or len(keypoints) == 0:
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), size[0], size[1])
-    xy = np.array([k.pt for k in keypoints], dtype=np.float32)
-    return Features(xy, descriptors, size[0], size[1])
+    order = np.argsort([-k.response for k in keypoints], kind="stable")  # strongest first (feature_votes)
+    xy = np.array([keypoints[i].pt for i in order], dtype=np.float32).reshape(-1, 2)
+    return Features(xy, descriptors[order], size[0], size[1])
 
 
 def _ratio_matches(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
@@ -134,11 +142,24 @@ def geometry(a: Features, b: Features) -> Geometry:
     if m is None or mask is None:
         return Geometry(0, len(pairs), 0.0)
     h = np.vstack([m, [0.0, 0.0, 1.0]])  # (3, 3) the similarity a -> b
+    inliers = int(mask.sum())
+    if HOMOGRAPHY and len(pairs) >= 8:  # a photo of a print or a screen: a keystone no similarity fits
+        hp, mask_p = cv2.findHomography(
+            p, q, cv2.RANSAC, ransacReprojThreshold=REPROJECTION * FEATURE_SIDE, maxIters=RANSAC_ITERATIONS
+        )
+        if hp is not None and mask_p is not None and int(mask_p.sum()) > inliers and _mild(hp, a):
+            h, inliers = hp, int(mask_p.sum())
     try:
         contained = max(_coverage(h, a, b), _coverage(np.linalg.inv(h), b, a))
     except np.linalg.LinAlgError:  # a degenerate fit (scale 0)
         contained = 0.0
-    return Geometry(int(mask.sum()), len(pairs), contained)
+    return Geometry(inliers, len(pairs), contained)
+
+
+def _mild(h: np.ndarray, a: Features) -> bool:
+    """A homography whose perspective changes the scale across picture a by at most MAX_KEYSTONE."""
+    w = h[2, 0] / h[2, 2] * a.width, h[2, 1] / h[2, 2] * a.height
+    return bool(np.isfinite(h).all() and abs(w[0]) + abs(w[1]) <= MAX_KEYSTONE)
 
 
 def geometries(features: Callable[[int], Features | None], src: np.ndarray, dst: np.ndarray) -> list[Geometry | None]:
@@ -158,7 +179,8 @@ def geometries(features: Callable[[int], Features | None], src: np.ndarray, dst:
     return out
 
 
-FEATURE_VERSION = f"orb {N_FEATURES} at {FEATURE_SIDE}, edge 15, patch 15, fast 10"  # what `picture_features` makes
+# what `picture_features` makes
+FEATURE_VERSION = f"orb {N_FEATURES} at {FEATURE_SIDE}, edge 15, patch 15, fast 10, strongest first"
 
 
 def folder_features(root: Path, paths: Sequence[str]) -> Callable[[int], Features | None]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moco.progress import Progress
+from moco.progress import Progress, report
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class PairEvidence:
 
 PairCheck = Callable[[np.ndarray, np.ndarray], "PairEvidence | np.ndarray"]  # (src, dst) ids -> evidence
 GeometryCheck = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]  # -> inliers, contained (E,)
+_READ_CHUNK = 2048  # pictures whose keypoints are read, cached and trimmed at a time (keypoint votes)
+PartnerSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (src, dst) pairs proposed among them
 
 
 def is_plain(thumb: np.ndarray) -> bool:
@@ -89,6 +91,7 @@ class FolderChecks:
 
     verify: Callable[[np.ndarray, np.ndarray], PairEvidence]
     geometry: GeometryCheck | None
+    partners: PartnerSource | None  # with geometry: pairs proposed by keypoint votes
     close: Callable[[], None]
 
 
@@ -110,7 +113,7 @@ def folder_checks(
         save()
         return out
 
-    geometry = None
+    geometry = partners = None
     if local:
         from retrieval.dedup.local_features import FeatureCache, folder_features
 
@@ -126,8 +129,41 @@ def folder_checks(
             save()
             return out
 
+        def partners(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            from retrieval.dedup.feature_votes import vote_pairs, voting_share
+
+            per = voting_share(ids.size)
+            if per == 0:  # too many pictures: vote_pairs says so
+                return vote_pairs(lambda i: None, ids.tolist())
+            kept: dict[int, object | None] = {}  # only the voting keypoints, so memory stays bounded
+            for start in range(0, ids.size, _READ_CHUNK):
+                chunk = ids[start : start + _READ_CHUNK].tolist()
+                feats, save = cached_loads(load_features, hashes, feature_cache, chunk)
+                for i, f in _read_all(feats, chunk, progress, done=start, total=ids.size).items():
+                    kept[i] = None if f is None else f.head(per)  # type: ignore[attr-defined]
+                save()
+            return vote_pairs(kept.get, ids.tolist())
+
     def close() -> None:
         for c in caches:
             c.close()
 
-    return FolderChecks(verify=verify, geometry=geometry, close=close)
+    return FolderChecks(verify=verify, geometry=geometry, partners=partners, close=close)
+
+
+def _read_all(
+    load: Callable[[int], object | None], ids: list[int], progress: Progress | None, *, done: int = 0, total: int = 0
+) -> dict[int, object | None]:
+    """{id: load(id)} for every id, LOAD_WORKERS files at a time (decoding releases the GIL); progress counts
+    from `done` of `total`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from retrieval.dedup.verify import LOAD_WORKERS
+
+    out: dict[int, object | None] = {}
+    with ThreadPoolExecutor(LOAD_WORKERS) as pool:
+        for n, (i, item) in enumerate(zip(ids, pool.map(load, ids), strict=True), start=1):
+            out[i] = item
+            if n % 64 == 0 or n == len(ids):
+                report(progress, "reading keypoints", done + n, max(total, done + len(ids)))
+    return out

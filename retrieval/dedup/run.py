@@ -249,6 +249,7 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
                 background_rank=cfg.background_rank,
                 verify=None if checks is None else checks.verify,
                 geometry=None if checks is None else checks.geometry,
+                partners=None if checks is None else checks.partners,
             )
         )
     finally:
