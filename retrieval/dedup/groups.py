@@ -49,25 +49,27 @@ log = logging.getLogger(__name__)
 # `normalised_scores`). The threshold presets, and parsing the person's text: `retrieval.dedup.threshold`.
 BACKGROUND_RANK = 5
 # Verification (`find_groups(verify=..., geometry=...)`, `retrieval.dedup.pair_checks`): every candidate pair
-# (score >= t - VERIFY_BELOW) is checked against its pictures, and what decides depends on where its score s lies:
+# (score >= t - VERIFY_BELOW, and every pair keypoint votes propose: `retrieval.dedup.feature_votes`) is checked
+# against its pictures, and what decides depends on where its score s lies:
 #   s >= t + VERIFY_ABOVE               the score, unless a picture is plain (then geometry must match)
 #   t - ALIGN_BELOW <= s < t + VERIFY_ABOVE   the crop alignment (>= MIN_ALIGNMENT) or local-feature geometry
-#   t - VERIFY_BELOW <= s < t - ALIGN_BELOW   only strong local-feature geometry (`local_features.STRONG_INLIERS`)
-# so a pair that scores far under the threshold is never promoted by a grey-level alignment alone (two plain
-# drawings line up in grey levels). Chosen on the tuning sources of bench/dedup_family.py.
+#   s < t - ALIGN_BELOW                 only strong local-feature geometry (STRONG_INLIERS)
+# so a pair that scores under the threshold is never promoted by a grey-level alignment alone (two plain
+# drawings line up in grey levels). Chosen on the tuning sources of bench/dedup_family.py: each value is the
+# tuning-best of its sweep or, in a tie, the more cautious one.
 VERIFY_BELOW = 0.48
-ALIGN_BELOW = 0.10
-# under t - ALIGN_BELOW, only each file's LOW_PARTNERS best-scoring partners are checked: at most that many
-# keypoint matches per file (no cap: F1 0.018 higher on the tuning sources, 17 matches per file there)
+ALIGN_BELOW = 0.0
+# under t - ALIGN_BELOW, of the pairs the score proposes only each file's LOW_PARTNERS best-scoring partners are
+# checked (at most that many keypoint matches per file); the pairs keypoint votes propose are bounded there
 LOW_PARTNERS = 8
 VERIFY_ABOVE = 0.12
 MIN_ALIGNMENT = 0.87
 # local-feature geometry (`retrieval.dedup.local_features`) matches when at least MIN_INLIERS keypoints agree on
-# one similarity that maps at least MIN_CONTAINED of one picture's frame inside the other's (a crop, a
-# screenshot; not two frames of a burst); strong with STRONG_INLIERS. On the tuning sources STRONG_INLIERS 8
-# does best; 15 is the most cautious value within 0.02 F1 of it (bench/dedup_family.py): a pair that far
-# under the threshold is promoted on keypoints alone, and icons that share a frame (signs in a rounded
-# square, samples/clipart) agree on 7-21 keypoints.
+# one similarity (or a mild homography) that maps at least MIN_CONTAINED of one picture's frame inside the
+# other's (a crop, a screenshot; not two frames of a burst); strong with STRONG_INLIERS. On the tuning sources
+# STRONG_INLIERS 12 and 15 tie (8 lets many false pairs through); 15 is the more cautious: a pair far under
+# the threshold is promoted on keypoints alone, and icons that share a frame (signs in a rounded square,
+# samples/clipart) agree on 7-21 keypoints.
 MIN_INLIERS = 8
 MIN_CONTAINED = 0.9
 STRONG_INLIERS = 15

@@ -80,8 +80,8 @@ def crop(im: Image.Image, box: tuple[float, float, float, float]) -> Image.Image
 @pytest.fixture
 def planted_index(tmp_path, encoder, monkeypatch) -> tuple[Path, Path]:
     """(index folder, photo folder): an original with a 20%-cropped and a mirrored copy among unrelated
-    pictures, indexed with the tiny encoder; the verification band widened to every candidate pair, so
-    what groups depends on the pictures lining up, not on the random encoder's scores."""
+    pictures, indexed with the tiny encoder; the verification band (and the alignment's reach) widened to every
+    candidate pair, so what groups depends on the pictures lining up, not on the random encoder's scores."""
     from PIL import ImageOps
 
     from retrieval.dedup import groups as dedup
@@ -97,5 +97,6 @@ def planted_index(tmp_path, encoder, monkeypatch) -> tuple[Path, Path]:
         scene(seed).save(photos / f"other{seed}.png")
     index_folder(index_cfg(photos, encoder, tmp_path))
     monkeypatch.setattr(dedup, "VERIFY_BELOW", 10.0)
+    monkeypatch.setattr(dedup, "ALIGN_BELOW", 10.0)
     monkeypatch.setattr(dedup, "VERIFY_ABOVE", 10.0)
     return tmp_path / "idx", photos
