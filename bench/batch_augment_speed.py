@@ -148,7 +148,9 @@ def markdown(result: dict) -> str:
         f"{CACHE_SCALE}), {result['threads']} torch thread(s), {m['cpus']} CPUs ({m['processor']}), load average "
         f"{m['load_avg_at_start'][0]:.1f} at the start and {result['load_avg_at_end'][0]:.1f} at the end. The two "
         "paths alternate round by round; medians of the rounds. Worker path: one sample at a time, as one "
-        "data-loader worker; batch path: `moco.batch_augment.BatchTwoCrops` on the CPU, one call per batch.",
+        "data-loader worker; batch path: `moco.batch_augment.BatchTwoCrops` on the CPU, one call per batch. "
+        "The batch path is there for the GPU (a loader's workers then only copy uint8 rows); on the CPU it runs "
+        "about even with PIL. On a shared machine the spread of the rounds shows the noise.",
         "",
         "| px | worker pairs/s (rounds) | batch pairs/s (rounds) | batch / worker |",
         "|---|---|---|---|",

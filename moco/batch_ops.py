@@ -56,32 +56,23 @@ def saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 
 def hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue by f (N,) turns: RGB -> HSV, h + f mod 1, back (torchvision's _rgb2hsv / _hsv2rgb)."""
+    """Rotate the hue by f (N,) turns: RGB -> HSV as torchvision's _rgb2hsv, h + f mod 1, and back with the
+    closed form c_n = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6, n = 5, 3, 1 for R, G, B (the
+    same values as torchvision's sextant table, in a tenth of its memory traffic)."""
     r, g, b = x.unbind(1)
-    maxc, minc = x.max(1).values, x.min(1).values  # (N, H, W)
-    eqc = maxc == minc
-    cr = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = cr / torch.where(eqc, ones, maxc)
+    v, minc = x.max(1).values, x.min(1).values  # (N, H, W)
+    cr = v - minc
+    eqc = cr == 0  # grey pixels: s = 0 and h = 0, no division by zero
+    ones = torch.ones_like(v)
+    s = cr / torch.where(eqc, ones, v)
     crd = torch.where(eqc, ones, cr)
-    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
-    hr = (maxc == r) * (bc - gc)
-    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
-    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
-    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
-    h = (h + f.view(-1, 1, 1)) % 1.0
-    i = torch.floor(h * 6.0)
-    frac = h * 6.0 - i
-    i = i.to(torch.int32) % 6
-    v = maxc
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * frac)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - frac))).clamp(0.0, 1.0)
-    mask = (i.unsqueeze(1) == torch.arange(6, device=x.device).view(1, -1, 1, 1)).to(x.dtype)  # (N, 6, H, W)
-    sextants = torch.stack(
-        [torch.stack(c, 1) for c in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))], 1
-    )  # (N, 3, 6, H, W)
-    return (sextants * mask.unsqueeze(1)).sum(2)  # (N, 3, H, W)
+    rc, gc, bc = (v - r) / crd, (v - g) / crd, (v - b) / crd
+    h = torch.where(v == r, bc - gc, torch.where(v == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.fmod(h / 6.0 + 1.0, 1.0)
+    h = (h + f.view(-1, 1, 1)) % 1.0  # (N, H, W)
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = (n + 6.0 * h.unsqueeze(1)) % 6.0  # (N, 3, H, W)
+    return (v - v * s).unsqueeze(1) + (v * s).unsqueeze(1) * (1 - torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
 
 
 JITTER_OPS = (brightness, contrast, saturation, hue)  # ColorJitter's four, in the order of ViewParams.factors

@@ -149,6 +149,7 @@ def test_brightness_and_contrast_follow_the_analytic_formula():
     m = 0.5 * sum(batch_ops.GREY_WEIGHTS)
     torch.testing.assert_close(batch_ops.contrast(x, torch.tensor([0.5])), m + 0.5 * (x - m))
     torch.testing.assert_close(batch_ops.contrast(x, torch.tensor([0.0])), torch.full_like(x, m))
+    torch.testing.assert_close(batch_ops.hue(x, torch.tensor([0.3])), x)  # grey has no hue to turn
 
 
 def test_jitter_applies_the_four_ops_in_each_samples_order():
