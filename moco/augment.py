@@ -14,6 +14,11 @@ from moco.preprocess import make_preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MOCO_V2_MIN_SCALE = 0.2  # smallest crop area (fraction of the image)
+CROP_RATIO = (3 / 4, 4 / 3)  # crop aspect ratios (torchvision's RandomResizedCrop default)
+BLUR_SIGMA = (0.1, 2.0)  # Gaussian blur sigma in px for a 224 px image, scaled to the actual size
+MOCO_V2_BLUR_P = 0.5
+FLIP_P = 0.5
 
 
 class GaussianBlur:
@@ -88,27 +93,33 @@ def _normalize() -> list[Callable]:
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
+def colour_magnitudes(strength: float = 1.0) -> tuple[float, float, float, float]:
+    """(jitter, hue, jitter_p, grey_p) of MoCo v2's colour steps at `strength`: brightness, contrast and
+    saturation factors in [1 - jitter, 1 + jitter], hue shifts in [-hue, hue], jitter applied with jitter_p,
+    grey with grey_p; strength 0 turns both off. The one source for the PIL and the batch path."""
+    if strength <= 0:
+        return 0.0, 0.0, 0.0, 0.0
+    return 0.4 * strength, min(0.5, 0.1 * strength), 0.8, min(1.0, 0.2 * strength)
+
+
 def colour_steps(strength: float = 1.0) -> list[Callable]:
     """MoCo v2's colour jitter (p 0.8) and grey (p 0.2), their magnitudes and the grey probability scaled by
     `strength` (1 = the paper's; 0 = colour kept as it is)."""
     if strength <= 0:
         return []
-    b = 0.4 * strength
-    return [
-        T.RandomApply([T.ColorJitter(b, b, b, min(0.5, 0.1 * strength))], p=0.8),
-        T.RandomGrayscale(p=min(1.0, 0.2 * strength)),
-    ]
+    b, hue, jitter_p, grey_p = colour_magnitudes(strength)
+    return [T.RandomApply([T.ColorJitter(b, b, b, hue)], p=jitter_p), T.RandomGrayscale(p=grey_p)]
 
 
-def moco_v2(size: int, min_scale: float = 0.2, colour: float = 1.0, max_scale: float = 1.0) -> T.Compose:
+def moco_v2(size: int, min_scale: float = MOCO_V2_MIN_SCALE, colour: float = 1.0, max_scale: float = 1.0) -> T.Compose:
     """The MoCo v2 augmentation recipe (Chen et al., 2020), at `size` px; `colour` scales its colour steps;
     crops cover `min_scale` to `max_scale` of the image area."""
     return T.Compose(
         [
-            T.RandomResizedCrop(size, scale=(min_scale, max_scale)),
+            T.RandomResizedCrop(size, scale=(min_scale, max_scale), ratio=CROP_RATIO),
             *colour_steps(colour),
-            T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
-            T.RandomHorizontalFlip(),
+            T.RandomApply([GaussianBlur(BLUR_SIGMA)], p=MOCO_V2_BLUR_P),
+            T.RandomHorizontalFlip(FLIP_P),
             *_normalize(),
         ]
     )

@@ -10,6 +10,7 @@ ARCHS = ("resnet18", "resnet50")
 STEMS = ("imagenet", "cifar")
 PRESETS = ("moco-v2", "copy-detection")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+AUGMENT_ON = ("auto", "workers", "device")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class TrainConfig:
     local_size: int = 0  # their size in px; 0 = half the training crop size
     local_max_scale: float = 0.14  # their largest area (fraction of the image; the smallest is 0.05)
     device: str = "auto"
+    augment_on: str = "auto"  # "workers": PIL per image in the loader; "device": whole batches (moco.batch_augment)
     amp: bool = True  # autocast on CUDA (bf16 where supported)
     workers: int = -1  # data-loader workers; -1 = pick from the CPU count
     seed: int = 0
@@ -105,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.augment_on not in AUGMENT_ON:
+            raise ValueError(f"unknown augment_on {self.augment_on!r}: choose one of {', '.join(AUGMENT_ON)}")
 
     @property
     def out_dir(self) -> Path:
@@ -135,10 +139,22 @@ def device_defaults(device_type: str) -> dict[str, Any]:
     the rest come from the configs). CPU: the short-budget recipe of bench/learning_curve.py (docs/BENCHMARKS.md);
     GPU: larger images and batch, finishing in minutes."""
     if device_type == "cuda":
-        return {"arch": "resnet18", "image_size": 112, "batch_size": 256, "epochs": 200, "time_budget_min": 0.0}
+        cuda = {"arch": "resnet18", "image_size": 112, "batch_size": 256, "epochs": 200, "time_budget_min": 0.0}
+        return {**cuda, "augment_on": "device"}  # PIL workers cannot keep up with a GPU step (issue 14)
     if device_type == "mps":
-        return {"arch": "resnet18", "image_size": 96, "batch_size": 128, "epochs": 200, "time_budget_min": 60.0}
-    return {"arch": "resnet18", **CPU_RECIPE, "epochs": 200, "time_budget_min": 60.0}
+        mps = {"arch": "resnet18", "image_size": 96, "batch_size": 128, "epochs": 200, "time_budget_min": 60.0}
+        return {**mps, "augment_on": "workers"}
+    return {"arch": "resnet18", **CPU_RECIPE, "epochs": 200, "time_budget_min": 60.0, "augment_on": "workers"}
+
+
+def resolve_augment_on(augment_on: str, device_type: str, preset: str) -> str:
+    """Where a run augments: "workers" or "device". "auto" takes the device's default (device_defaults), except
+    that the copy-detection preset, whose PIL steps the batch path lacks, always stays on the workers."""
+    if augment_on != "auto":
+        return augment_on
+    if preset != "moco-v2":
+        return "workers"
+    return device_defaults(device_type)["augment_on"]
 
 
 # CPU fields. bench/learning_curve.py (docs/BENCHMARKS.md) found no setting that beats these

@@ -155,18 +155,12 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2**31 - 1)
 
 
-class PairDataset(Dataset):
-    """Two augmented views of cached image i, plus i, plus its local views (L, 3, h, w) with multi-crop.
-    Augmentation randomness depends only on (seed, epoch, i), so a resumed run sees exactly the views an
-    uninterrupted one would."""
+class CachedRows(Dataset):
+    """Rows of the decode cache by index; pickles a memory-mapped cache by file name (for the workers)."""
 
-    def __init__(
-        self, array: np.ndarray, two_crops: Callable[[Image.Image], tuple[torch.Tensor, ...]], seed: int
-    ) -> None:
+    def __init__(self, array: np.ndarray, seed: int) -> None:
         self.array = array
-        self.two_crops = two_crops
         self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.array)
@@ -187,6 +181,18 @@ class PairDataset(Dataset):
             state["array"] = np.memmap(filename, mode="r", dtype=np.dtype(dtype), shape=shape, offset=offset)
         self.__dict__.update(state)
 
+
+class PairDataset(CachedRows):
+    """Two augmented views of cached image i, plus i, plus its local views (L, 3, h, w) with multi-crop.
+    Augmentation randomness depends only on (seed, epoch, i), so a resumed run sees exactly the views an
+    uninterrupted one would."""
+
+    def __init__(
+        self, array: np.ndarray, two_crops: Callable[[Image.Image], tuple[torch.Tensor, ...]], seed: int
+    ) -> None:
+        super().__init__(array, seed)
+        self.two_crops = two_crops
+
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int] | tuple:
         epoch, i = key
         s = sample_seed(self.seed, epoch, i)
@@ -195,6 +201,16 @@ class PairDataset(Dataset):
         img = Image.fromarray(np.asarray(self.array[i]))
         q, k, *local = self.two_crops(img)  # local: [(L, 3, h, w)] with multi-crop
         return (q, k, i, *local)
+
+
+class SquareDataset(CachedRows):
+    """Cached image i as it is, (side, side, 3) uint8, plus i and its augmentation seed
+    `sample_seed(seed, epoch, i)`: the views are made on the training device (moco.batch_augment), so a
+    worker only copies a row."""
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        epoch, i = key
+        return torch.from_numpy(np.array(self.array[i])), i, sample_seed(self.seed, epoch, i)
 
 
 def epoch_batches(

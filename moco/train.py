@@ -24,9 +24,11 @@ from torch.utils.data import DataLoader
 
 from moco.atomic import atomic_write_bytes
 from moco.augment import LOCAL_MIN_SCALE, TwoCropsTransform, make_preset
+from moco.batch_augment import BatchTwoCrops
+from moco.batch_params import batch_recipe
 from moco.checkpoint import load_checkpoint, save_checkpoint
-from moco.config import MoCoConfig, TrainConfig
-from moco.data import DecodeCache, PairDataset, RunBatches, write_bad_files
+from moco.config import MoCoConfig, TrainConfig, resolve_augment_on
+from moco.data import CachedRows, DecodeCache, PairDataset, RunBatches, SquareDataset, write_bad_files
 from moco.devices import amp_dtype, autocast, resolve_device, uses_channels_last
 from moco.distributed import Dist, barrier, from_main, init_distributed, shutdown
 from moco.errors import InputError, disk_full_is
@@ -41,6 +43,7 @@ from moco.pretrained import resolve_init
 from moco.progress import Progress, report
 from moco.validation import KnnValidator
 from moco.verdict import Verdict, training_verdict
+from moco.views import ViewsOf, device_views, worker_views
 from moco.warm_start import fill_queue, head_only_steps, param_groups, set_learning_rates
 
 logger = logging.getLogger(__name__)
@@ -121,6 +124,7 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
 
 
 def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | None) -> TrainResult:
+    cfg = dataclasses.replace(cfg, augment_on=resolve_augment_on(cfg.augment_on, device.type, cfg.preset))
     out = cfg.out_dir
     root = Path(cfg.images)
     paths = list_images(root)
@@ -167,7 +171,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
     if d.is_main:
         logger.info(
             "training %s (%s stem, width %d) on %s in %s: %d images, %d px, batch %d x %d ranks, K %d, m %.3g, "
-            "T %.3g, preset %s, %d steps/epoch, up to %d epochs%s%s",
+            "T %.3g, preset %s augmented on the %s, %d steps/epoch, up to %d epochs%s%s",
             mcfg.arch,
             mcfg.stem,
             mcfg.width,
@@ -181,20 +185,16 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
             mcfg.momentum,
             mcfg.temperature,
             cfg.preset,
+            cfg.augment_on,
             steps_per_epoch,
             cfg.epochs,
             f", time budget {cfg.time_budget_min:g} min" if cfg.time_budget_min else "",
             f", resuming at step {step}" if step else "",
         )
-    two_crops = TwoCropsTransform(
-        make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength),
-        make_preset(cfg.preset, cfg.local_side, LOCAL_MIN_SCALE, cfg.colour_strength, cfg.local_max_scale),
-        cfg.local_crops,
-    )
-    dataset = PairDataset(cache.array, two_crops, cfg.seed)
+    dataset, views = _dataset_and_views(cfg, cache, device)
     if cfg.init and step == 0:  # the first negatives are keys of the initial encoder, not random vectors
         with autocast(device, cfg.amp):
-            filled = fill_queue(model, dataset, n, cfg, device, d.rank, d.world)
+            filled = fill_queue(model, dataset, n, cfg, device, d.rank, d.world, views)
         logger.info("queue filled with %d keys of the initial encoder; head only for %d steps", filled, head_steps)
     validator = KnnValidator.load(Path(cfg.val), cfg.eval_size) if cfg.val and d.is_main else None
     if not cfg.resume and d.is_main:  # start over, but only once every input has been accepted
@@ -220,7 +220,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
     health = EpochHealth()
     last_record: dict[str, Any] | None = None
     t_log, seen_log = time.monotonic(), 0
-    for im_q, im_k, ids, *local in loader:
+    for batch in loader:
         elapsed = time.monotonic() - t_start
         progress_frac = step / total_steps
         if cfg.time_budget_min:
@@ -233,8 +233,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
                 expected_steps = _budget_total(step, progress_frac)  # the report and its ETA follow the clock
         lr = learning_rate(cfg, step, progress_frac, d.world)
         set_learning_rates(optimizer, cfg, step, lr, head_steps)
-        im_q, im_k, ids = (t.to(device, non_blocking=True) for t in (im_q, im_k, ids))
-        im_local = local[0].to(device, non_blocking=True) if local else None  # (N, L, 3, h, w) multi-crop
+        im_q, im_k, ids, im_local = views(batch)  # im_local: (N, L, 3, h, w) with multi-crop, else None
         if channels_last:
             im_q = im_q.contiguous(memory_format=torch.channels_last)
             im_k = im_k.contiguous(memory_format=torch.channels_last)
@@ -314,6 +313,24 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
     verdict = _verdict(last_record, mcfg, validator, device, cfg.seed) if d.is_main else None
     barrier(d)
     return TrainResult(out, step, step / steps_per_epoch, loss_value, stopped, spec, mcfg, verdict)
+
+
+def _dataset_and_views(cfg: TrainConfig, cache: DecodeCache, device: torch.device) -> tuple[CachedRows, ViewsOf]:
+    """The loader's dataset and what turns its batches into views on the device: PIL views made in the
+    workers (`augment_on` "workers"), or uint8 squares the device augments (moco.batch_augment)."""
+    if cfg.augment_on == "device":
+        crops = BatchTwoCrops(
+            batch_recipe(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength),
+            batch_recipe(cfg.preset, cfg.local_side, LOCAL_MIN_SCALE, cfg.colour_strength, cfg.local_max_scale),
+            cfg.local_crops,
+        )
+        return SquareDataset(cache.array, cfg.seed), device_views(crops, device)
+    two_crops = TwoCropsTransform(
+        make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength),
+        make_preset(cfg.preset, cfg.local_side, LOCAL_MIN_SCALE, cfg.colour_strength, cfg.local_max_scale),
+        cfg.local_crops,
+    )
+    return PairDataset(cache.array, two_crops, cfg.seed), worker_views(device)
 
 
 def _verdict(
@@ -442,6 +459,7 @@ _MUST_MATCH = (
     "local_crops",
     "local_size",
     "local_max_scale",
+    "augment_on",  # the two paths draw different views
     "seed",
     "epochs",
     "lr",
@@ -462,7 +480,7 @@ def _resume(
     if not path.exists():
         return None
     state = load_checkpoint(path)
-    old = TrainConfig.from_dict(state["config"])
+    old = TrainConfig.from_dict({"augment_on": "workers", **state["config"]})  # written before there was a choice
     old_m = MoCoConfig(**state["model_config"])
     diffs = [k for k in _MUST_MATCH if getattr(old, k) != getattr(cfg, k)]
     diffs += [

@@ -20,8 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from moco.config import TrainConfig
-from moco.data import BatchList, PairDataset, epoch_batches
+from moco.data import BatchList, CachedRows, epoch_batches
 from moco.model import MoCo, concat_all_gather
+from moco.views import ViewsOf, worker_views
 
 FILL_EPOCH = -1  # augmentation seeds of the fill views: distinct from every training epoch's
 
@@ -64,13 +65,22 @@ def set_learning_rates(
 
 @torch.no_grad()
 def fill_queue(
-    model: MoCo, dataset: PairDataset, n: int, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1
+    model: MoCo,
+    dataset: CachedRows,
+    n: int,
+    cfg: TrainConfig,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+    views: ViewsOf | None = None,
 ) -> int:
     """Replace the whole queue with keys of the current key encoder; returns the number of keys written.
 
     The images are the last ones of the first epoch's order (the first steps' images come last, if at all),
     seen in views of their own (augmentation epoch FILL_EPOCH). Every rank runs the same number of batches.
+    `views` turns a loader batch into views on the device (moco.views; default: the worker path's).
     """
+    views = views or worker_views(device)
     K = model.K
     batches = epoch_batches(n, cfg.batch_size, 0, cfg.seed, rank, world)[::-1]
     batches = [[(FILL_EPOCH, i) for _, i in b] for b in batches[: math.ceil(K / (cfg.batch_size * world))]]
@@ -78,10 +88,11 @@ def fill_queue(
     was_training = model.training
     model.train()
     written = 0
-    for s, (_, im_k, ids, *_) in enumerate(loader):
+    for s, batch in enumerate(loader):
+        _, im_k, ids, _ = views(batch)
         gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 - 1 - s)
-        k = model._keys(im_k.to(device), gen)  # (N, dim)
-        model.enqueue(concat_all_gather(k), concat_all_gather(ids.to(device)))
+        k = model._keys(im_k, gen)  # (N, dim)
+        model.enqueue(concat_all_gather(k), concat_all_gather(ids))
         written += k.shape[0] * world
     model.train(was_training)
     return min(written, K)

@@ -39,6 +39,10 @@ def train(
         int | None, typer.Option(help="Multi-crop: small views per image, extra queries against its key (0 = off)")
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    augment_on: Annotated[
+        str | None,
+        typer.Option(help="workers (PIL per image) | device (whole batches on the GPU) [default: device on CUDA]"),
+    ] = None,
     val: Annotated[Path | None, typer.Option(help="Labelled folder (class subfolders) for kNN top-1")] = None,
     init: Annotated[
         str | None,
@@ -73,6 +77,7 @@ def train(
             embed_size=embed_size,
             device=device,
             **train_kw,
+            **({"augment_on": augment_on} if augment_on is not None else {}),  # else "auto": resolved by fit
             val=str(val or ""),
             init=str(init or ""),
             workers=workers,
