@@ -42,6 +42,9 @@ SUITE = (
     Benchmark("dedup_quality", ("{data}",), 30),
     Benchmark("dedup_threshold", ("{data}",), 20),
     Benchmark("dedup_family", ("{data}",), 30),
+    Benchmark("dedup_family_grid", (), 12),  # after dedup_family: its folders and encoder
+    Benchmark("feature_votes_scale", (), 10),
+    Benchmark("batch_augment_speed", (), 2),
     Benchmark("dedup_train_size", (), 40),
     Benchmark("train_quality", (), 100),  # each encoder embedded twice: in-process and `retrieval index`
     Benchmark("app_load", (), 3),  # on indexes/samples, which `bash scripts/demo.sh` builds

@@ -2,8 +2,9 @@
 
 A copy that is a strong crop, a screenshot in app chrome or carries two or three edits can score far under
 the threshold on the global descriptor, below any candidate floor, while most of its keypoints still sit
-on the original's (bench/dedup_family.py: on the tuning sources the local-feature geometry of 87% of the
-planted copies matches, and a fifth of those score under the floor). So keypoints also propose pairs:
+on the original's (on the tuning sources of bench/dedup_family.py the local-feature geometry of 87% of the
+planted copies matches their original, and a sixth of those score under the floor). So keypoints also
+propose pairs:
 
 Every picture's ORB descriptors (`retrieval.dedup.local_features`, at most VOTE_FEATURES of them) go into
 one binary FAISS index, searched for each descriptor's VOTE_NEIGHBOURS nearest within VOTE_DISTANCE bits;
@@ -14,8 +15,8 @@ pair far under the threshold (`retrieval.dedup.groups`: strong inliers, one fram
 Cost: memory for the descriptors, 32 bytes each plus the index's ids (at most MAX_DESCRIPTORS in all: a
 folder with more pictures gets fewer descriptors per picture, down to MIN_FEATURES, and above that no
 keypoint candidates, logged); the index is exact (brute-force Hamming) up to FLAT_UP_TO descriptors, an
-inverted file over Hamming k-means cells beyond. Votes are counted per picture, in batches of pictures, so
-the vote table never outgrows one batch.
+inverted file over Hamming k-means cells beyond, whose search grows as n^1.5 (bench/feature_votes_scale.py).
+Votes are counted per picture, in batches of pictures, so the vote table never outgrows one batch.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 VOTE_FEATURES = 1000  # descriptors per picture that vote (ORB's strongest first): all of them
 MIN_FEATURES = 32  # fewer per picture than this (a huge folder): no keypoint candidates
-MAX_DESCRIPTORS = 5_000_000  # descriptors in the vote index at most (160 MB, 200 MB more for owners and ids)
+MAX_DESCRIPTORS = 2_000_000  # descriptors in the vote index at most (64 MB, 80 MB more for owners and ids)
 VOTE_NEIGHBOURS = 4  # nearest descriptors each one looks up
 VOTE_DISTANCE = 64  # Hamming bits (of 256) within which a neighbour votes
 MIN_VOTES = 8  # votes a partner needs (geometry needs at least this many matches anyway)
