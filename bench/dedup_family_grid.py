@@ -26,7 +26,7 @@ SETTINGS: list[dict[str, float]] = [
     {"RATIO": 0.9},
     {"RATIO": 1.01},
     {"N_FEATURES": 500, "VOTE_FEATURES": 500},
-    {"HOMOGRAPHY": 0},
+    {"HOMOGRAPHY": 1},
 ]
 
 

@@ -20,6 +20,7 @@ brute-force Hamming match of the two descriptor sets and one RANSAC (bench/dedup
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,9 @@ MIN_KEYPOINTS = 12  # fewer keypoints than this: the picture is flat, it matches
 RATIO = 0.95  # Lowe's ratio test: best Hamming distance below this share of the second best
 REPROJECTION = 0.02  # RANSAC inlier distance, as a share of FEATURE_SIDE
 RANSAC_ITERATIONS = 500
-HOMOGRAPHY = True  # also fit a homography, kept when it explains more matches and is mild
+MATCH_THREADS = max(1, min(4, os.cpu_count() or 1))  # pairs matched at once
+HOMOGRAPHY = False  # also fit a homography, kept when it explains more matches and is mild: no gain measured
+# on bench/dedup_family.py (bench/dedup_family_grid.py), and it nearly doubles the cost of a pair
 MAX_KEYSTONE = 0.5  # a kept homography's perspective changes the scale across the picture by at most 50%
 
 
@@ -98,15 +101,16 @@ def picture_features(grey: np.ndarray) -> Features:
     return Features(xy, descriptors[order], size[0], size[1])
 
 
-def _ratio_matches(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
-    import cv2
+def _ratio_matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j): a[i]'s nearest descriptor in b is b[j], by Hamming distance, and its distance is below RATIO times
+    the second nearest's (Lowe's ratio test). Exact search (faiss, brute force)."""
+    import faiss
 
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-    out = []
-    for pair in matcher.knnMatch(a, b, k=2):
-        if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
-            out.append((pair[0].queryIdx, pair[0].trainIdx))
-    return out
+    index = faiss.IndexBinaryFlat(8 * b.shape[1])
+    index.add(np.ascontiguousarray(b))
+    dist, nearest = index.search(np.ascontiguousarray(a), 2)  # (Na, 2)
+    ok = (nearest[:, 1] >= 0) & (dist[:, 0] < RATIO * dist[:, 1])
+    return np.flatnonzero(ok), nearest[ok, 0]
 
 
 def _coverage(h: np.ndarray, a: Features, b: Features) -> float:
@@ -129,21 +133,23 @@ def geometry(a: Features, b: Features) -> Geometry:
 
     if len(a.xy) < MIN_KEYPOINTS or len(b.xy) < MIN_KEYPOINTS:
         return NO_GEOMETRY
-    forward = _ratio_matches(a.descriptors, b.descriptors)
-    backward = {(i, j) for j, i in _ratio_matches(b.descriptors, a.descriptors)}
-    pairs = [m for m in forward if m in backward]
-    if len(pairs) < 4:
-        return Geometry(0, len(pairs), 0.0)
-    p = a.xy[[i for i, _ in pairs]]  # (M, 2)
-    q = b.xy[[j for _, j in pairs]]  # (M, 2)
+    i, j = _ratio_matches(a.descriptors, b.descriptors)  # a -> b
+    back_j, back_i = _ratio_matches(b.descriptors, a.descriptors)  # b -> a
+    partner = np.full(len(b.xy), -1, dtype=np.int64)
+    partner[back_j] = back_i
+    both = partner[j] == i  # found both ways
+    i, j = i[both], j[both]
+    if i.size < 4:
+        return Geometry(0, int(i.size), 0.0)
+    p, q = a.xy[i], b.xy[j]  # (M, 2) each
     m, mask = cv2.estimateAffinePartial2D(
         p, q, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION * FEATURE_SIDE, maxIters=RANSAC_ITERATIONS
     )
     if m is None or mask is None:
-        return Geometry(0, len(pairs), 0.0)
+        return Geometry(0, int(i.size), 0.0)
     h = np.vstack([m, [0.0, 0.0, 1.0]])  # (3, 3) the similarity a -> b
     inliers = int(mask.sum())
-    if HOMOGRAPHY and len(pairs) >= 8:  # a photo of a print or a screen: a keystone no similarity fits
+    if HOMOGRAPHY and i.size >= 8:  # a photo of a print or a screen: a keystone no similarity fits
         hp, mask_p = cv2.findHomography(
             p, q, cv2.RANSAC, ransacReprojThreshold=REPROJECTION * FEATURE_SIDE, maxIters=RANSAC_ITERATIONS
         )
@@ -153,7 +159,7 @@ def geometry(a: Features, b: Features) -> Geometry:
         contained = max(_coverage(h, a, b), _coverage(np.linalg.inv(h), b, a))
     except np.linalg.LinAlgError:  # a degenerate fit (scale 0)
         contained = 0.0
-    return Geometry(inliers, len(pairs), contained)
+    return Geometry(inliers, int(i.size), contained)
 
 
 def _mild(h: np.ndarray, a: Features) -> bool:
@@ -164,19 +170,22 @@ def _mild(h: np.ndarray, a: Features) -> bool:
 
 def geometries(features: Callable[[int], Features | None], src: np.ndarray, dst: np.ndarray) -> list[Geometry | None]:
     """Geometry of each pair (src[e], dst[e]); None where a picture could not be read. `features` is called
-    once per id."""
-    cache: dict[int, Features | None] = {}
+    once per id. Pairs are matched MATCH_THREADS at a time, each search on one thread: a descriptor search is
+    too small for OpenMP's threads to pay (on 2 cores, 1 thread per search in 2 threads is 4x faster than 2)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def of(i: int) -> Features | None:
-        if i not in cache:
-            cache[i] = features(i)
-        return cache[i]
+    pairs = list(zip(np.asarray(src).tolist(), np.asarray(dst).tolist(), strict=True))
+    feats = {i: features(int(i)) for i in dict.fromkeys(x for pair in pairs for x in pair)}
 
-    out: list[Geometry | None] = []
-    for i, j in zip(np.asarray(src).tolist(), np.asarray(dst).tolist(), strict=True):
-        fa, fb = of(int(i)), of(int(j))
-        out.append(None if fa is None or fb is None else geometry(fa, fb))
-    return out
+    def one(pair: tuple[int, int]) -> Geometry | None:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # this worker thread's searches only
+        fa, fb = feats[pair[0]], feats[pair[1]]
+        return None if fa is None or fb is None else geometry(fa, fb)
+
+    with ThreadPoolExecutor(MATCH_THREADS) as pool:
+        return list(pool.map(one, pairs))
 
 
 # what `picture_features` makes

@@ -121,13 +121,20 @@ def folder_checks(
         caches.append(feature_cache)
         load_features = folder_features(root, paths)
 
+        known: dict[tuple[int, int], tuple[int, float]] = {}  # (low id, high id) -> (inliers, contained)
+
         def geometry(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            ids = np.unique(np.concatenate([src, dst])).tolist()
-            feats, save = cached_loads(load_features, hashes, feature_cache, ids)
-            logger.info("matching local features of %d pairs", src.size)
-            out = feature_geometry(feats, src, dst)
-            save()
-            return out
+            keys = [(min(a, b), max(a, b)) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
+            todo = [k for k in dict.fromkeys(keys) if k not in known]  # each pair matched once per run
+            if todo:
+                s, d = np.array([a for a, _ in todo]), np.array([b for _, b in todo])
+                feats, save = cached_loads(load_features, hashes, feature_cache, np.unique(np.r_[s, d]).tolist())
+                logger.info("matching local features of %d pairs", s.size)
+                inliers, contained = feature_geometry(feats, s, d)
+                save()
+                known.update(zip(todo, zip(inliers.tolist(), contained.tolist(), strict=True), strict=True))
+            got = [known[k] for k in keys]
+            return np.array([i for i, _ in got], dtype=np.int32), np.array([c for _, c in got], dtype=np.float32)
 
         def partners(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             from retrieval.dedup.feature_votes import vote_pairs, voting_share
