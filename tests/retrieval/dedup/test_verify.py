@@ -127,9 +127,14 @@ def planted_cosines(scores: dict[int, float], n: int) -> np.ndarray:
     return x
 
 
-def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs():
+@pytest.mark.parametrize("low_partners", [8, 0])
+def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs(low_partners, monkeypatch):
     """Planted scores around threshold t, with an alignment, a plain flag and a local-feature geometry each:
-    the score zone decides which evidence counts."""
+    the score zone decides which evidence counts. With LOW_PARTNERS 0 (the default) a pair far under t that no
+    keypoint vote proposed is not checked at all."""
+    from retrieval.dedup import groups as dedup
+
+    monkeypatch.setattr(dedup, "LOW_PARTNERS", low_partners)
     t = 0.3
     strong, weak, burst = (STRONG_INLIERS, 1.0), (MIN_INLIERS, 1.0), (STRONG_INLIERS, MIN_CONTAINED - 0.2)
     none = (0, 0.0)
@@ -137,9 +142,9 @@ def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs():
     plan = {
         1: (t + VERIFY_ABOVE + 0.05, 0.0, False, none, True),  # above the band: the score decides
         2: (t + 0.05, 0.2, False, none, False),  # in the band, neither lines up nor matches
-        3: (t - ALIGN_BELOW + 0.03, 0.95, False, none, True),  # under t but lines up
+        3: (t - ALIGN_BELOW + 0.03, 0.95, False, none, True),  # in the band (from t - ALIGN_BELOW), lines up
         4: (t - VERIFY_BELOW + 0.03, 0.99, False, none, False),  # far under t: alignment alone never promotes
-        5: (t - VERIFY_BELOW + 0.03, 0.0, False, strong, True),  # ... strong geometry does
+        5: (t - VERIFY_BELOW + 0.03, 0.0, False, strong, low_partners > 0),  # ... strong geometry does
         6: (t - VERIFY_BELOW + 0.03, 0.0, False, weak, STRONG_INLIERS <= MIN_INLIERS),  # a weak match does not
         7: (t + 0.05, 0.2, False, weak, True),  # in the band: a local-feature match is enough
         8: (t + 0.05, 0.2, False, burst, False),  # many inliers, but neither frame inside the other: a burst
@@ -180,7 +185,7 @@ def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs():
     assert got[3].alignment == pytest.approx(0.95) and got[1].alignment is None and got[11].alignment is None
     assert got[3].score == pytest.approx(plan[3][0], abs=1e-5)  # the reported score stays the score
     assert 13 not in verified and 13 not in matched  # under the floor: nothing to check
-    assert 4 not in verified and 4 in matched  # far under t: only local features are asked
+    assert 4 not in verified and (4 in matched) == (low_partners > 0)  # far under t: only local features are asked
     assert 1 in verified and 1 not in matched  # above the band: checked for plainness only
     assert 3 not in matched  # lined up: no need for local features
     plain = find_groups([record(i) for i in range(n)], x, t)
