@@ -365,8 +365,8 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
         "benchmark folder of bench/dedup_quality.py (clip art that shares a part, checked far under the threshold, "
         "made false pairs there; retrieval/dedup/groups.py gives the figures), and the threshold preset, chosen on "
         "the seed-1 benchmark folder (bench/dedup_threshold.py): on these tuning sources "
-        f"{best_t:g} would do {best_f - f_tu:.3f} better. The "
-        "sections above that report dedup_quality and dedup_threshold were measured with the rule before issue 16.",
+        f"{best_t:g} would do {best_f - f_tu:.3f} better. The dedup_threshold section above was measured with the "
+        "rule before issue 16.",
     ]
     for name, title in (
         ("threshold", "threshold"),

@@ -318,10 +318,11 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
     lines += [
         "",
         f"F1 difference at the defaults (trained encoder): {diff:+.3f} (goal: F1 >= 0.90 and >= 0.3 above PHash).",
-        "Verification (retrieval/dedup/verify.py, on by default; `--no-verify` rows without it): pairs scoring "
-        "near the "
-        "threshold are kept when a crop of one picture, stretched per axis and mirrored or not, lines up with the "
-        "other in grey levels and in its edges (gradient magnitudes). "
+        "Verification (retrieval/dedup/groups.py, on by default; `--no-verify` rows without it): pairs scoring "
+        "near the threshold are kept when a crop of one picture, stretched per axis and mirrored or not, lines up "
+        "with the other in grey levels and in its edges (retrieval/dedup/verify.py), or when their ORB keypoints "
+        "agree on one similarity that puts one frame inside the other (local_features.py); pairs under the "
+        "threshold only on strong keypoint agreement, and only those keypoint votes propose (feature_votes.py). "
         f"It moves F1 at the default from {nv['f1']:.3f} to {v['f1']:.3f} (trained encoder) and from "
         f"{r['random_no_verify']['f1']:.3f} to {r['random_default']['f1']:.3f} (random init). "
         f"It took `retrieval dedup` from {nv['seconds']:.1f} s to {v['seconds']:.1f} s on this folder (the whole "
