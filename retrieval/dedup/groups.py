@@ -68,13 +68,14 @@ LOW_PARTNERS = 0
 VERIFY_ABOVE = 0.12
 MIN_ALIGNMENT = 0.87
 # local-feature geometry (`retrieval.dedup.local_features`) matches when at least MIN_INLIERS keypoints agree on
-# one similarity (or a mild homography) that maps at least MIN_CONTAINED of one picture's frame inside the
+# one similarity that maps at least MIN_CONTAINED of one picture's frame inside the
 # other's (a crop, a screenshot; not two frames of a burst); strong with STRONG_INLIERS. On the tuning sources
 # STRONG_INLIERS 12 and 15 tie (8 lets many false pairs through); 15 is the more cautious: a pair far under
 # the threshold is promoted on keypoints alone, and icons that share a frame (signs in a rounded square,
 # samples/clipart) agree on 7-21 keypoints.
 MIN_INLIERS = 8
 MIN_CONTAINED = 0.9
+SCORE_NOISE = 1e-4  # two embeddings of the same bytes differ by float noise
 STRONG_INLIERS = 15
 
 
@@ -558,7 +559,7 @@ def find_groups(
                     s_copy = float(np.dot(xb[c], xb[i]))  # the same bytes embed the same, up to noise
                     if background is not None:
                         s_copy = float(normalised_scores(np.float32(s_copy), background[c], background[m]))
-                    if s_copy >= floor:  # the same bytes as m, which made it (verified or not)
+                    if s_copy >= min(floor, score_m) - SCORE_NOISE:  # the same bytes as m, which made it
                         dups.append(Duplicate(recs[i], s_copy, "near", alignment_m))
                 grouped.add(m)
             grouped.add(c)

@@ -5,6 +5,8 @@ when its geometry is strong; a file two centres could claim joins the one it sha
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -97,6 +99,7 @@ def no_alignment(src: np.ndarray, dst: np.ndarray) -> PairEvidence:
 
 @pytest.mark.parametrize("inliers", [STRONG_INLIERS, STRONG_INLIERS - 1])
 def test_a_proposed_pair_far_under_the_threshold_groups_on_strong_geometry_only(inliers):
+    """...and brings its exact copies with it."""
     t = 0.28
     e = unit_rows(4)
     x = np.vstack([e[0], -0.6 * e[0] + 0.8 * e[1], e[2], -0.6 * e[2] + 0.8 * e[3]]).astype(np.float32)
@@ -115,12 +118,14 @@ def test_a_proposed_pair_far_under_the_threshold_groups_on_strong_geometry_only(
         assert sorted(ids.tolist()) == [0, 1, 2, 3]
         return np.array([0, 2]), np.array([1, 3])
 
-    records = [record(i) for i in range(4)]
+    records = [record(i) for i in range(4)] + [dataclasses.replace(record(4), content_hash=record(1).content_hash)]
+    x = np.vstack([x, x[1]])  # file 4: the same bytes as file 1, which only its keypoints bring in
     groups = find_groups(records, x, t, verify=no_alignment, geometry=geometry, partners=partners)
     assert {(0, 1), (2, 3)} <= set(asked)
-    expected = [(0, [1])] if inliers >= STRONG_INLIERS else []
+    expected = [(0, [1, 4])] if inliers >= STRONG_INLIERS else [(1, [4])]
     assert [(g.keep.id, [d.record.id for d in g.duplicates]) for g in groups] == expected
-    assert find_groups(records, x, t, verify=no_alignment, geometry=geometry) == []  # no votes: never a candidate
+    no_votes = find_groups(records, x, t, verify=no_alignment, geometry=geometry)  # 0-1 is never a candidate
+    assert [(g.keep.id, [d.record.id for d in g.duplicates]) for g in no_votes] == [(1, [4])]
 
 
 @pytest.mark.parametrize("stronger", [0, 1])
