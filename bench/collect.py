@@ -14,6 +14,7 @@ ORDER = [
     "train_quality",
     "learning_curve",
     "train_step_speed",
+    "bf16_conv_check",
     "compile_speed",
     "batch_augment_speed",
     "index_throughput",

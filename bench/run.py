@@ -45,6 +45,7 @@ SUITE = (
     Benchmark("dedup_family_grid", (), 12),  # after dedup_family: its folders and encoder
     Benchmark("feature_votes_scale", (), 10),
     Benchmark("batch_augment_speed", (), 2),
+    Benchmark("bf16_conv_check", (), 1),
     Benchmark("dedup_train_size", (), 40),
     Benchmark("train_quality", (), 100),  # each encoder embedded twice: in-process and `retrieval index`
     Benchmark("app_load", (), 3),  # on indexes/samples, which `bash scripts/demo.sh` builds

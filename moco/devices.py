@@ -32,9 +32,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 # (128 px) faster than fp32 (issue 14). AVX512-BF16 without AMX measured 1.35-2.0x faster in
 # bench/train_step_speed.py (fp32 and bf16 steps alternating, one thread); at equal steps its loss matched fp32
 # within 1% but kNN and emoji recall came out 1-1.5 standard errors lower (one seed). Over three seeds the gap is
-# within the seed spread (bench/results/bf16_equal_steps_seeds.json), but with it on, one run of the tiny multi-crop
-# training test went to NaN once (not reproduced in 5 reruns), so it stays fp32 until that is understood
-# ("avx512_bf16" here turns it on).
+# within the seed spread (bench/results/bf16_equal_steps_seeds.json). It stays fp32 there: the bf16 weight gradient
+# of a strided conv on a 1x1 input (a 16 px multi-crop view at layer4) reads garbage on this kind of CPU (values
+# up to 1e38 between identical runs, bench/bf16_conv_check.py), which is what sent the tiny multi-crop training
+# test to NaN ("avx512_bf16" here turns it on).
 CPU_BF16_TRAIN = ("amx",)
 
 
