@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moco.progress import Progress, report
+from moco.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ def folder_checks(
 
         def partners(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             from retrieval.dedup.feature_votes import vote_pairs, voting_share
+            from retrieval.dedup.verify import read_each
 
             per = voting_share(ids.size)
             if per == 0:  # too many pictures: vote_pairs says so
@@ -146,7 +147,8 @@ def folder_checks(
             for start in range(0, ids.size, _READ_CHUNK):
                 chunk = ids[start : start + _READ_CHUNK].tolist()
                 feats, save = cached_loads(load_features, hashes, feature_cache, chunk)
-                for i, f in _read_all(feats, chunk, progress, done=start, total=ids.size).items():
+                got = read_each(feats, chunk, progress=progress, stage="reading keypoints", done=start, total=ids.size)
+                for i, f in got.items():
                     kept[i] = None if f is None else f.head(per)  # type: ignore[attr-defined]
                 save()
             return vote_pairs(kept.get, ids.tolist())
@@ -156,21 +158,3 @@ def folder_checks(
             c.close()
 
     return FolderChecks(verify=verify, geometry=geometry, partners=partners, close=close)
-
-
-def _read_all(
-    load: Callable[[int], object | None], ids: list[int], progress: Progress | None, *, done: int = 0, total: int = 0
-) -> dict[int, object | None]:
-    """{id: load(id)} for every id, LOAD_WORKERS files at a time (decoding releases the GIL); progress counts
-    from `done` of `total`."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from retrieval.dedup.verify import LOAD_WORKERS
-
-    out: dict[int, object | None] = {}
-    with ThreadPoolExecutor(LOAD_WORKERS) as pool:
-        for n, (i, item) in enumerate(zip(ids, pool.map(load, ids), strict=True), start=1):
-            out[i] = item
-            if n % 64 == 0 or n == len(ids):
-                report(progress, "reading keypoints", done + n, max(total, done + len(ids)))
-    return out

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from moco.progress import Progress, report
 from moco.straighten import straighten
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 THUMB_SIDE = 48  # thumbnail side the crops are cut from
 COMPARE_SIDE = 32  # side at which a crop and a whole picture are compared
@@ -166,11 +168,7 @@ def alignments(
     if isinstance(thumbs, list):
         loaded = {i: thumbs[i] for i in ids}
     else:
-        with ThreadPoolExecutor(max(1, workers)) as pool:  # decoding releases the GIL
-            loaded = {}
-            for i, t in zip(ids, pool.map(thumbs, ids), strict=True):
-                loaded[i] = t
-                report(progress, "verifying", len(loaded), len(ids))
+        loaded = read_each(thumbs, ids, workers=workers, progress=progress, stage="verifying")
     readable = {i for i, t in loaded.items() if t is not None}
     ends = np.concatenate([src, dst])  # (2E,) each pair listed under both of its pictures
     other = np.concatenate([dst, src])
@@ -196,6 +194,27 @@ def alignments(
         best = kept.view(len(partners), 2).amax(dim=1)  # (n,)
         for (_, e), s in zip(partners, best.tolist(), strict=True):
             out[e] = s if np.isnan(out[e]) else max(out[e], s)
+    return out
+
+
+def read_each(
+    load: Callable[[int], T],
+    ids: Sequence[int],
+    *,
+    workers: int = LOAD_WORKERS,
+    progress: Progress | None = None,
+    stage: str,
+    done: int = 0,
+    total: int | None = None,
+) -> dict[int, T]:
+    """{id: load(id)} for every id, `workers` files at a time (decoding releases the GIL); each one reported to
+    `progress` as `stage`, counted from `done` of `total` (default: done + the ids)."""
+    total = done + len(ids) if total is None else total
+    out: dict[int, T] = {}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for i, item in zip(ids, pool.map(load, ids), strict=True):
+            out[i] = item
+            report(progress, stage, done + len(out), total)
     return out
 
 
