@@ -361,9 +361,9 @@ def markdown(r: dict, a: argparse.Namespace) -> str:
         "file two group centres could claim joins the one it shares more inliers with). Every constant is the "
         "tuning-best of its sweep below or tied with it, ties going to the more cautious value (STRONG_INLIERS 15 "
         "over 12, ALIGN_BELOW 0 over 0.05; the local-feature constants that need a fresh process: "
-        "bench/dedup_family_grid.py), except two: LOW_PARTNERS 0, a little under 8 here but better on the seed-0 "
-        "benchmark folder of bench/dedup_quality.py (clip art that shares a part, checked far under the threshold, "
-        "made false pairs there; retrieval/dedup/groups.py gives the figures), and the threshold preset, chosen on "
+        "bench/dedup_family_grid.py; LOW_PARTNERS, tied here, chosen on the seed-0 benchmark folder of "
+        "bench/dedup_quality.py, where clip art that shares a part, checked far under the threshold, made false "
+        "pairs: retrieval/dedup/groups.py gives the figures), except the threshold preset, chosen on "
         "the seed-1 benchmark folder (bench/dedup_threshold.py): on these tuning sources "
         f"{best_t:g} would do {best_f - f_tu:.3f} better. The dedup_threshold section above was measured with the "
         "rule before issue 16.",

@@ -27,6 +27,17 @@ SETTINGS: list[dict[str, float]] = [
     {"RATIO": 1.01},
     {"N_FEATURES": 500, "VOTE_FEATURES": 500},
     {"HOMOGRAPHY": 1},
+    {"FEW_KEYPOINTS": 0},
+    {"FAST_LOW": 1},
+    {"FAST_LOW": 2},
+    {"FAST_LOW": 4},
+    {"FAST_LOW": 5},
+    {"FEW_KEYPOINTS": 100},
+    {"FEW_KEYPOINTS": 600},
+    {"FEW_KEYPOINTS": 1000},
+    {"SOFT_SHARE": 0.0},
+    {"SOFT_SHARE": 0.2},
+    {"SOFT_SHARE": 0.4},
 ]
 
 
@@ -79,7 +90,12 @@ def markdown(rows: list[dict]) -> str:
         "`python -m bench.dedup_family_grid` after bench/dedup_family.py (same folders and trained encoder); each row "
         "runs the default rule in a fresh process with one setting changed (retrieval/dedup/local_features.py: "
         "RATIO, the ratio test; N_FEATURES, ORB keypoints per picture; HOMOGRAPHY, a mild homography tried beside "
-        "the similarity; retrieval/dedup/feature_votes.py: VOTE_FEATURES). The defaults are the tuning-best.",
+        "the similarity; FEW_KEYPOINTS, under this many corners at the usual FAST threshold a picture is soft and "
+        "searched again at FAST_LOW (0: never); SOFT_SHARE, the share of a soft picture's matches that must be "
+        "inliers; retrieval/dedup/feature_votes.py: VOTE_FEATURES). The defaults are the tuning-best (FAST_LOW, "
+        "FEW_KEYPOINTS and SOFT_SHARE were chosen on a joint grid of the three on the tuning folder; SOFT_SHARE 0.3 "
+        "ties 0 and 0.2 there and is the cautious one: unrelated soft pictures match on chance consensus without "
+        "it, tests/retrieval/dedup/test_local_features.py).",
         "",
         "| setting | tuning: P / R / F1 | held out: P / R / F1 |",
         "|---|---|---|",

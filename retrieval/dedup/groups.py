@@ -61,9 +61,10 @@ VERIFY_BELOW = 0.48
 ALIGN_BELOW = 0.0
 # under t - ALIGN_BELOW, of the pairs the score proposes only each file's LOW_PARTNERS best-scoring partners are
 # checked (at most that many keypoint matches per file); the pairs keypoint votes propose are bounded there. 0:
-# under the threshold only the pairs keypoint votes propose are checked. On the family's tuning sources 8 did
-# 0.007 better, on the seed-0 benchmark folder of bench/dedup_quality.py 0 did 0.022 better (false pairs of
-# clip art that shares a part); 0 has the better mean of the two and costs 8 keypoint matches a file less.
+# under the threshold only the pairs keypoint votes propose are checked. On the family's tuning sources 0, 3, 8
+# and 1000 tie (before soft pictures got their keypoints, 8 did 0.007 better); on the seed-0 benchmark folder
+# of bench/dedup_quality.py 0 did 0.022 better (false pairs of clip art that shares a part), and it costs 8
+# keypoint matches a file less.
 LOW_PARTNERS = 0
 VERIFY_ABOVE = 0.12
 MIN_ALIGNMENT = 0.87

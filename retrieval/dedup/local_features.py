@@ -11,7 +11,12 @@ other's (`contained`: 1 when one picture is a crop of the other, or sits inside 
 what counts as a match. Rotation in the frame, strong crops, captions, stickers and a screenshot's chrome
 keep many of a copy's keypoints in place; two different pictures keep almost none.
 
-A flat or nearly blank picture has too few keypoints (< MIN_KEYPOINTS) to match anything.
+A soft picture (a gradient wallpaper, a blurred scene, a small drawing scaled up: fewer than FEW_KEYPOINTS corners
+at FAST_THRESHOLD) is searched again at FAST_LOW, and its features are flagged `soft`. Faint corners of two
+unrelated soft pictures pair up by chance, and out of a hundred such matches a dozen always fit some similarity;
+a real copy's matches are mostly inliers. So a pair with a soft picture matches only when at least SOFT_SHARE
+of its matches are inliers. A flat or nearly blank picture has too few keypoints (< MIN_KEYPOINTS) to match
+anything.
 
 Cost: ORB on a FEATURE_SIDE picture is a few milliseconds, done once per picture; a pair costs a
 brute-force Hamming match of the two descriptor sets and one RANSAC (bench/dedup_family.py measures it).
@@ -34,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 FEATURE_SIDE = 320  # long side the keypoints are found at
 N_FEATURES = 1000  # ORB keypoints per picture at most
+FAST_THRESHOLD = 10  # FAST corner threshold (grey levels): lower finds corners on soft gradients too
+FAST_LOW = 3  # ... the threshold a soft picture (fewer than FEW_KEYPOINTS corners) is searched again with
+FEW_KEYPOINTS = 300  # both chosen on the tuning sources of bench/dedup_family.py (bench/dedup_family_grid.py)
+SOFT_SHARE = 0.3  # a soft picture matches only when at least this share of its matches are inliers
 MIN_KEYPOINTS = 12  # fewer keypoints than this: the picture is flat, it matches nothing
 RATIO = 0.95  # Lowe's ratio test: best Hamming distance below this share of the second best
 REPROJECTION = 0.02  # RANSAC inlier distance, as a share of FEATURE_SIDE
@@ -47,29 +56,30 @@ MAX_KEYSTONE = 0.5  # a kept homography's perspective changes the scale across t
 @dataclass(frozen=True)
 class Features:
     """Keypoints of one picture, strongest first: xy (K, 2) float32 at FEATURE_SIDE, descriptors (K, 32) uint8, the
-    size."""
+    size, and whether they were found with the low threshold (a soft picture)."""
 
     xy: np.ndarray
     descriptors: np.ndarray
     width: int
     height: int
+    soft: bool = False
 
     def head(self, n: int) -> Features:
         """The n strongest keypoints."""
-        return Features(self.xy[:n], self.descriptors[:n], self.width, self.height)
+        return Features(self.xy[:n], self.descriptors[:n], self.width, self.height, self.soft)
 
     def to_bytes(self) -> bytes:
-        head = np.array([self.width, self.height, len(self.xy)], dtype=np.int32).tobytes()
+        head = np.array([self.width, self.height, len(self.xy), self.soft], dtype=np.int32).tobytes()
         return head + self.xy.astype(np.float32).tobytes() + self.descriptors.astype(np.uint8).tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Features:
-        w, h, k = np.frombuffer(data[:12], dtype=np.int32).tolist()
-        if len(data) != 12 + k * 8 + k * 32:
+        w, h, k, soft = np.frombuffer(data[:16], dtype=np.int32).tolist()
+        if len(data) != 16 + k * 8 + k * 32:
             raise ValueError(f"feature record of {len(data)} bytes does not hold {k} keypoints")
-        xy = np.frombuffer(data[12 : 12 + 8 * k], dtype=np.float32).reshape(k, 2).copy()
-        d = np.frombuffer(data[12 + 8 * k :], dtype=np.uint8).reshape(k, 32).copy()
-        return cls(xy, d, w, h)
+        xy = np.frombuffer(data[16 : 16 + 8 * k], dtype=np.float32).reshape(k, 2).copy()
+        d = np.frombuffer(data[16 + 8 * k :], dtype=np.uint8).reshape(k, 32).copy()
+        return cls(xy, d, w, h, bool(soft))
 
 
 @dataclass(frozen=True)
@@ -92,13 +102,22 @@ def picture_features(grey: np.ndarray) -> Features:
     f = FEATURE_SIDE / max(h, w)
     size = (max(1, round(w * f)), max(1, round(h * f)))
     small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-    orb = cv2.ORB_create(nfeatures=N_FEATURES, edgeThreshold=15, patchSize=15, fastThreshold=10)
-    keypoints, descriptors = orb.detectAndCompute(small, None)
+    keypoints, descriptors = _orb(small, FAST_THRESHOLD)
+    soft = len(keypoints) < FEW_KEYPOINTS
+    if soft:  # its corners are faint: look again with a lower threshold
+        keypoints, descriptors = _orb(small, FAST_LOW)
     if descriptors is None or len(keypoints) == 0:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), size[0], size[1])
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), size[0], size[1], soft)
     order = np.argsort([-k.response for k in keypoints], kind="stable")  # strongest first (feature_votes)
     xy = np.array([keypoints[i].pt for i in order], dtype=np.float32).reshape(-1, 2)
-    return Features(xy, descriptors[order], size[0], size[1])
+    return Features(xy, descriptors[order], size[0], size[1], soft)
+
+
+def _orb(small: np.ndarray, fast: int) -> tuple[Sequence, np.ndarray | None]:
+    import cv2
+
+    orb = cv2.ORB_create(nfeatures=N_FEATURES, edgeThreshold=15, patchSize=15, fastThreshold=fast)
+    return orb.detectAndCompute(small, None)
 
 
 def _ratio_matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +174,8 @@ def geometry(a: Features, b: Features) -> Geometry:
         )
         if hp is not None and mask_p is not None and int(mask_p.sum()) > inliers and _mild(hp, a):
             h, inliers = hp, int(mask_p.sum())
+    if (a.soft or b.soft) and inliers < SOFT_SHARE * i.size:  # faint corners agree by chance, never most of them
+        return Geometry(0, int(i.size), 0.0)
     try:
         contained = max(_coverage(h, a, b), _coverage(np.linalg.inv(h), b, a))
     except np.linalg.LinAlgError:  # a degenerate fit (scale 0)
@@ -189,7 +210,10 @@ def geometries(features: Callable[[int], Features | None], src: np.ndarray, dst:
 
 
 # what `picture_features` makes
-FEATURE_VERSION = f"orb {N_FEATURES} at {FEATURE_SIDE}, edge 15, patch 15, fast 10, strongest first"
+FEATURE_VERSION = (
+    f"orb {N_FEATURES} at {FEATURE_SIDE}, edge 15, patch 15, fast {FAST_THRESHOLD} (under {FEW_KEYPOINTS} corners: "
+    f"{FAST_LOW}, soft flag), strongest first"
+)
 
 
 def folder_features(root: Path, paths: Sequence[str]) -> Callable[[int], Features | None]:

@@ -4,17 +4,13 @@ with the same queue, the loss falls, and a time budget stops every rank at the s
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import socket
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import moco.train
@@ -23,27 +19,18 @@ from moco.config import MoCoConfig
 from moco.data import epoch_batches
 from moco.model import MoCo, concat_all_gather
 from tests.moco.conftest import StepClock
+from tests.moco.ranks import WORLD, join_env, run_ranks
 from tests.moco.tiny import light_views, make_images, tiny_config
 
-WORLD = 2
 N_IMAGES, BATCH, EPOCHS = 32, 8, 100  # 2 steps per epoch on each rank, 16 images a step
 # The run ends by a time budget on a step clock (each reading of the clock advances 0.1 s). Rank 0 reads it
 # more often (it logs every step), so its clock runs ahead: the ranks must agree on time anyway.
 BUDGET_MIN = 8.0 / 60
-DEADLINE_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, port: int, images: str, out: str, results: str) -> None:
     """One rank: check _keys_ddp, then train with moco.train.fit and save what the rank ends with."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank)
-    )
+    join_env(rank, port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     res = Path(results)
@@ -95,19 +82,7 @@ def ddp_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
     make_images(base / "photos", N_IMAGES, seed=6)
     (base / "results").mkdir()
-    ctx = mp.spawn(
-        _worker,
-        args=(_free_port(), str(base / "photos"), str(base / "run"), str(base / "results")),
-        nprocs=WORLD,
-        join=False,
-    )
-    deadline = time.monotonic() + DEADLINE_S
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-            pytest.fail(f"the 2-rank run did not finish within {DEADLINE_S} s (a rank waiting for the other?)")
+    run_ranks(_worker, str(base / "photos"), str(base / "run"), str(base / "results"))
     keys = [torch.load(base / "results" / f"keys{r}.pt") for r in range(WORLD)]
     ranks = [torch.load(base / "results" / f"rank{r}.pt") for r in range(WORLD)]
     yield {"base": base, "keys": keys, "ranks": ranks}

@@ -1,13 +1,18 @@
 """Local-feature geometry on planted cases: a rotated, cropped, captioned copy matches its original; two
-different textures and two different plain drawings do not."""
+different textures and two different plain drawings do not; a soft picture's crop matches it through the
+low-threshold keypoints, and unrelated soft pictures do not match through them."""
 
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image, ImageDraw
+import itertools
 
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from retrieval.dedup import local_features
 from retrieval.dedup.groups import MIN_CONTAINED, MIN_INLIERS
-from retrieval.dedup.local_features import Features, geometry, picture_features
+from retrieval.dedup.local_features import FEW_KEYPOINTS, Features, geometry, picture_features
 
 
 def texture(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
@@ -83,7 +88,58 @@ def test_a_flat_picture_has_no_geometry():
 
 
 def test_features_round_trip_through_bytes():
-    f = features(texture(3))
-    g = Features.from_bytes(f.to_bytes())
-    assert np.array_equal(f.xy, g.xy) and np.array_equal(f.descriptors, g.descriptors)
-    assert (g.width, g.height) == (f.width, f.height) == (320, 240)
+    for im in (texture(3), soft(0)):
+        f = features(im)
+        g = Features.from_bytes(f.to_bytes())
+        assert np.array_equal(f.xy, g.xy) and np.array_equal(f.descriptors, g.descriptors)
+        assert (g.width, g.height, g.soft) == (f.width, f.height, f.soft)
+    assert not features(texture(3)).soft and features(soft(0)).soft
+    with pytest.raises(ValueError, match="does not hold"):
+        Features.from_bytes(features(texture(3)).to_bytes()[:-1])
+
+
+def soft(seed: int, size: tuple[int, int] = (320, 200)) -> Image.Image:
+    """A wallpaper-like picture: a few large overlapping triangles a little lighter or darker than the ground,
+    blurred, so its corners are faint."""
+    rng = np.random.default_rng(seed)
+    ground = rng.integers(60, 200, 3)
+    im = Image.new("RGB", size, tuple(int(c) for c in ground))
+    d = ImageDraw.Draw(im)
+    for _ in range(12):
+        corners = [(float(rng.uniform(-40, size[0] + 40)), float(rng.uniform(-40, size[1] + 40))) for _ in range(3)]
+        d.polygon(corners, fill=tuple(int(c) for c in np.clip(ground + rng.integers(-40, 41, 3), 0, 255)))
+    return im.filter(ImageFilter.GaussianBlur(1.5))
+
+
+def smooth_noise(seed: int) -> Image.Image:
+    """Blurred colour noise (9 x 12 cells upsampled): soft structure everywhere, nothing two of them share."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8)).resize((160, 120), Image.BICUBIC)
+
+
+def crop_of(im: Image.Image) -> Image.Image:
+    w, h = im.size
+    return im.crop((int(w * 0.1), int(h * 0.12), int(w * 0.9), int(h * 0.9))).resize((400, 260), Image.BICUBIC)
+
+
+def test_a_soft_pictures_crop_matches_through_the_low_threshold_keypoints(monkeypatch):
+    pictures = [soft(seed) for seed in range(6)]
+    assert all(features(p).soft for p in pictures)  # under FEW_KEYPOINTS corners at the usual threshold
+    assert all(matches(p, crop_of(p)) for p in pictures)
+    monkeypatch.setattr(local_features, "FEW_KEYPOINTS", 0)  # the usual threshold only, as before
+    assert all(len(features(p).xy) < FEW_KEYPOINTS for p in pictures)
+    assert not all(matches(p, crop_of(p)) for p in pictures)  # seed 1: no geometry at all
+
+
+def test_unrelated_soft_pictures_do_not_match_on_chance_consensus(monkeypatch):
+    """Faint corners of different pictures pair up by chance and a few such matches always fit one similarity;
+    a soft picture's match must be mostly inliers (SOFT_SHARE), as its real copy's are."""
+    pictures = [features(smooth_noise(seed)) for seed in range(12)] + [features(soft(seed)) for seed in range(6)]
+
+    def matching_pairs() -> int:
+        found = [geometry(a, b) for a, b in itertools.combinations(pictures, 2)]
+        return sum(g.inliers >= MIN_INLIERS and g.contained >= MIN_CONTAINED for g in found)
+
+    assert matching_pairs() == 0
+    monkeypatch.setattr(local_features, "SOFT_SHARE", 0.0)
+    assert matching_pairs() > 0  # without the share, chance consensus passes: the check is what holds them apart
