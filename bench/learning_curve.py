@@ -99,13 +99,13 @@ class Snapshots:
             self.taken.append({"minute": minute, "file": str(dst)})
 
 
-def export_snapshot(ckpt: Path, final_encoder: Path, out_dir: Path) -> int:
-    """The query backbone of a snapshot checkpoint, exported with the final encoder's spec (its step noted);
-    returns that step."""
+def export_snapshot(ckpt: Path, final_encoder: Path, out_dir: Path, encoder: str = "q") -> int:
+    """The query backbone (`encoder` "q"; "k": the momentum key encoder's) of a snapshot checkpoint, exported
+    with the final encoder's spec (its step noted); returns that step."""
     from moco.export import EncoderSpec, export_encoder, read_spec
 
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    prefix = "encoder_q.backbone."
+    prefix = f"encoder_{encoder}.backbone."
     backbone = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     spec = dataclasses.asdict(read_spec(final_encoder))
     spec["trained"] = {**(spec.get("trained") or {}), "steps": state["step"]}
@@ -269,6 +269,11 @@ def main() -> None:
         help="minutes, comma-separated: also score each run's checkpoint at these points of its clock (one long run"
         " gives the shorter points; its lr schedule spans the whole budget)",
     )
+    ap.add_argument(
+        "--key-encoder",
+        action="store_true",
+        help="also score the momentum key encoder of every scored checkpoint (rows named 'SETTING (key encoder)')",
+    )
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -321,6 +326,7 @@ def main() -> None:
             rec = {"setting": name, "budget_min": b, "overrides": settings[name]}
             rec |= json.loads(out.strip().splitlines()[-1])
             rec["run"] = str(run)
+            scored: list[tuple[dict, Path]] = []  # (row, its checkpoint) for the key encoder's rows
             for snap in rec.pop("snapshots", []):  # the shorter points of this run's clock
                 enc = run / f"encoder-{snap['minute']:g}min"
                 step = export_snapshot(Path(snap["file"]), run, enc)
@@ -331,9 +337,18 @@ def main() -> None:
                 srec.update(scorer.score(enc, not a.no_emoji))
                 print(json.dumps(srec), file=sys.stderr, flush=True)
                 rows.append(srec)
+                scored.append((srec, Path(snap["file"])))
             rec.update(scorer.score(run, not a.no_emoji))
             print(json.dumps({k: v for k, v in rec.items() if k != "loss_curve"}), file=sys.stderr, flush=True)
             rows.append(rec)
+            scored.append((rec, run / "checkpoint.pt"))
+            for row, ckpt in scored if a.key_encoder else []:
+                enc = run / f"key-encoder-{row['budget_min']:g}min"
+                export_snapshot(ckpt, run, enc, "k")
+                krec = {k: v for k, v in row.items() if k != "loss_curve"} | {"setting": f"{name} (key encoder)"}
+                krec.update(scorer.score(enc, not a.no_emoji))
+                print(json.dumps(krec), file=sys.stderr, flush=True)
+                rows.append(krec)
             if not randoms:  # random init of each architecture, scored while the longer budgets train
                 randoms = score_random_inits(scorer, settings, work, not a.no_emoji)
     for rec in rows:
