@@ -74,7 +74,7 @@ def ddp_device_run(tmp_path_factory):
     make_images(base / "photos", N_IMAGES, seed=9)
     (base / "results").mkdir()
     run_ranks(_worker, str(base / "photos"), str(base / "run"), str(base / "results"))
-    yield [torch.load(base / "results" / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    yield [torch.load(base / "results" / f"rank{r}.pt") for r in range(WORLD)]
     shutil.rmtree(base, ignore_errors=True)
 
 
