@@ -43,8 +43,8 @@ FAST_THRESHOLD = 10  # FAST corner threshold (grey levels): lower finds corners 
 FAST_LOW = 3  # ... the threshold a soft picture (fewer than FEW_KEYPOINTS corners) is searched again with
 FEW_KEYPOINTS = 300
 SOFT_SHARE = 0.3  # a soft picture matches only when at least this share of its matches are inliers
-# FAST_LOW, FEW_KEYPOINTS and SOFT_SHARE: chosen on the tuning sources of bench/dedup_family.py, on a joint grid
-# (bench/dedup_family_grid.py shows one at a time)
+# FAST_LOW, FEW_KEYPOINTS and SOFT_SHARE: chosen on the tuning sources of bench/dedup_family.py
+# (bench/dedup_family_grid.py: the joint FAST_LOW x FEW_KEYPOINTS grid, SOFT_SHARE beside it)
 MIN_KEYPOINTS = 12  # fewer keypoints than this: the picture is flat, it matches nothing
 RATIO = 0.95  # Lowe's ratio test: best Hamming distance below this share of the second best
 REPROJECTION = 0.02  # RANSAC inlier distance, as a share of FEATURE_SIDE
