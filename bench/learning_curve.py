@@ -182,7 +182,9 @@ class Scorer:
 
         from moco.images import load_image
 
-        key = (emb.spec.image_size, which)
+        spec = emb.spec
+        prep = (spec.resize, spec.grayscale, spec.standardize, spec.trim_borders, spec.straighten, spec.mean, spec.std)
+        key = (spec.image_size, prep, which)  # encoders that preprocess differently never share inputs
         if key not in self._x:
             paths = {
                 "clip": self.clip_paths,
@@ -218,13 +220,16 @@ class Scorer:
 
 
 def score_random_inits(scorer: Scorer, settings: dict, work: Path, emoji: bool) -> dict[str, dict]:
-    """A random-init encoder per (stem, width, input size) of the settings, scored like the trained ones."""
+    """A random-init encoder per (stem, width, input size) of the settings, scored like the trained ones: with
+    the preprocessing `retrieval train` records for its preset (a squashed picture, not a centre crop)."""
     from moco.export import save_random_encoder
+    from moco.preprocess import PRESET_PREPROCESSING
 
     out = {}
     for stem, width, size in sorted({arch_of(s) for s in settings.values()}):
         rnd = work / f"random-{stem}-{width}-{size}"
-        save_random_encoder(rnd, image_size=size, dim=0, stem=stem, width=width)
+        prep = PRESET_PREPROCESSING["moco-v2"]
+        save_random_encoder(rnd, image_size=size, dim=0, preprocessing=prep, stem=stem, width=width)
         out[f"{stem}/{width}/{size}px"] = scorer.score(rnd, emoji)
         print(json.dumps({"random": f"{stem}/{width}/{size}", **out[f"{stem}/{width}/{size}px"]}), file=sys.stderr)
     return out

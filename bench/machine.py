@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 
 def machine_info(torch_info: bool = True, faiss_info: bool = False) -> dict:
@@ -11,6 +12,7 @@ def machine_info(torch_info: bool = True, faiss_info: bool = False) -> dict:
     info: dict = {
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "load_avg_at_start": os.getloadavg(),
     }
@@ -24,3 +26,12 @@ def machine_info(torch_info: bool = True, faiss_info: bool = False) -> dict:
 
         info.update(faiss=faiss.__version__, faiss_omp_threads=faiss.omp_get_max_threads(), numpy=np.__version__)
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), "" where it is not there."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
