@@ -13,6 +13,14 @@ FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048}  # at the standard base width
 BASE_WIDTH = 64  # channels of the first stage; later stages double it
 
 
+OUTPUT_STRIDE = {"imagenet": 32, "cifar": 8}  # input side / side of the last (layer4) feature map
+
+
+def last_map_side(stem: str, side: int) -> int:
+    """Side of the last feature map for a side x side input (each stride-2 layer rounds up)."""
+    return -(-side // OUTPUT_STRIDE[stem])
+
+
 def feature_dim(arch: str, width: int = BASE_WIDTH) -> int:
     """Channels of the last feature map (the retrieval descriptor's size) for `arch` at base `width`."""
     return FEATURE_DIMS[arch] * width // BASE_WIDTH

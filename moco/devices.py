@@ -29,14 +29,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 # CPU bf16 kinds on which training autocasts to bf16. AMX tiles run a ResNet-18 MoCo step 2.3x (64 px) to 4.5x
-# (128 px) faster than fp32 (issue 14). AVX512-BF16 without AMX measured 1.35-2.0x faster in
-# bench/train_step_speed.py (fp32 and bf16 steps alternating, one thread); at equal steps its loss matched fp32
-# within 1% but kNN and emoji recall came out 1-1.5 standard errors lower (one seed). Over three seeds the gap is
-# within the seed spread (bench/results/bf16_equal_steps_seeds.json). It stays fp32 there: the bf16 weight gradient
-# of a strided conv on a 1x1 input (a 16 px multi-crop view at layer4) reads garbage on this kind of CPU (values
-# up to 1e38 between identical runs, bench/bf16_conv_check.py), which is what sent the tiny multi-crop training
-# test to NaN ("avx512_bf16" here turns it on).
-CPU_BF16_TRAIN = ("amx",)
+# (128 px) faster than fp32 (issue 14). AVX512-BF16 without AMX: on an Intel Xeon 1.35-2.0x per step
+# (bench/train_step_speed.py) and 1.26-1.35x the pairs of fp32 in real training; on an AMD EPYC level with fp32
+# (762 against 770 steps in 20 minutes, bench/results/learning_curve.md). At equal steps the loss follows fp32 within
+# 1% and kNN and emoji recall stay within the seed spread (bench/results/bf16_equal_steps_seeds.json). One kernel is
+# wrong on both: the bf16 weight gradient of layer4's strided conv reading a 1x1 map returns garbage (non-finite
+# values, or up to 1e38 between identical runs; reading 2x2 and 4x4 maps it is exact: bench/bf16_conv_check.py).
+# Training keeps fp32 unless every view reaches the last feature map at CPU_BF16_MIN_MAP or more (that conv then
+# reads 3x3 or more: a margin over the 2x2 measured exact); moco.train.train_amp.
+CPU_BF16_TRAIN = ("amx", "avx512_bf16")
+CPU_BF16_MIN_MAP = 2  # smallest side of the last feature map at which CPU training autocasts to bf16
 
 
 def cpu_bf16_kind(cpuinfo: str | None = None) -> str:

@@ -24,12 +24,13 @@ from torch.utils.data import DataLoader
 
 from moco.atomic import atomic_write_bytes
 from moco.augment import LOCAL_MIN_SCALE, TwoCropsTransform, make_preset
+from moco.backbone import last_map_side
 from moco.batch_augment import BatchTwoCrops
 from moco.batch_params import batch_recipe
 from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig, resolve_augment_on
 from moco.data import CachedRows, DecodeCache, PairDataset, RunBatches, SquareDataset, write_bad_files
-from moco.devices import amp_dtype, autocast, resolve_device, uses_channels_last
+from moco.devices import CPU_BF16_MIN_MAP, amp_dtype, autocast, resolve_device, uses_channels_last
 from moco.distributed import Dist, barrier, from_main, init_distributed, shutdown
 from moco.errors import InputError, disk_full_is
 from moco.export import EncoderSpec, export_encoder
@@ -85,8 +86,20 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float, world: int) -> f
     return base * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def train_amp(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether training autocasts: `cfg.amp`, except on a CPU when the smallest view (a multi-crop view, else the
+    training crop) would reach the last feature map at less than CPU_BF16_MIN_MAP px, near where one bf16 kernel is
+    wrong (moco.devices); then fp32."""
+    if not cfg.amp or device.type != "cpu":
+        return cfg.amp
+    smallest = min(cfg.image_size, cfg.local_side) if cfg.local_crops else cfg.image_size
+    return last_map_side(cfg.model.stem, smallest) >= CPU_BF16_MIN_MAP
+
+
 def _precision(cfg: TrainConfig, device: torch.device) -> str:
     dtype = amp_dtype(device, train=True) if cfg.amp else None
+    if dtype is not None and not train_amp(cfg, device):
+        return "fp32 (a view reaches the last feature map at 1x1: too small for CPU bf16)"
     return {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(dtype, "fp32")
 
 
@@ -152,6 +165,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
     image_files = [p.relative_to(root).as_posix() for p in cache.paths]  # queue_ids[i] names image_files[id]
     model = model.to(device)
     channels_last = uses_channels_last(device)
+    amp = train_amp(cfg, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=0.0, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -238,7 +252,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
             im_q = im_q.contiguous(memory_format=torch.channels_last)
             im_k = im_k.contiguous(memory_format=torch.channels_last)
         gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
-        with autocast(device, cfg.amp, train=True):
+        with autocast(device, amp, train=True):
             logits, labels = ddp(im_q, im_k, ids, gen, im_local)
             loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from moco.backbone import build_backbone, feature_dim
+from moco.backbone import build_backbone, feature_dim, last_map_side
 from moco.config import MoCoConfig
 from moco.errors import EncoderSpecError
 from moco.export import load_encoder, read_spec, save_random_encoder
@@ -23,6 +23,8 @@ from moco.model import MoCo
         ("cifar", 64, 32, 4),
         ("cifar", 16, 32, 4),
         ("cifar", 16, 48, 6),
+        ("imagenet", 16, 48, 2),  # odd sides round up at each stride-2 layer
+        ("cifar", 16, 20, 3),
     ],
 )
 def test_feature_map_size_follows_the_stem(stem, width, size, side):
@@ -30,6 +32,7 @@ def test_feature_map_size_follows_the_stem(stem, width, size, side):
     net = build_backbone("resnet18", stem=stem, width=width)
     out = net(torch.randn(2, 3, size, size))
     assert tuple(out.shape) == (2, feature_dim("resnet18", width), side, side)
+    assert last_map_side(stem, size) == side
     assert feature_dim("resnet18", width) == 8 * width
 
 

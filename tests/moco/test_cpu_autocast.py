@@ -3,13 +3,15 @@ against fp32 training on a tiny model at equal steps (bf16 forced by faking an A
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 import moco.devices
 from moco.checkpoint import load_checkpoint
 from moco.devices import amp_dtype, cpu_bf16_kind
-from moco.train import fit
+from moco.train import fit, train_amp
 from tests.moco.tiny import make_images, tiny_config
 
 AMX = "flags : fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8"
@@ -24,10 +26,10 @@ def test_bf16_kind_is_read_from_the_cpu_flags():
     assert cpu_bf16_kind("") == ""  # no /proc/cpuinfo (macOS, Windows): full precision
 
 
-def test_cpu_autocasts_to_bf16_for_training_only_on_the_kinds_measured_faster():
+def test_cpu_autocasts_to_bf16_for_training_only_on_cpus_with_bf16_units():
     cpu = torch.device("cpu")
     assert amp_dtype(cpu, train=True, cpu_kind="amx") == torch.bfloat16
-    assert amp_dtype(cpu, train=True, cpu_kind="avx512_bf16") is None  # faster, but kNN at equal steps unchecked
+    assert amp_dtype(cpu, train=True, cpu_kind="avx512_bf16") == torch.bfloat16
     assert amp_dtype(cpu, train=True, cpu_kind="") is None
     assert amp_dtype(cpu, train=False, cpu_kind="amx") is None  # index/query time stays fp32
     assert amp_dtype(torch.device("mps"), train=True, cpu_kind="amx") is None
@@ -60,3 +62,25 @@ def test_bf16_training_follows_the_fp32_loss_curve_at_equal_steps(tmp_path, monk
     assert max(diffs) > 0  # bf16 really ran
     assert max(diffs) < 0.05 * max(fp32)  # and tracks fp32 step by step
     assert bf16[-1] == pytest.approx(fp32[-1], rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("stem", "size", "local_crops", "local_size", "amp"),
+    [
+        ("imagenet", 64, 0, 0, True),  # the CPU default: layer4 at 2x2
+        ("imagenet", 48, 0, 0, True),  # 48 / 32 rounds up to 2
+        ("imagenet", 32, 0, 0, False),  # layer4 at 1x1, where the bf16 weight gradient is wrong
+        ("imagenet", 64, 4, 0, False),  # 32 px local views reach 1x1
+        ("imagenet", 128, 4, 0, True),  # 64 px local views: 2x2
+        ("cifar", 16, 0, 0, True),  # stride 8: 2x2
+        ("cifar", 32, 2, 8, False),  # 8 px local views: 1x1
+    ],
+)
+def test_cpu_training_keeps_fp32_when_a_view_reaches_the_last_map_at_1x1(stem, size, local_crops, local_size, amp):
+    # the map sides are checked against real forward passes in test_backbone_stems.py
+    cfg = tiny_config("imgs", "out", model={"stem": stem}, image_size=size, local_crops=local_crops)
+    if local_size:
+        cfg = dataclasses.replace(cfg, local_size=local_size)
+    assert train_amp(cfg, torch.device("cpu")) is amp
+    assert train_amp(dataclasses.replace(cfg, amp=False), torch.device("cpu")) is False
+    assert train_amp(cfg, torch.device("cuda")) is True  # GPUs autocast whatever the view size
