@@ -4,6 +4,7 @@ URL, serves, and stops on Ctrl-C (SIGINT)."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -50,22 +51,34 @@ def test_loopback_rules():
 
 
 @pytest.mark.slow
-def test_serves_then_stops_on_ctrl_c(tiny):
+def test_serves_then_stops_on_ctrl_c(tiny, tmp_path):
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "retrieval", "app", "--index", str(tiny.index), "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
-    )
-    try:
-        line = proc.stdout.readline()  # blocks until the server is up
-        assert f"http://127.0.0.1:{port}/" in line, line + proc.stderr.read()
-        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-    assert proc.returncode == 0, proc.stderr.read()
+    with open(tmp_path / "stderr.txt", "w+") as err:  # a file, not a pipe: a full pipe would stall the server
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "retrieval", "app", "--index", str(tiny.index), "--port", str(port)]
+            + ["--device", "cpu"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+            preexec_fn=_ctrl_c_default,
+        )
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 180)  # the URL line, once the server is up
+            line = proc.stdout.readline() if ready else "(no line within 180 s)"
+            assert f"http://127.0.0.1:{port}/" in line, line + (tmp_path / "stderr.txt").read_text()
+            assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
+        finally:
+            proc.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()
+
+
+def _ctrl_c_default() -> None:
+    """In the child before Python starts: SIGINT back to its default, which Python turns into KeyboardInterrupt. A
+    shell starts background jobs with SIGINT ignored and children inherit that, so the app would never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
