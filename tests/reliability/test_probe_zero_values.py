@@ -38,7 +38,7 @@ def test_train_refuses_zero_before_doing_anything(tmp_path, monkeypatch, capsys,
 def test_options_left_out_still_take_the_device_defaults(tmp_path, monkeypatch):
     """The other half of the fix: None (not given) -> the default; the config the command builds shows it."""
     import moco.train
-    from moco.config import TrainConfig
+    from moco.config import MoCoConfig, TrainConfig
 
     seen: list[TrainConfig] = []
 
@@ -53,9 +53,11 @@ def test_options_left_out_still_take_the_device_defaults(tmp_path, monkeypatch):
         train(tmp_path, out=tmp_path / "r", device="cpu")
     want = device_defaults("cpu")
     cfg = seen[0]
-    assert (cfg.model.arch, cfg.image_size, cfg.batch_size, cfg.epochs) == (
+    assert (cfg.model.arch, cfg.image_size, cfg.batch_size, cfg.epochs, cfg.model.temperature) == (
         want["arch"],
         want["image_size"],
         want["batch_size"],
         want["epochs"],
+        want["temperature"],
     )
+    assert cfg.model.temperature != MoCoConfig().temperature  # the CPU recipe's own T, not the config's
