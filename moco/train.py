@@ -88,7 +88,7 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float, world: int) -> f
 
 def train_amp(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether training autocasts: `cfg.amp`, except on a CPU when the smallest view (a multi-crop view, else the
-    training crop) would reach the last feature map at less than CPU_BF16_MIN_MAP px, near where one bf16 kernel is
+    training crop) would reach the last feature map at a side below CPU_BF16_MIN_MAP, near where one bf16 kernel is
     wrong (moco.devices); then fp32."""
     if not cfg.amp or device.type != "cpu":
         return cfg.amp
