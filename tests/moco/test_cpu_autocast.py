@@ -69,7 +69,7 @@ def test_bf16_training_follows_the_fp32_loss_curve_at_equal_steps(tmp_path, monk
     [
         ("imagenet", 64, 0, 0, True),  # the CPU default: layer4 at 2x2
         ("imagenet", 48, 0, 0, True),  # 48 / 32 rounds up to 2
-        ("imagenet", 32, 0, 0, False),  # layer4 at 1x1, where the bf16 weight gradient is wrong
+        ("imagenet", 32, 0, 0, False),  # layer4 at 1x1: below the margin over the kernel that reads 1x1 maps
         ("imagenet", 64, 4, 0, False),  # 32 px local views reach 1x1
         ("imagenet", 128, 4, 0, True),  # 64 px local views: 2x2
         ("cifar", 16, 0, 0, True),  # stride 8: 2x2
@@ -84,3 +84,15 @@ def test_cpu_training_keeps_fp32_when_a_view_reaches_the_last_map_at_1x1(stem, s
     assert train_amp(cfg, torch.device("cpu")) is amp
     assert train_amp(dataclasses.replace(cfg, amp=False), torch.device("cpu")) is False
     assert train_amp(cfg, torch.device("cuda")) is True  # GPUs autocast whatever the view size
+
+
+def test_views_too_small_for_cpu_bf16_train_exactly_as_fp32(tmp_path, monkeypatch):
+    """On a CPU with bf16 units, a run whose views reach layer4 at 1x1 (32 px, imagenet stem) is fp32 bit for bit."""
+    make_images(tmp_path / "imgs", 24, size=36)
+
+    def losses(name: str, amp: bool) -> list[float]:
+        fit(tiny_config(tmp_path / "imgs", tmp_path / name, model={"bn_splits": 1}, amp=amp))
+        return [loss for _, loss in load_checkpoint(tmp_path / name / "checkpoint.pt")["loss_history"]]
+
+    monkeypatch.setattr(moco.devices, "cpu_bf16_kind", lambda cpuinfo=None: "avx512_bf16")
+    assert losses("amp", amp=True) == losses("fp32", amp=False)
