@@ -182,9 +182,7 @@ class Scorer:
 
         from moco.images import load_image
 
-        spec = emb.spec
-        prep = (spec.resize, spec.grayscale, spec.standardize, spec.trim_borders, spec.straighten, spec.mean, spec.std)
-        key = (spec.image_size, prep, which)  # encoders that preprocess differently never share inputs
+        key = (emb.spec.preprocess_args, which)  # encoders that preprocess differently never share inputs
         if key not in self._x:
             paths = {
                 "clip": self.clip_paths,
@@ -226,9 +224,9 @@ def score_random_inits(scorer: Scorer, settings: dict, work: Path, emoji: bool) 
     from moco.preprocess import PRESET_PREPROCESSING
 
     out = {}
+    prep = PRESET_PREPROCESSING["moco-v2"]
     for stem, width, size in sorted({arch_of(s) for s in settings.values()}):
         rnd = work / f"random-{stem}-{width}-{size}"
-        prep = PRESET_PREPROCESSING["moco-v2"]
         save_random_encoder(rnd, image_size=size, dim=0, preprocessing=prep, stem=stem, width=width)
         out[f"{stem}/{width}/{size}px"] = scorer.score(rnd, emoji)
         print(json.dumps({"random": f"{stem}/{width}/{size}", **out[f"{stem}/{width}/{size}px"]}), file=sys.stderr)

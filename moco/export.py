@@ -119,9 +119,10 @@ class EncoderSpec:
         if not isinstance(self.trained, dict):
             raise InvalidSpecField("trained", f"{self.trained!r} is not an object")
 
-    def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
-        """The image -> input tensor transform that index and query time share."""
-        return make_preprocess(
+    @property
+    def preprocess_args(self) -> tuple[Any, ...]:
+        """Everything the input transform depends on: two specs with equal args turn a picture into equal inputs."""
+        return (
             self.image_size,
             self.mean,
             self.std,
@@ -131,6 +132,10 @@ class EncoderSpec:
             self.trim_borders,
             self.straighten,
         )
+
+    def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
+        """The image -> input tensor transform that index and query time share."""
+        return make_preprocess(*self.preprocess_args)
 
     @property
     def identity(self) -> str:

@@ -10,6 +10,7 @@ import torch
 
 import moco.devices
 from moco.checkpoint import load_checkpoint
+from moco.config import TrainConfig
 from moco.devices import amp_dtype, cpu_bf16_kind
 from moco.train import fit, train_amp
 from tests.moco.tiny import make_images, tiny_config
@@ -35,27 +36,24 @@ def test_cpu_autocasts_to_bf16_for_training_only_on_cpus_with_bf16_units():
     assert amp_dtype(torch.device("mps"), train=True, cpu_kind="amx") is None
 
 
-def _loss_history(tmp_path, name: str, amp: bool) -> list[float]:
-    cfg = tiny_config(
-        tmp_path / "imgs",
-        tmp_path / name,
-        model={"stem": "cifar", "width": 8, "bn_splits": 1},
-        image_size=16,
-        epochs=3,
-        amp=amp,
-        lr=0.3,
-    )
+def _loss_history(cfg: TrainConfig) -> list[float]:
     fit(cfg)
-    return [loss for _, loss in load_checkpoint(tmp_path / name / "checkpoint.pt")["loss_history"]]
+    return [loss for _, loss in load_checkpoint(cfg.out_dir / "checkpoint.pt")["loss_history"]]
+
+
+def _small_run(tmp_path, name: str, amp: bool) -> list[float]:
+    model = {"stem": "cifar", "width": 8, "bn_splits": 1}
+    cfg = tiny_config(tmp_path / "imgs", tmp_path / name, model, image_size=16, epochs=3, amp=amp, lr=0.3)
+    return _loss_history(cfg)
 
 
 def test_bf16_training_follows_the_fp32_loss_curve_at_equal_steps(tmp_path, monkeypatch):
     make_images(tmp_path / "imgs", 40, size=20)
-    fp32 = _loss_history(tmp_path, "fp32", amp=False)
+    fp32 = _small_run(tmp_path, "fp32", amp=False)
     monkeypatch.setattr(moco.devices, "cpu_bf16_kind", lambda cpuinfo=None: "")  # a CPU without bf16
-    fp32_forced = _loss_history(tmp_path, "fp32b", amp=True)
+    fp32_forced = _small_run(tmp_path, "fp32b", amp=True)
     monkeypatch.setattr(moco.devices, "cpu_bf16_kind", lambda cpuinfo=None: "amx")
-    bf16 = _loss_history(tmp_path, "bf16", amp=True)
+    bf16 = _small_run(tmp_path, "bf16", amp=True)
     assert fp32 == fp32_forced  # fp32 runs are bit-identical: the difference below is bf16's alone
     assert len(bf16) == len(fp32) == 15
     diffs = [abs(a - b) for a, b in zip(bf16, fp32, strict=True)]
@@ -78,9 +76,7 @@ def test_bf16_training_follows_the_fp32_loss_curve_at_equal_steps(tmp_path, monk
 )
 def test_cpu_training_keeps_fp32_when_a_view_reaches_the_last_map_at_1x1(stem, size, local_crops, local_size, amp):
     # the map sides are checked against real forward passes in test_backbone_stems.py
-    cfg = tiny_config("imgs", "out", model={"stem": stem}, image_size=size, local_crops=local_crops)
-    if local_size:
-        cfg = dataclasses.replace(cfg, local_size=local_size)
+    cfg = tiny_config("imgs", "out", {"stem": stem}, image_size=size, local_crops=local_crops, local_size=local_size)
     assert train_amp(cfg, torch.device("cpu")) is amp
     assert train_amp(dataclasses.replace(cfg, amp=False), torch.device("cpu")) is False
     assert train_amp(cfg, torch.device("cuda")) is True  # GPUs autocast whatever the view size
@@ -90,9 +86,8 @@ def test_views_too_small_for_cpu_bf16_train_exactly_as_fp32(tmp_path, monkeypatc
     """On a CPU with bf16 units, a run whose views reach layer4 at 1x1 (32 px, imagenet stem) is fp32 bit for bit."""
     make_images(tmp_path / "imgs", 24, size=36)
 
-    def losses(name: str, amp: bool) -> list[float]:
-        fit(tiny_config(tmp_path / "imgs", tmp_path / name, model={"bn_splits": 1}, amp=amp))
-        return [loss for _, loss in load_checkpoint(tmp_path / name / "checkpoint.pt")["loss_history"]]
+    def run(name: str, amp: bool) -> list[float]:
+        return _loss_history(tiny_config(tmp_path / "imgs", tmp_path / name, {"bn_splits": 1}, amp=amp))
 
     monkeypatch.setattr(moco.devices, "cpu_bf16_kind", lambda cpuinfo=None: "avx512_bf16")
-    assert losses("amp", amp=True) == losses("fp32", amp=False)
+    assert run("amp", amp=True) == run("fp32", amp=False)
