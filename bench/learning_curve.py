@@ -245,10 +245,18 @@ def spawn(run_dir: Path, images: Path, budget: float, overrides: dict) -> subpro
 
 
 def arch_of(settings: dict) -> tuple[str, int, int]:
-    from moco.config import MoCoConfig, TrainConfig
+    """(stem, width, input size of the exported encoder): the random init to compare with."""
+    from moco.config import MoCoConfig
 
-    m, t = MoCoConfig(), TrainConfig(images="", out="")
-    return settings.get("stem", m.stem), settings.get("width", m.width), settings.get("image_size", t.image_size)
+    m = MoCoConfig()
+    size = settings.get("embed_size") or train_size_of(settings)
+    return settings.get("stem", m.stem), settings.get("width", m.width), size
+
+
+def train_size_of(settings: dict) -> int:
+    from moco.config import TrainConfig
+
+    return settings.get("image_size", TrainConfig(images="", out="").image_size)
 
 
 def main() -> None:
@@ -302,7 +310,7 @@ def main() -> None:
     t0 = time.monotonic()
     images = training_folder(a.data, work, a.train_every)
     paths = list_images(images)
-    sizes = {arch_of(s)[2] for s in settings.values()}
+    sizes = {train_size_of(s) for s in settings.values()}
     for size in sizes:  # one decode cache per size, shared by every run (fit reuses a matching cache)
         DecodeCache.build(paths, round(size * CACHE_SCALE), work / "cache")
     jobs = [(b, name) for b in budgets for name in settings]

@@ -25,6 +25,7 @@ class MoCoConfig:
     momentum: float = 0.99  # m: key encoder update theta_k <- m*theta_k + (1-m)*theta_q
     temperature: float = 0.2  # T
     symmetric: bool = False  # symmetric loss (both views act as query)
+    patch_queries: bool = False  # Fast-MoCo: the query view as 2x2 patches; each pair's mean feature a query (6)
     bn_splits: int = 0  # ghost-BN groups on one device (emulates per-GPU BN); 0 = auto; 1 under DDP
     gem_p: float = 3.0  # GeM pooling exponent of the retrieval descriptor
 

@@ -7,9 +7,15 @@ The paper's pseudocode, line by line:
     loss = CE(logits, labels); update f_q by SGD
     f_k.params = m * f_k.params + (1 - m) * f_q.params
     enqueue(k); dequeue(oldest)
+
+Combinatorial patches (Fast-MoCo, Ci et al., 2022), with `patch_queries`: x_q is cut into a 2x2 grid, each patch
+is encoded alone, and the mean backbone feature of every pair of patches (6) goes through the head as one query
+against the image's one key: six positives per image for about the backbone cost of one view.
 """
 
 from __future__ import annotations
+
+from itertools import combinations
 
 import torch
 import torch.distributed as dist
@@ -19,6 +25,19 @@ from torch import nn
 from moco.backbone import build_backbone, feature_dim, gem
 from moco.config import MoCoConfig
 from moco.loss import info_nce_logits
+
+PATCH_PAIRS = tuple(combinations(range(4), 2))  # the 6 pairs of a 2x2 grid's patches, (row-major index, index)
+
+
+def grid_patches(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (4N, C, H//2, W//2): each image's 2x2 grid, row-major, image by image (an odd side loses
+    its last row or column)."""
+    N, C, H, W = x.shape
+    h, w = H // 2, W // 2
+    p = x[:, :, : 2 * h, : 2 * w].reshape(N, C, 2, h, 2, w).permute(0, 2, 4, 1, 3, 5).reshape(4 * N, C, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        p = p.contiguous(memory_format=torch.channels_last)
+    return p
 
 
 class Encoder(nn.Module):
@@ -91,6 +110,17 @@ class MoCo(nn.Module):
         self.queue_ids[slots] = ids
         self.queue_ptr[0] = (ptr + n) % self.K
 
+    def _queries(self, im_q: torch.Tensor) -> torch.Tensor:
+        """q = f_q(x_q), L2-normalised: (N, 3, H, W) -> (N, dim), or (6N, dim) with patch queries (image n's six
+        pair queries in rows 6n..6n+5, in PATCH_PAIRS order)."""
+        if not self.cfg.patch_queries:
+            return F.normalize(self.encoder_q(im_q).float(), dim=1)
+        N = im_q.shape[0]
+        f = self.encoder_q.features(grid_patches(im_q)).view(N, 4, -1)  # (N, 4, C)
+        first, second = (list(t) for t in zip(*PATCH_PAIRS, strict=True))
+        pairs = (f[:, first] + f[:, second]) / 2  # (N, 6, C)
+        return F.normalize(self.encoder_q.head(pairs.flatten(0, 1)).float(), dim=1)  # (6N, dim)
+
     @torch.no_grad()
     def _keys(self, im_k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """k = f_k(x_k) computed on a shuffled batch (shuffle BN), returned in the original order."""
@@ -137,13 +167,14 @@ class MoCo(nn.Module):
         with torch.no_grad():
             self.momentum_update()
         queue = self.queue.clone().detach()  # (K, dim)
-        q = F.normalize(self.encoder_q(im_q).float(), dim=1)  # (N, dim)
+        q = self._queries(im_q)  # (N*P, dim): P = 6 with patch queries, else 1
+        P = q.shape[0] // N
         k = self._keys(im_k, generator)  # (N, dim)
-        logits = info_nce_logits(q, k, queue, self.T)  # (N, 1+K)
+        logits = info_nce_logits(q, k.repeat_interleave(P, dim=0), queue, self.T)  # (N*P, 1+K)
         if self.cfg.symmetric:
-            q2 = F.normalize(self.encoder_q(im_k).float(), dim=1)  # (N, dim)
+            q2 = self._queries(im_k)  # (N*P, dim)
             k2 = self._keys(im_q, generator)  # (N, dim)
-            logits = torch.cat([logits, info_nce_logits(q2, k2, queue, self.T)], dim=0)  # (2N, 1+K)
+            logits = torch.cat([logits, info_nce_logits(q2, k2.repeat_interleave(P, dim=0), queue, self.T)], dim=0)
         if im_local is not None and im_local.shape[1] > 0:
             L = im_local.shape[1]
             q_local = F.normalize(self.encoder_q(im_local.flatten(0, 1)).float(), dim=1)  # (N*L, dim)
@@ -151,7 +182,7 @@ class MoCo(nn.Module):
             logits = torch.cat([logits, info_nce_logits(q_local, k_local, queue, self.T)], dim=0)  # (N'+N*L, 1+K)
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)  # (N',)
         self.enqueue(concat_all_gather(k), concat_all_gather(ids.to(k.device)))
-        self.last_q = q.detach()  # (N, dim): read by the trainer's health metrics
+        self.last_q = q.detach()  # (N*P, dim): read by the trainer's health metrics
         return logits, labels
 
     @torch.no_grad()

@@ -87,12 +87,14 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float, world: int) -> f
 
 
 def train_amp(cfg: TrainConfig, device: torch.device) -> bool:
-    """Whether training autocasts: `cfg.amp`, except on a CPU when the smallest view (a multi-crop view, else the
-    training crop) would reach the last feature map at a side below CPU_BF16_MIN_MAP, near where one bf16 kernel is
-    wrong (moco.devices); then fp32."""
+    """Whether training autocasts: `cfg.amp`, except on a CPU when the smallest input (a multi-crop view or a query
+    patch, else the training crop) would reach the last feature map at a side below CPU_BF16_MIN_MAP, near where one
+    bf16 kernel is wrong (moco.devices); then fp32."""
     if not cfg.amp or device.type != "cpu":
         return cfg.amp
-    smallest = min(cfg.image_size, cfg.local_side) if cfg.local_crops else cfg.image_size
+    smallest = cfg.image_size // 2 if cfg.model.patch_queries else cfg.image_size
+    if cfg.local_crops:
+        smallest = min(smallest, cfg.local_side)
     return last_map_side(cfg.model.stem, smallest) >= CPU_BF16_MIN_MAP
 
 
@@ -499,7 +501,7 @@ def _resume(
     diffs = [k for k in _MUST_MATCH if getattr(old, k) != getattr(cfg, k)]
     diffs += [
         f"model.{k}"
-        for k in ("arch", "stem", "width", "dim", "queue_size", "momentum", "temperature", "symmetric")
+        for k in ("arch", "stem", "width", "dim", "queue_size", "momentum", "temperature", "symmetric", "patch_queries")
         if getattr(old_m, k) != getattr(mcfg, k)
     ]
     if diffs:

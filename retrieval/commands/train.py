@@ -33,6 +33,13 @@ def train(
     temperature: Annotated[float | None, typer.Option(help="T, softmax temperature")] = None,
     lr: Annotated[float | None, typer.Option(help="SGD learning rate per 256 images")] = None,
     symmetric: Annotated[bool | None, typer.Option("--symmetric/--no-symmetric", help="Symmetric loss")] = None,
+    patch_queries: Annotated[
+        bool | None,
+        typer.Option(
+            "--patch-queries/--no-patch-queries",
+            help="Fast-MoCo: the query view as 2x2 patches, each pair of them one query (6 per image)",
+        ),
+    ] = None,
     preset: Annotated[str | None, typer.Option(help="moco-v2 | copy-detection")] = None,
     colour_strength: Annotated[float | None, typer.Option(help="Scale of colour jitter and grey (1 = MoCo v2)")] = None,
     local_crops: Annotated[
@@ -63,7 +70,7 @@ def train(
         net = init_network(init)  # the weights fix the network unless an option overrides it
         arch, stem, width = arch or net.arch, stem or net.stem, width or net.width
     given_model = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
-    given_model |= {"temperature": temperature, "symmetric": symmetric}
+    given_model |= {"temperature": temperature, "symmetric": symmetric, "patch_queries": patch_queries}
     given_train = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "lr": lr, "preset": preset}
     given_train |= {"time_budget_min": time_budget, "colour_strength": colour_strength, "local_crops": local_crops}
     model_kw, train_kw = _pick(given_model, chosen), _pick(given_train, chosen)

@@ -152,11 +152,12 @@ def test_a_finished_run_ends_with_its_verdict_and_the_options_reach_the_config(t
     make_images(tmp_path / "imgs", 20)
     out = tmp_path / "run"
     args = [str(tmp_path / "imgs"), "--out", str(out), *TINY, "--batch-size", "8", "--stem", "cifar", "--width", "8"]
+    args.append("--patch-queries")
     code, stdout, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     state = load_checkpoint(out / "checkpoint.pt")
     model = state["model_config"]
-    assert (model["stem"], model["width"]) == ("cifar", 8)
+    assert (model["stem"], model["width"], model["patch_queries"]) == ("cifar", 8, True)
     assert model["momentum"] == MoCoConfig().momentum  # not given: the library's default
     assert json.loads((out / "encoder.json").read_text())["stem"] == "cifar"
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "epoch_end" in line][-1]
