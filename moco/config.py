@@ -88,6 +88,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.image_size < 16:
             raise ValueError(f"Illegal image_size {self.image_size}: must be >= 16")
+        if self.embed_size < 0 or 0 < self.embed_size < 16:
+            raise ValueError(f"Illegal embed_size {self.embed_size}: must be 0 (the training size) or >= 16")
         if self.batch_size < 2:
             raise ValueError(f"Illegal batch_size {self.batch_size}: must be >= 2")
         if self.epochs < 1:
@@ -158,10 +160,11 @@ def resolve_augment_on(augment_on: str, device_type: str, preset: str) -> str:
     return device_defaults(device_type)["augment_on"]
 
 
-# CPU fields (bench/results/learning_curve.md). At equal wall time (20 minutes, 18 runs) no setting moved clip-art
+# CPU fields (bench/results/learning_curve.md). At equal wall time (20 minutes, 25 runs) no setting moved clip-art
 # kNN beyond one standard error of today's: lr 0.03 or 0.12 per 256, width 32 (2.6x the pairs), batch 32, T 0.05-0.1,
-# m 0.9 with K 1024; nor did the symmetric loss, multi-crop or the CIFAR stem at width 16 and 32 px in longer runs.
-# T 0.1 kept emoji cross-style recall higher than T 0.2 in each of three same-round seed pairs (+0.015, +0.058,
-# +0.101) at level kNN, so the CPU recipe uses it (then 0.602 against 0.553, and 0.594 for random init); the rest
-# stay the MoCoConfig/TrainConfig defaults (imagenet stem, width 64, lr 0.06, K 4096, m 0.99, no local crops).
-CPU_RECIPE: dict[str, Any] = {"image_size": 64, "batch_size": 64, "temperature": 0.1}
+# m 0.9 with K 1024, a quarter of the colour jitter, combinatorial patch queries; nor did the symmetric loss,
+# multi-crop or the CIFAR stem at width 16 in longer runs. T 0.1 kept emoji cross-style recall higher than T 0.2 in
+# each of four same-round pairs at level kNN. Crops drawn at 32 px and embedded at 64 px train 1.7-2.8x the steps
+# and were ahead of 64 px crops at 20 minutes in both runs (kNN +0.009 and +0.014, emoji +0.071 and +0.024) and level
+# at 60 (+0.009, -0.011), so the CPU recipe uses them (in fp32 on every CPU: a 32 px view reaches layer4 at 1x1).
+CPU_RECIPE: dict[str, Any] = {"image_size": 32, "embed_size": 64, "batch_size": 64, "temperature": 0.1}

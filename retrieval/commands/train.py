@@ -24,7 +24,10 @@ def train(
     stem: Annotated[str | None, typer.Option(help="imagenet | cifar (3x3 stride-1 first conv, no max-pool)")] = None,
     width: Annotated[int | None, typer.Option(help="Channels of the first ResNet stage (64 = standard)")] = None,
     image_size: Annotated[int | None, typer.Option(help="Training crop size in px")] = None,
-    embed_size: Annotated[int, typer.Option(help="Index/query input size; 0 = the training size")] = 0,
+    embed_size: Annotated[
+        int | None,
+        typer.Option(help="Index/query input size; 0 = the crop size [default: the device's; with --image-size, 0]"),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (the schedule ends at this or the budget)")] = None,
     time_budget: Annotated[float | None, typer.Option(help="Minutes; stop cleanly then (0 = none)")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
@@ -73,6 +76,9 @@ def train(
     given_model |= {"temperature": temperature, "symmetric": symmetric, "patch_queries": patch_queries}
     given_train = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "lr": lr, "preset": preset}
     given_train |= {"time_budget_min": time_budget, "colour_strength": colour_strength, "local_crops": local_crops}
+    if image_size is not None and embed_size is None:
+        embed_size = 0  # a crop size given: embed at it, not at the device's default embed size
+    given_train |= {"embed_size": embed_size}
     model_kw, train_kw = _pick(given_model, chosen), _pick(given_train, chosen)
     if out is None:
         out = Path("runs") / (images.resolve().name or "run")
@@ -81,7 +87,6 @@ def train(
             images=str(images),
             out=str(out),
             model=MoCoConfig(**model_kw),
-            embed_size=embed_size,
             device=device,
             **train_kw,
             **({"augment_on": augment_on} if augment_on is not None else {}),  # else "auto": resolved by fit
@@ -94,8 +99,9 @@ def train(
     except ValueError as e:
         raise InputError(str(e)) from e
     typer.echo(
-        f"device {dev.type}: {cfg.model.arch} ({cfg.model.stem} stem, width {cfg.model.width}), {cfg.image_size} px, "
-        f"batch {cfg.batch_size}, "
+        f"device {dev.type}: {cfg.model.arch} ({cfg.model.stem} stem, width {cfg.model.width}), {cfg.image_size} px"
+        + (f" crops embedded at {cfg.eval_size} px" if cfg.eval_size != cfg.image_size else "")
+        + f", batch {cfg.batch_size}, "
         f"up to {cfg.epochs} epochs" + (f" or {cfg.time_budget_min:g} min" if cfg.time_budget_min else ""),
         err=True,
     )

@@ -17,6 +17,8 @@ from tests.reliability.conftest import make_image, one_line_error, run_cli
         ("--epochs", "-1", "epochs"),
         ("--batch-size", "0", "batch_size"),
         ("--image-size", "0", "image_size"),
+        ("--embed-size", "-1", "embed_size"),
+        ("--embed-size", "8", "embed_size"),
         ("--arch", "", "arch"),
         ("--lr", "0", "lr"),
         ("--queue-size", "0", "queue_size"),
@@ -35,10 +37,10 @@ def test_train_refuses_zero_before_doing_anything(tmp_path, monkeypatch, capsys,
     assert not out.exists()
 
 
-def test_options_left_out_still_take_the_device_defaults(tmp_path, monkeypatch):
-    """The other half of the fix: None (not given) -> the default; the config the command builds shows it."""
+def built_config(tmp_path, monkeypatch, **options):
+    """The TrainConfig `retrieval train` builds for these options (fit is replaced: nothing trains)."""
     import moco.train
-    from moco.config import MoCoConfig, TrainConfig
+    from moco.config import TrainConfig
 
     seen: list[TrainConfig] = []
 
@@ -50,9 +52,16 @@ def test_options_left_out_still_take_the_device_defaults(tmp_path, monkeypatch):
     from retrieval.commands.train import train
 
     with pytest.raises(SystemExit):
-        train(tmp_path, out=tmp_path / "r", device="cpu")
+        train(tmp_path, out=tmp_path / "r", device="cpu", **options)
+    return seen[0]
+
+
+def test_options_left_out_still_take_the_device_defaults(tmp_path, monkeypatch):
+    """The other half of the fix: None (not given) -> the default; the config the command builds shows it."""
+    from moco.config import MoCoConfig
+
     want = device_defaults("cpu")
-    cfg = seen[0]
+    cfg = built_config(tmp_path, monkeypatch)
     assert (cfg.model.arch, cfg.image_size, cfg.batch_size, cfg.epochs, cfg.model.temperature) == (
         want["arch"],
         want["image_size"],
@@ -60,4 +69,14 @@ def test_options_left_out_still_take_the_device_defaults(tmp_path, monkeypatch):
         want["epochs"],
         want["temperature"],
     )
+    assert cfg.embed_size == want.get("embed_size", 0)
     assert cfg.model.temperature != MoCoConfig().temperature  # the CPU recipe's own T, not the config's
+
+
+def test_an_embed_size_of_zero_given_means_the_training_size(tmp_path, monkeypatch):
+    cfg = built_config(tmp_path, monkeypatch, embed_size=0, image_size=40)
+    assert (cfg.embed_size, cfg.eval_size) == (0, 40)
+    assert built_config(tmp_path, monkeypatch, embed_size=96).eval_size == 96
+    # a crop size given alone is also the embedding size, whatever the device's default embed size
+    assert built_config(tmp_path, monkeypatch, image_size=48).eval_size == 48
+    assert built_config(tmp_path, monkeypatch, image_size=48, embed_size=96).eval_size == 96
