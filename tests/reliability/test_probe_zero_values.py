@@ -80,3 +80,16 @@ def test_an_embed_size_of_zero_given_means_the_training_size(tmp_path, monkeypat
     # a crop size given alone is also the embedding size, whatever the device's default embed size
     assert built_config(tmp_path, monkeypatch, image_size=48).eval_size == 48
     assert built_config(tmp_path, monkeypatch, image_size=48, embed_size=96).eval_size == 96
+
+
+def test_a_warm_start_crops_at_the_embed_size(tmp_path, monkeypatch):
+    """--init: the device's small training crops were measured from scratch only; a warm start crops at the size
+    it embeds at (the device default's embed size), unless a size is given."""
+    from tests.moco.official_layout import tiny_official_checkpoint
+
+    ckpt = tmp_path / "moco.pth.tar"
+    tiny_official_checkpoint(ckpt)
+    embed = device_defaults("cpu").get("embed_size") or device_defaults("cpu")["image_size"]
+    cfg = built_config(tmp_path, monkeypatch, init=str(ckpt))
+    assert cfg.image_size == cfg.eval_size == embed
+    assert built_config(tmp_path, monkeypatch, init=str(ckpt), image_size=40).eval_size == 40
