@@ -12,8 +12,9 @@ Encoders, both the default CPU kind (resnet18, GeM backbone descriptor, 512-d):
 - random init: `moco.export.save_random_encoder(arch, image_size, dim=0)` with the trained encoder's
   architecture and index-time input size;
 - trained: `python -m retrieval train GALLERY --out RUN --time-budget MIN --preset PRESET --device DEVICE
-  --no-resume` with the CPU defaults otherwise (64 px crops, batch 64, K capped by the folder size), run here
-  (unless `--model` gives an already trained encoder folder). Only the gallery style is seen in training.
+  --no-resume` with the CPU defaults otherwise (K capped by the folder size; the published table ran at 64 px
+  crops and T 0.2), run here (unless `--model` gives an already trained encoder folder). Only the gallery style
+  is seen in training.
 
     python -m bench.emoji_recall [--emoji ~/.cache/retrieval-datasets/emoji] [--time-budget 10]
         [--preset moco-v2] [--device cpu] [--model runs/NAME] [--keep-run DIR]

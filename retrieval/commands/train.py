@@ -72,8 +72,9 @@ def train(
         fetch_named_init(init)
         net = init_network(init)  # the weights fix the network unless an option overrides it
         arch, stem, width = arch or net.arch, stem or net.stem, width or net.width
-    if init and image_size is None and embed_size is None and chosen.get("embed_size"):
-        # a warm start crops at the size it embeds at: the device's smaller crops were measured from scratch only
+    from_scratch_moco_v2 = not init and preset in (None, "moco-v2")
+    if not from_scratch_moco_v2 and image_size is None and embed_size is None and chosen.get("embed_size"):
+        # the device's smaller crops were measured from scratch with moco-v2 only: else crop at the embed size
         image_size = chosen["embed_size"]
     given_model = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
     given_model |= {"temperature": temperature, "symmetric": symmetric, "patch_queries": patch_queries}

@@ -65,7 +65,7 @@ def test_bf16_training_follows_the_fp32_loss_curve_at_equal_steps(tmp_path, monk
 @pytest.mark.parametrize(
     ("stem", "size", "local_crops", "local_size", "amp"),
     [
-        ("imagenet", 64, 0, 0, True),  # the CPU default: layer4 at 2x2
+        ("imagenet", 64, 0, 0, True),  # 64 px crops: layer4 at 2x2
         ("imagenet", 48, 0, 0, True),  # 48 / 32 rounds up to 2
         ("imagenet", 32, 0, 0, False),  # layer4 at 1x1: below the margin over the kernel that reads 1x1 maps
         ("imagenet", 64, 4, 0, False),  # 32 px local views reach 1x1

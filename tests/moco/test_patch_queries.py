@@ -88,7 +88,7 @@ def test_fit_with_patch_queries_learns_and_a_resume_keeps_the_setting(tmp_path):
 
 
 def test_cpu_bf16_is_kept_off_where_a_patch_reaches_the_last_map_at_1x1(tmp_path):
-    """The 64 px default with patches: 32 px patches reach the imagenet stem's layer4 at 1x1 -> fp32."""
+    """64 px crops with patches: 32 px patches reach the imagenet stem's layer4 at 1x1 -> fp32."""
     cpu = torch.device("cpu")
 
     def amp(size: int, patches: bool) -> bool:

@@ -82,9 +82,9 @@ def test_an_embed_size_of_zero_given_means_the_training_size(tmp_path, monkeypat
     assert built_config(tmp_path, monkeypatch, image_size=48, embed_size=96).eval_size == 96
 
 
-def test_a_warm_start_crops_at_the_embed_size(tmp_path, monkeypatch):
-    """--init: the device's small training crops were measured from scratch only; a warm start crops at the size
-    it embeds at (the device default's embed size), unless a size is given."""
+def test_a_warm_start_or_the_copy_detection_preset_crops_at_the_embed_size(tmp_path, monkeypatch):
+    """The device's small training crops were measured from scratch with moco-v2 only; a warm start (--init) or
+    the copy-detection preset crops at the size it embeds at (the device default's embed size), unless told."""
     from tests.moco.official_layout import tiny_official_checkpoint
 
     ckpt = tmp_path / "moco.pth.tar"
@@ -93,3 +93,6 @@ def test_a_warm_start_crops_at_the_embed_size(tmp_path, monkeypatch):
     cfg = built_config(tmp_path, monkeypatch, init=str(ckpt))
     assert cfg.image_size == cfg.eval_size == embed
     assert built_config(tmp_path, monkeypatch, init=str(ckpt), image_size=40).eval_size == 40
+    cfg = built_config(tmp_path, monkeypatch, preset="copy-detection")
+    assert cfg.image_size == cfg.eval_size == embed
+    assert built_config(tmp_path, monkeypatch, preset="moco-v2").image_size == device_defaults("cpu")["image_size"]
