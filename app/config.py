@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from moco.errors import InputError
+from plumbing.errors import InputError
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
@@ -44,7 +44,7 @@ class AppConfig:
     @property
     def torch_threads(self) -> int:
         """Intra-op threads per heavy handler: the cores shared among the `concurrency` that run at once
-        (more threads than cores makes every encode many times slower: bench/app_load.py)."""
+        (more threads than cores makes every encode many times slower: bench/search/app_load.py)."""
         return max(1, (os.cpu_count() or 1) // self.concurrency)
 
 

@@ -14,7 +14,7 @@ import gradio as gr
 
 from app.binding import bind
 from app.engine import Engine
-from moco.errors import InputError
+from plumbing.errors import InputError
 from retrieval.dedup.formats import groups_to_csv, groups_to_json, human_size
 from retrieval.dedup.groups import Duplicate, Group
 from retrieval.dedup.moves import plan_moves

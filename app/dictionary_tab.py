@@ -14,9 +14,9 @@ from PIL import Image
 from app.binding import bind
 from app.components import query_image
 from app.engine import Engine, placeholder
-from moco.augment import IMAGENET_MEAN, IMAGENET_STD
+from moco.augment.presets import IMAGENET_MEAN, IMAGENET_STD
 from moco.dictionary import Dictionary, info_nce
-from moco.errors import InputError
+from plumbing.errors import InputError
 
 TOP_NEGATIVES = 8
 QUEUE_SHOWN = 48  # keys of the queue drawn, evenly spaced from the oldest to the newest

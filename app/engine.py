@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw
 
 from app.config import AppConfig
 from moco.dictionary import Dictionary
-from moco.errors import InputError
-from moco.images import UPLOAD_FORMATS, BadImageError, load_image
+from plumbing.errors import InputError
+from plumbing.images import UPLOAD_FORMATS, BadImageError, load_image
 from retrieval.dedup.moves import check_move_target
 from retrieval.dedup.run import DedupConfig, DedupResult, find_duplicates
 from retrieval.dedup.threshold import Threshold

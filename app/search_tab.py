@@ -10,7 +10,7 @@ import gradio as gr
 from app.binding import bind
 from app.components import query_image
 from app.engine import Engine
-from moco.errors import InputError
+from plumbing.errors import InputError
 from retrieval.searching.query import SearchConfig
 from retrieval.searching.searcher import Hit
 

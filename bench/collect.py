@@ -1,4 +1,5 @@
-"""Writes docs/BENCHMARKS.md: the summary below followed by every bench/results/*.md, in a fixed order.
+"""Writes docs/BENCHMARKS.md: the summary below followed by every bench/results/*.md, in the
+suite's order (bench/suite.py).
 
 python -m bench.collect
 """
@@ -7,29 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.suite import SUITE
+
 HERE = Path(__file__).parent
-ORDER = [
-    "train_throughput",
-    "decode_pipeline",
-    "train_quality",
-    "learning_curve",
-    "train_step_speed",
-    "bf16_conv_check",
-    "compile_speed",
-    "batch_augment_speed",
-    "index_throughput",
-    "search_latency",
-    "emoji_recall",
-    "dedup_quality",
-    "dedup_threshold",
-    "dedup_family",
-    "dedup_family_grid",
-    "feature_votes_scale",
-    "dedup_train_size",
-    "dedup_scale",
-    "eval_samples",
-    "app_load",
-]
+ORDER = [b.name for b in SUITE]
 
 
 def main() -> None:

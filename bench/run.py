@@ -16,40 +16,12 @@ import argparse
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench import collect
+from bench.suite import SUITE
 
 DEFAULT_DATA = Path.home() / ".cache" / "retrieval-datasets"
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    name: str
-    args: tuple[str, ...]  # "{data}" is replaced by the data folder
-    minutes: int  # rough cost on the 2-core development machine
-    needs_gpu: bool = False
-
-
-SUITE = (
-    Benchmark("train_throughput", ("--images", "{data}/clipart"), 15),
-    Benchmark("decode_pipeline", ("--photos", "{data}/photos"), 15),
-    Benchmark("index_throughput", ("--photos", "{data}/photos"), 15),
-    Benchmark("search_latency", (), 40),
-    Benchmark("dedup_scale", (), 20),
-    Benchmark("emoji_recall", ("--emoji", "{data}/emoji"), 25),
-    Benchmark("dedup_quality", ("{data}",), 30),
-    Benchmark("dedup_threshold", ("{data}",), 20),
-    Benchmark("dedup_family", ("{data}",), 30),
-    Benchmark("dedup_family_grid", (), 12),  # after dedup_family: its folders and encoder
-    Benchmark("feature_votes_scale", (), 10),
-    Benchmark("batch_augment_speed", (), 2),
-    Benchmark("bf16_conv_check", (), 1),
-    Benchmark("dedup_train_size", (), 40),
-    Benchmark("train_quality", (), 100),  # each encoder embedded twice: in-process and `retrieval index`
-    Benchmark("app_load", (), 3),  # on indexes/samples, which `bash scripts/demo.sh` builds
-)
 
 
 def main() -> None:
@@ -60,21 +32,23 @@ def main() -> None:
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     a = ap.parse_args()
 
-    known = {b.name for b in SUITE}
+    known = {b.name for b in SUITE if b.minutes}
     unknown = sorted(set(a.only or ()) - known)
     if unknown:
         sys.exit(f"error: unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     chosen = [
-        b for b in SUITE if (not a.only or b.name in a.only) and (a.max_minutes is None or b.minutes <= a.max_minutes)
+        b
+        for b in SUITE
+        if b.minutes and (not a.only or b.name in a.only) and (a.max_minutes is None or b.minutes <= a.max_minutes)
     ]
     if a.list:
         for b in chosen:
-            print(f"{b.name:18s} ~{b.minutes:3d} min  python -m bench.{b.name} {' '.join(b.args)}")
+            print(f"{b.name:18s} ~{b.minutes:3d} min  python -m {b.module} {' '.join(b.args)}")
         return
 
     failed = []
     for b in chosen:
-        cmd = [sys.executable, "-m", f"bench.{b.name}", *(s.format(data=a.data) for s in b.args)]
+        cmd = [sys.executable, "-m", b.module, *(s.format(data=a.data) for s in b.args)]
         print(f"== {b.name}: {' '.join(cmd[1:])}", flush=True)
         t = time.monotonic()
         rc = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent).returncode

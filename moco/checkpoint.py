@@ -1,6 +1,6 @@
 """Atomic save and safe load of the full training state (`runs/NAME/checkpoint.pt`).
 
-Written with `moco.atomic.atomic_write_bytes` (a temporary file in the same folder, fsynced, then
+Written with `plumbing.atomic.atomic_write_bytes` (a temporary file in the same folder, fsynced, then
 `os.replace`d over the old one), so a SIGKILL at any moment leaves the previous or the new checkpoint,
 never a torn one. Loaded with
 `weights_only=True`: tensors, numbers, strings, lists and dicts only, never arbitrary pickles.
@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from moco.atomic import atomic_write_bytes
-from moco.errors import FormatVersionError, InputError
+from plumbing.atomic import atomic_write_bytes
+from plumbing.errors import FormatVersionError, InputError
 
 CHECKPOINT_VERSION = 1
 

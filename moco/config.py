@@ -72,12 +72,12 @@ class TrainConfig:
     local_size: int = 0  # their size in px; 0 = half the training crop size
     local_max_scale: float = 0.14  # their largest area (fraction of the image; the smallest is 0.05)
     device: str = "auto"
-    augment_on: str = "auto"  # "workers": PIL per image in the loader; "device": whole batches (moco.batch_augment)
+    augment_on: str = "auto"  # "workers": PIL per image in the loader; "device": whole batches (moco.augment.batch)
     amp: bool = True  # autocast on CUDA (bf16 where supported)
     workers: int = -1  # data-loader workers; -1 = pick from the CPU count
     seed: int = 0
     val: str = ""  # labelled folder (class subfolders) for kNN top-1 each epoch
-    init: str = ""  # backbone to start from: a weights file, a run folder, or a name in moco.pretrained
+    init: str = ""  # backbone to start from: a weights file, a run folder, or a name in moco.init.pretrained
     init_head_steps: int = 100  # with init: steps in which only the new projection head learns
     init_lr_scale: float = 0.1  # with init: the backbone's learning rate relative to the head's
     checkpoint_every: int = 200  # steps between checkpoints (and one at the end)
@@ -139,7 +139,7 @@ class TrainConfig:
 
 def device_defaults(device_type: str) -> dict[str, Any]:
     """What `retrieval train` uses per device where a person gives no option (MoCoConfig and TrainConfig fields;
-    the rest come from the configs). CPU: the short-budget recipe of bench/learning_curve.py (docs/BENCHMARKS.md);
+    the rest come from the configs). CPU: the short-budget recipe of bench.training.learning_curve (docs/BENCHMARKS.md);
     GPU: larger images and batch, finishing in minutes."""
     if device_type == "cuda":
         cuda = {"arch": "resnet18", "image_size": 112, "batch_size": 256, "epochs": 200, "time_budget_min": 0.0}

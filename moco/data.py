@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from moco.atomic import atomic_write_bytes
-from moco.filenames import printable
-from moco.images import BadImageError, load_image
+from plumbing.atomic import atomic_write_bytes
+from plumbing.filenames import printable
+from plumbing.images import BadImageError, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class PairDataset(CachedRows):
 
 class SquareDataset(CachedRows):
     """Cached image i as it is, (side, side, 3) uint8, plus i and its augmentation seed
-    `sample_seed(seed, epoch, i)`: the views are made on the training device (moco.batch_augment), so a
+    `sample_seed(seed, epoch, i)`: the views are made on the training device (moco.augment.batch), so a
     worker only copies a row."""
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:

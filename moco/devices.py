@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from moco.errors import InputError
+from plumbing.errors import InputError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -30,11 +30,11 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 # CPU bf16 kinds on which training autocasts to bf16. AMX tiles run a ResNet-18 MoCo step 2.3x (64 px) to 4.5x
 # (128 px) faster than fp32 (issue 14). AVX512-BF16 without AMX: on an Intel Xeon 1.35-2.0x per step
-# (bench/train_step_speed.py) and 1.26-1.35x the pairs of fp32 in real training; on an AMD EPYC level with fp32
+# (bench/training/step_speed.py) and 1.26-1.35x the pairs of fp32 in real training; on an AMD EPYC level with fp32
 # (762 against 770 steps in 20 minutes, bench/results/learning_curve.md). At equal steps the loss follows fp32 within
 # 1% and kNN and emoji recall stay within the seed spread (bench/results/bf16_equal_steps_seeds.json). One kernel is
 # wrong on both: the bf16 weight gradient of layer4's strided conv reading a 1x1 map returns garbage (non-finite
-# values, or up to 1e38 between identical runs; reading 2x2 and 4x4 maps it is exact: bench/bf16_conv_check.py).
+# values, or up to 1e38 between identical runs; reading 2x2 and 4x4 maps it is exact: bench.training.bf16_conv_check).
 # Training keeps fp32 unless every view reaches the last feature map at CPU_BF16_MIN_MAP or more (that conv then
 # reads 3x3 or more: a margin over the 2x2 measured exact); moco.train.train_amp.
 CPU_BF16_TRAIN = ("amx", "avx512_bf16")

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from moco.augment import TwoCropsTransform, make_preset
+from moco.augment.presets import TwoCropsTransform, make_preset
 from moco.checkpoint import load_checkpoint
 from moco.config import MoCoConfig, TrainConfig
-from moco.errors import InputError
 from moco.model import MoCo
+from plumbing.errors import InputError
 
 CHECKPOINT = "checkpoint.pt"
 _VIEW_LOCK = threading.Lock()  # the augmentations draw from the global RNGs: one view pair at a time

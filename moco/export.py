@@ -20,14 +20,14 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from moco.atomic import atomic_write_bytes
-from moco.augment import IMAGENET_MEAN, IMAGENET_STD
+from moco.augment.presets import IMAGENET_MEAN, IMAGENET_STD
 from moco.backbone import BASE_WIDTH, FEATURE_DIMS, RetrievalEncoder, feature_dim
 from moco.config import STEMS
-from moco.errors import EncoderSpecError, FormatVersionError, InputError
-from moco.hashing import content_hash
 from moco.preprocess import RESIZES, TRIM_REVISION, make_preprocess
 from moco.straighten import STRAIGHTEN_REVISION
+from plumbing.atomic import atomic_write_bytes
+from plumbing.errors import EncoderSpecError, FormatVersionError, InputError
+from plumbing.hashing import content_hash
 
 ENCODER_VERSION = 1
 LEGACY_PREPROCESSING = {

@@ -22,30 +22,30 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from moco.atomic import atomic_write_bytes
-from moco.augment import LOCAL_MIN_SCALE, TwoCropsTransform, make_preset
+from moco.augment.batch import BatchTwoCrops
+from moco.augment.batch_params import batch_recipe
+from moco.augment.presets import LOCAL_MIN_SCALE, TwoCropsTransform, make_preset
+from moco.augment.views import ViewsOf, device_views, worker_views
 from moco.backbone import last_map_side
-from moco.batch_augment import BatchTwoCrops
-from moco.batch_params import batch_recipe
 from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig, resolve_augment_on
 from moco.data import CachedRows, DecodeCache, PairDataset, RunBatches, SquareDataset, write_bad_files
 from moco.devices import CPU_BF16_MIN_MAP, amp_dtype, autocast, resolve_device, uses_channels_last
 from moco.distributed import Dist, barrier, from_main, init_distributed, shutdown
-from moco.errors import InputError, disk_full_is
 from moco.export import EncoderSpec, export_encoder
-from moco.health import EpochHealth
-from moco.images import list_images
-from moco.initweights import load_init_weights
+from moco.init.pretrained import resolve_init
+from moco.init.warm_start import fill_queue, head_only_steps, param_groups, set_learning_rates
+from moco.init.weights import load_init_weights
+from moco.measure.health import EpochHealth
+from moco.measure.plot import plot_loss
+from moco.measure.validation import KnnValidator
+from moco.measure.verdict import Verdict, training_verdict
 from moco.model import MoCo
-from moco.plot import plot_loss
 from moco.preprocess import PRESET_PREPROCESSING
-from moco.pretrained import resolve_init
-from moco.progress import Progress, report
-from moco.validation import KnnValidator
-from moco.verdict import Verdict, training_verdict
-from moco.views import ViewsOf, device_views, worker_views
-from moco.warm_start import fill_queue, head_only_steps, param_groups, set_learning_rates
+from plumbing.atomic import atomic_write_bytes
+from plumbing.errors import InputError, disk_full_is
+from plumbing.images import list_images
+from plumbing.progress import Progress, report
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
 
 def _dataset_and_views(cfg: TrainConfig, cache: DecodeCache, device: torch.device) -> tuple[CachedRows, ViewsOf]:
     """The loader's dataset and what turns its batches into views on the device: PIL views made in the
-    workers (`augment_on` "workers"), or uint8 squares the device augments (moco.batch_augment)."""
+    workers (`augment_on` "workers"), or uint8 squares the device augments (moco.augment.batch)."""
     if cfg.augment_on == "device":
         crops = BatchTwoCrops(
             batch_recipe(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from moco.errors import FormatVersionError, InputError
+from plumbing.errors import FormatVersionError, InputError
 
 
 class IndexError_(InputError):

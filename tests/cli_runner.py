@@ -1,4 +1,4 @@
-"""Run `retrieval ARGS...` in-process through the real entry point (retrieval.cli.main), on an app that holds
+"""Run `retrieval ARGS...` in-process through the real entry point (cli.main.main), on an app that holds
 only the commands a test needs: exit code, stdout and stderr come back as the person would see them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import typer
 
-import retrieval.cli as cli
+import cli.main as cli
 
 
 def run_cli(monkeypatch, capsys, register: Callable[[typer.Typer], None], *args: str) -> tuple[int, str, str]:

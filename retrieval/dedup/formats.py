@@ -8,7 +8,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 
-from moco.filenames import printable
+from plumbing.filenames import printable
 from retrieval.dedup.groups import Group
 from retrieval.dedup.threshold import SCORE_PRESETS
 

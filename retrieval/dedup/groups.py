@@ -5,7 +5,7 @@ L2-normalised embeddings, so the inner product of two rows is their cosine simil
 
 1. Exact stage: records with the same `content_hash` form one group (score 1.0, kind "exact").
    Each hash keeps one representative (its best record by the keeper rule) for stage 2.
-2. Near stage (`retrieval.dedup.near_pairs`): one batched FAISS k-nearest-neighbour pass over the
+2. Near stage (`retrieval.dedup.candidates.near_pairs`): one batched FAISS k-nearest-neighbour pass over the
    representatives gives each one's background (for normalised scores) and its candidate edges with
    score >= threshold (never an N x N matrix). Scores are recomputed exactly from the vectors, so an
    approximate index passed in only limits recall (and, for normalised scores, approximates the
@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from moco.errors import InputError
-from retrieval.dedup.near_pairs import near_pairs, normalised_scores, pair_cosines
-from retrieval.dedup.pair_checks import GeometryCheck, PairCheck, PairEvidence, PartnerSource
+from plumbing.errors import InputError
+from retrieval.dedup.candidates.near_pairs import near_pairs, normalised_scores, pair_cosines
+from retrieval.dedup.verify.pair_reads import GeometryCheck, PairCheck, PairEvidence, PartnerSource
 from retrieval.records import FileRecord
 
 if TYPE_CHECKING:
@@ -48,14 +48,14 @@ log = logging.getLogger(__name__)
 # Normalised scores: each image's background is its cosine to its BACKGROUND_RANK-th nearest neighbour (see
 # `normalised_scores`). The threshold presets, and parsing the person's text: `retrieval.dedup.threshold`.
 BACKGROUND_RANK = 5
-# Verification (`find_groups(verify=..., geometry=...)`, `retrieval.dedup.pair_checks`): every candidate pair
-# (score >= t - VERIFY_BELOW, and every pair keypoint votes propose: `retrieval.dedup.feature_votes`) is checked
+# Verification (`find_groups(verify=..., geometry=...)`, `retrieval.dedup.verify.pair_reads`): every candidate pair
+# (score >= t - VERIFY_BELOW, and every pair keypoint votes propose: `candidates.feature_votes`) is checked
 # against its pictures, and what decides depends on where its score s lies:
 #   s >= t + VERIFY_ABOVE               the score, unless a picture is plain (then geometry must match)
 #   t - ALIGN_BELOW <= s < t + VERIFY_ABOVE   the crop alignment (>= MIN_ALIGNMENT) or local-feature geometry
 #   s < t - ALIGN_BELOW                 only strong local-feature geometry (STRONG_INLIERS)
 # so a pair that scores under the threshold is never promoted by a grey-level alignment alone (two plain
-# drawings line up in grey levels). Chosen on the tuning sources of bench/dedup_family.py: each value is the
+# drawings line up in grey levels). Chosen on the tuning sources of bench/dedup/family.py: each value is the
 # tuning-best of its sweep or, in a tie, the more cautious one.
 VERIFY_BELOW = 0.48
 ALIGN_BELOW = 0.0
@@ -63,12 +63,12 @@ ALIGN_BELOW = 0.0
 # checked (at most that many keypoint matches per file); the pairs keypoint votes propose are bounded there. 0:
 # under the threshold only the pairs keypoint votes propose are checked. On the family's tuning sources 0, 3, 8
 # and 1000 tie (before soft pictures got their keypoints, 8 did 0.007 better); on the seed-0 benchmark folder
-# of bench/dedup_quality.py 0 did 0.022 better (false pairs of clip art that shares a part), and it costs 8
+# of bench/dedup/quality.py 0 did 0.022 better (false pairs of clip art that shares a part), and it costs 8
 # keypoint matches a file less.
 LOW_PARTNERS = 0
 VERIFY_ABOVE = 0.12
 MIN_ALIGNMENT = 0.87
-# local-feature geometry (`retrieval.dedup.local_features`) matches when at least MIN_INLIERS keypoints agree on
+# local-feature geometry (`retrieval.dedup.verify.keypoints`) matches when at least MIN_INLIERS keypoints agree on
 # one similarity that maps at least MIN_CONTAINED of one picture's frame inside the
 # other's (a crop, a screenshot; not two frames of a burst); strong with STRONG_INLIERS. On the tuning sources
 # STRONG_INLIERS 12 and 15 tie (8 lets many false pairs through); 15 is the more cautious: a pair far under
@@ -94,7 +94,7 @@ class Duplicate:
     record: FileRecord
     score: float  # cosine similarity to the group's keeper (1.0 for exact copies)
     kind: DuplicateKind
-    alignment: float | None = None  # with verification, when the pair was verified (`retrieval.dedup.verify`)
+    alignment: float | None = None  # with verification, when the pair was verified (`retrieval.dedup.verify.align`)
 
 
 @dataclass(frozen=True)
@@ -401,7 +401,7 @@ def _verified(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
     """The edges that stand, by the rule above VERIFY_BELOW (pairs whose pictures could not be read are
     decided by the score alone, as without verification). `voted` (E,) marks the pairs keypoint votes
-    proposed (`retrieval.dedup.feature_votes`), which are checked whatever their score. Also
+    proposed (`retrieval.dedup.candidates.feature_votes`), which are checked whatever their score. Also
     {(low id, high id): alignment} of every edge kept on its alignment or its geometry."""
     voted = np.zeros(score.size, dtype=bool) if voted is None else voted
     high = score >= threshold + VERIFY_ABOVE  # (E,)
@@ -507,12 +507,12 @@ def find_groups(
     records that are the same file on disk (hard links, symlinks) are never paired. Groups: largest
     first, then by keeper path.
 
-    With `verify` (ids -> `PairEvidence`, or plain alignment scores: `retrieval.dedup.pair_checks`), every
+    With `verify` (ids -> `PairEvidence`, or plain alignment scores: `retrieval.dedup.verify.pair_reads`), every
     pair scoring >= threshold - VERIFY_BELOW is decided by the rule above VERIFY_BELOW, with `geometry`
     (local features) where given; a pair whose pictures cannot be read (alignment NaN) by its score alone.
     A duplicate kept on its pictures rather than its score carries its alignment. With `partners` (and
     `verify` and `geometry`), the pairs it proposes among the representatives (keypoint votes:
-    `retrieval.dedup.feature_votes`) are candidates too, whatever their score, and decided like a pair under
+    `retrieval.dedup.candidates.feature_votes`) are candidates too, whatever their score, and decided like a pair under
     t - ALIGN_BELOW (strong geometry) unless they score higher.
     """
     if k < 1 or batch_size < 1:

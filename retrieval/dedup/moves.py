@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from moco.atomic import fsync_dir
-from moco.errors import DiskFullError, FormatVersionError, InputError, is_disk_full
-from moco.hashing import content_hash
+from plumbing.atomic import fsync_dir
+from plumbing.errors import DiskFullError, FormatVersionError, InputError, is_disk_full
+from plumbing.hashing import content_hash
 from retrieval.dedup.groups import Group, normalise_path
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from moco.filenames import printable
+from plumbing.filenames import printable
 from retrieval.dedup.formats import human_size
 from retrieval.dedup.groups import BACKGROUND_RANK, Group, normalise_path
 from retrieval.records import FileRecord

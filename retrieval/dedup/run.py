@@ -12,8 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from moco.progress import Progress
-from retrieval.dedup.cell_join import BACKGROUND_RECALL, PAIR_RECALL, KnnTable, choose_nprobe, self_join, train_cells
+from plumbing.progress import Progress
+from retrieval.dedup.candidates.cell_join import (
+    BACKGROUND_RECALL,
+    PAIR_RECALL,
+    KnnTable,
+    choose_nprobe,
+    self_join,
+    train_cells,
+)
+from retrieval.dedup.candidates.near_pairs import SCORE_SLACK
 from retrieval.dedup.groups import (
     BACKGROUND_RANK,
     Group,
@@ -24,7 +32,6 @@ from retrieval.dedup.groups import (
     normalised_scores,
 )
 from retrieval.dedup.moves import MovePlan, MoveReport, UndoReport, apply_moves, plan_moves, undo_moves
-from retrieval.dedup.near_pairs import SCORE_SLACK
 from retrieval.dedup.threshold import DEFAULT_THRESHOLD, SCORE_PRESETS, Threshold, check_threshold
 from retrieval.errors import InputError
 from retrieval.searching.searcher import SearchIndex
@@ -48,9 +55,9 @@ class DedupConfig:
     moves are planned (a dry run); with `apply` they are made and logged for `undo`. `calibrate` only
     measures each file's nearest-neighbour score (no groups, no moves). `k` neighbours are searched per
     file. With `verify`, pairs scoring near the threshold are decided by whether their pictures line up
-    (`retrieval.dedup.verify`; the files are read again for this, their thumbnails kept in the index folder
-    for the next run: `retrieval.dedup.verify_cache`), see `dedup.find_groups`; with `local_features` also
-    by ORB keypoints agreeing on one similarity (`retrieval.dedup.local_features`).
+    (`retrieval.dedup.verify.align`; the files are read again for this, their thumbnails kept in the index folder
+    for the next run: `retrieval.dedup.verify.cache`), see `dedup.find_groups`; with `local_features` also
+    by ORB keypoints agreeing on one similarity (`retrieval.dedup.verify.keypoints`).
     """
 
     index: Path
@@ -62,7 +69,7 @@ class DedupConfig:
     k: int = 32
     background_rank: int = BACKGROUND_RANK
     verify: bool = True
-    local_features: bool = True  # with verify: local-feature geometry too (`retrieval.dedup.local_features`)
+    local_features: bool = True  # with verify: local-feature geometry too (`retrieval.dedup.verify.keypoints`)
     progress: Progress | None = field(default=None, compare=False, repr=False)  # verifying; the CLI shows bars
 
     def __post_init__(self) -> None:
@@ -120,7 +127,7 @@ def neighbour_table(
     `every_file` (calibration) each file's nearest neighbours whatever their score.
 
     An approximate index answers one query at a time; dedup queries every indexed vector, which the join
-    does as one matrix product per cell (bench/dedup_scale.py: 1M vectors)."""
+    does as one matrix product per cell (bench/dedup/scale.py: 1M vectors)."""
     n = len(index)
     if index.manifest.kind == "flat" or n < 2:
         return None
@@ -222,8 +229,8 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
 
     checks = None
     if cfg.verify and threshold is not None:
-        from retrieval.dedup.pair_checks import folder_checks
-        from retrieval.dedup.verify_cache import CACHE_NAME
+        from retrieval.dedup.verify.cache import CACHE_NAME
+        from retrieval.dedup.verify.pair_reads import folder_checks
 
         records = index.records  # records[id].id == id
         checks = folder_checks(

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moco.errors import InputError
+from plumbing.errors import InputError
 
 # Thresholds on the normalised score. "default" is near the best-F1 threshold on a second near-duplicate folder
-# (bench/neardup_data.py with seed 1: other clip art, other edits), held out from the seed-0 folder that
-# bench/dedup_quality.py reports on (docs/BENCHMARKS.md); "strict" keeps precision above 0.9 there.
+# (bench/kit/neardup_data.py with seed 1: other clip art, other edits), held out from the seed-0 folder that
+# bench/dedup/quality.py reports on (docs/BENCHMARKS.md); "strict" keeps precision above 0.9 there.
 SCORE_PRESETS: dict[str, float] = {
     "strict": 0.40,
     "default": 0.28,

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from moco.export import read_spec, save_random_encoder
-from moco.progress import Progress
+from plumbing.progress import Progress
 from retrieval.searching.searcher import SearchIndex
 
 # EncoderSpec fields the random-init encoder copies, so that only the weights differ

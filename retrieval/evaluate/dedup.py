@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moco.progress import Progress
+from plumbing.progress import Progress
 from retrieval.dedup.groups import BACKGROUND_RANK, find_groups
 from retrieval.dedup.run import DedupConfig, find_duplicates, neighbour_table
 from retrieval.dedup.threshold import DEFAULT_THRESHOLD, Threshold, check_threshold

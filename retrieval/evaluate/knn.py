@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moco.progress import Progress
+from plumbing.progress import Progress
 from retrieval.errors import InputError
 from retrieval.evaluate.metrics import (
     KNN_K,

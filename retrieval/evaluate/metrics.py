@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from moco.knn import weighted_knn_vote
+from moco.measure.knn import weighted_knn_vote
 
 KNN_K = 200  # neighbours that vote, as in the MoCo kNN monitor
 KNN_TEMPERATURE = 0.1  # each votes exp(s / T), as in the MoCo kNN monitor
@@ -117,7 +117,7 @@ def knn_top1(
     k: int = KNN_K,
     temperature: float = KNN_TEMPERATURE,
 ) -> np.ndarray:
-    """(M,) 1.0 where the weighted kNN classifier (moco.knn.weighted_knn_vote: each of the first k
+    """(M,) 1.0 where the weighted kNN classifier (moco.measure.knn.weighted_knn_vote: each of the first k
     neighbours in D, I (M, >=k) votes exp(s / T) for its class) gives the query its own label."""
     if k < 1 or temperature <= 0:
         raise ValueError(f"Illegal k {k} or temperature {temperature}: need k >= 1 and T > 0")

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from moco.images import BadImageError, load_image
-from moco.progress import Progress
+from plumbing.images import BadImageError, load_image
+from plumbing.progress import Progress
 from retrieval.errors import InputError
 from retrieval.evaluate.metrics import average_precision, exact_ranks, recall_at_k
 from retrieval.evaluate.truth import Missing, read_pairs

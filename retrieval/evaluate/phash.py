@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from moco.images import BadImageError, load_image
+from plumbing.images import BadImageError, load_image
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moco.atomic import atomic_write_bytes
+from plumbing.atomic import atomic_write_bytes
 from retrieval.errors import InputError
 
 if TYPE_CHECKING:

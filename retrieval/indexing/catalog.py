@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from moco.filenames import printable
+from plumbing.filenames import printable
 from retrieval.errors import FormatVersionError, IndexError_
 from retrieval.records import FileRecord
 

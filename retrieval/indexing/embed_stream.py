@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moco.hashing import content_hash
-from moco.images import BadImageError, image_size, load_image
-from moco.progress import Progress, report
+from plumbing.hashing import content_hash
+from plumbing.images import BadImageError, image_size, load_image
+from plumbing.progress import Progress, report
 from retrieval.indexing.rows import Row, Todo
 
 if TYPE_CHECKING:

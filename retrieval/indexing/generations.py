@@ -12,7 +12,7 @@ Layout of one index folder (`indexes/NAME/`):
     .lock                held (flock) by the one run allowed to write here
 
 A new generation is written to a fresh `gen-NNNN/` folder, every file fsynced, then the folder, then
-`CURRENT` is replaced atomically (`moco.atomic.atomic_write_bytes`: a temp file, fsync, `os.replace`, fsync
+`CURRENT` is replaced atomically (`plumbing.atomic.atomic_write_bytes`: a temp file, fsync, `os.replace`, fsync
 the folder). A SIGKILL at any moment leaves `CURRENT` naming either the old or the new generation, both
 complete; generations that are not current are removed after the swap (or by the next run). Readers
 verify the sha256 of every file against the manifest before handing anything to `faiss.read_index`, so a
@@ -35,9 +35,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from moco.atomic import atomic_write_bytes, fsync_dir
-from moco.filenames import printable
-from moco.hashing import content_hash
+from plumbing.atomic import atomic_write_bytes, fsync_dir
+from plumbing.filenames import printable
+from plumbing.hashing import content_hash
 from retrieval.errors import FormatVersionError, IndexError_, InputError
 from retrieval.indexing.catalog import BadFile, Catalog
 from retrieval.indexing.faiss_index import BuiltIndex, apply_search_params
@@ -135,7 +135,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-_fsync_dir = fsync_dir  # one implementation: moco.atomic
+_fsync_dir = fsync_dir  # one implementation: plumbing.atomic
 
 
 @contextlib.contextmanager

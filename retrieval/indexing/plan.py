@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moco.hashing import content_hash
+from plumbing.hashing import content_hash
 from retrieval.indexing.generations import Generation
 from retrieval.indexing.rows import Row, Todo
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moco.atomic import atomic_write_bytes
+from plumbing.atomic import atomic_write_bytes
 from retrieval.indexing.rows import Row
 
 logger = logging.getLogger(__name__)

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from moco.distributed import Dist, init_distributed, shutdown
-from moco.errors import disk_full_is
-from moco.filenames import printable
-from moco.images import list_images
-from moco.progress import Progress
+from plumbing.errors import disk_full_is
+from plumbing.filenames import printable
+from plumbing.images import list_images
+from plumbing.progress import Progress
 from retrieval.errors import EncoderMismatchError, IndexError_, InputError
 from retrieval.indexing.catalog import BadFile
 from retrieval.indexing.embed_stream import embed_all

@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moco.hashing import content_hash
-from moco.images import BadImageError, list_images, load_image
+from plumbing.hashing import content_hash
+from plumbing.images import BadImageError, list_images, load_image
 from retrieval.errors import InputError
 from retrieval.searching.searcher import Hit, SearchIndex
 

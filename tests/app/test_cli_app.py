@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from app.config import AppConfig, is_loopback, parse_auth
-from moco.errors import InputError
+from plumbing.errors import InputError
 from tests.app.server import free_port
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "retrieval", "app", *args]
+    cmd = [sys.executable, "-m", "cli", "app", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -55,8 +55,7 @@ def test_serves_then_stops_on_ctrl_c(tiny, tmp_path):
     port = free_port()
     with open(tmp_path / "stderr.txt", "w+") as err:  # a file, not a pipe: a full pipe would stall the server
         proc = subprocess.Popen(
-            [sys.executable, "-m", "retrieval", "app", "--index", str(tiny.index), "--port", str(port)]
-            + ["--device", "cpu"],
+            [sys.executable, "-m", "cli", "app", "--index", str(tiny.index), "--port", str(port)] + ["--device", "cpu"],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

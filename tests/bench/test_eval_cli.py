@@ -1,8 +1,8 @@
-"""bench/eval_cli.py: `retrieval eval` run as a subprocess of this checkout, its JSON parsed, on a tiny planted
+"""bench/kit/eval_cli.py: `retrieval eval` run as a subprocess of this checkout, its JSON parsed, on a tiny planted
 folder: three classes, each an original and its byte copy, indexed with the tiny random encoder. Exact copies
 are found whatever the encoder, so the figures are known by hand: P = R = 1 at --threshold exact, and kNN
 top-1, MAP@R and recall@1 of 1 (a query's only class mate is its twin, at cosine 1). At the default threshold
-bench/dedup_quality.py's cross-check (eval's figures = the pairwise figures of `retrieval dedup`'s groups)
+bench/dedup/quality.py's cross-check (eval's figures = the pairwise figures of `retrieval dedup`'s groups)
 holds, and it fails loudly on groups that differ."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.dedup_quality import check_against_dedup, groups_from_json
-from bench.eval_cli import RetrievalCommandError, eval_dedup, eval_knn, method, run
+from bench.dedup.quality import check_against_dedup, groups_from_json
+from bench.kit.eval_cli import RetrievalCommandError, eval_dedup, eval_knn, method, run
 from retrieval.indexing.run import index_folder
 from tests.retrieval.conftest import encoder, index_cfg, make_image, one_thread  # noqa: F401  (shared fixtures)
 

@@ -10,9 +10,9 @@ import torchvision
 
 from moco.backbone import build_backbone, feature_dim, last_map_side
 from moco.config import MoCoConfig
-from moco.errors import EncoderSpecError
 from moco.export import load_encoder, read_spec, save_random_encoder
 from moco.model import MoCo
+from plumbing.errors import EncoderSpecError
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from moco.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
-from moco.errors import FormatVersionError, InputError
 from moco.train import fit
+from plumbing.errors import FormatVersionError, InputError
 from tests.moco.tiny import make_images, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]

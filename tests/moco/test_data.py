@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import moco.data
-from moco.augment import TwoCropsTransform, make_preset
+from moco.augment.presets import TwoCropsTransform, make_preset
 from moco.data import DecodeCache, PairDataset, RunBatches, _decode_square, epoch_batches
 from tests.moco.tiny import make_images
 

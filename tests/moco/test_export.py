@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from moco.augment import eval_transform
+from moco.augment.presets import eval_transform
 from moco.checkpoint import load_checkpoint
 from moco.config import MoCoConfig
-from moco.errors import FormatVersionError, InputError
 from moco.export import ENCODER_VERSION, load_encoder, read_spec
 from moco.model import MoCo
+from plumbing.errors import FormatVersionError, InputError
 from retrieval.embed import Embedder
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from moco.augment import IMAGENET_MEAN, IMAGENET_STD
+from moco.augment.presets import IMAGENET_MEAN, IMAGENET_STD
 from moco.export import EncoderSpec
 from moco.preprocess import make_preprocess, standardize, trim_borders
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
-from moco.augment import IMAGENET_MEAN, IMAGENET_STD
+from moco.augment.presets import IMAGENET_MEAN, IMAGENET_STD
 from moco.export import EncoderSpec
 from moco.preprocess import make_preprocess
 from moco.straighten import _meet, find_tilt, straighten

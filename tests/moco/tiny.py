@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
-from moco.augment import IMAGENET_MEAN, IMAGENET_STD
+from moco.augment.presets import IMAGENET_MEAN, IMAGENET_STD
 from moco.config import MoCoConfig, TrainConfig
 
 

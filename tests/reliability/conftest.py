@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.commands import register_all
+from cli.commands import register_all
 from tests import cli_runner
 from tests.retrieval.conftest import encoder, make_image, one_thread  # noqa: F401  (shared fixtures)
 
@@ -53,10 +53,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def cli_subprocess(*args: str) -> tuple[int, str, str, list[str]]:
-    """`python -m retrieval ARGS...` in a fresh process, with logging and progress bars as a person gets
+    """`python -m cli ARGS...` in a fresh process, with logging and progress bars as a person gets
     them: (exit code, stdout, stderr, stderr lines as a terminal shows them, i.e. after the last \\r)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "retrieval", *args], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=REPO, timeout=300)
     shown = [line.rsplit("\r", 1)[-1] for line in proc.stderr.split("\n")]
     return proc.returncode, proc.stdout, proc.stderr, shown

@@ -35,7 +35,7 @@ _SLOW_INDEX = textwrap.dedent(
             time.sleep(0.02)
         return real(self, x)
     Embedder.encode_tensors = slow
-    from retrieval.cli import main
+    from cli.main import main
     sys.argv = ["retrieval", *sys.argv[1:]]
     main()
     """

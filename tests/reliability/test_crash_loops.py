@@ -1,4 +1,4 @@
-"""Issue 18: a few rounds of the crash consistency loops of bench/crash_loops.py (the long run kills 30+).
+"""Issue 18: a few rounds of the crash consistency loops of tests/reliability/crash_loops.py (the long run kills 30+).
 `retrieval index` killed at random moments: the index loads, holds the old or the new folder, catalog and
 FAISS ids agree, the next run completes and leaves no debris. `retrieval dedup --apply` killed among its
 moves: `undo` restores the tree byte for byte. (Kills of `write_generation` alone and of `train` checkpoint
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.crash_loops import dedup_kill_loop, index_kill_loop
+from tests.reliability.crash_loops import dedup_kill_loop, index_kill_loop
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 )
 from PIL import Image
 
-from moco.hashing import content_hash
+from plumbing.hashing import content_hash
 from retrieval.errors import InputError
 from retrieval.indexing.generations import current_generation, load_generation
 from retrieval.indexing.run import IndexConfig, index_folder

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from moco.images import image_size, load_image
+from plumbing.images import image_size, load_image
 from retrieval.embed import Embedder
 from tests.retrieval.conftest import scene
 

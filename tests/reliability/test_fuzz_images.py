@@ -1,4 +1,4 @@
-"""Issue 18: the image loader under fuzzing (Hypothesis; the long run is `python -m bench.fuzz_images`).
+"""Issue 18: the image loader under fuzzing (Hypothesis; the long run is `python -m tests.reliability.fuzz_images`).
 Mutated JPEG/PNG/WebP/GIF/TIFF/BMP bytes, truncations, header bombs, zero bytes and wrong extensions give
 an RGB image or a BadImageError, within a time limit, with no warning printed; an index run over such a
 folder completes and keeps every good file."""
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.fuzz_images import FORMATS, MUTATIONS, SUFFIX, check_file, header_bomb, mutate, seed_bytes
-from moco.images import BadImageError, load_image
+from plumbing.images import BadImageError, load_image
 from retrieval.indexing.run import IndexConfig, index_folder
 from tests.reliability.conftest import cli_subprocess, make_image
+from tests.reliability.fuzz_images import FORMATS, MUTATIONS, SUFFIX, check_file, header_bomb, mutate, seed_bytes
 
 SEEDS = {fmt: seed_bytes(fmt) for fmt in FORMATS}
 OPS = st.lists(

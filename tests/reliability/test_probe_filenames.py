@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from moco.data import write_bad_files
-from moco.filenames import printable
+from plumbing.filenames import printable
 from tests.reliability.conftest import make_image, run_cli, snapshot
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="names are bytes on Linux only")

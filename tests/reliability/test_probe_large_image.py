@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import moco.images as images
-from moco.images import load_image
+import plumbing.images as images
+from plumbing.images import load_image
 from tests.reliability.conftest import REPO
 
 CHANNELS = {0: 1, 2: 3, 3: 1, 6: 4}  # PNG colour type -> bytes per pixel (L, RGB, P, RGBA)
@@ -40,7 +40,7 @@ def big_png(path: Path, side: int, colour_type: int) -> Path:
 PEAK = """
 import sys
 from pathlib import Path
-from moco.images import load_image
+from plumbing.images import load_image
 from tests.reliability.conftest import REPO
 from PIL import Image
 

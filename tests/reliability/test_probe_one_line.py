@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from moco.errors import EncoderSpecError
 from moco.export import read_spec
+from plumbing.errors import EncoderSpecError
 from tests.reliability.conftest import make_image, one_line_error, run_cli
 
 

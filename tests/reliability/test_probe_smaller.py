@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from moco.images import list_images
+from plumbing.images import list_images
 from retrieval.indexing.run import IndexConfig, index_folder
 from tests.reliability.conftest import REPO, cli_subprocess, make_image, run_cli
 

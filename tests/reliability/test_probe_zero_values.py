@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.commands.train import device_defaults
+from cli.commands.train import device_defaults
 from tests.reliability.conftest import make_image, one_line_error, run_cli
 
 
@@ -49,7 +49,7 @@ def built_config(tmp_path, monkeypatch, **options):
         raise SystemExit(0)
 
     monkeypatch.setattr(moco.train, "fit", fake_fit)
-    from retrieval.commands.train import train
+    from cli.commands.train import train
 
     with pytest.raises(SystemExit):
         train(tmp_path, out=tmp_path / "r", device="cpu", **options)
@@ -85,7 +85,7 @@ def test_an_embed_size_of_zero_given_means_the_training_size(tmp_path, monkeypat
 def test_a_warm_start_or_the_copy_detection_preset_crops_at_the_embed_size(tmp_path, monkeypatch):
     """The device's small training crops were measured from scratch with moco-v2 only; a warm start (--init) or
     the copy-detection preset crops at the size it embeds at (the device default's embed size), unless told."""
-    from tests.moco.official_layout import tiny_official_checkpoint
+    from tests.moco.init.official_layout import tiny_official_checkpoint
 
     ckpt = tmp_path / "moco.pth.tar"
     tiny_official_checkpoint(ckpt)

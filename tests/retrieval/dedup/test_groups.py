@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 import pytest
 
-from moco.errors import InputError
+from plumbing.errors import InputError
 from retrieval.dedup.formats import format_histogram, groups_to_csv, groups_to_json, groups_to_table
 from retrieval.dedup.groups import (
     Duplicate,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from moco.errors import FormatVersionError, InputError
+from plumbing.errors import FormatVersionError, InputError
 from retrieval.dedup import moves
 from retrieval.dedup.groups import Duplicate, Group
 from retrieval.dedup.moves import apply_moves, plan_moves, undo_moves

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.dedup import cell_join
+from retrieval.dedup.candidates import cell_join
 from retrieval.dedup.groups import BACKGROUND_RANK, KeeperRule, find_groups, normalised_scores
 from retrieval.dedup.run import (
     DedupConfig,

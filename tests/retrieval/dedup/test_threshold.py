@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moco.errors import InputError
+from plumbing.errors import InputError
 from retrieval.dedup.threshold import (
     DEFAULT_THRESHOLD,
     SCORE_PRESETS,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.commands import eval as eval_cmd
+from cli.commands import eval as eval_cmd
 from retrieval.indexing.run import index_folder
 from tests import cli_runner
 from tests.retrieval.conftest import index_cfg, make_image

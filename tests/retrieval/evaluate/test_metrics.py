@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from moco.knn import weighted_knn_top1
+from moco.measure.knn import weighted_knn_top1
 from retrieval.evaluate.metrics import (
     CurvePoint,
     average_precision,

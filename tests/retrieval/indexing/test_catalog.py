@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from moco.hashing import content_hash
+from plumbing.hashing import content_hash
 from retrieval.errors import FormatVersionError, IndexError_
 from retrieval.indexing.catalog import SCHEMA_VERSION, BadFile, Catalog
 from retrieval.records import FileRecord

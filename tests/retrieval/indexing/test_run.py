@@ -12,8 +12,8 @@ import pytest
 
 import retrieval.indexing.embed_stream as embed_stream
 from moco.export import save_random_encoder
-from moco.hashing import content_hash
-from moco.images import load_image
+from plumbing.hashing import content_hash
+from plumbing.images import load_image
 from retrieval.embed import Embedder
 from retrieval.errors import EncoderMismatchError, InputError
 from retrieval.indexing.run import index_folder

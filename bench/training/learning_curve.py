@@ -1,0 +1,404 @@
+"""Learning curve of `retrieval train` on CPU: clip-art kNN top-1 and emoji cross-style recall@10 after each
+time budget, for named settings, beside a random-init network of the same architecture and input size.
+
+Data (`../shared/datasets/build.py`): the training folder is every clip-art image plus the emoji gallery
+(Noto) renditions, as one unlabelled folder of links (labels are never used in training). Scoring:
+- clip-art: every `--clip-every`th image (4th by default, sorted), weighted kNN top-1 (moco.measure.knn, k 20, T 0.07)
+  with every 5th of those per category held out as a query (moco.measure.validation.holdout_split, 20%);
+- emoji: every `--emoji-every`th pair of `pairs.json` (3rd by default), its Twemoji query searched among the
+  Noto gallery images of those pairs; a query hits when its paired gallery
+  image is among its 10 nearest by cosine (what a flat index returns); recall@10 = hits / pairs.
+Embeddings are exactly `retrieval.embed.Embedder`'s: the exported encoder's preprocessing (shorter side to its
+image size, centre crop), GeM, flip-averaged, L2-normalised. A random-init encoder of the same stem, width and
+input size is scored the same way (`moco.export.save_random_encoder`).
+
+Each budget's runs train CONCURRENTLY, one process per setting with torch.set_num_threads(1) and workers 0,
+so they share whatever load the machine has; each records its steps and img/s. `fit` counts its budget from
+after the decode cache is built (built once here, before the clock).
+
+    python -m bench.training.learning_curve --budgets 5,10,20 --settings '{"old": {...}, "new": {}}' [--tag NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.kit.machine import machine_info
+
+BENCH = Path(__file__).resolve().parents[1]
+ROOT = BENCH.parent
+
+DATA = Path.home() / ".cache" / "retrieval-datasets"
+OLD_DEFAULTS = {  # `retrieval train`'s CPU defaults before issue 14
+    "stem": "imagenet",
+    "width": 64,
+    "image_size": 64,
+    "batch_size": 64,
+    "lr": 0.06,
+    "queue_size": 4096,
+    "momentum": 0.99,
+    "temperature": 0.2,
+    "symmetric": False,
+    "crop_min_scale": 0.2,
+}
+
+
+def training_folder(data: Path, work: Path, every: int = 1) -> Path:
+    """work/train: a link to every clip-art image and every emoji gallery image (one unlabelled folder);
+    `every` > 1 keeps every Nth of them (work/train-everyN)."""
+    folder = work / ("train" if every == 1 else f"train-every{every}")
+    if folder.exists():
+        return folder
+    tmp = folder.with_suffix(".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for src_root, prefix in ((data / "clipart", "clipart"), (data / "emoji" / "gallery", "emoji")):
+        for p in sorted(src_root.glob("*/*.png"))[::every]:
+            (tmp / f"{prefix}__{p.parent.name}__{p.name}").symlink_to(p)
+    tmp.rename(folder)
+    return folder
+
+
+class Snapshots:
+    """A progress callback that keeps the run's latest checkpoint when the training clock passes each of
+    `minutes` (so one long run also gives the curve's shorter points): a hard link to the file (checkpoints are
+    replaced by rename, so the linked file never changes), a copy where links are not possible. It is the
+    checkpoint written last, at most `checkpoint_every` steps before the mark; its step is read when it is
+    exported, outside the training clock."""
+
+    def __init__(self, run_dir: Path, minutes: list[float]) -> None:
+        self.run_dir, self.todo, self.taken = run_dir, sorted(minutes), []
+        self.t0: float | None = None
+
+    def __call__(self, stage: str, done: int, total: int | None, status: dict | None = None) -> None:
+        if stage != "training":
+            return
+        now = time.monotonic()
+        self.t0 = self.t0 if self.t0 is not None else now
+        while self.todo and now - self.t0 >= self.todo[0] * 60:
+            minute = self.todo.pop(0)
+            src = self.run_dir / "checkpoint.pt"
+            if not src.exists():
+                continue
+            dst = self.run_dir / f"snapshot-{minute:g}min.pt"
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+            self.taken.append({"minute": minute, "file": str(dst)})
+
+
+def export_snapshot(ckpt: Path, final_encoder: Path, out_dir: Path, encoder: str = "q") -> int:
+    """The query backbone (`encoder` "q"; "k": the momentum key encoder's) of a snapshot checkpoint, exported
+    with the final encoder's spec (its step noted); returns that step."""
+    from moco.export import EncoderSpec, export_encoder, read_spec
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    prefix = f"encoder_{encoder}.backbone."
+    backbone = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    spec = dataclasses.asdict(read_spec(final_encoder))
+    spec["trained"] = {**(spec.get("trained") or {}), "steps": state["step"]}
+    spec.pop("sha256", None)
+    export_encoder(backbone, None, EncoderSpec(**spec), out_dir)
+    return int(state["step"])
+
+
+def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict) -> dict:
+    import moco.devices
+    from moco.config import MoCoConfig, TrainConfig
+    from moco.train import fit
+
+    over = dict(overrides)
+    snaps = Snapshots(run_dir, over.pop("snapshot_minutes", []))
+    if snaps.todo:
+        over.setdefault("checkpoint_every", 50)
+    if over.pop("force_cpu_bf16", False):  # bf16 autocast on this CPU whatever its kind (the fp32/bf16 check)
+        moco.devices.CPU_BF16_TRAIN = (moco.devices.cpu_bf16_kind(),)
+    mkw = {k: over.pop(k) for k in list(over) if k in MoCoConfig.__dataclass_fields__}
+    cfg = TrainConfig(
+        images=str(images),
+        out=str(run_dir),
+        model=MoCoConfig(**mkw),
+        epochs=over.pop("epochs", 10_000),
+        time_budget_min=budget_min,
+        device="cpu",
+        workers=0,
+        resume=False,
+        **over,
+    )
+    t = time.monotonic()
+    r = fit(cfg, snaps if snaps.todo else None)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    health = [row for row in rows if "epoch_end" in row]
+    seconds = budget_min * 60 if r.stopped == "time budget" else max(row.get("elapsed_s", 1e-9) for row in rows)
+    return {
+        "steps": r.steps,
+        "epochs": r.epochs,
+        "pairs": r.steps * cfg.batch_size,
+        "img_per_s": r.steps * cfg.batch_size / max(1e-9, seconds),
+        "loss": r.loss,
+        "stopped": r.stopped,
+        "wall_s": time.monotonic() - t,
+        "queue_size": r.model_config.queue_size,
+        "bn_splits": r.model_config.bn_splits,
+        "last_health": health[-1] if health else None,
+        "verdict": dataclasses.asdict(r.verdict) if r.verdict is not None else None,
+        "loss_curve": [[row["step"], row["loss"]] for row in rows if "loss" in row],
+        "snapshots": snaps.taken,
+    }
+
+
+class Scorer:
+    """Clip-art kNN top-1 and emoji recall@10 of an encoder folder; decoded images are kept per input size."""
+
+    def __init__(self, data: Path, clip_every: int, emoji_every: int) -> None:
+        from moco.measure.validation import holdout_split, labelled_images
+
+        paths, labels, _ = labelled_images(data / "clipart")
+        keep = [i for i in range(len(paths)) if i % clip_every == 0]
+        self.clip_paths = [paths[i] for i in keep]
+        self.clip_y = torch.tensor([labels[i] for i in keep])
+        self.train_idx, self.test_idx = holdout_split(self.clip_y.tolist())
+        emoji = data / "emoji"
+        self.pairs = json.loads((emoji / "pairs.json").read_text())[::emoji_every]
+        self.gallery = sorted({g for _, g in self.pairs})
+        self.queries = sorted({q for q, _ in self.pairs})
+        self.emoji = emoji
+        self._x: dict[tuple[int, str], torch.Tensor] = {}
+
+    def _inputs(self, emb, which: str) -> torch.Tensor:  # noqa: ANN001 (retrieval.embed.Embedder)
+        from concurrent.futures import ThreadPoolExecutor
+
+        from plumbing.images import load_image
+
+        key = (emb.spec.preprocess_args, which)  # encoders that preprocess differently never share inputs
+        if key not in self._x:
+            paths = {
+                "clip": self.clip_paths,
+                "gallery": [self.emoji / p for p in self.gallery],
+                "queries": [self.emoji / p for p in self.queries],
+            }[which]
+            with ThreadPoolExecutor(4) as pool:
+                xs = list(pool.map(lambda p: emb.preprocess(load_image(p, min_side=emb.min_side)), paths))
+            self._x[key] = torch.stack(xs)
+        return self._x[key]
+
+    def _embed(self, emb, which: str) -> torch.Tensor:  # noqa: ANN001
+        x = self._inputs(emb, which)
+        return torch.from_numpy(np.concatenate([emb.encode_tensors(x[i : i + 256]) for i in range(0, len(x), 256)]))
+
+    def score(self, encoder_dir: Path, emoji: bool = True) -> dict[str, float]:
+        from moco.measure.knn import weighted_knn_top1
+        from retrieval.embed import Embedder
+
+        t = time.monotonic()
+        emb = Embedder.load(encoder_dir, "cpu")
+        z = self._embed(emb, "clip")
+        knn = weighted_knn_top1(
+            z[self.train_idx], self.clip_y[self.train_idx], z[self.test_idx], self.clip_y[self.test_idx]
+        )
+        if not emoji:
+            return {"knn_top1": knn, "emoji_recall_at_10": float("nan"), "score_s": time.monotonic() - t}
+        g, q = self._embed(emb, "gallery"), self._embed(emb, "queries")
+        top = (q @ g.T).topk(10, dim=1).indices  # (Q, 10)
+        g_of, q_of = {p: i for i, p in enumerate(self.gallery)}, {p: i for i, p in enumerate(self.queries)}
+        hits = sum(g_of[gp] in set(top[q_of[qp]].tolist()) for qp, gp in self.pairs)
+        return {"knn_top1": knn, "emoji_recall_at_10": hits / len(self.pairs), "score_s": time.monotonic() - t}
+
+
+def score_random_inits(scorer: Scorer, settings: dict, work: Path, emoji: bool) -> dict[str, dict]:
+    """A random-init encoder per (stem, width, input size) of the settings, scored like the trained ones: with
+    the preprocessing `retrieval train` records for its preset (a squashed picture, not a centre crop)."""
+    from moco.export import save_random_encoder
+    from moco.preprocess import PRESET_PREPROCESSING
+
+    out = {}
+    prep = PRESET_PREPROCESSING["moco-v2"]
+    for stem, width, size in sorted({arch_of(s) for s in settings.values()}):
+        rnd = work / f"random-{stem}-{width}-{size}"
+        save_random_encoder(rnd, image_size=size, dim=0, preprocessing=prep, stem=stem, width=width)
+        out[f"{stem}/{width}/{size}px"] = scorer.score(rnd, emoji)
+        print(json.dumps({"random": f"{stem}/{width}/{size}", **out[f"{stem}/{width}/{size}px"]}), file=sys.stderr)
+    return out
+
+
+def spawn(run_dir: Path, images: Path, budget: float, overrides: dict) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        json.dumps([str(run_dir), str(images), budget, overrides]),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def arch_of(settings: dict) -> tuple[str, int, int]:
+    """(stem, width, input size of the exported encoder): the random init to compare with."""
+    from moco.config import MoCoConfig
+
+    m = MoCoConfig()
+    size = settings.get("embed_size") or train_size_of(settings)
+    return settings.get("stem", m.stem), settings.get("width", m.width), size
+
+
+def train_size_of(settings: dict) -> int:
+    from moco.config import TrainConfig
+
+    return settings.get("image_size", TrainConfig(images="", out="").image_size)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument(
+        "--budgets", default="5,10,20", help="minutes, comma-separated; each budget is its own runs (0: by epochs)"
+    )
+    ap.add_argument("--settings", default="", help="JSON {name: overrides}; default: the old and the new CPU defaults")
+    ap.add_argument("--sequential-budgets", action="store_true", help="one budget after another (default: all at once)")
+    ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: a temp dir)")
+    ap.add_argument("--tag", default="learning_curve")
+    ap.add_argument("--no-emoji", action="store_true", help="clip-art kNN only (the sweep)")
+    ap.add_argument("--train-every", type=int, default=1, help="train on every Nth image (equal-step checks)")
+    ap.add_argument("--clip-every", type=int, default=4, help="score every Nth clip-art image of each category")
+    ap.add_argument("--emoji-every", type=int, default=3, help="score every Nth emoji pair (gallery: their images)")
+    ap.add_argument("--score-threads", type=int, default=1, help="torch threads while scoring (1: best under load)")
+    ap.add_argument(
+        "--snapshots",
+        default="",
+        help="minutes, comma-separated: also score each run's checkpoint at these points of its clock (one long run"
+        " gives the shorter points; its lr schedule spans the whole budget)",
+    )
+    ap.add_argument(
+        "--key-encoder",
+        action="store_true",
+        help="also score the momentum key encoder of every scored checkpoint (rows named 'SETTING (key encoder)')",
+    )
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        torch.set_num_threads(1)
+        run_dir, images, budget, overrides = json.loads(a.child)
+        print(json.dumps(child_train(Path(run_dir), Path(images), budget, overrides)))
+        return
+
+    from moco.config import device_defaults
+    from moco.data import DecodeCache
+    from moco.train import CACHE_SCALE
+    from plumbing.images import list_images
+
+    new = {k: v for k, v in device_defaults("cpu").items() if k not in ("epochs", "time_budget_min")}
+    settings = json.loads(a.settings) if a.settings else {"old defaults": OLD_DEFAULTS, "new defaults": new}
+    budgets = [float(b) for b in a.budgets.split(",")]
+    snapshot_minutes = [float(m) for m in a.snapshots.split(",") if m]
+    work = a.work or Path(tempfile.mkdtemp(prefix="bench-curve-"))
+    work.mkdir(parents=True, exist_ok=True)
+    start = machine_info()
+    from moco.devices import cpu_bf16_kind
+
+    t0 = time.monotonic()
+    images = training_folder(a.data, work, a.train_every)
+    paths = list_images(images)
+    sizes = {train_size_of(s) for s in settings.values()}
+    for size in sizes:  # one decode cache per size, shared by every run (fit reuses a matching cache)
+        DecodeCache.build(paths, round(size * CACHE_SCALE), work / "cache")
+    jobs = [(b, name) for b in budgets for name in settings]
+    rounds = [[j for j in jobs if j[0] == b] for b in budgets] if a.sequential_budgets else [jobs]
+    torch.set_num_threads(a.score_threads)
+    scorer = Scorer(a.data, a.clip_every, a.emoji_every)
+    rows: list[dict] = []
+    randoms: dict[str, dict] = {}
+    for rnd in rounds:
+        procs = []
+        for b, name in rnd:
+            run = work / f"{name.replace(' ', '_')}-{b:g}min"
+            run.mkdir(parents=True, exist_ok=True)
+            if not (run / "cache").exists():
+                (run / "cache").symlink_to(work / "cache")
+            snap = [m for m in snapshot_minutes if m < b]
+            over = {**settings[name], "snapshot_minutes": snap} if snap else settings[name]
+            procs.append((b, name, run, spawn(run, images, b, over)))
+        # shortest budgets first: each run is scored as soon as it ends, while the longer ones still train
+        for b, name, run, p in sorted(procs, key=lambda t: t[0]):
+            out, err = p.communicate()
+            if p.returncode != 0:
+                raise SystemExit(f"{name} {b} min failed:\n{err[-3000:]}")
+            rec = {"setting": name, "budget_min": b, "overrides": settings[name]}
+            rec |= json.loads(out.strip().splitlines()[-1])
+            rec["run"] = str(run)
+            scored: list[tuple[dict, Path]] = []  # (row, its checkpoint) for the key encoder's rows
+            for snap in rec.pop("snapshots", []):  # the shorter points of this run's clock
+                enc = run / f"encoder-{snap['minute']:g}min"
+                step = export_snapshot(Path(snap["file"]), run, enc)
+                srec = {**rec, "budget_min": snap["minute"], "steps": step, "snapshot_of_min": b}
+                srec["pairs"] = step * srec["pairs"] // max(1, rec["steps"])
+                srec["img_per_s"] = srec["pairs"] / (snap["minute"] * 60)
+                srec.pop("loss_curve", None)
+                srec.update(scorer.score(enc, not a.no_emoji))
+                print(json.dumps(srec), file=sys.stderr, flush=True)
+                rows.append(srec)
+                scored.append((srec, Path(snap["file"])))
+            rec.update(scorer.score(run, not a.no_emoji))
+            print(json.dumps({k: v for k, v in rec.items() if k != "loss_curve"}), file=sys.stderr, flush=True)
+            rows.append(rec)
+            scored.append((rec, run / "checkpoint.pt"))
+            for row, ckpt in scored if a.key_encoder else []:
+                enc = run / f"key-encoder-{row['budget_min']:g}min"
+                export_snapshot(ckpt, run, enc, "k")
+                krec = {k: v for k, v in row.items() if k != "loss_curve"} | {"setting": f"{name} (key encoder)"}
+                krec.update(scorer.score(enc, not a.no_emoji))
+                print(json.dumps(krec), file=sys.stderr, flush=True)
+                rows.append(krec)
+            if not randoms:  # random init of each architecture, scored while the longer budgets train
+                randoms = score_random_inits(scorer, settings, work, not a.no_emoji)
+    for rec in rows:
+        stem, width, size = arch_of(rec["overrides"])
+        base = randoms[f"{stem}/{width}/{size}px"]
+        rec["random_init"] = f"{stem}/{width}/{size}px"
+        rec["knn_minus_random"] = rec["knn_top1"] - base["knn_top1"]
+        rec["emoji_minus_random"] = rec["emoji_recall_at_10"] - base["emoji_recall_at_10"]
+    result = {
+        "benchmark": "learning_curve",
+        "command": "python " + " ".join(["bench/training/learning_curve.py", *sys.argv[1:]]),
+        "machine": start,
+        "cpu_bf16": cpu_bf16_kind() or "none",
+        "load_avg_at_end": list(os.getloadavg()),
+        "total_s": time.monotonic() - t0,
+        "data": {
+            "train_images": len(paths),
+            "clipart_scored": len(scorer.clip_paths),
+            "clip_every": a.clip_every,
+            "emoji_every": a.emoji_every,
+            "emoji_gallery": len(scorer.gallery),
+            "knn_queries": len(scorer.test_idx),
+            "emoji_pairs": len(scorer.pairs),
+        },
+        "settings": settings,
+        "random_init": randoms,
+        "rows": rows,
+    }
+    out = BENCH / "results" / f"{a.tag}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("| setting | budget min | steps | img/s | kNN top-1 | random | emoji R@10 | random |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        base = randoms[r["random_init"]]
+        print(
+            f"| {r['setting']} | {r['budget_min']:g} | {r['steps']} | {r['img_per_s']:.1f} | {r['knn_top1']:.3f} | "
+            f"{base['knn_top1']:.3f} | {r['emoji_recall_at_10']:.3f} | {base['emoji_recall_at_10']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

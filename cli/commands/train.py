@@ -1,0 +1,129 @@
+"""`retrieval train IMAGES`: pretrain a MoCo encoder on an unlabelled folder and export it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.commands.bars import stderr_bars
+from cli.commands.init_source import fetch_named_init
+from moco.config import MoCoConfig, TrainConfig, device_defaults
+from moco.devices import resolve_device
+from plumbing.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def train(
+    images: Annotated[Path, typer.Argument(help="Folder of images (searched recursively)")],
+    out: Annotated[Path | None, typer.Option(help="Run folder [default: runs/<folder name>]")] = None,
+    arch: Annotated[str | None, typer.Option(help="resnet18 | resnet50")] = None,
+    stem: Annotated[str | None, typer.Option(help="imagenet | cifar (3x3 stride-1 first conv, no max-pool)")] = None,
+    width: Annotated[int | None, typer.Option(help="Channels of the first ResNet stage (64 = standard)")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Training crop size in px")] = None,
+    embed_size: Annotated[
+        int | None,
+        typer.Option(help="Index/query input size; 0 = the crop size [default: the device's; with --image-size, 0]"),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (the schedule ends at this or the budget)")] = None,
+    time_budget: Annotated[float | None, typer.Option(help="Minutes; stop cleanly then (0 = none)")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    queue_size: Annotated[int | None, typer.Option(help="K, keys in the dictionary (capped at images - batch)")] = None,
+    momentum: Annotated[float | None, typer.Option(help="m, key encoder momentum")] = None,
+    temperature: Annotated[float | None, typer.Option(help="T, softmax temperature")] = None,
+    lr: Annotated[float | None, typer.Option(help="SGD learning rate per 256 images")] = None,
+    symmetric: Annotated[bool | None, typer.Option("--symmetric/--no-symmetric", help="Symmetric loss")] = None,
+    patch_queries: Annotated[
+        bool | None,
+        typer.Option(
+            "--patch-queries/--no-patch-queries",
+            help="Fast-MoCo: the query view as 2x2 patches, each pair of them one query (6 per image)",
+        ),
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="moco-v2 | copy-detection")] = None,
+    colour_strength: Annotated[float | None, typer.Option(help="Scale of colour jitter and grey (1 = MoCo v2)")] = None,
+    local_crops: Annotated[
+        int | None, typer.Option(help="Multi-crop: small views per image, extra queries against its key (0 = off)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    augment_on: Annotated[
+        str | None,
+        typer.Option(help="workers (PIL per image) | device (whole batches on the GPU) [default: device on CUDA]"),
+    ] = None,
+    val: Annotated[Path | None, typer.Option(help="Labelled folder (class subfolders) for kNN top-1")] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(help="Start from: moco-v2-800ep | moco-v2-200ep | moco-v1-200ep, a weights file or a run folder"),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Data-loader workers (-1 = auto, 0 = load in the main process)")] = -1,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from checkpoint.pt")] = True,
+) -> None:
+    """Pretrain a MoCo encoder on an unlabelled folder and export it for indexing."""
+    from moco.init.weights import init_network
+    from moco.train import fit
+
+    dev = resolve_device(device)
+    chosen = device_defaults(dev.type)
+    if init:
+        fetch_named_init(init)
+        net = init_network(init)  # the weights fix the network unless an option overrides it
+        arch, stem, width = arch or net.arch, stem or net.stem, width or net.width
+    from_scratch_moco_v2 = not init and preset in (None, "moco-v2")
+    if not from_scratch_moco_v2 and image_size is None and embed_size is None and chosen.get("embed_size"):
+        # the device's smaller crops were measured from scratch with moco-v2 only: else crop at the embed size
+        image_size = chosen["embed_size"]
+    given_model = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
+    given_model |= {"temperature": temperature, "symmetric": symmetric, "patch_queries": patch_queries}
+    given_train = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "lr": lr, "preset": preset}
+    given_train |= {"time_budget_min": time_budget, "colour_strength": colour_strength, "local_crops": local_crops}
+    if image_size is not None and embed_size is None:
+        embed_size = 0  # a crop size given: embed at it, not at the device's default embed size
+    given_train |= {"embed_size": embed_size}
+    model_kw, train_kw = _pick(given_model, chosen), _pick(given_train, chosen)
+    if out is None:
+        out = Path("runs") / (images.resolve().name or "run")
+    try:
+        cfg = TrainConfig(
+            images=str(images),
+            out=str(out),
+            model=MoCoConfig(**model_kw),
+            device=device,
+            **train_kw,
+            **({"augment_on": augment_on} if augment_on is not None else {}),  # else "auto": resolved by fit
+            val=str(val or ""),
+            init=str(init or ""),
+            workers=workers,
+            seed=seed,
+            resume=resume,
+        )
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    typer.echo(
+        f"device {dev.type}: {cfg.model.arch} ({cfg.model.stem} stem, width {cfg.model.width}), {cfg.image_size} px"
+        + (f" crops embedded at {cfg.eval_size} px" if cfg.eval_size != cfg.image_size else "")
+        + f", batch {cfg.batch_size}, "
+        f"up to {cfg.epochs} epochs" + (f" or {cfg.time_budget_min:g} min" if cfg.time_budget_min else ""),
+        err=True,
+    )
+    with stderr_bars() as bars:
+        result = fit(cfg, progress=bars)
+    if result.encoder is not None:
+        typer.echo(
+            f"{result.steps} steps ({result.stopped}), final loss {result.loss:.3f}; "
+            f"encoder written to {out}/encoder.safetensors"
+        )
+    if result.verdict is not None:
+        typer.echo(result.verdict.line)
+
+
+def _pick(given: dict[str, Any], device_chosen: dict[str, Any]) -> dict[str, Any]:
+    """The options a person gave, else the device's default where it has one; the rest is left to the configs."""
+    return {k: device_chosen[k] if v is None else v for k, v in given.items() if v is not None or k in device_chosen}
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
