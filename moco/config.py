@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,47 @@ class TrainConfig:
     def eval_size(self) -> int:
         return self.embed_size or self.image_size
 
+    @classmethod
+    def for_device(
+        cls,
+        device_type: str,
+        images: str,
+        out: str,
+        given: Mapping[str, Any] | None = None,
+        *,
+        init_net: tuple[str, str, int] | None = None,
+    ) -> TrainConfig:
+        """The run `retrieval train` makes on a device ("cpu", "cuda", "mps") from what a person gave.
+
+        `given` maps MoCoConfig and TrainConfig field names to values; None (or absent) means not given. The policy,
+        in one place for the CLI, the app, the benchmarks and the tests:
+        - a given value wins; else the device's default (device_defaults); else the configs' own default;
+        - with `--init`, the network's arch, stem and width come from the weights (`init_net`) unless given;
+        - the device's small training crops were measured from scratch with moco-v2 only: with `init` or another
+          preset, and no size given, the crops are drawn at the device's embed size;
+        - a crop size given without an embed size embeds at the crop size.
+        `augment_on` stays "auto" unless given (fit resolves it for the device: resolve_augment_on).
+        Raises ValueError for an unknown field or an illegal value.
+        """
+        wanted = {k: v for k, v in (given or {}).items() if v is not None}
+        unknown = sorted(set(wanted) - _MODEL_FIELDS - _TRAIN_FIELDS - {"model", "images", "out"})
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        if init_net is not None:
+            for name, value in zip(("arch", "stem", "width"), init_net, strict=True):
+                wanted.setdefault(name, value)
+        chosen = {k: v for k, v in device_defaults(device_type).items() if k != "augment_on"}
+        from_scratch_moco_v2 = not wanted.get("init") and wanted.get("preset", "moco-v2") == "moco-v2"
+        if not from_scratch_moco_v2 and "image_size" not in wanted and "embed_size" not in wanted:
+            if chosen.get("embed_size"):
+                wanted["image_size"] = chosen["embed_size"]
+        if "image_size" in wanted and "embed_size" not in wanted:
+            wanted["embed_size"] = 0  # embed at the crop size given, not at the device's embed size
+        merged = {**chosen, **wanted}
+        model = MoCoConfig(**{k: v for k, v in merged.items() if k in _MODEL_FIELDS})
+        run = {k: v for k, v in merged.items() if k in _TRAIN_FIELDS and k not in ("model", "images", "out")}
+        return cls(images=images, out=out, model=model, **run)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -168,3 +210,6 @@ def resolve_augment_on(augment_on: str, device_type: str, preset: str) -> str:
 # and were ahead of 64 px crops at 20 minutes in both runs (kNN +0.009 and +0.014, emoji +0.071 and +0.024) and level
 # at 60 (+0.009, -0.011), so the CPU recipe uses them (in fp32 on every CPU: a 32 px view reaches layer4 at 1x1).
 CPU_RECIPE: dict[str, Any] = {"image_size": 32, "embed_size": 64, "batch_size": 64, "temperature": 0.1}
+
+_MODEL_FIELDS = frozenset(f.name for f in fields(MoCoConfig))
+_TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))

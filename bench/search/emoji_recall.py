@@ -49,7 +49,7 @@ def train(gallery: Path, out: Path, budget_min: float, preset: str, device: str,
     cmd = [
         sys.executable,
         "-m",
-        "retrieval",
+        "cli",
         "train",
         str(gallery),
         "--out",

@@ -116,7 +116,7 @@ def export_snapshot(ckpt: Path, final_encoder: Path, out_dir: Path, encoder: str
 
 def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict) -> dict:
     import moco.devices
-    from moco.config import MoCoConfig, TrainConfig
+    from moco.config import TrainConfig
     from moco.train import fit
 
     over = dict(overrides)
@@ -125,18 +125,8 @@ def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict)
         over.setdefault("checkpoint_every", 50)
     if over.pop("force_cpu_bf16", False):  # bf16 autocast on this CPU whatever its kind (the fp32/bf16 check)
         moco.devices.CPU_BF16_TRAIN = (moco.devices.cpu_bf16_kind(),)
-    mkw = {k: over.pop(k) for k in list(over) if k in MoCoConfig.__dataclass_fields__}
-    cfg = TrainConfig(
-        images=str(images),
-        out=str(run_dir),
-        model=MoCoConfig(**mkw),
-        epochs=over.pop("epochs", 10_000),
-        time_budget_min=budget_min,
-        device="cpu",
-        workers=0,
-        resume=False,
-        **over,
-    )
+    fixed = {"time_budget_min": budget_min, "device": "cpu", "workers": 0, "resume": False}
+    cfg = TrainConfig.for_device("cpu", str(images), str(run_dir), {"epochs": 10_000, **over, **fixed})
     t = time.monotonic()
     r = fit(cfg, snaps if snaps.todo else None)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -246,17 +236,20 @@ def spawn(run_dir: Path, images: Path, budget: float, overrides: dict) -> subpro
 
 def arch_of(settings: dict) -> tuple[str, int, int]:
     """(stem, width, input size of the exported encoder): the random init to compare with."""
-    from moco.config import MoCoConfig
-
-    m = MoCoConfig()
-    size = settings.get("embed_size") or train_size_of(settings)
-    return settings.get("stem", m.stem), settings.get("width", m.width), size
+    cfg = run_of(settings)
+    return cfg.model.stem, cfg.model.width, cfg.eval_size
 
 
 def train_size_of(settings: dict) -> int:
+    return run_of(settings).image_size
+
+
+def run_of(settings: dict):  # noqa: ANN201 (moco.config.TrainConfig, imported late)
+    """The CPU run a setting makes: the product's recipe (TrainConfig.for_device) with the setting's overrides."""
     from moco.config import TrainConfig
 
-    return settings.get("image_size", TrainConfig(images="", out="").image_size)
+    known = {k: v for k, v in settings.items() if k not in ("snapshot_minutes", "force_cpu_bf16")}
+    return TrainConfig.for_device("cpu", "", "", known)
 
 
 def main() -> None:
@@ -293,12 +286,11 @@ def main() -> None:
         print(json.dumps(child_train(Path(run_dir), Path(images), budget, overrides)))
         return
 
-    from moco.config import device_defaults
     from moco.data import DecodeCache
     from moco.train import CACHE_SCALE
     from plumbing.images import list_images
 
-    new = {k: v for k, v in device_defaults("cpu").items() if k not in ("epochs", "time_budget_min")}
+    new: dict = {}  # the product's CPU run as it is (TrainConfig.for_device)
     settings = json.loads(a.settings) if a.settings else {"old defaults": OLD_DEFAULTS, "new defaults": new}
     budgets = [float(b) for b in a.budgets.split(",")]
     snapshot_minutes = [float(m) for m in a.snapshots.split(",") if m]

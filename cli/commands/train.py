@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from cli.commands.bars import stderr_bars
 from cli.commands.init_source import fetch_named_init
-from moco.config import MoCoConfig, TrainConfig, device_defaults
+from moco.config import TrainConfig
 from moco.devices import resolve_device
 from plumbing.errors import InputError
 
@@ -67,39 +67,21 @@ def train(
     from moco.train import fit
 
     dev = resolve_device(device)
-    chosen = device_defaults(dev.type)
+    init_net = None
     if init:
         fetch_named_init(init)
         net = init_network(init)  # the weights fix the network unless an option overrides it
-        arch, stem, width = arch or net.arch, stem or net.stem, width or net.width
-    from_scratch_moco_v2 = not init and preset in (None, "moco-v2")
-    if not from_scratch_moco_v2 and image_size is None and embed_size is None and chosen.get("embed_size"):
-        # the device's smaller crops were measured from scratch with moco-v2 only: else crop at the embed size
-        image_size = chosen["embed_size"]
-    given_model = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
-    given_model |= {"temperature": temperature, "symmetric": symmetric, "patch_queries": patch_queries}
-    given_train = {"image_size": image_size, "batch_size": batch_size, "epochs": epochs, "lr": lr, "preset": preset}
-    given_train |= {"time_budget_min": time_budget, "colour_strength": colour_strength, "local_crops": local_crops}
-    if image_size is not None and embed_size is None:
-        embed_size = 0  # a crop size given: embed at it, not at the device's default embed size
-    given_train |= {"embed_size": embed_size}
-    model_kw, train_kw = _pick(given_model, chosen), _pick(given_train, chosen)
+        init_net = (net.arch, net.stem, net.width)
+    given = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
+    given |= {"temperature": temperature, "symmetric": symmetric, "patch_queries": patch_queries}
+    given |= {"image_size": image_size, "embed_size": embed_size, "batch_size": batch_size, "epochs": epochs}
+    given |= {"lr": lr, "preset": preset, "time_budget_min": time_budget, "colour_strength": colour_strength}
+    given |= {"local_crops": local_crops, "augment_on": augment_on, "device": device, "val": str(val or "") or None}
+    given |= {"init": init, "workers": workers, "seed": seed, "resume": resume}
     if out is None:
         out = Path("runs") / (images.resolve().name or "run")
     try:
-        cfg = TrainConfig(
-            images=str(images),
-            out=str(out),
-            model=MoCoConfig(**model_kw),
-            device=device,
-            **train_kw,
-            **({"augment_on": augment_on} if augment_on is not None else {}),  # else "auto": resolved by fit
-            val=str(val or ""),
-            init=str(init or ""),
-            workers=workers,
-            seed=seed,
-            resume=resume,
-        )
+        cfg = TrainConfig.for_device(dev.type, str(images), str(out), given, init_net=init_net)
     except ValueError as e:
         raise InputError(str(e)) from e
     typer.echo(
@@ -118,11 +100,6 @@ def train(
         )
     if result.verdict is not None:
         typer.echo(result.verdict.line)
-
-
-def _pick(given: dict[str, Any], device_chosen: dict[str, Any]) -> dict[str, Any]:
-    """The options a person gave, else the device's default where it has one; the rest is left to the configs."""
-    return {k: device_chosen[k] if v is None else v for k, v in given.items() if v is not None or k in device_chosen}
 
 
 def register(app: typer.Typer) -> None:

@@ -315,7 +315,7 @@ def test_python_m_retrieval_entry_point(built):
     cmd = [
         sys.executable,
         "-m",
-        "retrieval",
+        "cli",
         "dedup",
         "--index",
         str(built["index"]),

@@ -115,7 +115,7 @@ def test_real_process_exit_code_and_stderr(tmp_path):
         [
             sys.executable,
             "-m",
-            "retrieval",
+            "cli",
             "train",
             str(tmp_path / "nope"),
             "--out",
