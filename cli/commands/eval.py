@@ -67,7 +67,8 @@ def knn(
     fmt: str = FormatOpt,
     device: str | None = DeviceOpt,
 ) -> None:
-    """Category retrieval on an indexed labelled folder (label = first subfolder): kNN top-1, MAP@R, recall@k."""
+    """Category retrieval on an indexed labelled folder (label = first subfolder): precision@10 (the share of the
+    first 10 results in the query's class), kNN top-1, MAP@R, recall@k."""
     from retrieval.evaluate.knn import KnnEvalConfig, evaluate_knn
 
     _check_format(fmt)
@@ -185,10 +186,18 @@ def _cell(v: Any) -> str:  # noqa: ANN401
 
 def format_knn(r: KnnEvalResult, fmt: str) -> str:
     ks = list(r.config.recall_ks)
+    pks = list(r.config.precision_ks)
 
     def figures(f: Any) -> dict[str, Any]:  # noqa: ANN401
+        precision = {f"precision@{k}": _num(f.precision[k]) for k in pks}
         recall = {f"recall@{k}": _num(f.recall[k]) for k in ks}
-        return {"queries": f.queries, "knn_top1": _num(f.knn_top1), "map_at_r": _num(f.map_at_r), **recall}
+        return {
+            "queries": f.queries,
+            **precision,
+            "knn_top1": _num(f.knn_top1),
+            "map_at_r": _num(f.map_at_r),
+            **recall,
+        }
 
     doc = {
         "format_version": JSON_VERSION,
@@ -198,7 +207,13 @@ def format_knn(r: KnnEvalResult, fmt: str) -> str:
         "files": r.files,
         "unlabelled": r.unlabelled,
         "classes": list(r.classes),
-        "settings": {"k": r.config.k, "k_used": r.k_used, "temperature": r.config.temperature, "recall_ks": ks},
+        "settings": {
+            "k": r.config.k,
+            "k_used": r.k_used,
+            "temperature": r.config.temperature,
+            "recall_ks": ks,
+            "precision_ks": pks,
+        },
         "methods": [
             {
                 "method": m.method,
@@ -208,16 +223,35 @@ def format_knn(r: KnnEvalResult, fmt: str) -> str:
             for m in r.methods
         ],
     }
-    columns = ["method", "class", "queries", "knn_top1", "map_at_r", *(f"recall@{k}" for k in ks)]
+    columns = ["method", "class", "queries", *(f"precision@{k}" for k in pks), "knn_top1", "map_at_r"]
+    columns += [f"recall@{k}" for k in ks]
     rows = []
     for m in r.methods:
         for scope, f in [("(all)", m.overall), *m.per_class.items()]:
-            rows.append([m.method, scope, f.queries, f.knn_top1, f.map_at_r, *(f.recall[k] for k in ks)])
+            first_page = [f.precision[k] for k in pks]
+            rows.append([m.method, scope, f.queries, *first_page, f.knn_top1, f.map_at_r, *(f.recall[k] for k in ks)])
     header = (
         f"knn on {r.config.index}: {r.files} files, {len(r.classes)} classes, {r.unlabelled} unlabelled"
         f" (leave one out; kNN k {r.k_used}, T {r.config.temperature})"
     )
-    return _render(doc, header, columns, rows, fmt)
+    text = _render(doc, header, columns, rows, fmt)
+    if fmt == "table":
+        text += first_page_line(r)
+    return text
+
+
+def first_page_line(r: KnnEvalResult) -> str:
+    """What a searcher sees, in one sentence: of the first k results, the share in the query's class (and a random
+    network's with --compare)."""
+    k = r.config.precision_ks[-1]
+    scores = {m.method: m.overall.precision[k] for m in r.methods}
+    if "index" not in scores or math.isnan(scores["index"]):
+        return ""
+    line = f"of the first {k} results, {scores['index']:.1%} share the query's category"
+    if not math.isnan(scores.get("random-init", math.nan)):
+        diff = scores["index"] - scores["random-init"]
+        line += f", against {scores['random-init']:.1%} for a random network ({diff:+.3f})"
+    return line + "\n"
 
 
 def _prf(s: PairwiseScore) -> dict[str, Any]:

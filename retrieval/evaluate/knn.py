@@ -1,6 +1,7 @@
 """`retrieval eval knn`: category retrieval over an indexed labelled folder (label = first subfolder under
-the root). Every labelled file is a query against all the others (leave one out), scored by weighted kNN
-top-1 (the MoCo kNN monitor's k and temperature), MAP@R and recall@k, overall and per class."""
+the root). Every labelled file is a query against all the others (leave one out), scored by what a searcher sees
+(precision@10: the share of the first 10 results in the query's class), weighted kNN top-1 (the MoCo kNN monitor's
+k and temperature), MAP@R and recall@k, overall and per class."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from retrieval.evaluate.metrics import (
     exact_neighbours,
     knn_top1,
     map_at_r,
+    precision_at_k,
     ranks_from_hits,
     recall_at_k,
 )
@@ -30,7 +32,8 @@ _QUERY_BATCH = 1024
 
 @dataclass(frozen=True)
 class KnnEvalConfig:
-    """`retrieval eval knn`: `k` neighbours vote exp(s / `temperature`) each; recall at each of `recall_ks`.
+    """`retrieval eval knn`: `k` neighbours vote exp(s / `temperature`) each; recall at each of `recall_ks`,
+    precision (the share of the first k results in the query's class) at each of `precision_ks`.
     With `compare`, a random-init encoder's index of the same folder is scored too (`baseline`).
 
     Leave one out, a query's own class has one image fewer in the gallery than it has, so a k that reaches
@@ -41,6 +44,7 @@ class KnnEvalConfig:
     k: int = KNN_K
     temperature: float = KNN_TEMPERATURE
     recall_ks: tuple[int, ...] = (1, 5, 10)
+    precision_ks: tuple[int, ...] = (10,)
     compare: bool = False
     device: str = "auto"
     progress: Progress | None = field(default=None, compare=False, repr=False)
@@ -52,6 +56,8 @@ class KnnEvalConfig:
             raise InputError(f"Illegal temperature {self.temperature}: must be > 0")
         if not self.recall_ks or min(self.recall_ks) < 1:
             raise InputError(f"Illegal recall_ks {self.recall_ks}: need at least one k >= 1")
+        if not self.precision_ks or min(self.precision_ks) < 1:
+            raise InputError(f"Illegal precision_ks {self.precision_ks}: need at least one k >= 1")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class KnnFigures:
     knn_top1: float
     map_at_r: float
     recall: dict[int, float]  # k -> recall@k
+    precision: dict[int, float] = field(default_factory=dict)  # k -> precision@k (the first page's share)
 
 
 @dataclass(frozen=True)
@@ -126,22 +133,32 @@ def score_knn(
     x = index.vectors[rows]  # (G, D)
     counts = np.bincount(y, minlength=len(classes))
     queries = np.flatnonzero(counts[y] >= 2)  # positions in the gallery
-    depth = max(k, int(counts.max()) - 1, max(cfg.recall_ks))
+    depth = max(k, int(counts.max()) - 1, max(cfg.recall_ks), max(cfg.precision_ks))
     top1, mapr = np.zeros(queries.size), np.zeros(queries.size)
-    recall = {k: np.zeros(queries.size) for k in cfg.recall_ks}
+    recall = {r: np.zeros(queries.size) for r in cfg.recall_ks}
+    precision = {p: np.zeros(queries.size) for p in cfg.precision_ks}
     for start in range(0, queries.size, _QUERY_BATCH):
         q = queries[start : start + _QUERY_BATCH]
         D, I = exact_neighbours(x, x[q], depth, self_ids=q)  # noqa: E741  (B, depth)
-        ranks = ranks_from_hits(y[I] == y[q][:, None], counts[y[q]] - 1)
+        hits = y[I] == y[q][:, None]  # (B, depth)
+        ranks = ranks_from_hits(hits, counts[y[q]] - 1)
         top1[start : start + q.size] = knn_top1(D, I, y, y[q], k, cfg.temperature)
         mapr[start : start + q.size] = map_at_r(ranks)
-        for k in cfg.recall_ks:
-            recall[k][start : start + q.size] = recall_at_k(ranks, k)
+        for r in cfg.recall_ks:  # not `k`: that is the vote's neighbour count, used again by the next batch
+            recall[r][start : start + q.size] = recall_at_k(ranks, r)
+        for p in cfg.precision_ks:
+            precision[p][start : start + q.size] = precision_at_k(hits, p)
 
     def figures(mask: np.ndarray) -> KnnFigures:
         n = int(mask.sum())
         mean = (lambda v: float(v[mask].mean())) if n else (lambda v: float("nan"))
-        return KnnFigures(n, mean(top1), mean(mapr), {k: mean(v) for k, v in recall.items()})
+        return KnnFigures(
+            n,
+            mean(top1),
+            mean(mapr),
+            {r: mean(v) for r, v in recall.items()},
+            {p: mean(v) for p, v in precision.items()},
+        )
 
     qy = y[queries]
     per_class = {c: figures(qy == i) for i, c in enumerate(classes)}

@@ -4,6 +4,7 @@ Ranked retrieval is scored from the 1-based `ranks` of each query's relevant ite
 (np.inf for a relevant item the search did not return), so one representation serves every figure:
 
     recall@k  = mean over queries of [min(ranks) <= k]            (at least one relevant item in the top k)
+    P@k       = mean over queries of |{i : r_i <= k}| / k           (the share of the first page that is relevant)
     AP        = mean over the R relevant items of i / r_i          (r_1 < r_2 < ... sorted ranks, i = 1..R)
     MAP@R     = (1/R) sum over i with r_i <= R of i / r_i          (Musgrave et al., 2020: AP cut at depth R)
 
@@ -85,6 +86,16 @@ def recall_at_k(ranks: Sequence[np.ndarray], k: int) -> np.ndarray:
     if k < 1:
         raise ValueError(f"Illegal k {k}: must be >= 1")
     return np.array([float(r.size > 0 and r.min() <= k) for r in ranks])
+
+
+def precision_at_k(hits: np.ndarray, k: int) -> np.ndarray:
+    """(M,) the share of each query's first k results that are relevant, from hits (M, depth) (True where result j
+    of query i is relevant): what a searcher sees on the first page. Where fewer than k results exist (a gallery of
+    fewer than k other items), the share of those there are; 0.0 with none."""
+    if k < 1:
+        raise ValueError(f"Illegal k {k}: must be >= 1")
+    page = np.asarray(hits, dtype=bool)[:, :k]  # (M, min(k, depth))
+    return page.mean(axis=1) if page.shape[1] else np.zeros(page.shape[0])
 
 
 def average_precision(ranks: Sequence[np.ndarray]) -> np.ndarray:

@@ -47,17 +47,23 @@ def test_knn_planted_copies_give_recall_one_and_the_json_schema(labelled, monkey
     doc = json.loads(out)
     assert set(doc) == set("format_version mode index root files unlabelled classes settings methods".split())
     assert doc["mode"] == "knn" and doc["files"] == 9 and doc["classes"] == list(CLASSES)
-    assert doc["settings"] == {"k": 200, "k_used": 2, "temperature": 0.1, "recall_ks": [1, 5, 10]}
+    assert doc["settings"] == {
+        "k": 200,
+        "k_used": 2,
+        "temperature": 0.1,
+        "recall_ks": [1, 5, 10],
+        "precision_ks": [10],
+    }
     (m,) = doc["methods"]
     assert set(m) == {"method", "overall", "per_class"} and m["method"] == "index"
-    assert set(m["overall"]) == {"queries", "knn_top1", "map_at_r", "recall@1", "recall@5", "recall@10"}
+    assert set(m["overall"]) == {"queries", "precision@10", "knn_top1", "map_at_r", "recall@1", "recall@5", "recall@10"}
     # oracle: the same figures straight from the definitions on the index's own vectors
     from retrieval.searching.searcher import SearchIndex
 
     idx = SearchIndex.open(labelled["index"])
     x, y = idx.vectors, np.array([CLASSES.index(r.path.split("/")[0]) for r in idx.records])
     sims = x @ x.T
-    top1, rec1, rec5, mapr = [], [], [], []
+    top1, rec1, rec5, mapr, p10 = [], [], [], [], []
     for q in range(len(x)):
         order = [j for j in np.argsort(-sims[q], kind="stable") if j != q]
         rel = np.array([y[j] == y[q] for j in order], dtype=float)
@@ -67,6 +73,7 @@ def test_knn_planted_copies_give_recall_one_and_the_json_schema(labelled, monkey
         top1.append(float(votes.argmax() == y[q]))
         rec1.append(rel[0])
         rec5.append(rel[:5].max())
+        p10.append(rel[:10].sum() / 8)  # 8 other files: the first page holds all of them, 2 class mates
         mapr.append(float((np.cumsum(rel[:2]) / np.arange(1, 3) * rel[:2]).sum() / 2))
     assert m["overall"]["queries"] == 9
     assert m["overall"]["knn_top1"] == pytest.approx(np.mean(top1))
@@ -74,11 +81,25 @@ def test_knn_planted_copies_give_recall_one_and_the_json_schema(labelled, monkey
     assert m["overall"]["map_at_r"] == pytest.approx(np.mean(mapr))
     assert m["overall"]["recall@5"] == pytest.approx(np.mean(rec5))
     assert m["overall"]["recall@10"] == 1.0  # only 8 other files: every class mate is in the top 10
+    assert m["overall"]["precision@10"] == pytest.approx(np.mean(p10)) == pytest.approx(2 / 8)
     # a copy's nearest neighbour is its twin (cosine 1): at least the 6 copies are right at rank 1
     assert m["overall"]["recall@1"] >= 6 / 9
     for c in CLASSES:
         assert m["per_class"][c]["queries"] == 3
         assert m["per_class"][c]["recall@1"] >= 2 / 3
+
+
+def test_knn_figures_do_not_depend_on_the_query_batch(labelled, monkeypatch):
+    """Queries are scored in batches; every batch votes with the same k (a recall@k loop once reused the name and
+    the second batch voted with k 10): batches of 2 give the figures of one batch."""
+    from retrieval.evaluate import knn
+
+    cfg = knn.KnnEvalConfig(index=labelled["index"], k=1, recall_ks=(1, 5), precision_ks=(3, 10))
+    whole = knn.evaluate_knn(cfg)
+    monkeypatch.setattr(knn, "_QUERY_BATCH", 2)
+    batched = knn.evaluate_knn(cfg)
+    assert batched.methods == whole.methods
+    assert set(whole.methods[0].overall.precision) == {3, 10}
 
 
 def test_knn_on_copies_only_is_exactly_one(tmp_path, encoder, monkeypatch, capsys):
@@ -124,6 +145,10 @@ def test_knn_compare_adds_a_random_init_row_equal_to_a_random_index(labelled, mo
     ours = [r[2:] for r in rows if r[0] == "index"]
     random = [r[2:] for r in rows if r[0] == "random-init"]
     assert len(ours) == len(random) == 4 and ours == random
+    # the last line says it as a searcher sees it: 2 class mates among the 8 other files on the first page
+    assert out.splitlines()[-1] == (
+        "of the first 10 results, 25.0% share the query's category, against 25.0% for a random network (+0.000)"
+    )
 
 
 def write(path: Path, doc: object) -> Path:

@@ -17,6 +17,7 @@ from retrieval.evaluate.metrics import (
     map_at_r,
     pair_set,
     pairwise_prf,
+    precision_at_k,
     precision_recall_curve,
     ranks_from_hits,
     recall_at_k,
@@ -34,6 +35,23 @@ def test_ranked_metrics_by_hand():
     np.testing.assert_allclose(average_precision(ranks), [5 / 6, 1 / 4, 1 / 4])
     # MAP@R: R = 2: (1/1 + [3 <= 2]) / 2; R = 2: (1/2) / 2; R = 1: [4 <= 1] = 0
     np.testing.assert_allclose(map_at_r(ranks), [1 / 2, 1 / 4, 0.0])
+
+
+def test_precision_at_k_on_a_planted_embedding_by_hand():
+    """Five 2-D unit vectors at planted angles: query 0 (class a) sees, nearest first, 1 (a), 2 (b), 3 (a), 4 (b). P@1 = 1, P@2 = 1/2, P@3 = 2/3, P@4 = 1/2;
+    P@10 with only 4 results is the share of those 4."""
+    angles = np.array([0.0, 0.1, 0.25, 0.45, 0.7])
+    x = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)  # (5, 2) unit vectors
+    y = np.array([0, 0, 1, 0, 1])
+    D, I = exact_neighbours(x, x[:1], 10, self_ids=np.array([0]))  # noqa: E741
+    np.testing.assert_array_equal(I, [[1, 2, 3, 4]])
+    hits = y[I] == y[0]
+    for k, want in [(1, 1.0), (2, 0.5), (3, 2 / 3), (4, 0.5), (10, 0.5)]:
+        np.testing.assert_allclose(precision_at_k(hits, k), [want])
+    np.testing.assert_allclose(precision_at_k(np.array([[True, False], [False, False]]), 2), [0.5, 0.0])
+    assert precision_at_k(np.zeros((3, 0), bool), 10).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="Illegal k"):
+        precision_at_k(hits, 0)
 
 
 def test_ranks_from_hits_counts_relevant_items_beyond_the_depth():
