@@ -38,8 +38,8 @@ def test_ranked_metrics_by_hand():
 
 
 def test_precision_at_k_on_a_planted_embedding_by_hand():
-    """Five 2-D unit vectors at planted angles: query 0 (class a) sees, nearest first, 1 (a), 2 (b), 3 (a), 4 (b). P@1 = 1, P@2 = 1/2, P@3 = 2/3, P@4 = 1/2;
-    P@10 with only 4 results is the share of those 4."""
+    """Five 2-D unit vectors at planted angles: query 0 (class a) sees, nearest first, 1 (a), 2 (b), 3 (a), 4 (b).
+    P@1 = 1, P@2 = 1/2, P@3 = 2/3, P@4 = 1/2; P@10 with only 4 results is the share of those 4."""
     angles = np.array([0.0, 0.1, 0.25, 0.45, 0.7])
     x = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)  # (5, 2) unit vectors
     y = np.array([0, 0, 1, 0, 1])
