@@ -1,4 +1,5 @@
-"""Label-based and label-free measures of an embedding: weighted kNN top-1, dimension std, effective rank."""
+"""Label-based and label-free measures of an embedding: first-page precision, weighted kNN top-1, dimension std,
+effective rank."""
 
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ def weighted_knn_top1(
     s, idx = sims.topk(k, dim=1)  # (M, k)
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     return float((weighted_knn_vote(s, train_y[idx], n_classes, T) == test_y).float().mean())
+
+
+def precision_at_k(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, k: int = 10
+) -> torch.Tensor:
+    """(M,) the share of each query's k nearest gallery items that share its class: what a searcher sees on the
+    first page. Inputs L2-normalised: train_x (N, D), test_x (M, D); labels (N,), (M,). With fewer than k gallery
+    items, the share of those there are."""
+    if k < 1:
+        raise ValueError(f"Illegal k {k}: must be >= 1")
+    k = min(k, train_x.shape[0])
+    idx = (test_x @ train_x.T).topk(k, dim=1).indices  # (M, k)
+    return (train_y[idx] == test_y[:, None]).float().mean(dim=1)  # (M,)
 
 
 def weighted_knn_vote(s: torch.Tensor, neighbour_y: torch.Tensor, n_classes: int, T: float = 0.07) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""--val DIR: a labelled folder (one subfolder per class) scored by weighted kNN top-1 each epoch."""
+"""--val DIR: a labelled folder (one subfolder per class) scored each epoch by what a searcher sees (precision@10:
+the share of a held-out query's first 10 results in its class) and by weighted kNN top-1."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from pathlib import Path
 import torch
 
 from moco.augment.presets import eval_transform
-from moco.measure.knn import weighted_knn_top1
+from moco.measure.knn import precision_at_k, weighted_knn_top1
 from moco.model import MoCo
 from plumbing.errors import InputError
 from plumbing.images import BadImageError, list_images, load_image
 
 logger = logging.getLogger(__name__)
+
+FIRST_PAGE = 10  # results a searcher sees first: precision@FIRST_PAGE is the verdict's measure
 
 
 def labelled_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -40,6 +43,19 @@ def holdout_split(labels: list[int], every: int = 5) -> tuple[list[int], list[in
         seen[y] = seen.get(y, 0) + 1
         (test if seen[y] % every == 0 else train).append(i)
     return train, test
+
+
+@dataclass(frozen=True)
+class ValScores:
+    """One encoder on the held-out queries: kNN top-1 and each query's first-page precision (same query order for
+    every encoder of one validator, so two encoders' precisions pair up query by query)."""
+
+    knn_top1: float
+    first_page: tuple[float, ...]  # per held-out query: the share of its first FIRST_PAGE results in its class
+
+    @property
+    def precision_at_10(self) -> float:
+        return sum(self.first_page) / max(1, len(self.first_page))
 
 
 @dataclass
@@ -69,9 +85,16 @@ class KnnValidator:
         return KnnValidator(torch.stack(xs), torch.tensor(ys), train, test)
 
     @torch.no_grad()
-    def evaluate(self, model: MoCo, device: torch.device, batch: int = 128) -> float:
+    def scores(self, model: MoCo, device: torch.device, batch: int = 128) -> ValScores:
+        """The held-out queries (every 5th of a class) searched among the rest with `model.encode`."""
         was_training = model.training
         model.eval()
         z = torch.cat([model.encode(self.x[i : i + batch].to(device)).cpu() for i in range(0, len(self.x), batch)])
         model.train(was_training)
-        return weighted_knn_top1(z[self.train_idx], self.y[self.train_idx], z[self.test_idx], self.y[self.test_idx])
+        gallery, queries = (z[self.train_idx], self.y[self.train_idx]), (z[self.test_idx], self.y[self.test_idx])
+        knn = weighted_knn_top1(*gallery, *queries)
+        return ValScores(knn, tuple(precision_at_k(*gallery, *queries, FIRST_PAGE).tolist()))
+
+    def evaluate(self, model: MoCo, device: torch.device, batch: int = 128) -> float:
+        """kNN top-1 of the held-out queries (`scores` has the first-page precision too)."""
+        return self.scores(model, device, batch).knn_top1

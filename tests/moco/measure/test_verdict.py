@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from moco.measure.verdict import knn_standard_error, training_verdict
+from moco.measure.verdict import FirstPage, knn_standard_error, paired_standard_error, training_verdict
 
 HEALTHY = {"pretext_top1": 0.2, "dim_std": 0.05, "dim_std_healthy": 0.088, "collapse_warning": False}
 
@@ -56,3 +56,37 @@ def test_the_noise_band_is_two_binomial_standard_errors_of_the_difference():
 
 def test_no_training_step_means_no_verdict():
     assert training_verdict(None, 1024).status == "unknown"
+
+
+def test_first_page_noise_is_two_paired_standard_errors_by_hand():
+    # differences 0.2, 0.0, 0.1, 0.1: mean 0.1, sample std sqrt(0.02 / 3), se = that / 2
+    page = FirstPage((0.6, 0.4, 0.5, 0.5), (0.4, 0.4, 0.4, 0.4))
+    assert page.precision == pytest.approx(0.5) and page.random_precision == pytest.approx(0.4)
+    assert paired_standard_error(page.trained, page.random) == pytest.approx(math.sqrt(0.02 / 3) / 2)
+    assert page.noise == pytest.approx(2 * math.sqrt(0.02 / 3) / 2)
+    with pytest.raises(ValueError, match="Illegal first pages"):
+        FirstPage((0.5,), (0.5, 0.4))
+
+
+@pytest.mark.parametrize(
+    ("trained", "status", "start"),
+    [
+        ((0.6, 0.4, 0.5, 0.5), "better", "Worth it: of the first 10 results, 50.0% share the query's category, "),
+        ((0.5, 0.3, 0.4, 0.5), "same", "Not yet worth it: of the first 10 results, 42.5% share"),
+        ((0.3, 0.3, 0.2, 0.3), "worse", "Not worth it: of the first 10 results, 27.5% share"),
+    ],
+)
+def test_with_first_pages_the_verdict_speaks_of_what_a_searcher_sees(trained, status, start):
+    page = FirstPage(trained, (0.4, 0.4, 0.4, 0.4))
+    v = training_verdict(HEALTHY, 1024, 0.6, 0.55, 4, page)
+    assert v.status == status
+    assert v.line.startswith(start)
+    assert "against 40.0% for a random network" in v.line and f"noise +-{page.noise:.3f}" in v.line
+    assert "kNN top-1 0.600 against 0.550" in v.line
+    assert (v.precision_at_10, v.random_precision_at_10) == (pytest.approx(page.precision), pytest.approx(0.4))
+
+
+def test_first_pages_decide_even_where_knn_disagrees():
+    # kNN far below random, but every query's first page is better: the verdict follows the first page
+    page = FirstPage((0.7,) * 50, (0.4,) * 49 + (0.5,))
+    assert training_verdict(HEALTHY, 1024, 0.3, 0.6, 50, page).status == "better"
