@@ -31,6 +31,7 @@ from plumbing.images import BadImageError, load_image
 
 logger = logging.getLogger(__name__)
 
+CACHE_SCALE = 1.25  # cached side = training crop size * CACHE_SCALE, so crops keep some resolution
 CACHE_VERSION = 1
 
 

@@ -29,7 +29,7 @@ from moco.augment.views import ViewsOf, device_views, worker_views
 from moco.backbone import last_map_side
 from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig, resolve_augment_on
-from moco.data import CachedRows, DecodeCache, PairDataset, RunBatches, SquareDataset, write_bad_files
+from moco.data import CACHE_SCALE, CachedRows, DecodeCache, PairDataset, RunBatches, SquareDataset, write_bad_files
 from moco.devices import CPU_BF16_MIN_MAP, amp_dtype, autocast, resolve_device, uses_channels_last
 from moco.distributed import Dist, barrier, from_main, init_distributed, shutdown
 from moco.export import EncoderSpec, export_encoder
@@ -48,8 +48,6 @@ from plumbing.images import list_images
 from plumbing.progress import Progress, report
 
 logger = logging.getLogger(__name__)
-
-CACHE_SCALE = 1.25  # cached side = image_size * CACHE_SCALE, so crops keep some resolution
 
 
 @dataclass(frozen=True)
@@ -139,6 +137,53 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
 
 
 def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | None) -> TrainResult:
+    """Set-up, loop, export: the three parts of a run, as MoCo's main_moco.py reads."""
+    run = _set_up(cfg, device, d, progress)
+    end = _loop(run, device, d, progress if d.is_main else None)  # rank 0 speaks for the run
+    spec = _export(run, end) if d.is_main else None
+    verdict = _verdict(end.last_record, run.mcfg, run.validator, device, cfg.seed) if d.is_main else None
+    barrier(d)
+    epochs = end.step / run.steps_per_epoch
+    return TrainResult(run.out, end.step, epochs, end.loss, end.stopped, spec, run.mcfg, verdict)
+
+
+@dataclass
+class _Run:
+    """What the set-up hands the loop: the run's config, data, model, optimiser and where it resumes."""
+
+    cfg: TrainConfig
+    out: Path
+    n: int  # readable images
+    image_files: list[str]  # queue_ids[i] names image_files[id], relative to the image folder
+    mcfg: MoCoConfig
+    model: MoCo
+    ddp: torch.nn.Module  # the model, wrapped for DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: bool
+    channels_last: bool
+    dataset: CachedRows
+    views: ViewsOf
+    validator: KnnValidator | None
+    steps_per_epoch: int
+    total_steps: int
+    head_steps: int
+    step: int  # where the loop starts (0, or the checkpoint's step)
+    elapsed_before: float
+    loss_history: list[list[float]]
+
+
+@dataclass(frozen=True)
+class _LoopEnd:
+    step: int
+    stopped: str
+    loss: float
+    last_record: dict[str, Any] | None  # the last epoch's health record (rank 0)
+    seconds: float  # training time, including the time before a resume
+
+
+def _set_up(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | None) -> _Run:
+    """Check the inputs, decode the folder, build the model, optimiser and data, and resume if asked."""
     cfg = dataclasses.replace(cfg, augment_on=resolve_augment_on(cfg.augment_on, device.type, cfg.preset))
     out = cfg.out_dir
     root = Path(cfg.images)
@@ -164,10 +209,9 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
     model = MoCo(mcfg)
     if cfg.init:
         load_init_weights(model, resolve_init(cfg.init))
-    image_files = [p.relative_to(root).as_posix() for p in cache.paths]  # queue_ids[i] names image_files[id]
+    image_files = [p.relative_to(root).as_posix() for p in cache.paths]
     model = model.to(device)
     channels_last = uses_channels_last(device)
-    amp = train_amp(cfg, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=0.0, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -182,8 +226,6 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
     head_steps = head_only_steps(cfg, total_steps)
     state = _resume(cfg, mcfg, model, optimizer, scaler, out) if cfg.resume else None
     step = state["step"] if state else 0
-    elapsed_before = state["elapsed_s"] if state else 0.0
-    loss_history: list[list[float]] = state["loss_history"] if state else []
     if d.is_main:
         logger.info(
             "training %s (%s stem, width %d) on %s in %s: %d images, %d px, batch %d x %d ranks, K %d, m %.3g, "
@@ -217,22 +259,58 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
         (out / "checkpoint.pt").unlink(missing_ok=True)
     if d.is_main:
         _keep_metrics_until(out / "metrics.jsonl", step)
-    progress = progress if d.is_main else None  # rank 0 speaks for the run
+    return _Run(
+        cfg=cfg,
+        out=out,
+        n=n,
+        image_files=image_files,
+        mcfg=mcfg,
+        model=model,
+        ddp=ddp,
+        optimizer=optimizer,
+        scaler=scaler,
+        amp=train_amp(cfg, device),
+        channels_last=channels_last,
+        dataset=dataset,
+        views=views,
+        validator=validator,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        head_steps=head_steps,
+        step=step,
+        elapsed_before=state["elapsed_s"] if state else 0.0,
+        loss_history=state["loss_history"] if state else [],
+    )
+
+
+def _loop(run: _Run, device: torch.device, d: Dist, progress: Progress | None) -> _LoopEnd:
+    """Train from run.step until the epochs, the time budget or stop_after_steps end; checkpoint on the way."""
+    cfg, mcfg, model, optimizer, scaler = run.cfg, run.mcfg, run.model, run.optimizer, run.scaler
+    steps_per_epoch, total_steps, loss_history = run.steps_per_epoch, run.total_steps, run.loss_history
+    step = run.step
     expected_steps = total_steps  # what the progress report counts towards; a time budget moves it
-    metrics_file = out / "metrics.jsonl"
-    t_start = time.monotonic() - elapsed_before
+    metrics_file = run.out / "metrics.jsonl"
+    t_start = time.monotonic() - run.elapsed_before
     stopped = "done"
     loss_value = loss_history[-1][1] if loss_history else float("nan")
-    ddp.train()
+    run.ddp.train()
     workers = _workers(cfg, device)
     loader = DataLoader(
-        dataset,
-        batch_sampler=RunBatches(n, cfg.batch_size, cfg.seed, step, total_steps, d.rank, d.world),
+        run.dataset,
+        batch_sampler=RunBatches(run.n, cfg.batch_size, cfg.seed, step, total_steps, d.rank, d.world),
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+    def save() -> None:
+        elapsed = time.monotonic() - t_start
+        _save(run.out, cfg, mcfg, model, optimizer, scaler, step, elapsed, loss_history, run.image_files)
+
+    def end_epoch() -> dict[str, Any] | None:
+        return _end_epoch(health, step, steps_per_epoch, mcfg.dim, run.validator, model, device, metrics_file, d)
+
     health = EpochHealth()
     last_record: dict[str, Any] | None = None
     t_log, seen_log = time.monotonic(), 0
@@ -248,14 +326,14 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
             if step > 0 and progress_frac > step / total_steps:
                 expected_steps = _budget_total(step, progress_frac)  # the report and its ETA follow the clock
         lr = learning_rate(cfg, step, progress_frac, d.world)
-        set_learning_rates(optimizer, cfg, step, lr, head_steps)
-        im_q, im_k, ids, im_local = views(batch)  # im_local: (N, L, 3, h, w) with multi-crop, else None
-        if channels_last:
+        set_learning_rates(optimizer, cfg, step, lr, run.head_steps)
+        im_q, im_k, ids, im_local = run.views(batch)  # im_local: (N, L, 3, h, w) with multi-crop, else None
+        if run.channels_last:
             im_q = im_q.contiguous(memory_format=torch.channels_last)
             im_k = im_k.contiguous(memory_format=torch.channels_last)
         gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
-        with autocast(device, amp, train=True):
-            logits, labels = ddp(im_q, im_k, ids, gen, im_local)
+        with autocast(device, run.amp, train=True):
+            logits, labels = run.ddp(im_q, im_k, ids, gen, im_local)
             loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -284,51 +362,49 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
             )
             t_log, seen_log = time.monotonic(), 0
         if d.is_main and step % cfg.checkpoint_every == 0:
-            _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history, image_files)
+            save()
         if cfg.stop_after_steps and step >= cfg.stop_after_steps:
             stopped = "stop_after_steps"
             break
         if step % steps_per_epoch == 0:
-            last_record = (
-                _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, d)
-                or last_record
-            )
+            last_record = end_epoch() or last_record
             health = EpochHealth()
     if health.batches:  # a run that stopped inside an epoch reports the part it ran
-        last_record = (
-            _end_epoch(health, step, steps_per_epoch, mcfg.dim, validator, model, device, metrics_file, d)
-            or last_record
-        )
+        last_record = end_epoch() or last_record
     del loader  # stops persistent workers before the export
-    spec = None
     if d.is_main:
-        _save(out, cfg, mcfg, model, optimizer, scaler, step, time.monotonic() - t_start, loss_history, image_files)
-        if stopped != "stop_after_steps":
-            spec = export_encoder(
-                model.encoder_q.backbone.state_dict(),
-                None,
-                EncoderSpec(
-                    arch=mcfg.arch,
-                    stem=mcfg.stem,
-                    width=mcfg.width,
-                    embedding_dim=model.encoder_q.head[0].in_features,
-                    image_size=cfg.eval_size,
-                    gem_p=mcfg.gem_p,
-                    **PRESET_PREPROCESSING.get(cfg.preset, {}),
-                    trained={
-                        "preset": cfg.preset,
-                        "steps": step,
-                        "train_image_size": cfg.image_size,
-                        "images": n,
-                        "queue_size": mcfg.queue_size,
-                    },
-                ),
-                out,
-            )
-            plot_loss(loss_history, out / "loss.png")
-    verdict = _verdict(last_record, mcfg, validator, device, cfg.seed) if d.is_main else None
-    barrier(d)
-    return TrainResult(out, step, step / steps_per_epoch, loss_value, stopped, spec, mcfg, verdict)
+        save()
+    return _LoopEnd(step, stopped, loss_value, last_record, time.monotonic() - t_start)
+
+
+def _export(run: _Run, end: _LoopEnd) -> EncoderSpec | None:
+    """encoder.safetensors + encoder.json and loss.png (rank 0); none for a run stopped by stop_after_steps."""
+    if end.stopped == "stop_after_steps":
+        return None
+    cfg, mcfg = run.cfg, run.mcfg
+    spec = export_encoder(
+        run.model.encoder_q.backbone.state_dict(),
+        None,
+        EncoderSpec(
+            arch=mcfg.arch,
+            stem=mcfg.stem,
+            width=mcfg.width,
+            embedding_dim=run.model.encoder_q.head[0].in_features,
+            image_size=cfg.eval_size,
+            gem_p=mcfg.gem_p,
+            **PRESET_PREPROCESSING.get(cfg.preset, {}),
+            trained={
+                "preset": cfg.preset,
+                "steps": end.step,
+                "train_image_size": cfg.image_size,
+                "images": run.n,
+                "queue_size": mcfg.queue_size,
+            },
+        ),
+        run.out,
+    )
+    plot_loss(run.loss_history, run.out / "loss.png")
+    return spec
 
 
 def _dataset_and_views(cfg: TrainConfig, cache: DecodeCache, device: torch.device) -> tuple[CachedRows, ViewsOf]:

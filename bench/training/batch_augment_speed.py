@@ -30,8 +30,7 @@ from bench.kit.machine import machine_info
 from moco.augment.batch import BatchTwoCrops
 from moco.augment.batch_params import batch_recipe
 from moco.augment.presets import TwoCropsTransform, make_preset
-from moco.data import PairDataset, sample_seed
-from moco.train import CACHE_SCALE
+from moco.data import CACHE_SCALE, PairDataset, sample_seed
 
 BENCH = Path(__file__).resolve().parents[1]
 

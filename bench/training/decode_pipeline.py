@@ -36,8 +36,7 @@ from torch.utils.data import DataLoader
 
 from bench.kit.machine import machine_info
 from moco.augment.presets import TwoCropsTransform, make_preset
-from moco.data import BatchList, DecodeCache, PairDataset, epoch_batches
-from moco.train import CACHE_SCALE
+from moco.data import CACHE_SCALE, BatchList, DecodeCache, PairDataset, epoch_batches
 from plumbing.images import list_images
 
 BENCH = Path(__file__).resolve().parents[1]

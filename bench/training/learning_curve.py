@@ -286,8 +286,7 @@ def main() -> None:
         print(json.dumps(child_train(Path(run_dir), Path(images), budget, overrides)))
         return
 
-    from moco.data import DecodeCache
-    from moco.train import CACHE_SCALE
+    from moco.data import CACHE_SCALE, DecodeCache
     from plumbing.images import list_images
 
     new: dict = {}  # the product's CPU run as it is (TrainConfig.for_device)

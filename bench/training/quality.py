@@ -245,9 +245,8 @@ def main() -> None:
         print(json.dumps(child_ours(a) if a.child == "ours" else child_lightly(a)))
         return
 
-    from moco.data import DecodeCache
+    from moco.data import CACHE_SCALE, DecodeCache
     from moco.export import save_random_encoder
-    from moco.train import CACHE_SCALE
     from plumbing.images import list_images
 
     work = a.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))

@@ -265,8 +265,7 @@ def main() -> None:
     if a.threads is None:
         a.threads = 1 if concurrent else 0
 
-    from moco.data import DecodeCache
-    from moco.train import CACHE_SCALE
+    from moco.data import CACHE_SCALE, DecodeCache
     from plumbing.images import list_images
 
     work = tempfile.mkdtemp(prefix="bench-throughput-")

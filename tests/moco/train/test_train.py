@@ -18,12 +18,12 @@ import moco.data
 import moco.train
 from moco.checkpoint import load_checkpoint
 from moco.config import MoCoConfig, TrainConfig
-from moco.data import DecodeCache, _decode_square
+from moco.data import CACHE_SCALE, DecodeCache, _decode_square
 from moco.distributed import Dist
 from moco.export import load_encoder
 from moco.measure.health import EpochHealth
 from moco.measure.validation import KnnValidator
-from moco.train import CACHE_SCALE, _budget_total, fit, learning_rate, resolve_model_config
+from moco.train import _budget_total, fit, learning_rate, resolve_model_config
 from plumbing.errors import InputError
 from plumbing.images import list_images
 from tests.moco.conftest import BAD_FILES, BATCH_LIGHT, N_LIGHT, counting_decoder
