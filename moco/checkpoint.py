@@ -21,8 +21,17 @@ from plumbing.errors import FormatVersionError, InputError
 CHECKPOINT_VERSION = 1
 
 
+IMAGE_ROOT = "image_root"  # the training folder as an absolute path, resolved when the checkpoint is written
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` atomically. A state whose config names the training images (`config["images"]`, kept as
+    the person gave it) also records that folder as an absolute path (`image_root`), so the dictionary view
+    finds the pictures from any working directory (`moco.dictionary.resolve_image_root`)."""
     state = {"version": CHECKPOINT_VERSION, **state}
+    images = (state.get("config") or {}).get("images") if isinstance(state.get("config"), dict) else None
+    if images and IMAGE_ROOT not in state:
+        state[IMAGE_ROOT] = str(Path(images).expanduser().resolve())
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
