@@ -22,5 +22,5 @@ def _uploaded_path(payload: ImageData | None) -> str | None:
     if payload is None:
         return None
     if payload.path is None:
-        raise gr.Error("The image did not arrive as a file; upload it again.")
+        raise gr.Error("The image did not arrive as a file; upload it again.", print_exception=False)
     return str(payload.path)

@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.binding import bind
+from app.binding import bind, guard
 from app.engine import Engine
 from plumbing.errors import InputError
 from retrieval.dedup.formats import groups_to_csv, groups_to_json, human_size
@@ -34,8 +34,16 @@ class Found:
     groups: list[Group]
 
 
-def threshold_text(preset: str, value: float) -> str:
-    return f"{float(value):.4f}" if preset == CUSTOM else preset
+def threshold(preset: str, value: float) -> Threshold:
+    """The radio's preset, or the slider's score for "custom"; InputError for anything else."""
+    if preset == CUSTOM:
+        try:
+            return Threshold(float(value))
+        except (TypeError, ValueError):
+            raise InputError(f"threshold {value!r}: a score threshold must be in (-1, 1]") from None
+    if preset not in THRESHOLD_PRESETS:
+        raise InputError(f"threshold preset: one of {', '.join(PRESET_CHOICES)}")
+    return Threshold.preset(preset)
 
 
 def preset_value(preset: str) -> Any:
@@ -49,10 +57,7 @@ def kind(d: Duplicate) -> str:
 
 
 def find(engine: Engine, preset: str, value: float) -> tuple:
-    try:
-        result = engine.duplicates(Threshold.parse(threshold_text(preset, value)))
-    except InputError as e:
-        raise gr.Error(str(e)) from None
+    result = engine.duplicates(threshold(preset, value))
     found = Found(result.threshold, list(result.groups))
     return (found, *_render(engine, found, 0))
 
@@ -64,7 +69,7 @@ def with_keeper(group: Group, path: str) -> Group:
         return group
     chosen = next((d for d in group.duplicates if d.record.path == path), None)
     if chosen is None:
-        raise InputError(f"{path}: not in this group")
+        raise InputError("That file is not in this group; choose one from the list.")
     old = Duplicate(group.keep, chosen.score, "exact" if chosen.kind == "exact" else "near", chosen.alignment)
     rest = [d for d in group.duplicates if d is not chosen]
     rest = [
@@ -75,14 +80,11 @@ def with_keeper(group: Group, path: str) -> Group:
 
 def pick_keeper(engine: Engine, found: Found | None, n: float, path: str | None) -> tuple:
     if found is None or not found.groups:
-        raise gr.Error("Find duplicates first.")
+        raise InputError("Find duplicates first.")
     i = _group_index(found, n)
     if not path:
-        raise gr.Error("Choose the file to keep.")
-    try:
-        found.groups[i] = with_keeper(found.groups[i], path)
-    except InputError as e:
-        raise gr.Error(str(e)) from None
+        raise InputError("Choose the file to keep.")
+    found.groups[i] = with_keeper(found.groups[i], path)
     return (found, *_render(engine, found, i))
 
 
@@ -93,14 +95,18 @@ def show_group(engine: Engine, found: Found | None, n: float) -> tuple:
 
 
 def _group_index(found: Found, n: float) -> int:
-    return max(0, min(len(found.groups) - 1, int(n or 1) - 1))
+    try:
+        wanted = int(n or 1)
+    except (TypeError, ValueError, OverflowError):
+        wanted = 1
+    return max(0, min(len(found.groups) - 1, wanted - 1))
 
 
 def _members(engine: Engine, g: Group) -> tuple:
-    tiles = [(engine.file_thumbnail(g.keep.path), f"KEEP · {g.keep.path} · {human_size(g.keep.size)}")]
+    tiles = [(engine.indexed_thumbnail(g.keep.id), f"KEEP · {g.keep.path} · {human_size(g.keep.size)}")]
     tiles += [
         (
-            engine.file_thumbnail(d.record.path),
+            engine.indexed_thumbnail(d.record.id),
             f"{d.score:.3f} {kind(d)} · {d.record.path} · {human_size(d.record.size)}",
         )
         for d in g.duplicates
@@ -146,7 +152,7 @@ def _export_root() -> str:
 def export(found: Found | None, fmt: str) -> str:
     """The current groups (with the keepers picked) as duplicates.json or duplicates.csv, for download."""
     if found is None:
-        raise gr.Error("Find duplicates first.")
+        raise InputError("Find duplicates first.")
     out = Path(tempfile.mkdtemp(dir=_export_root())) / f"duplicates.{fmt}"  # one folder per export: no races
     if fmt == "json":
         out.write_text(json.dumps(groups_to_json(found.groups, found.threshold), indent=2) + "\n", encoding="utf-8")
@@ -166,9 +172,9 @@ def export_csv(found: Found | None) -> str:
 def plan(engine: Engine, found: Found | None) -> tuple:
     """First step of a move: what would move where (a dry run); the confirm button appears."""
     if engine.cfg.move_to is None:
-        raise gr.Error("Moving is off: start the app with --move-to DIR to move duplicates aside.")
+        raise InputError("Moving is off: start the app with --move-to DIR to move duplicates aside.")
     if found is None or not found.groups:
-        raise gr.Error("Find duplicates first.")
+        raise InputError("Find duplicates first.")
     p = plan_moves(found.groups, engine.root, Path(engine.cfg.move_to))
     lines = [f"- {m.source} → {Path(engine.cfg.move_to) / m.destination}" for m in p.moves[:50]]
     more = f"\n- ... and {len(p.moves) - 50} more" if len(p.moves) > 50 else ""
@@ -181,12 +187,9 @@ def plan(engine: Engine, found: Found | None) -> tuple:
 def confirm_move(engine: Engine, found: Found | None) -> tuple:
     """Move the duplicates aside (each re-checked first), logged for undo; the index is not changed."""
     if engine.cfg.move_to is None or found is None:
-        raise gr.Error("Nothing to move.")
+        raise InputError("Nothing to move.")
     move_to = Path(engine.cfg.move_to)
-    try:
-        report = apply_plan(plan_moves(found.groups, engine.root, move_to), engine.root, move_to)
-    except InputError as e:
-        raise gr.Error(str(e)) from None
+    report = apply_plan(plan_moves(found.groups, engine.root, move_to), engine.root, move_to)
     engine.last_move_log = report.log_path
     left = "".join(f"\n- left {s.path}: {s.reason}" for s in report.skipped)
     return (
@@ -200,11 +203,8 @@ def confirm_move(engine: Engine, found: Found | None) -> tuple:
 def undo_last(engine: Engine) -> str:
     log = engine.last_move_log
     if log is None:
-        raise gr.Error("No move made from this app to undo.")
-    try:
-        result = undo(log)
-    except InputError as e:
-        raise gr.Error(str(e)) from None
+        raise InputError("No move made from this app to undo.")
+    result = undo(log)
     engine.last_move_log = None
     problems = "".join(f"\n- not restored {p.path}: {p.reason}" for p in result.problems)
     return f"**Restored {len(result.restored)} files** ({len(result.already_in_place)} already in place).{problems}"
@@ -230,12 +230,12 @@ def build(engine: Engine) -> None:
         as_csv = gr.Button("Export CSV")
         exported = gr.File(label="export", interactive=False)
     outputs = [summary, rows, n, members, keeper]
-    preset.change(preset_value, preset, value, **private)
+    preset.change(guard(preset_value), preset, value, **private)
     go.click(bind(find, engine), [preset, value], [found, *outputs], **heavy)
     n.change(bind(show_group, engine), [found, n], [members, keeper], **private)
     keep.click(bind(pick_keeper, engine), [found, n, keeper], [found, *outputs], **private)
-    as_json.click(export_json, found, exported, **private)
-    as_csv.click(export_csv, found, exported, **private)
+    as_json.click(guard(export_json), found, exported, **private)
+    as_csv.click(guard(export_csv), found, exported, **private)
     if engine.cfg.move_to is None:
         gr.Markdown("Review only: start the app with `--move-to DIR` to move duplicates aside (undoable).")
         return

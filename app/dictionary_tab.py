@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from app.binding import bind
+from app.binding import bind, guard
 from app.components import query_image
 from app.engine import Engine, placeholder
 from moco.augment.presets import IMAGENET_MEAN, IMAGENET_STD
@@ -21,6 +21,7 @@ from plumbing.errors import InputError
 TOP_NEGATIVES = 8
 QUEUE_SHOWN = 48  # keys of the queue drawn, evenly spaced from the oldest to the newest
 VIEW_SIDE = 192
+T_RANGE = (0.01, 1.0)  # the temperature slider
 
 INTRO = """\
 **Dictionary look-up.** MoCo learns by a game of look-up. Take one image and make two random edits of it
@@ -89,8 +90,9 @@ def _key_tiles(engine: Engine, d: Dictionary, slots: np.ndarray, l_neg: np.ndarr
         if src is None:
             im = placeholder(engine.cfg.thumb_size, "key never filled" if d.key_ids[s] < 0 else "source not recorded")
         else:
-            im = engine.thumbnail(src)
-            label += f" · {d.image_files[int(d.key_ids[s])]}"  # type: ignore[index]
+            rel = d.image_files[int(d.key_ids[s])]  # type: ignore[index]
+            im = engine.training_thumbnail(d.image_root, rel)
+            label += f" · {rel}"
         tiles.append((im, label))
     return tiles
 
@@ -125,15 +127,12 @@ def look_up(engine: Engine, image: str | None, seed: float, T: float) -> tuple:
     """Views, q and k+, the keys nearest q, the logits and the loss for one image."""
     d = engine.dictionary
     if d is None:
-        raise gr.Error("This index's encoder has no training checkpoint, so there is no dictionary to look in.")
+        raise InputError(off_text(engine))
     if not image:
-        raise gr.Error("Upload, paste or take an image first.")
-    try:
-        picture = engine.decode_upload(image, min_side=d.side)
-    except InputError as e:
-        raise gr.Error(str(e)) from None
+        raise InputError("Upload, paste or take an image first.")
+    picture = engine.decode_upload(image, min_side=d.side)
     r = d.look_up(picture, int(seed))
-    numbers = with_temperature({"l_pos": r.l_pos, "l_neg": r.l_neg.tolist()}, T)
+    numbers = with_temperature({"l_pos": r.l_pos, "l_neg": r.l_neg.tolist()}, _temperature(T))
     top = np.argsort(-r.l_neg)[:TOP_NEGATIVES]
     shown = d.fifo_order()[np.linspace(0, d.K - 1, min(QUEUE_SHOWN, d.K)).round().astype(int)]
     vectors = f"q = f_q(x_q) = {_vector(r.q)}  \nk+ = f_k(x_k+) = {_vector(r.k_pos)}  \ncosine(q, k+) = {r.l_pos:.4f}"
@@ -146,15 +145,42 @@ def look_up(engine: Engine, image: str | None, seed: float, T: float) -> tuple:
         _key_tiles(engine, d, top, r.l_neg, numbers["T"]),
         _key_tiles(engine, d, shown, r.l_neg, numbers["T"]),
         numbers,
+        numbers,
     )
 
 
 def retemper(numbers: dict[str, Any] | None, T: float) -> tuple:
-    """The temperature slider moved: the same cosines, softmax and loss recomputed."""
+    """The temperature slider moved: the same cosines (the session's own, kept by the server), softmax and loss
+    recomputed."""
     if not numbers:
-        return gr.skip(), gr.skip(), gr.skip()
-    numbers = with_temperature(numbers, T)
-    return summary(numbers), histogram(numbers), numbers
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    numbers = with_temperature(numbers, _temperature(T))
+    return summary(numbers), histogram(numbers), numbers, numbers
+
+
+def _temperature(T: float) -> float:
+    try:
+        t = float(T)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not T_RANGE[0] <= t <= T_RANGE[1]:
+        raise InputError(f"temperature T: from {T_RANGE[0]} to {T_RANGE[1]}")
+    return t
+
+
+def off_text(engine: Engine) -> str:
+    """Why this app has no dictionary to show, and what would give it one."""
+    if engine.dictionary_off is not None:
+        return (
+            f"**Dictionary look-up is off:** the run's checkpoint is not used: {engine.dictionary_off}. Search,"
+            " duplicates and the index need no checkpoint. To see a dictionary, train a run with `retrieval train`"
+            " and index with its encoder."
+        )
+    return (
+        f"**No dictionary to show:** the encoder behind this index ({engine.run_dir}) has no training"
+        " checkpoint (checkpoint.pt), e.g. an encoder made without training. Train one with `retrieval train`"
+        " and index with it to see its dictionary here."
+    )
 
 
 def fresh_seed(seed: float) -> int:
@@ -165,11 +191,7 @@ def build(engine: Engine) -> None:
     d = engine.dictionary
     gr.Markdown(INTRO)
     if d is None:
-        gr.Markdown(
-            f"**No dictionary to show:** the encoder behind this index ({engine.run_dir}) has no training"
-            " checkpoint (checkpoint.pt), e.g. an encoder made without training. Train one with `retrieval train`"
-            " and index with it to see its dictionary here."
-        )
+        gr.Markdown(off_text(engine))
         return
     heavy = {"concurrency_limit": engine.cfg.concurrency, "concurrency_id": "heavy", "api_visibility": "private"}
     if d.image_files is None:
@@ -179,7 +201,7 @@ def build(engine: Engine) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = query_image(label="An image (drop, paste or take one)", sources=["upload", "clipboard", "webcam"])
-            T = gr.Slider(0.01, 1.0, value=d.T, step=0.01, label=f"temperature T (trained with {d.T:g})")
+            T = gr.Slider(*T_RANGE, value=d.T, step=0.01, label=f"temperature T (trained with {d.T:g})")
             fresh = gr.Button("Fresh pair of views")
         x_q = gr.Image(label="query view x_q", height=VIEW_SIDE, interactive=False)
         x_k = gr.Image(label="positive key view x_k+", height=VIEW_SIDE, interactive=False)
@@ -195,9 +217,10 @@ def build(engine: Engine) -> None:
     )
     with gr.Accordion("Numbers (cosines, probability, loss) as JSON", open=False):
         numbers = gr.JSON()
-    outputs = [x_q, x_k, vectors, result, plot, negatives, queue, numbers]
+    cosines = gr.State(None)  # the session's numbers, kept by the server: the slider recomputes from these
+    outputs = [x_q, x_k, vectors, result, plot, negatives, queue, numbers, cosines]
     image.upload(bind(look_up, engine), [image, seed, T], outputs, **heavy)
-    fresh.click(fresh_seed, seed, seed, api_visibility="private").then(
+    fresh.click(guard(fresh_seed), seed, seed, api_visibility="private").then(
         bind(look_up, engine), [image, seed, T], outputs, **heavy
     )
-    T.release(retemper, [numbers, T], [result, plot, numbers], api_visibility="private")
+    T.release(guard(retemper), [cosines, T], [result, plot, numbers, cosines], api_visibility="private")

@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from app.config import AppConfig
+from moco.checkpoint import START_AFRESH
 from moco.dictionary import Dictionary
 from plumbing.errors import InputError
 from plumbing.images import UPLOAD_FORMATS, BadImageError, load_image
@@ -21,10 +22,13 @@ from retrieval.dedup.moves import check_move_target
 from retrieval.dedup.run import DedupConfig, DedupResult, find_duplicates
 from retrieval.dedup.threshold import Threshold
 from retrieval.embed import Embedder
+from retrieval.records import FileRecord
 from retrieval.searching.searcher import Hit, SearchIndex
 
 logger = logging.getLogger(__name__)
 
+GONE = "That result is gone; search again."  # any file id the catalog does not have, however it came
+NOT_SHOWN = "not shown: outside the indexed folder"
 THUMB_CACHE = 4096  # thumbnails kept in memory (at 160 px about 75 KB each)
 _PLACEHOLDER = (224, 224, 224)
 
@@ -35,7 +39,8 @@ class Engine:
     index: SearchIndex
     embedder: Embedder
     run_dir: Path  # the encoder folder (a training run, or an exported/random encoder)
-    dictionary: Dictionary | None  # None: the encoder has no training checkpoint
+    dictionary: Dictionary | None  # None: the encoder has no training checkpoint, or one the app will not use
+    dictionary_off: str | None = None  # why a checkpoint beside the encoder is not used (None: none there)
     last_move_log: Path | None = None  # the undo log of the last move made from the app
     _thumbs: OrderedDict[tuple[str, int], Image.Image] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -49,15 +54,15 @@ class Engine:
         index.check_encoder(embedder)
         if cfg.move_to is not None:
             check_move_target(index.root, Path(cfg.move_to))  # InputError now, not at the first move
-        dictionary = Dictionary.load(run_dir)
+        dictionary, off = _dictionary(run_dir)
         logger.info(
             "app: %d files under %s, encoder %s%s",
             len(index),
             index.root,
             run_dir,
-            "" if dictionary is not None else " (no training checkpoint: no dictionary view)",
+            "" if dictionary is not None else f" (no dictionary view: {off or 'no training checkpoint'})",
         )
-        return cls(cfg, index, embedder, run_dir, dictionary)
+        return cls(cfg, index, embedder, run_dir, dictionary, dictionary_off=off)
 
     @property
     def root(self) -> Path:
@@ -73,8 +78,39 @@ class Engine:
         except BadImageError as e:
             raise BadImageError(Path(path.name), e.reason) from None  # the person's file name, not the cache path
 
-    def thumbnail(self, path: Path, size: int | None = None) -> Image.Image:
-        """A downsized copy of an image file, in memory (a grey tile naming the problem if it cannot be read)."""
+    def record(self, file_id: object) -> FileRecord:
+        """The catalog's record of `file_id`; InputError for anything that is not one of its ids."""
+        if not isinstance(file_id, int) or isinstance(file_id, bool) or not 0 <= file_id < len(self.index):
+            raise InputError(GONE)
+        return self.index.records[file_id]
+
+    def indexed_thumbnail(self, file_id: int) -> Image.Image:
+        """The thumbnail of the indexed file `file_id` (see `_thumbnail_inside` for which files are read)."""
+        rec = self.record(file_id)
+        return self._thumbnail_inside(self.root, rec.path, rec)
+
+    def training_thumbnail(self, root: Path, rel: str) -> Image.Image:
+        """The thumbnail of a training image named by the run's checkpoint (relative to the run's images)."""
+        return self._thumbnail_inside(Path(root), rel, None)
+
+    def _thumbnail_inside(self, root: Path, rel: str, rec: FileRecord | None) -> Image.Image:
+        """Only a file whose real path (symlinks followed) lies inside `root`, or, for an indexed file, one that
+        is still the very file indexed (size and mtime as the catalog has them: a photo linked in from elsewhere
+        when the index was built) is read; any other target is the NOT_SHOWN tile, whether or not it exists."""
+        try:
+            real = (root / rel).resolve()
+            if real.is_relative_to(root.resolve()):
+                return self._thumbnail(real)  # a missing file or not an image: the loader's reason
+            if rec is not None and _is_file_of(real, rec):
+                return self._thumbnail(real)
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL in the name
+            pass
+        logger.info("app: not showing %s: outside %s", rel, root)
+        return placeholder(self.cfg.thumb_size, NOT_SHOWN)
+
+    def _thumbnail(self, path: Path, size: int | None = None) -> Image.Image:
+        """A downsized copy of an image file, in memory (a grey tile naming the problem if it cannot be read).
+        Trusts `path`: handlers reach it only through `indexed_thumbnail` and `training_thumbnail`."""
         size = size or self.cfg.thumb_size
         key = (str(path), size)
         with self._lock:
@@ -92,19 +128,14 @@ class Engine:
                 self._thumbs.popitem(last=False)
         return im
 
-    def file_thumbnail(self, rel: str) -> Image.Image:
-        return self.thumbnail(self.root / rel)
-
     # ------------------------------------------------------------------------------------ search
 
     def search_image(self, image: Image.Image, k: int) -> list[Hit]:
         return self.index.search_images([image], self.embedder, k)[0]
 
-    def search_file(self, rel: str, k: int) -> list[Hit]:
-        """More like an indexed file: its stored vector is the query; the file itself is left out."""
-        own = self.index.id_for_path(rel)
-        if own is None:
-            raise InputError(f"{rel}: not in the index")
+    def search_file(self, file_id: int, k: int) -> list[Hit]:
+        """More like the indexed file `file_id`: its stored vector is the query; the file itself is left out."""
+        own = self.record(file_id).id
         return self.index.search_vectors(self.index.vectors[own], k, [{own}])[0]
 
     # ------------------------------------------------------------------------------------ duplicates
@@ -128,6 +159,24 @@ class Engine:
             if isinstance(rec, dict):
                 out.append(rec)
         return out
+
+
+def _dictionary(run_dir: Path) -> tuple[Dictionary | None, str | None]:
+    """The run's dictionary, or (None, why not) when its checkpoint cannot be used: search, duplicates and the
+    index need no checkpoint, so the app starts with the dictionary tab off rather than not at all."""
+    try:
+        return Dictionary.load(run_dir), None
+    except InputError as e:
+        why = str(e).removesuffix(f"; {START_AFRESH}")  # train's advice on resuming does not apply here
+        return None, why
+
+
+def _is_file_of(path: Path, rec: FileRecord) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (rec.size, rec.mtime_ns)
 
 
 def placeholder(size: int, text: str) -> Image.Image:

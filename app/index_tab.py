@@ -28,7 +28,9 @@ def summary(engine: Engine) -> str:
     if spec.trained:
         lines.append("**Encoder provenance:** " + ", ".join(f"{k} {v}" for k, v in spec.trained.items()))
     d = engine.dictionary
-    if d is None:
+    if d is None and engine.dictionary_off is not None:
+        lines.append(f"**Training run:** its checkpoint is not used: {engine.dictionary_off}")
+    elif d is None:
         lines.append("**Training run:** none (no checkpoint.pt beside the encoder: made without training here)")
     else:
         t = d.train

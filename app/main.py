@@ -37,7 +37,7 @@ def start(engine: Engine) -> Server:
         max_file_size=cfg.max_file_size,
         prevent_thread_lock=True,
         quiet=True,
-        show_error=True,
+        show_error=False,  # only the handlers' gr.Error (app.binding) reaches the browser, never an exception's text
         inbrowser=False,
         allowed_paths=[],
         ssr_mode=False,

@@ -9,13 +9,14 @@ import json
 import shutil
 from pathlib import Path
 
-import gradio as gr
 import pytest
 
 from app import dedup_tab
 from app.config import AppConfig
 from app.engine import Engine
+from plumbing.errors import InputError
 from retrieval.dedup.moves import undo_moves
+from retrieval.dedup.threshold import Threshold
 from tests.app.conftest import COPY, _index
 
 ORIGINAL = "a/p03.png"
@@ -33,13 +34,26 @@ def test_exact_preset_finds_the_planted_copy_with_the_rule_keeper(engine):
 
 
 def test_custom_threshold_comes_from_the_slider(engine):
-    assert dedup_tab.threshold_text(dedup_tab.CUSTOM, 0.5) == "0.5000"
-    assert dedup_tab.threshold_text("strict", 0.5) == "strict"
+    assert dedup_tab.threshold(dedup_tab.CUSTOM, 0.5) == Threshold(0.5)
+    assert dedup_tab.threshold("strict", 0.5) == Threshold.preset("strict")
+    assert dedup_tab.threshold("exact", 0.5).exact_only
     found = dedup_tab.find(engine, dedup_tab.CUSTOM, 0.999)[0]
     assert found.threshold == pytest.approx(0.999)
     assert any(g.keep.path in (ORIGINAL, COPY) for g in found.groups)  # identical bytes pass any threshold
-    with pytest.raises(gr.Error, match="threshold"):
-        dedup_tab.find(engine, dedup_tab.CUSTOM, 1.5)
+    for preset, value in [(dedup_tab.CUSTOM, 1.5), (dedup_tab.CUSTOM, float("nan")), (dedup_tab.CUSTOM, None)]:
+        with pytest.raises(InputError, match="threshold"):
+            dedup_tab.find(engine, preset, value)
+    with pytest.raises(InputError, match="threshold preset"):
+        dedup_tab.find(engine, "0.3", 0.5)  # a preset is a name, never text parsed as a number
+
+
+def test_the_engine_gets_the_threshold_object_built_from_the_controls(engine, monkeypatch):
+    seen = []
+    real = engine.duplicates
+    monkeypatch.setattr(engine, "duplicates", lambda t: seen.append(t) or real(t))
+    dedup_tab.find(engine, dedup_tab.CUSTOM, 0.31)
+    dedup_tab.find(engine, "loose", 0.9)
+    assert seen == [Threshold(0.31), Threshold.preset("loose")]
 
 
 def test_picking_another_keeper_is_what_gets_exported(engine):
@@ -52,13 +66,14 @@ def test_picking_another_keeper_is_what_gets_exported(engine):
     with open(dedup_tab.export_csv(found), newline="") as f:
         rows = list(csv.reader(f))
     assert rows[1][:3] == ["1", "keep", COPY] and rows[2][:3] == ["1", "duplicate", ORIGINAL]
-    with pytest.raises(gr.Error, match="not in this group"):
-        dedup_tab.pick_keeper(engine, found, 1, "a/p00.png")
+    for outsider in ("a/p00.png", "../photos/a/p03.png", "/etc/passwd", "b/../" + COPY):
+        with pytest.raises(InputError, match="not in this group"):
+            dedup_tab.pick_keeper(engine, found, 1, outsider)
 
 
 def test_review_only_without_move_to(engine):
     found = dedup_tab.find(engine, "exact", 0.5)[0]
-    with pytest.raises(gr.Error, match="--move-to"):
+    with pytest.raises(InputError, match="--move-to"):
         dedup_tab.plan(engine, found)
 
 
@@ -86,5 +101,5 @@ def test_move_aside_then_undo(tiny, tmp_path):
     after = {p.relative_to(photos).as_posix(): sha(p) for p in photos.rglob("*") if p.is_file()}
     assert after == before  # nothing lost, nothing deleted
     assert undo_moves(logs[0]).restored == ()  # a second undo finds everything in place
-    with pytest.raises(gr.Error, match="No move"):
+    with pytest.raises(InputError, match="No move"):
         dedup_tab.undo_last(engine)

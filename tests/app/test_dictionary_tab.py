@@ -12,6 +12,7 @@ import torch
 
 from app import dictionary_tab
 from app.ui import build_app
+from plumbing.errors import InputError
 
 
 def hand_info_nce(l_pos: float, l_neg: list[float], T: float) -> tuple[float, float]:
@@ -38,10 +39,20 @@ def test_loss_is_info_nce_of_the_returned_logits(engine, tiny, T):
 
 def test_temperature_slider_recomputes_from_the_same_cosines(engine, tiny):
     numbers = dictionary_tab.look_up(engine, str(tiny.photos / "a/p05.png"), 0, 0.2)[-1]
-    text, _, hotter = dictionary_tab.retemper(numbers, 0.5)
+    text, _, hotter, kept = dictionary_tab.retemper(numbers, 0.5)
+    assert kept == hotter  # the session's copy the next move of the slider starts from
     assert hotter["l_neg"] == numbers["l_neg"] and hotter["T"] == 0.5
     assert hotter["loss"] == pytest.approx(hand_info_nce(numbers["l_pos"], numbers["l_neg"], 0.5)[1], rel=1e-9)
     assert f"{hotter['loss']:.4f}" in text
+
+
+@pytest.mark.parametrize("T", [0, -0.2, 1.5, float("nan"), None, "hot"])
+def test_a_temperature_off_the_slider_is_refused(engine, tiny, T):
+    numbers = dictionary_tab.look_up(engine, str(tiny.photos / "a/p05.png"), 0, 0.2)[-1]
+    with pytest.raises(InputError, match="temperature"):
+        dictionary_tab.retemper(numbers, T)
+    with pytest.raises(InputError, match="temperature"):
+        dictionary_tab.look_up(engine, str(tiny.photos / "a/p05.png"), 0, T)
 
 
 def test_views_are_reproducible_and_fresh_pairs_differ(engine, tiny):
@@ -71,7 +82,7 @@ def test_keys_are_shown_as_their_source_images(engine, tiny):
 
 def test_untrained_encoder_says_there_is_no_dictionary(untrained_engine, tiny):
     assert untrained_engine.dictionary is None
-    with pytest.raises(gr.Error, match="no training checkpoint"):
+    with pytest.raises(InputError, match="no training checkpoint"):
         dictionary_tab.look_up(untrained_engine, str(tiny.photos / "a/p05.png"), 0, 0.2)
     blocks = build_app(untrained_engine)
     texts = [b.value or "" for b in blocks.blocks.values() if isinstance(b, gr.Markdown)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from app import index_tab
+from plumbing.images import BadImageError, load_image
 
 
 def test_summary_counts_and_bad_files(engine, tiny):
@@ -11,8 +14,10 @@ def test_summary_counts_and_bad_files(engine, tiny):
     assert "17 indexed, 1 could not be read" in text
     assert "flat" in text and "recall@10" in text
     assert "K = 9, m = 0.99" in text and "2 steps of batch 8" in text
-    assert index_tab.bad_files(engine) == [["notes.jpg", index_tab.bad_files(engine)[0][1]]]
-    assert "not an image" in index_tab.bad_files(engine)[0][1]
+    with pytest.raises(BadImageError) as bad:  # the loader's own reason for the planted text file
+        load_image(tiny.photos / "notes.jpg")
+    assert bad.value.reason.startswith("not an image")
+    assert index_tab.bad_files(engine) == [["notes.jpg", bad.value.reason]]
 
 
 def test_loss_curve_and_health_from_the_run(engine):
