@@ -70,19 +70,39 @@ def test_six_rows_per_image_against_that_image_key_and_the_old_queue(model):
     assert torch.cdist(m.last_q[:6], m.last_q[:6]).triu(1).gt(1e-4).sum() == 15
 
 
-def test_the_symmetric_loss_gives_each_direction_six_rows_per_image():
+def test_the_symmetric_loss_pairs_each_view_s_six_queries_with_the_other_view_s_key():
     torch.manual_seed(0)
     m = MoCo(MoCoConfig(dim=DIM, queue_size=K, bn_splits=1, patch_queries=True, symmetric=True))
-    logits, _ = m(views(3), views(4), generator=torch.Generator().manual_seed(0))
-    assert logits.shape == (12 * N, 1 + K)
+    before = copy.deepcopy(m)  # the oracle computes from the same weights, queue and BN, without shuffling
+    a, b = views(3), views(4)
+    logits, labels = m(a, b, generator=torch.Generator().manual_seed(0))
+    assert logits.shape == (12 * N, 1 + K) and labels.tolist() == [0] * (12 * N)
+    with torch.no_grad():
+        q_a, q_b = before._queries(a), before._queries(b)  # (6N, dim) each
+        k_a = F.normalize(before.encoder_k(a).float(), dim=1)  # (N, dim)
+        k_b = F.normalize(before.encoder_k(b).float(), dim=1)
+    want_pos = torch.cat([(q_a * k_b.repeat_interleave(6, 0)).sum(1), (q_b * k_a.repeat_interleave(6, 0)).sum(1)])
+    torch.testing.assert_close(logits[:, 0] * m.T, want_pos, atol=1e-5, rtol=1e-4)
+    want_neg = torch.cat([q_a, q_b]) @ before.queue.T  # both directions against the queue before this step
+    torch.testing.assert_close(logits[:, 1:] * m.T, want_neg, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(m.queue[:N], k_b, atol=1e-5, rtol=1e-4)  # only the first direction's keys enqueued
+    assert int(m.queue_ptr) == N
 
 
-def test_fit_with_patch_queries_learns_and_a_resume_keeps_the_setting(tmp_path):
+def test_fit_with_patch_queries_trains_every_backbone_layer_and_a_resume_keeps_the_setting(tmp_path):
     make_images(tmp_path / "imgs", 16)
     cfg = tiny_config(tmp_path / "imgs", tmp_path / "run", model={"patch_queries": True}, epochs=2)
     r = fit(cfg)
     assert r.steps == 4 and np.isfinite(r.loss)
-    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model_config"]["patch_queries"] is True
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["model_config"]["patch_queries"] is True
+    torch.manual_seed(cfg.seed)  # fit builds its network from this seed: the weights before the first step
+    start = MoCo(MoCoConfig(**state["model_config"])).state_dict()
+    convs = [k for k in start if k.startswith("encoder_q.backbone") and k.endswith("conv1.weight")]
+    assert convs and all(not torch.equal(state["model"][k], start[k]) for k in convs)  # the patch path reached each
+    # K = 16 images - one batch of 8: the queue holds the last step's 8 keys, one per image of that batch
+    ids = state["model"]["queue_ids"].tolist()
+    assert r.model_config.queue_size == 8 and len(set(ids)) == 8 and set(ids) <= set(range(16))
     with pytest.raises(Exception, match="model.patch_queries"):
         fit(tiny_config(tmp_path / "imgs", tmp_path / "run", epochs=3))
 
