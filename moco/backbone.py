@@ -123,18 +123,43 @@ class _FeatureMap(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps(x)[-1]
+
+    def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer3 and layer4 feature maps: (N, C/2, 2h, 2w), (N, C, h, w)."""
         n = self.net
         x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+        f3 = n.layer3(n.layer2(n.layer1(x)))
+        return f3, n.layer4(f3)
+
+
+POOLED = ("layer4", "layer3+layer4")  # feature maps the retrieval descriptor pools
+
+
+def pooled_dim(arch: str, width: int = BASE_WIDTH, pooled: str = "layer4") -> int:
+    """The descriptor's size: layer4's channels, plus layer3's (half as many) with "layer3+layer4"."""
+    c = feature_dim(arch, width)
+    return c + c // 2 if pooled == "layer3+layer4" else c
 
 
 class RetrievalEncoder(nn.Module):
-    """Backbone + GeM pooling: the exported encoder. forward(x) -> (N, C) descriptor, not normalised."""
+    """Backbone + GeM pooling: the exported encoder. forward(x) -> (N, C) descriptor, not normalised.
 
-    def __init__(self, arch: str, gem_p: float = 3.0, stem: str = "imagenet", width: int = BASE_WIDTH) -> None:
+    pooled "layer3+layer4": the GeM of layer3 and of layer4, each L2-normalised, side by side (N, C/2 + C): the
+    middle layer's finer, less augmentation-invariant features weigh as much as the last layer's."""
+
+    def __init__(
+        self, arch: str, gem_p: float = 3.0, stem: str = "imagenet", width: int = BASE_WIDTH, pooled: str = "layer4"
+    ) -> None:
         super().__init__()
+        if pooled not in POOLED:
+            raise ValueError(f"unknown pooled {pooled!r}: choose one of {', '.join(POOLED)}")
         self.backbone = build_backbone(arch, stem=stem, width=width)
         self.gem_p = gem_p
+        self.pooled = pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return gem(self.backbone(x), self.gem_p)  # (N, C)
+        if self.pooled == "layer4":
+            return gem(self.backbone(x), self.gem_p)  # (N, C)
+        f3, f4 = self.backbone.maps(x)  # (N, C/2, 2h, 2w), (N, C, h, w)
+        return torch.cat([F.normalize(gem(f3, self.gem_p), dim=1), F.normalize(gem(f4, self.gem_p), dim=1)], dim=1)

@@ -19,9 +19,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 
 from moco.augment.presets import IMAGENET_MEAN, IMAGENET_STD
-from moco.backbone import BASE_WIDTH, FEATURE_DIMS, RetrievalEncoder, feature_dim
+from moco.augment.tta import CROPS, MAX_SCALE, MIN_SCALE, tta_views
+from moco.backbone import BASE_WIDTH, FEATURE_DIMS, POOLED, RetrievalEncoder, feature_dim, pooled_dim
 from moco.config import STEMS
 from moco.preprocess import RESIZES, TRIM_REVISION, make_preprocess
 from moco.straighten import STRAIGHTEN_REVISION
@@ -76,6 +78,9 @@ class EncoderSpec:
     standardize: bool = False  # per-image channel mean/std fixed (brightness and contrast cancel)
     trim_borders: bool = False  # a uniform frame is cut off first
     straighten: bool = False  # a picture rotated on a fill-cornered canvas is turned back upright
+    pooled: str = "layer4"  # feature maps GeM-pooled: "layer4", or "layer3+layer4" (moco.backbone.RetrievalEncoder)
+    test_time_scales: tuple[float, ...] = (1.0,)  # descriptor averaged over the input at these scales (augment.tta)
+    test_time_crops: int = 0  # and, with 5, over its four corner crops and centre crop
     sha256: str = ""
     trained: dict[str, Any] = field(default_factory=dict)  # provenance: preset, steps, image size, ...
     format_version: int = ENCODER_VERSION
@@ -96,7 +101,15 @@ class EncoderSpec:
                 raise InvalidSpecField(name, f"{getattr(self, name)!r} is not a whole number")
         if self.image_size < MIN_IMAGE_SIZE:
             raise InvalidSpecField("image_size", f"{self.image_size} px; must be >= {MIN_IMAGE_SIZE}")
-        expected = self.head_dim if self.layer == "head" else feature_dim(self.arch, self.width)
+        if self.pooled not in POOLED or (self.pooled != "layer4" and self.layer != "backbone"):
+            raise InvalidSpecField("pooled", f"{self.pooled!r}; one of {', '.join(POOLED)} (layer4 with a head)")
+        scales = self.test_time_scales if isinstance(self.test_time_scales, tuple) else ()
+        if not scales or not all(_is_number(v) and MIN_SCALE <= v <= MAX_SCALE for v in scales):
+            bad = self.test_time_scales
+            raise InvalidSpecField("test_time_scales", f"{bad!r}; need numbers in [{MIN_SCALE}, {MAX_SCALE}]")
+        if self.test_time_crops not in CROPS or not _is_int(self.test_time_crops):
+            raise InvalidSpecField("test_time_crops", f"{self.test_time_crops!r}; choose one of {CROPS}")
+        expected = self.head_dim if self.layer == "head" else pooled_dim(self.arch, self.width, self.pooled)
         if self.layer == "head" and self.head_dim < 1:
             raise InvalidSpecField("head_dim", f"{self.head_dim}; layer 'head' needs a positive size")
         if self.embedding_dim != expected:
@@ -152,6 +165,10 @@ class EncoderSpec:
             steps["straighten_revision"] = STRAIGHTEN_REVISION  # earlier versions turned pictures differently
         if self.trim_borders:  # the trim changed (nested frames, noise, shave): earlier vectors differ
             steps["trim_revision"] = TRIM_REVISION
+        descriptor = {"pooled": self.pooled, "test_time_scales": list(self.test_time_scales)}
+        descriptor["test_time_crops"] = self.test_time_crops
+        if descriptor != {"pooled": "layer4", "test_time_scales": [1.0], "test_time_crops": 0}:
+            steps.update(descriptor)  # listed only when not the default, so older indexes keep their identity
         if steps == LEGACY_PREPROCESSING:
             return self.sha256
         return hashlib.sha256(f"{self.sha256}:{json.dumps(steps, sort_keys=True)}".encode()).hexdigest()
@@ -163,7 +180,7 @@ class ExportedEncoder(nn.Module):
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.encoder = RetrievalEncoder(spec.arch, spec.gem_p, spec.stem, spec.width)
+        self.encoder = RetrievalEncoder(spec.arch, spec.gem_p, spec.stem, spec.width, spec.pooled)
         c = feature_dim(spec.arch, spec.width)
         self.head = (
             nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, spec.head_dim))
@@ -172,7 +189,10 @@ class ExportedEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+        views = tta_views(x, self.spec.test_time_scales, self.spec.test_time_crops)
+        if len(views) == 1 and views[0] is x:
+            return self.head(self.encoder(x))
+        return sum(F.normalize(self.head(self.encoder(v)).float(), dim=1) for v in views)  # (N, dim), not unit
 
 
 def export_encoder(
@@ -202,6 +222,18 @@ def export_encoder(
     return spec
 
 
+def export_descriptor_variant(src_dir: Path, out_dir: Path, **changes: Any) -> EncoderSpec:  # noqa: ANN401
+    """The encoder in `src_dir` with other descriptor settings (`pooled`, `test_time_scales`, `test_time_crops`,
+    `flip_average`, ...), written to `out_dir`: the same weights (and sha256), a new encoder.json."""
+    spec = EncoderSpec(**{**asdict(read_spec(src_dir)), **changes})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = (src_dir / "encoder.safetensors").read_bytes()
+    atomic_write_bytes(out_dir / "encoder.safetensors", lambda f: f.write(data))
+    text = json.dumps(asdict(spec), indent=2) + "\n"
+    atomic_write_bytes(out_dir / "encoder.json", lambda f: f.write(text.encode()))
+    return spec
+
+
 def read_spec(encoder_dir: Path) -> EncoderSpec:
     path = encoder_dir / "encoder.json"
     if not path.is_file():
@@ -217,7 +249,7 @@ def read_spec(encoder_dir: Path) -> EncoderSpec:
         raise InputError(f"{path}: not an encoder description (no format_version)")
     if version > ENCODER_VERSION:
         raise FormatVersionError(f"{path}: encoder format {version} is newer than this program reads; upgrade")
-    for name in ("mean", "std"):
+    for name in ("mean", "std", "test_time_scales"):
         if isinstance(raw.get(name), list):
             raw[name] = tuple(raw[name])
     try:
