@@ -1,6 +1,7 @@
-"""docs/learning_curve.png from bench/results/learning_curve.json: kNN top-1 and emoji recall@10 against the
-training budget, one line per setting, dashed lines for the random-init network of each architecture; prints
-the markdown table.
+"""docs/learning_curve.png from bench/results/learning_curve.json: what a searcher sees (clip-art precision@10: the
+share of a query's first 10 results in its category) per CPU-minute of training, kNN top-1, MAP@R and emoji
+recall@10, one line per setting, dashed lines for the random-init network of each architecture; prints the markdown
+table. Results written before precision@10 was measured plot the figures they have.
 
     python -m bench.kit.learning_curve_plot [--result bench/results/learning_curve.json] [--out docs/learning_curve.png]
 """
@@ -9,9 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1]
+METRICS = (
+    ("precision_at_10", "clip-art first-page precision (P@10)"),
+    ("knn_top1", "clip-art kNN top-1"),
+    ("map_at_r", "clip-art MAP@R"),
+    ("emoji_recall_at_10", "emoji cross-style recall@10"),
+)
 
 
 def plot(result: dict, out: Path) -> None:
@@ -20,38 +28,54 @@ def plot(result: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    metrics = (("knn_top1", "clip-art kNN top-1"), ("emoji_recall_at_10", "emoji cross-style recall@10"))
-    for ax, (key, title) in zip(axes, metrics, strict=True):
-        for i, name in enumerate(dict.fromkeys(r["setting"] for r in result["rows"])):
-            rows = sorted((r for r in result["rows"] if r["setting"] == name), key=lambda r: r["budget_min"])
-            colour = f"C{i}"
-            ax.plot([r["budget_min"] for r in rows], [r[key] for r in rows], "o-", color=colour, label=name)
-            base = result["random_init"][rows[0]["random_init"]][key]
-            ax.axhline(base, color=colour, ls="--", lw=1, label=f"random init ({rows[0]['random_init']})")
-        ax.set_xlabel("training budget, minutes (CPU)")
+    rows = result["rows"]
+    metrics = [(k, t) for k, t in METRICS if any(_finite(r.get(k)) for r in rows)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), dpi=100, squeeze=False)
+    for ax, (key, title) in zip(axes[0], metrics, strict=True):
+        for i, name in enumerate(dict.fromkeys(r["setting"] for r in rows)):
+            mine = sorted((r for r in rows if r["setting"] == name), key=lambda r: r["budget_min"])
+            colour = f"C{i % 10}"
+            ax.plot([r["budget_min"] for r in mine], [r.get(key) for r in mine], "o-", color=colour, label=name)
+            base = result["random_init"][mine[0]["random_init"]].get(key)
+            if _finite(base):
+                ax.axhline(base, color=colour, ls="--", lw=1, label=f"random init ({mine[0]['random_init']})")
+        ax.set_xlabel("training, CPU minutes")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
     plt.close(fig)
 
 
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not math.isnan(v)
+
+
+def _f(v: object, fmt: str = ".3f") -> str:
+    return format(v, fmt) if _finite(v) else "-"
+
+
 def table(result: dict) -> str:
-    """The markdown table of the result: one row per run, its random init beside it."""
+    """The markdown table of the result: one row per run, its random init beside it; P@10 is clip-art precision@10
+    (noise: two paired standard errors of its difference from the random init)."""
     lines = [
-        "| setting | budget (min) | steps | pairs | img/s | kNN top-1 | random init | diff "
-        "| emoji R@10 | random init | diff |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | budget (min) | steps | pairs | img/s | P@10 | random init | diff (noise) | kNN top-1 "
+        "| random init | diff | MAP@R | random init | emoji R@10 | random init | diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(result["rows"], key=lambda r: (r["setting"], r["budget_min"])):
         base = result["random_init"][r["random_init"]]
+        p10 = r.get("precision_at_10")
+        diff = f"{r['p10_minus_random']:+.3f} (+-{r['p10_noise']:.3f})" if _finite(p10) else "-"
         lines.append(
             f"| {r['setting']} | {r['budget_min']:g} | {r['steps']} | {r['pairs']} | {r['img_per_s']:.1f} | "
+            f"{_f(p10)} | {_f(base.get('precision_at_10'))} | {diff} | "
             f"{r['knn_top1']:.3f} | {base['knn_top1']:.3f} | {r['knn_minus_random']:+.3f} | "
-            f"{r['emoji_recall_at_10']:.3f} | {base['emoji_recall_at_10']:.3f} | {r['emoji_minus_random']:+.3f} |"
+            f"{_f(r.get('map_at_r'))} | {_f(base.get('map_at_r'))} | "
+            f"{_f(r['emoji_recall_at_10'])} | {_f(base['emoji_recall_at_10'])} | "
+            f"{_f(r['emoji_minus_random'], '+.3f')} |"
         )
     return "\n".join(lines)
 

@@ -1,10 +1,16 @@
-"""Learning curve of `retrieval train` on CPU: clip-art kNN top-1 and emoji cross-style recall@10 after each
+"""Learning curve of `retrieval train` on CPU: what a searcher sees on clip art (precision@10: the share of a query's
+first 10 results in its category) beside kNN top-1, MAP@R and recall@10, and emoji cross-style recall@10, after each
 time budget, for named settings, beside a random-init network of the same architecture and input size.
 
 Data (`../shared/datasets/build.py`): the training folder is every clip-art image plus the emoji gallery
 (Noto) renditions, as one unlabelled folder of links (labels are never used in training). Scoring:
-- clip-art: every `--clip-every`th image (4th by default, sorted), weighted kNN top-1 (moco.measure.knn, k 20, T 0.07)
-  with every 5th of those per category held out as a query (moco.measure.validation.holdout_split, 20%);
+- clip-art: every `--clip-every`th image (4th by default, sorted), every 5th of those per category held out as a
+  query (moco.measure.validation.holdout_split, 20%) and searched among the rest: precision@10, MAP@R and recall@10
+  (retrieval.evaluate.metrics) and weighted kNN top-1 (moco.measure.knn, k 20, T 0.07); `p10_noise` is two paired
+  standard errors of a row's precision@10 minus its random init's (moco.measure.verdict.FirstPage);
+- label-free signals beside them, to find one that tracks precision@10 without labels: the last epoch's pretext top-1
+  and effective rank before each point (metrics.jsonl), and `neighbour_agreement`, the mean share of the held-out
+  queries' 10 nearest images that the run's previous point also had among its 10 nearest;
 - emoji: every `--emoji-every`th pair of `pairs.json` (3rd by default), its Twemoji query searched among the
   Noto gallery images of those pairs; a query hits when its paired gallery
   image is among its 10 nearest by cosine (what a flat index returns); recall@10 = hits / pairs.
@@ -150,7 +156,8 @@ def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict)
 
 
 class Scorer:
-    """Clip-art kNN top-1 and emoji recall@10 of an encoder folder; decoded images are kept per input size."""
+    """Clip-art first-page precision, kNN top-1, MAP@R, recall@10 and emoji recall@10 of an encoder folder; decoded
+    images are kept per preprocessing."""
 
     def __init__(self, data: Path, clip_every: int, emoji_every: int) -> None:
         from moco.measure.validation import holdout_split, labelled_images
@@ -188,23 +195,47 @@ class Scorer:
         x = self._inputs(emb, which)
         return torch.from_numpy(np.concatenate([emb.encode_tensors(x[i : i + 256]) for i in range(0, len(x), 256)]))
 
-    def score(self, encoder_dir: Path, emoji: bool = True) -> dict[str, float]:
+    def score(self, encoder_dir: Path, emoji: bool = True) -> dict:
+        """The row's figures; "_first_page" (each query's precision@10) and "_neighbours" (each query's 10 nearest
+        gallery rows) are for pairing with other rows and are dropped before the result is written."""
         from moco.measure.knn import weighted_knn_top1
         from retrieval.embed import Embedder
 
         t = time.monotonic()
         emb = Embedder.load(encoder_dir, "cpu")
+        self._inputs(emb, "clip")  # decoding is not the encoder's speed
+        t_embed = time.monotonic()
         z = self._embed(emb, "clip")
-        knn = weighted_knn_top1(
-            z[self.train_idx], self.clip_y[self.train_idx], z[self.test_idx], self.clip_y[self.test_idx]
-        )
+        embed_s = time.monotonic() - t_embed
+        gallery, queries = z[self.train_idx], z[self.test_idx]
+        knn = weighted_knn_top1(gallery, self.clip_y[self.train_idx], queries, self.clip_y[self.test_idx])
+        out = {"knn_top1": knn, **self._ranked(gallery, queries), "embed_img_per_s": len(z) / max(1e-9, embed_s)}
         if not emoji:
-            return {"knn_top1": knn, "emoji_recall_at_10": float("nan"), "score_s": time.monotonic() - t}
+            return {**out, "emoji_recall_at_10": float("nan"), "score_s": time.monotonic() - t}
         g, q = self._embed(emb, "gallery"), self._embed(emb, "queries")
         top = (q @ g.T).topk(10, dim=1).indices  # (Q, 10)
         g_of, q_of = {p: i for i, p in enumerate(self.gallery)}, {p: i for i, p in enumerate(self.queries)}
         hits = sum(g_of[gp] in set(top[q_of[qp]].tolist()) for qp, gp in self.pairs)
-        return {"knn_top1": knn, "emoji_recall_at_10": hits / len(self.pairs), "score_s": time.monotonic() - t}
+        return {**out, "emoji_recall_at_10": hits / len(self.pairs), "score_s": time.monotonic() - t}
+
+    def _ranked(self, gallery: torch.Tensor, queries: torch.Tensor) -> dict:
+        """precision@10, MAP@R and recall@10 of the held-out queries among the gallery (retrieval.evaluate.metrics)."""
+        from retrieval.evaluate import metrics
+
+        gy, qy = self.clip_y[self.train_idx].numpy(), self.clip_y[self.test_idx].numpy()
+        counts = np.bincount(gy, minlength=int(qy.max()) + 1)
+        depth = max(10, int(counts.max()))
+        _, I = metrics.exact_neighbours(gallery.numpy(), queries.numpy(), depth)  # noqa: E741  (Q, depth)
+        hits = gy[I] == qy[:, None]  # (Q, depth)
+        ranks = metrics.ranks_from_hits(hits, counts[qy])
+        first_page = metrics.precision_at_k(hits, 10)
+        return {
+            "precision_at_10": float(first_page.mean()),
+            "map_at_r": float(metrics.map_at_r(ranks).mean()),
+            "recall_at_10": float(metrics.recall_at_k(ranks, 10).mean()),
+            "_first_page": first_page.tolist(),
+            "_neighbours": I[:, :10],
+        }
 
 
 def score_random_inits(scorer: Scorer, settings: dict, work: Path, emoji: bool) -> dict[str, dict]:
@@ -218,8 +249,9 @@ def score_random_inits(scorer: Scorer, settings: dict, work: Path, emoji: bool) 
     for stem, width, size in sorted({arch_of(s) for s in settings.values()}):
         rnd = work / f"random-{stem}-{width}-{size}"
         save_random_encoder(rnd, image_size=size, dim=0, preprocessing=prep, stem=stem, width=width)
-        out[f"{stem}/{width}/{size}px"] = scorer.score(rnd, emoji)
-        print(json.dumps({"random": f"{stem}/{width}/{size}", **out[f"{stem}/{width}/{size}px"]}), file=sys.stderr)
+        name = f"{stem}/{width}/{size}px"
+        out[name] = scorer.score(rnd, emoji)
+        print(json.dumps({"random": name, **public(out[name])}), file=sys.stderr)
     return out
 
 
@@ -336,12 +368,13 @@ def main() -> None:
                 srec["pairs"] = step * srec["pairs"] // max(1, rec["steps"])
                 srec["img_per_s"] = srec["pairs"] / (snap["minute"] * 60)
                 srec.pop("loss_curve", None)
+                srec["last_health"] = health_at(run, step)
                 srec.update(scorer.score(enc, not a.no_emoji))
-                print(json.dumps(srec), file=sys.stderr, flush=True)
+                print(json.dumps(public(srec)), file=sys.stderr, flush=True)
                 rows.append(srec)
                 scored.append((srec, Path(snap["file"])))
             rec.update(scorer.score(run, not a.no_emoji))
-            print(json.dumps({k: v for k, v in rec.items() if k != "loss_curve"}), file=sys.stderr, flush=True)
+            print(json.dumps(public({k: v for k, v in rec.items() if k != "loss_curve"})), file=sys.stderr, flush=True)
             rows.append(rec)
             scored.append((rec, run / "checkpoint.pt"))
             for row, ckpt in scored if a.key_encoder else []:
@@ -349,16 +382,14 @@ def main() -> None:
                 export_snapshot(ckpt, run, enc, "k")
                 krec = {k: v for k, v in row.items() if k != "loss_curve"} | {"setting": f"{name} (key encoder)"}
                 krec.update(scorer.score(enc, not a.no_emoji))
-                print(json.dumps(krec), file=sys.stderr, flush=True)
+                print(json.dumps(public(krec)), file=sys.stderr, flush=True)
                 rows.append(krec)
             if not randoms:  # random init of each architecture, scored while the longer budgets train
                 randoms = score_random_inits(scorer, settings, work, not a.no_emoji)
-    for rec in rows:
-        stem, width, size = arch_of(rec["overrides"])
-        base = randoms[f"{stem}/{width}/{size}px"]
-        rec["random_init"] = f"{stem}/{width}/{size}px"
-        rec["knn_minus_random"] = rec["knn_top1"] - base["knn_top1"]
-        rec["emoji_minus_random"] = rec["emoji_recall_at_10"] - base["emoji_recall_at_10"]
+    compare_with_random(rows, randoms)
+    neighbour_agreement(rows)
+    rows = [public(r) for r in rows]
+    randoms = {k: public(v) for k, v in randoms.items()}
     result = {
         "benchmark": "learning_curve",
         "command": "python " + " ".join(["bench/training/learning_curve.py", *sys.argv[1:]]),
@@ -381,14 +412,52 @@ def main() -> None:
     }
     out = BENCH / "results" / f"{a.tag}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| setting | budget min | steps | img/s | kNN top-1 | random | emoji R@10 | random |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        base = randoms[r["random_init"]]
-        print(
-            f"| {r['setting']} | {r['budget_min']:g} | {r['steps']} | {r['img_per_s']:.1f} | {r['knn_top1']:.3f} | "
-            f"{base['knn_top1']:.3f} | {r['emoji_recall_at_10']:.3f} | {base['emoji_recall_at_10']:.3f} |"
-        )
+    from bench.kit.learning_curve_plot import table
+
+    print(table(result))
+
+
+def public(rec: dict) -> dict:
+    """A row without the per-query lists kept for pairing ("_first_page", "_neighbours")."""
+    return {k: v for k, v in rec.items() if not k.startswith("_")}
+
+
+def health_at(run: Path, step: int) -> dict | None:
+    """The run's last label-free health record (metrics.jsonl, one per epoch) at or before `step`."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    before = [r for r in rows if "epoch_end" in r and r["step"] <= step]
+    return before[-1] if before else None
+
+
+def compare_with_random(rows: list[dict], randoms: dict[str, dict]) -> None:
+    """Each row's differences from the random init of its architecture; p10_noise: two paired standard errors of
+    the precision@10 difference (the same held-out queries answered by both networks)."""
+    from moco.measure.verdict import FirstPage
+
+    for rec in rows:
+        stem, width, size = arch_of(rec["overrides"])
+        base = randoms[f"{stem}/{width}/{size}px"]
+        rec["random_init"] = f"{stem}/{width}/{size}px"
+        rec["knn_minus_random"] = rec["knn_top1"] - base["knn_top1"]
+        rec["emoji_minus_random"] = rec["emoji_recall_at_10"] - base["emoji_recall_at_10"]
+        rec["p10_minus_random"] = rec["precision_at_10"] - base["precision_at_10"]
+        rec["map_at_r_minus_random"] = rec["map_at_r"] - base["map_at_r"]
+        rec["p10_noise"] = FirstPage(tuple(rec["_first_page"]), tuple(base["_first_page"])).noise
+
+
+def neighbour_agreement(rows: list[dict]) -> None:
+    """Label-free: for each row after the first of a run (a setting's points, shortest budget first), the mean share
+    of each held-out query's 10 nearest gallery images that the run's previous point also had among its 10."""
+    last: dict[tuple[str, str], np.ndarray] = {}
+    for rec in sorted(rows, key=lambda r: (r["setting"], r["run"], r["budget_min"])):
+        key = (rec["setting"], rec["run"])
+        now = rec["_neighbours"]
+        if key in last:
+            prev = last[key]
+            rec["neighbour_agreement"] = float(
+                np.mean([len(set(a.tolist()) & set(b.tolist())) / a.size for a, b in zip(now, prev, strict=True)])
+            )
+        last[key] = now
 
 
 if __name__ == "__main__":
