@@ -55,11 +55,11 @@ def _k(k: float) -> int:
 
 
 def _as_json(hits: list[Hit]) -> list[dict[str, Any]]:
-    return [{"file": h.path, "score": round(float(h.score), 6)} for h in hits]
+    return [{"file": h.path, "score": round(float(h.cosine), 6)} for h in hits]  # raw cosine for now
 
 
 def _shown(hits: list[Hit]) -> Shown:
-    return tuple((h.id, round(float(h.score), 6)) for h in hits)
+    return tuple((h.id, round(float(h.cosine), 6)) for h in hits)
 
 
 def build(engine: Engine) -> None:

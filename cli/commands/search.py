@@ -48,14 +48,19 @@ def search(
 
 
 def format_results(results: Sequence[QueryResult], fmt: str) -> str:
-    """JSON keeps paths exact (a non-UTF-8 name as `\\udcNN` escapes); table and CSV show them as `\\xNN`."""
+    """JSON keeps paths exact (a non-UTF-8 name as `\\udcNN` escapes); table and CSV show them as `\\xNN`.
+    `score` is the neighbour-normalised score (0 = as close as a typical neighbour, 1 = identical) and `band` it
+    in words; JSON and CSV keep the raw cosine as `cosine`."""
     from plumbing.filenames import printable
 
     if fmt == "json":
         data = [
             {
                 "query": r.query,
-                "results": [{"rank": h.rank, "path": h.path, "score": h.score} for h in r.hits],
+                "results": [
+                    {"rank": h.rank, "path": h.path, "score": h.score, "band": h.band, "cosine": h.cosine}
+                    for h in r.hits
+                ],
             }
             for r in results
         ]
@@ -63,16 +68,19 @@ def format_results(results: Sequence[QueryResult], fmt: str) -> str:
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["query", "rank", "path", "score"])
+        writer.writerow(["query", "rank", "path", "score", "band", "cosine"])
         for r in results:
             for h in r.hits:
-                writer.writerow([printable(r.query), h.rank, printable(h.path), f"{h.score:.6f}"])
+                writer.writerow(
+                    [printable(r.query), h.rank, printable(h.path), f"{h.score:.6f}", h.band, f"{h.cosine:.6f}"]
+                )
         return buf.getvalue()
     lines: list[str] = []
+    width = max((len(h.band) for r in results for h in r.hits), default=0)
     for r in results:
         lines.append(printable(r.query))
         if not r.hits:
             lines.append("  (no results)")
         for h in r.hits:
-            lines.append(f"  {h.rank:>3}  {h.score:6.3f}  {printable(h.path)}")
+            lines.append(f"  {h.rank:>3}  {h.score:6.3f}  {h.band:<{width}}  {printable(h.path)}")
     return "\n".join(lines) + "\n"

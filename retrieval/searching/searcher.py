@@ -15,6 +15,7 @@ from retrieval.indexing.catalog import BadFile
 from retrieval.indexing.faiss_index import searcher
 from retrieval.indexing.generations import Generation, Manifest, load_generation
 from retrieval.records import FileRecord
+from retrieval.searching.score import BACKGROUND_RANK, IDENTICAL, band, rank_background, scores
 
 if TYPE_CHECKING:
     import faiss
@@ -27,8 +28,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Hit:
-    """One result: `rank` from 1, `id` the catalog/FAISS id, `path` relative to the index root,
-    `score` the cosine similarity between query and result embeddings.
+    """One result: `rank` from 1, `id` the catalog/FAISS id, `path` relative to the index root, `cosine` the raw
+    cosine similarity of the query and result embeddings, `score` the neighbour-normalised score a person
+    reads (0 = as close as a typical neighbour, 1 = identical; `retrieval.searching.score`) and `band` that
+    score in words ("same picture", "near copy", "similar", "unrelated").
 
     A slotted, non-frozen dataclass because one is built per result on every query: a frozen dataclass's
     `__init__` goes through `object.__setattr__` per field (~1.7 us per hit, ~17 us of a 10-hit query);
@@ -38,7 +41,9 @@ class Hit:
     rank: int
     id: int
     path: str
-    score: float
+    cosine: float
+    score: float = float("nan")
+    band: str = ""
 
 
 class SearchIndex:
@@ -60,6 +65,11 @@ class SearchIndex:
         self._by_hash: dict[str, list[int]] = {}
         for r in self.records:
             self._by_hash.setdefault(r.content_hash, []).append(r.id)
+        self._hashes: list[str] = [r.content_hash for r in self.records]  # exact copies share a background group
+        self._copies = max((len(ids) for ids in self._by_hash.values()), default=1) - 1  # most copies of one file
+        self._background = np.full(len(self.records), np.nan, dtype=np.float32)  # (n,) filled on first use
+        # the r-th distinct neighbour, as dedup's background: fewer pictures than r + 1 use the farthest
+        self.background_rank = max(1, min(BACKGROUND_RANK, len(self._by_hash) - 1))
 
     @classmethod
     def open(cls, index_dir: Path) -> SearchIndex:
@@ -123,17 +133,45 @@ class SearchIndex:
         if n == 0 or Q.shape[0] == 0:
             return [[] for _ in range(Q.shape[0])]
         extra = max((len(e) for e in exclude_ids), default=0) if exclude_ids is not None else 0
-        D, I = self._searcher.search(Q, min(n, k + extra))  # noqa: E741  (q, k'), (q, k')
-        rows = zip(D.tolist(), I.tolist(), strict=True)
-        if exclude_ids is not None:
-            return [self._hits(s, ids, skip, k) for (s, ids), skip in zip(rows, exclude_ids, strict=True)]
-        # the usual row: k' <= k real ids, best first, taken as it is (-1 pads rows FAISS could not fill)
+        # deep enough for k hits and for the query's background (the r-th distinct neighbour, past copies)
+        depth = min(n, max(k, self.background_rank + 1 + min(self._copies, 4 * k)) + extra)
+        D, I = self._searcher.search(Q, depth)  # noqa: E741  (q, depth), (q, depth)
+        skips = exclude_ids if exclude_ids is not None else [()] * Q.shape[0]
+        rows = [self._row(c, ids, skip, k) for c, ids, skip in zip(D.tolist(), I.tolist(), skips, strict=True)]
+        kept = np.fromiter((i for ids, _, _ in rows for i in ids), dtype=np.int64)
+        hb = dict(zip(kept.tolist(), self.backgrounds(kept).tolist(), strict=True)) if kept.size else {}
         path = self._paths.__getitem__
-        ranks = range(1, I.shape[1] + 1)
-        return [
-            list(map(Hit, ranks, ids, map(path, ids), s)) if -1 not in ids else self._hits(s, ids, (), k)
-            for s, ids in rows
-        ]
+        out = []
+        for ids, cos, qb in rows:
+            s = scores(np.asarray(cos, dtype=np.float32), qb, np.array([hb[i] for i in ids], dtype=np.float32))
+            s = s.tolist()
+            out.append(list(map(Hit, range(1, len(ids) + 1), ids, map(path, ids), cos, s, map(band, s))))
+        return out
+
+    def _row(self, cos: list[float], ids: list[int], skip: Collection[int], k: int) -> tuple[list, list, float]:
+        """(the first k real, not skipped ids, their cosines, the query's background) of one result row: FAISS
+        pads with -1; the background skips the query's own picture (cosine 1) and counts copies once."""
+        real = [j for j, i in enumerate(ids) if i >= 0 and i not in skip]
+        top = real[:k]
+        others = [j for j in real if cos[j] < 1.0 - IDENTICAL]
+        qb = rank_background([cos[j] for j in others], [self._hashes[ids[j]] for j in others], self.background_rank)
+        return [ids[j] for j in top], [cos[j] for j in top], qb
+
+    def backgrounds(self, ids: np.ndarray) -> np.ndarray:
+        """(len(ids),) each indexed picture's background: its cosine to its r-th nearest distinct other picture
+        (r = `background_rank`; itself and its exact copies do not count), as dedup normalises against.
+        Computed on first use and kept."""
+        ids = np.asarray(ids, dtype=np.int64)
+        missing = np.unique(ids[np.isnan(self._background[ids])])
+        if missing.size:
+            depth = min(len(self.records), self.background_rank + 1 + self._copies)
+            D, I = self._searcher.search(np.ascontiguousarray(self.vectors[missing]), depth)  # noqa: E741
+            for own, cos, row in zip(missing.tolist(), D.tolist(), I.tolist(), strict=True):
+                mine = self._hashes[own]
+                js = [j for j, i in enumerate(row) if i >= 0 and self._hashes[i] != mine]
+                b = rank_background([cos[j] for j in js], [self._hashes[row[j]] for j in js], self.background_rank)
+                self._background[own] = b  # benign race: concurrent searches write the same value
+        return self._background[ids]
 
     def _query_rows(self, queries: np.ndarray) -> np.ndarray:
         """`queries` as (q, dim) float32 rows, without a copy when they already are; one vector is one query."""
@@ -143,11 +181,6 @@ class SearchIndex:
         if Q.ndim != 2 or Q.shape[1] != self.dim:
             raise ValueError(f"queries must be (n, {self.dim}), got shape {np.shape(queries)}")
         return Q
-
-    def _hits(self, scores: list[float], ids: list[int], skip: Collection[int], k: int) -> list[Hit]:
-        """The first `k` results of one query row that are real ids (FAISS pads with -1) and not skipped."""
-        kept = [j for j, i in enumerate(ids) if i >= 0 and i not in skip][:k]
-        return [Hit(rank, ids[j], self._paths[ids[j]], scores[j]) for rank, j in enumerate(kept, 1)]
 
     def search_images(
         self,

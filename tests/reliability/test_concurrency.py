@@ -122,7 +122,7 @@ def test_searches_during_generation_swaps_each_answer_from_one_generation(tmp_pa
                         v = _vectors(gen, 40 + 7 * (gen % 5))
                         assert len(index) == len(v)
                         truth = np.sort(v @ q)[::-1][:5]
-                        np.testing.assert_allclose([h.score for h in hits], truth, atol=1e-5)
+                        np.testing.assert_allclose([h.cosine for h in hits], truth, atol=1e-5)
                         assert all(h.path == f"g{gen}/{h.id:03d}.png" for h in hits)
                         generations_seen[t].add(gen)
                         answers[t] += 1

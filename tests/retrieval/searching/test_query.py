@@ -26,7 +26,9 @@ def test_search_images(photos, encoder, tmp_path):
     for r in results:
         assert [h.rank for h in r.hits] == [1, 2, 3]
         assert r.hits[0].path == str(photos.resolve() / "a" / "3.png")
-        assert r.hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert r.hits[0].cosine == pytest.approx(1.0, abs=1e-5)
+        assert r.hits[0].score == pytest.approx(1.0, abs=1e-4)  # an identical picture scores 1
+        assert r.hits[0].band == "same picture"
     excluded = search_images(SearchConfig((q, outside), tmp_path / "idx", k=3, exclude_self=True, device="cpu"))
     for plain, ex in zip(results, excluded, strict=True):
         assert len(ex.hits) == 3

@@ -53,11 +53,14 @@ def test_flat_search_equals_brute_force(tmp_path, vectors):
     hits = index.search_vectors(q, k=10)
     d_ref, i_ref = _brute_force(vectors, q, 10)
     i_new = np.array([[h.id for h in row] for row in hits])
-    d_new = np.array([[h.score for h in row] for row in hits])
+    d_new = np.array([[h.cosine for h in row] for row in hits])
     np.testing.assert_array_equal(i_ref, i_new)
     np.testing.assert_allclose(d_ref, d_new, rtol=1e-5)
     assert [h.rank for h in hits[0]] == list(range(1, 11))
-    assert hits[0][0] == Hit(1, int(i_ref[0, 0]), f"sub/{i_ref[0, 0]:04d}.jpg", pytest.approx(d_ref[0, 0]))
+    top = hits[0][0]
+    assert Hit(top.rank, top.id, top.path, top.cosine) == Hit(
+        1, int(i_ref[0, 0]), f"sub/{i_ref[0, 0]:04d}.jpg", pytest.approx(d_ref[0, 0])
+    )
     assert search(index, q, 10) == hits
     # one vector (d,) is one query
     assert index.search_vectors(q[0], k=3) == [hits[0][:3]]
@@ -84,6 +87,7 @@ def test_padding_ids_are_dropped(tmp_path, vectors):
             i = np.array([[4, 2, 7], [3, -1, -1]], dtype=np.int64)[:, :k]
             return d, i
 
+    index.backgrounds(np.arange(len(index)))  # the hits' backgrounds from the real index, before the stand-in
     index._searcher = Padded()
     q = vectors[:2]
     assert [[(h.rank, h.id, h.path) for h in row] for row in index.search_vectors(q, k=3)] == [
@@ -115,8 +119,8 @@ def test_pq_index_returns_exact_cosines(tmp_path):
     hits = index.search_vectors(q, k=10)
     for qi, row in enumerate(hits):
         ids = [h.id for h in row]
-        np.testing.assert_allclose([h.score for h in row], x[ids] @ q[qi], rtol=1e-5)  # exact, re-ranked
-        assert [h.score for h in row] == sorted((h.score for h in row), reverse=True)
+        np.testing.assert_allclose([h.cosine for h in row], x[ids] @ q[qi], rtol=1e-5)  # exact, re-ranked
+        assert [h.cosine for h in row] == sorted((h.cosine for h in row), reverse=True)
     _, i_ref = _brute_force(x, q, 10)
     recall = np.mean([len(set(r) & {h.id for h in row}) / 10 for r, row in zip(i_ref, hits, strict=True)])
     assert recall == pytest.approx(index.manifest.recall_at_10, abs=0.1)
