@@ -11,6 +11,10 @@ The paper's pseudocode, line by line:
 Combinatorial patches (Fast-MoCo, Ci et al., 2022), with `patch_queries`: x_q is cut into a 2x2 grid, each patch
 is encoded alone, and the mean backbone feature of every pair of patches (6) goes through the head as one query
 against the image's one key: six positives per image for about the backbone cost of one view.
+
+Averaged keys (FastSiam, Pototzky et al., 2022), with `key_views` V > 1: x_k holds V views of each image; each is
+encoded by f_k and L2-normalised, and their mean, normalised again, is the image's one key (a steadier target):
+    k = normalize(mean_v normalize(f_k(x_k[:, v])))   # (N, C) from (N, V, 3, H, W)
 """
 
 from __future__ import annotations
@@ -123,7 +127,12 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def _keys(self, im_k: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """k = f_k(x_k) computed on a shuffled batch (shuffle BN), returned in the original order."""
+        """k = f_k(x_k) computed on a shuffled batch (shuffle BN), returned in the original order. im_k (N, 3, H, W),
+        or (N, V, 3, H, W): V views of each image, their unit keys averaged into one (averaged keys)."""
+        if im_k.dim() == 5:
+            N, V = im_k.shape[:2]
+            k_views = self._keys(im_k.flatten(0, 1), generator).view(N, V, -1)  # (N, V, dim), each unit
+            return F.normalize(k_views.mean(dim=1), dim=1)  # (N, dim)
         if _distributed():
             return self._keys_ddp(im_k, generator)
         N = im_k.shape[0]
@@ -155,7 +164,8 @@ class MoCo(nn.Module):
         generator: torch.Generator | None = None,
         im_local: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """im_q, im_k: (N, 3, H, W) two views of the same N images. Returns logits (N', 1+K), labels (N',).
+        """im_q, im_k: (N, 3, H, W) two views of the same N images (im_k (N, V, 3, H, W) with averaged keys).
+        Returns logits (N', 1+K), labels (N',).
 
         N' = N, or 2N with the symmetric loss. Keys are enqueued after the logits are formed.
         Multi-crop: `im_local` (N, L, 3, h, w) are L small views of each image, each one more query against

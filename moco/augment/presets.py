@@ -172,22 +172,29 @@ def eval_transform(
 
 class TwoCropsTransform:
     """Two independent augmentations of one image: the query view and the key view; with `n_local` > 0 also
-    that many small views (multi-crop), stacked as a third tensor (n_local, 3, h, w)."""
+    that many small views (multi-crop), stacked as a third tensor (n_local, 3, h, w). With `key_views` > 1 the key is
+    that many independent views stacked (key_views, 3, S, S), averaged into one target by the model (FastSiam)."""
 
     def __init__(
         self,
         base: Callable[[Image.Image], torch.Tensor],
         local: Callable[[Image.Image], torch.Tensor] | None = None,
         n_local: int = 0,
+        key_views: int = 1,
     ) -> None:
         if n_local and local is None:
             raise ValueError("n_local local views need the local transform")
+        if key_views < 1:
+            raise ValueError(f"Illegal key_views {key_views}: must be >= 1")
         self.base = base
         self.local = local
         self.n_local = n_local
+        self.key_views = key_views
 
     def __call__(self, img: Image.Image) -> tuple[torch.Tensor, ...]:
-        views = (self.base(img), self.base(img))
+        q = self.base(img)
+        k = self.base(img) if self.key_views == 1 else torch.stack([self.base(img) for _ in range(self.key_views)])
+        views = (q, k)
         if not self.n_local:
             return views
         assert self.local is not None
