@@ -3,7 +3,6 @@ training checkpoint's dictionary, built once in `Engine.load` and shared by ever
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -16,6 +15,7 @@ from PIL import Image, ImageDraw
 from app.config import AppConfig
 from moco.checkpoint import START_AFRESH
 from moco.dictionary import Dictionary
+from moco.measure.metrics_log import read_metrics
 from plumbing.errors import InputError
 from plumbing.images import UPLOAD_FORMATS, BadImageError, load_image
 from retrieval.dedup.moves import check_move_target
@@ -54,7 +54,7 @@ class Engine:
         index.check_encoder(embedder)
         if cfg.move_to is not None:
             check_move_target(index.root, Path(cfg.move_to))  # InputError now, not at the first move
-        dictionary, off = _dictionary(run_dir)
+        dictionary, off = _dictionary(run_dir, index.root)
         logger.info(
             "app: %d files under %s, encoder %s%s",
             len(index),
@@ -147,25 +147,14 @@ class Engine:
 
     def metrics(self) -> list[dict[str, Any]]:
         """The run's metrics.jsonl records (empty without one); unreadable lines are skipped."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        out = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return read_metrics(self.run_dir)
 
 
-def _dictionary(run_dir: Path) -> tuple[Dictionary | None, str | None]:
+def _dictionary(run_dir: Path, index_root: Path | None = None) -> tuple[Dictionary | None, str | None]:
     """The run's dictionary, or (None, why not) when its checkpoint cannot be used: search, duplicates and the
     index need no checkpoint, so the app starts with the dictionary tab off rather than not at all."""
     try:
-        return Dictionary.load(run_dir), None
+        return Dictionary.load(run_dir, index_root), None  # the index's root: one more place for the pictures
     except InputError as e:
         why = str(e).removesuffix(f"; {START_AFRESH}")  # train's advice on resuming does not apply here
         return None, why

@@ -35,6 +35,7 @@ from bench.kit.machine import machine_info
 from bench.kit.neardup_eval import pairwise_prf
 from bench.kit.neardup_family import HELDOUT_PHOTOS, TUNING_PHOTOS, build
 from moco.export import read_spec, save_random_encoder
+from moco.measure.metrics_log import last_step, read_metrics
 from moco.preprocess import PRESET_PREPROCESSING
 from retrieval.dedup import groups as dedup
 from retrieval.dedup.candidates import feature_votes
@@ -243,7 +244,7 @@ def main() -> None:
     if not (a.reuse and (run_dir / "encoder.json").exists()):
         run("train", str(a.work / "tuning" / "images"), "--out", str(run_dir), "--preset", "copy-detection",
             "--time-budget", str(a.budget), "--device", "cpu", "--no-resume")  # fmt: skip
-    steps = max(json.loads(line).get("step", 0) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    steps = last_step(read_metrics(run_dir))
     random_dir = a.work / "random-init"
     spec = read_spec(run_dir)
     save_random_encoder(

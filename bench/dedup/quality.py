@@ -39,6 +39,7 @@ from bench.kit.eval_cli import eval_dedup, method, run
 from bench.kit.neardup_data import build
 from bench.kit.neardup_eval import pairwise_prf
 from moco.export import read_spec, save_random_encoder
+from moco.measure.metrics_log import read_metrics
 from moco.preprocess import PRESET_PREPROCESSING
 from retrieval.dedup.groups import BACKGROUND_RANK
 from retrieval.dedup.verify.cache import CACHE_NAME
@@ -197,7 +198,7 @@ def main() -> None:
             "cpu",
             "--no-resume",
         )
-        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        metrics = read_metrics(run_dir)
         info = {
             "preset": "copy-detection",
             "budget_min": a.budget,

@@ -26,6 +26,7 @@ from bench.kit.dedup_scoring import best_over_thresholds, embed_folder, folder_v
 from bench.kit.eval_cli import run
 from bench.kit.neardup_eval import pairwise_prf
 from moco.export import read_spec
+from moco.measure.metrics_log import last_step, read_metrics
 from retrieval.dedup.groups import BACKGROUND_RANK
 from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 from retrieval.searching.searcher import SearchIndex
@@ -64,7 +65,7 @@ def main() -> None:
         t0 = time.time()
         run("train", str(a.work / "images"), "--out", str(out), "--preset", "copy-detection", "--image-size",
             str(size), "--time-budget", str(a.budget), "--device", "cpu", "--no-resume")  # fmt: skip
-        steps = max(json.loads(x).get("step", 0) for x in (out / "metrics.jsonl").read_text().splitlines())
+        steps = last_step(read_metrics(out))
         encoders[size] = (out, {"steps": steps, "seconds": round(time.time() - t0), "load": load})
     result = {}
     for size, (enc, info) in sorted(encoders.items()):

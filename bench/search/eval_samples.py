@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from bench.kit.eval_cli import run
+from moco.measure.metrics_log import last_step, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -50,8 +51,7 @@ def main() -> None:
             "cpu",
             "--no-resume",
         )
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = max(m.get("step", 0) for m in metrics)
+    steps = last_step(read_metrics(run_dir))
     for folder, name in ((SAMPLES, "samples"), (SAMPLES / "clipart", "clipart")):
         run("index", str(folder), "--model", str(run_dir), "--index", str(a.work / name), "--rebuild")
     truth = json.loads((SAMPLES / "duplicates.json").read_text())["groups"]

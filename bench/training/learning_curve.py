@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from bench.kit.machine import machine_info
+from moco.measure.metrics_log import read_metrics
 
 BENCH = Path(__file__).resolve().parents[1]
 ROOT = BENCH.parent
@@ -135,7 +136,7 @@ def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict)
     cfg = TrainConfig.for_device("cpu", str(images), str(run_dir), {"epochs": 10_000, **over, **fixed})
     t = time.monotonic()
     r = fit(cfg, snaps if snaps.todo else None)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run_dir)
     health = [row for row in rows if "epoch_end" in row]
     seconds = budget_min * 60 if r.stopped == "time budget" else max(row.get("elapsed_s", 1e-9) for row in rows)
     return {

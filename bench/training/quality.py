@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from bench.kit.eval_cli import command, eval_knn, method, run
 from bench.kit.machine import machine_info
 from moco.backbone import gem
+from moco.measure.metrics_log import epoch_records, read_metrics
 
 BENCH = Path(__file__).resolve().parents[1]
 ROOT = BENCH.parent
@@ -71,8 +72,8 @@ def child_ours(a: argparse.Namespace) -> dict:
     model = MoCoConfig(**{"arch": "resnet18", "queue_size": a.queue_size, **mkw})
     cfg = TrainConfig(images=str(a.data), out=a.run_dir, model=model, **kw)
     r = fit(cfg)
-    rows = [json.loads(line) for line in (Path(a.run_dir) / "metrics.jsonl").read_text().splitlines()]
-    health = [row for row in rows if "epoch_end" in row]
+    rows = read_metrics(Path(a.run_dir))
+    health = epoch_records(rows)
     # fit stops at the first step that would start past the budget: it trained for the whole budget
     elapsed = a.budget_min * 60 if r.stopped == "time budget" else max(row.get("elapsed_s", 1e-9) for row in rows)
     return {

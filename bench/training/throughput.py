@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from bench.kit.machine import machine_info
+from moco.measure.metrics_log import read_metrics
 
 BENCH = Path(__file__).resolve().parents[1]
 ROOT = BENCH.parent
@@ -114,7 +115,7 @@ def run_ours(a: argparse.Namespace) -> dict:
     t = time.monotonic()
     r = fit(cfg)
     wall = time.monotonic() - t
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out)
     elapsed = {row["step"]: row["elapsed_s"] for row in rows if "elapsed_s" in row}
     dt = elapsed[a.warmup + a.steps] - elapsed[a.warmup]
     return {

@@ -44,6 +44,12 @@ class StderrBars:
             bar.close()
             del self._bars[stage]
 
+    def write(self, line: str) -> None:
+        """A line above the bars (never glued to one)."""
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
     def close(self) -> None:
         for bar in self._bars.values():
             bar.close()

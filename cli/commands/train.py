@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli.commands.bars import stderr_bars
+from cli.commands.epoch_lines import epoch_lines
 from cli.commands.init_source import fetch_named_init
 from moco.config import TrainConfig
 from moco.devices import resolve_device
@@ -91,7 +92,7 @@ def train(
         f"up to {cfg.epochs} epochs" + (f" or {cfg.time_budget_min:g} min" if cfg.time_budget_min else ""),
         err=True,
     )
-    with stderr_bars() as bars:
+    with stderr_bars() as bars, epoch_lines(Path(cfg.out), cfg.epochs, cfg.time_budget_min * 60, bars.write):
         result = fit(cfg, progress=bars)
     if result.encoder is not None:
         typer.echo(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli.commands import train as train_cmd
+from moco.measure.metrics_log import epoch_records, read_metrics
 from tests import cli_runner
 from tests.moco.tiny import make_images
 
@@ -160,5 +161,5 @@ def test_a_finished_run_ends_with_its_verdict_and_the_options_reach_the_config(t
     assert (model["stem"], model["width"], model["patch_queries"]) == ("cifar", 8, True)
     assert model["momentum"] == MoCoConfig().momentum  # not given: the library's default
     assert json.loads((out / "encoder.json").read_text())["stem"] == "cifar"
-    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "epoch_end" in line][-1]
+    last = epoch_records(read_metrics(out))[-1]
     assert stdout.strip().splitlines()[-1] == training_verdict(last, model["queue_size"]).line

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from moco.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from moco.measure.metrics_log import read_metrics, step_records
 from moco.train import fit
 from plumbing.errors import FormatVersionError, InputError
 from tests.moco.tiny import make_images, tiny_config
@@ -76,8 +77,7 @@ def test_resume_continues_bit_for_bit(runs):
 
 
 def _metrics(run_dir: Path) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    return [(r["step"], r["loss"]) for r in step_records(read_metrics(run_dir))]
 
 
 def test_resume_with_other_settings_is_refused(runs):

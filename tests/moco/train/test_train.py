@@ -4,7 +4,6 @@ K sized from the data, metrics/health/loss.png and --val kNN top-1."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ from moco.data import CACHE_SCALE, DecodeCache, _decode_square
 from moco.distributed import Dist
 from moco.export import load_encoder
 from moco.measure.health import EpochHealth
+from moco.measure.metrics_log import epoch_records, read_metrics, step_records
 from moco.measure.validation import KnnValidator
 from moco.train import _budget_total, fit, learning_rate, resolve_model_config
 from plumbing.errors import InputError
@@ -32,8 +32,8 @@ from tests.moco.tiny import light_views, make_colour_classes, make_images
 
 def records(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(per-step records, per-epoch health records) of metrics.jsonl."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if "loss" in r], [r for r in rows if "epoch_end" in r]
+    rows = read_metrics(run_dir)
+    return step_records(rows), epoch_records(rows)
 
 
 # ------------------------------------------------------------------------------------ learning at all

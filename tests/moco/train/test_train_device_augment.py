@@ -5,7 +5,6 @@ refused preset, and the CLI option reaching the config."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 
@@ -17,6 +16,7 @@ import moco.train
 from moco.augment.batch_params import BatchRecipe
 from moco.checkpoint import load_checkpoint
 from moco.config import TrainConfig
+from moco.measure.metrics_log import read_metrics, step_records
 from moco.train import fit
 from plumbing.errors import InputError
 from tests.moco.tiny import make_images, tiny_config
@@ -32,8 +32,7 @@ def no_worker_views(*_: object, **__: object) -> None:
 
 
 def losses(run_dir) -> list[float]:  # noqa: ANN001
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if "loss" in r]
+    return [r["loss"] for r in step_records(read_metrics(run_dir))]
 
 
 @pytest.fixture(scope="module")
