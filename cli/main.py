@@ -9,6 +9,7 @@ import sys
 import typer
 
 from plumbing.errors import InputError
+from plumbing.filenames import printable
 
 app = typer.Typer(
     add_completion=False,
@@ -36,9 +37,26 @@ def _click_errors() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+class PrintableFormatter(logging.Formatter):
+    """Log lines through `plumbing.filenames.printable`: a file name in a "skipping FILE: reason" line shows its
+    control characters and undecodable bytes as `\\xNN`, so it can neither add a line nor drive the terminal
+    (a traceback, when one is logged, keeps its own lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return printable(super().formatMessage(record))
+
+
+def _usage_line(e: BaseException) -> str:
+    """A usage error (bad option value, missing argument) as one line, with where to read the usage."""
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return printable(f"{message}{hint}")
+
+
 def _printable_streams() -> None:
-    """A file name that is not UTF-8 (held as surrogate escapes) prints as `\\udcNN` instead of crashing the
-    command; the formatters show such names as `\\xNN` themselves (plumbing.filenames.printable)."""
+    """The net under `printable`: text that reaches a stream without it prints a surrogate as `\\udcNN`
+    instead of crashing the command."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
@@ -50,7 +68,9 @@ def _printable_streams() -> None:
 
 def main() -> None:
     _printable_streams()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log_lines = logging.StreamHandler()  # stderr
+    log_lines.setFormatter(PrintableFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[log_lines])  # a no-op where logging is set up (pytest)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU-feature probe
     # Pillow logs the damage it finds in a file (without its name); plumbing.images turns that into a bad file,
     # which the command reports itself ("skipping FILE: reason")
@@ -60,14 +80,17 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # the library turns the failures it expects into InputError; this is the net
         name = f"{e.filename}: " if e.filename else ""
-        print(f"error: {name}{e.strerror or e}", file=sys.stderr)
+        print(printable(f"error: {name}{e.strerror or e}"), file=sys.stderr)
         sys.exit(2)
     except usage_errors as e:
-        e.show()  # type: ignore[attr-defined]
+        if type(e).__name__ == "NoArgsIsHelpError":  # a command given no arguments: its help, as asked
+            e.show()  # type: ignore[attr-defined]
+        else:
+            print(f"error: {_usage_line(e)}", file=sys.stderr)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)

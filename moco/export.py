@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from torch.nn import functional as F
 
@@ -40,6 +41,12 @@ LEGACY_PREPROCESSING = {
 }
 LAYERS = ("backbone", "head")
 MIN_IMAGE_SIZE = 16  # as moco.config.TrainConfig: smaller inputs leave a ResNet no feature map to pool
+# Upper bounds of every size `encoder.json` gives, so that an edited or damaged file is one error line instead of
+# an allocation that gets the process killed (`image_size: 100000` made one search ask for 21 GB):
+MAX_IMAGE_SIZE = 1024  # input side in px, 4.6x the 224 the ImageNet weights saw; a ResNet-50 search peaks at 1.2 GB
+MAX_WIDTH = 256  # channels of the first ResNet stage: 4x the standard 64 (wide ResNets use 128)
+MAX_EMBED_DIM = 16384  # descriptor width: a ResNet-50's layer3+layer4 (3072) at MAX_WIDTH is 12288
+MAX_TEST_TIME_SCALES = 8  # test-time rescalings: each is one more forward of every image
 _BOOL_FIELDS = ("flip_average", "grayscale", "standardize", "trim_borders", "straighten")
 
 
@@ -58,6 +65,14 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_range(name: str, value: int, low: int, high: int, unit: str = "") -> None:
+    """The one bounds check of a size read from `encoder.json`: a whole number in [low, high]."""
+    if not _is_int(value):
+        raise InvalidSpecField(name, f"{value!r} is not a whole number")
+    if not low <= value <= high:
+        raise InvalidSpecField(name, f"{value}{unit}; must be between {low} and {high}{unit}")
 
 
 @dataclass(frozen=True)
@@ -90,23 +105,30 @@ class EncoderSpec:
             raise InvalidSpecField("arch", f"unknown architecture {self.arch!r} (known: {', '.join(FEATURE_DIMS)})")
         if self.stem not in STEMS:
             raise InvalidSpecField("stem", f"unknown stem {self.stem!r} (known: {', '.join(STEMS)})")
-        if not _is_int(self.width) or self.width < 8 or self.width % 8:
+        _check_range("width", self.width, 8, MAX_WIDTH)
+        if self.width % 8:
             raise InvalidSpecField("width", f"{self.width!r}; must be a positive multiple of 8")
         if self.layer not in LAYERS:
             raise InvalidSpecField("layer", f"unknown layer {self.layer!r} (known: {', '.join(LAYERS)})")
         if self.resize not in RESIZES:
             raise InvalidSpecField("resize", f"unknown resize {self.resize!r} (known: {', '.join(RESIZES)})")
-        for name in ("embedding_dim", "image_size", "head_dim", "format_version"):
-            if not _is_int(getattr(self, name)):
-                raise InvalidSpecField(name, f"{getattr(self, name)!r} is not a whole number")
-        if self.image_size < MIN_IMAGE_SIZE:
-            raise InvalidSpecField("image_size", f"{self.image_size} px; must be >= {MIN_IMAGE_SIZE}")
+        if not _is_int(self.format_version):
+            raise InvalidSpecField("format_version", f"{self.format_version!r} is not a whole number")
+        _check_range("image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, " px")
+        _check_range("embedding_dim", self.embedding_dim, 1, MAX_EMBED_DIM)
+        _check_range("head_dim", self.head_dim, 0, MAX_EMBED_DIM)
         if self.pooled not in POOLED or (self.pooled != "layer4" and self.layer != "backbone"):
             raise InvalidSpecField("pooled", f"{self.pooled!r}; one of {', '.join(POOLED)} (layer4 with a head)")
         scales = self.test_time_scales if isinstance(self.test_time_scales, tuple) else ()
         if not scales or not all(_is_number(v) and MIN_SCALE <= v <= MAX_SCALE for v in scales):
             bad = self.test_time_scales
             raise InvalidSpecField("test_time_scales", f"{bad!r}; need numbers in [{MIN_SCALE}, {MAX_SCALE}]")
+        if len(scales) > MAX_TEST_TIME_SCALES:
+            raise InvalidSpecField("test_time_scales", f"{len(scales)} scales; at most {MAX_TEST_TIME_SCALES}")
+        if (side := round(self.image_size * max(scales))) > MAX_IMAGE_SIZE:  # the largest input the encoder sees
+            raise InvalidSpecField(
+                "test_time_scales", f"{max(scales)} x {self.image_size} px = {side} px; must be <= {MAX_IMAGE_SIZE} px"
+            )
         if self.test_time_crops not in CROPS or not _is_int(self.test_time_crops):
             raise InvalidSpecField("test_time_crops", f"{self.test_time_crops!r}; choose one of {CROPS}")
         expected = self.head_dim if self.layer == "head" else pooled_dim(self.arch, self.width, self.pooled)
@@ -209,15 +231,12 @@ def export_encoder(
         assert head_state is not None, "layer 'head' needs the head's weights"
         module.head.load_state_dict(head_state)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    weights = out_dir / "encoder.safetensors"
-    tmp = out_dir / ".encoder.safetensors.tmp"
-    try:
-        save_file(tensors, str(tmp))
-        atomic_write_bytes(weights, lambda f: f.write(tmp.read_bytes()))
-    finally:
-        tmp.unlink(missing_ok=True)
-    spec = EncoderSpec(**{**asdict(spec), "sha256": content_hash(weights)})
+    # both files are made in memory first, then written back to back: a failure before this point leaves the
+    # folder as it was, and the two replacements are one fsync of the JSON apart
+    data = safetensors_bytes(tensors)
+    spec = EncoderSpec(**{**asdict(spec), "sha256": hashlib.sha256(data).hexdigest()})
     text = json.dumps(asdict(spec), indent=2) + "\n"
+    atomic_write_bytes(out_dir / "encoder.safetensors", lambda f: f.write(data))
     atomic_write_bytes(out_dir / "encoder.json", lambda f: f.write(text.encode()))
     return spec
 

@@ -29,7 +29,16 @@ from moco.augment.views import ViewsOf, device_views, worker_views
 from moco.backbone import last_map_side
 from moco.checkpoint import load_checkpoint, save_checkpoint
 from moco.config import MoCoConfig, TrainConfig, resolve_augment_on
-from moco.data import CACHE_SCALE, CachedRows, DecodeCache, PairDataset, RunBatches, SquareDataset, write_bad_files
+from moco.data import (
+    CACHE_SCALE,
+    BadFile,
+    CachedRows,
+    DecodeCache,
+    PairDataset,
+    RunBatches,
+    SquareDataset,
+    write_bad_files,
+)
 from moco.devices import CPU_BF16_MIN_MAP, amp_dtype, autocast, resolve_device, uses_channels_last
 from moco.distributed import Dist, barrier, from_main, init_distributed, shutdown
 from moco.export import EncoderSpec, export_encoder
@@ -44,7 +53,7 @@ from moco.model import MoCo
 from moco.preprocess import PRESET_PREPROCESSING
 from plumbing.atomic import atomic_write_bytes
 from plumbing.errors import InputError, disk_full_is
-from plumbing.images import list_images
+from plumbing.images import scan_images
 from plumbing.progress import Progress, report
 
 logger = logging.getLogger(__name__)
@@ -187,7 +196,7 @@ def _set_up(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress 
     cfg = dataclasses.replace(cfg, augment_on=resolve_augment_on(cfg.augment_on, device.type, cfg.preset))
     out = cfg.out_dir
     root = Path(cfg.images)
-    paths = list_images(root)
+    paths, skipped = scan_images(root)  # skipped: symlinks and special files with an image's name, left out
     if not paths:
         raise InputError(f"{root}: no images found (looked for jpg, png, webp, bmp, gif, tiff)")
     if d.is_main:
@@ -195,7 +204,7 @@ def _set_up(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress 
     side = round(cfg.image_size * CACHE_SCALE)
     cache = _build_cache(paths, side, out, d, progress)
     if d.is_main:
-        write_bad_files(out / "bad_files.csv", cache.bad)
+        write_bad_files(out / "bad_files.csv", [*(BadFile(str(s.path), s.reason) for s in skipped), *cache.bad])
         for b in cache.bad:
             logger.warning("skipped %s: %s", b.path, b.reason)
     n = len(cache)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -70,26 +73,42 @@ class BadImageError(InputError):
 # --------------------------------------------------------------------------------------------- listing
 
 
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file with an image's name that `scan_images` left out, and why (for `bad_files.csv`)."""
+
+    path: Path
+    reason: str
+
+
 def list_images(root: Path) -> list[Path]:
-    """All image files under `root`, recursively and sorted.
+    """All image files under `root`, recursively and sorted (`scan_images` without the skipped files)."""
+    return scan_images(root)[0]
+
+
+def scan_images(root: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """All image files under `root`, recursively and sorted, and the files with an image's name left out.
 
     Hidden files and folders (name starts with '.') are skipped; symlinked folders are not followed
     (no loops). A symlinked file is listed unless it leads to a file listed already (then that file
-    stands for both: one file is never its own duplicate); a dangling one is skipped with a warning.
+    stands for both: one file is never its own duplicate); a dangling one, one to a folder, a pipe, device
+    or socket, and an entry that cannot be read are left out with a warning, each a SkippedFile with the reason.
     """
     root = Path(root)
     if not root.exists():
         raise InputError(f"{root}: folder does not exist")
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
+    skipped: list[SkippedFile] = []
     try:
-        found, links = _scan(root)
+        found, links = _scan(root, skipped)
     except OSError as exc:
         raise InputError(f"{root}: cannot read folder ({exc.strerror or exc})") from exc
-    return _without_symlinked_twins(sorted(found), links)
+    listed = _without_symlinked_twins(sorted(found), links, skipped)
+    return listed, sorted(skipped, key=lambda s: s.path)
 
 
-def _without_symlinked_twins(found: list[Path], links: set[Path]) -> list[Path]:
+def _without_symlinked_twins(found: list[Path], links: set[Path], skipped: list[SkippedFile]) -> list[Path]:
     """Drop every symlink (of `links`) whose target is a listed regular file or the target of an earlier one."""
     if not links:
         return found
@@ -110,15 +129,17 @@ def _without_symlinked_twins(found: list[Path], links: set[Path]) -> list[Path]:
             continue  # vanished; the caller finds out
         key = (st.st_dev, st.st_ino)
         if key in owner:
-            logger.info("skipping %s: a symbolic link to %s, which is listed under its own name", link, owner[key])
+            reason = f"a symbolic link to {owner[key]}, which is listed under its own name"
+            logger.info("skipping %s: %s", link, reason)
+            skipped.append(SkippedFile(link, reason))
             dropped.add(link)
         else:
             owner[key] = link
     return [p for p in found if p not in dropped]
 
 
-def _scan(root: Path) -> tuple[list[Path], set[Path]]:
-    """(image files, the symlinks among them)."""
+def _scan(root: Path, skipped: list[SkippedFile]) -> tuple[list[Path], set[Path]]:
+    """(image files, the symlinks among them); the entries with an image's name left out go to `skipped`."""
     found: list[Path] = []
     links: set[Path] = set()
     pending = [root]
@@ -146,10 +167,17 @@ def _scan(root: Path) -> tuple[list[Path], set[Path]]:
                     elif entry.is_symlink():
                         target = os.readlink(entry.path)
                         why = "is missing" if not os.path.exists(entry.path) else "is not a file"
-                        logger.warning("skipping %s: a symbolic link whose target %s %s", entry.path, target, why)
+                        _skip(skipped, entry.path, f"a symbolic link whose target {target} {why}")
+                    else:
+                        _skip(skipped, entry.path, "not a regular file (a pipe, device or socket)")
             except OSError as exc:
-                logger.warning("skipping %s: %s", entry.path, exc.strerror or exc)
+                _skip(skipped, entry.path, str(exc.strerror or exc))
     return found, links
+
+
+def _skip(skipped: list[SkippedFile], path: str, reason: str) -> None:
+    logger.warning("skipping %s: %s", path, reason)
+    skipped.append(SkippedFile(Path(path), reason))
 
 
 def _has_image_extension(name: str) -> bool:
@@ -209,9 +237,7 @@ def _decoding(path: Path, formats: Sequence[str] | None = None) -> Iterator[Imag
             # Pillow's plugins warn about damage they work around ("Truncated File Read", "Corrupt EXIF
             # data"): the file then decodes or is a BadImageError, so those warnings are noise on the terminal
             warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-            if path.stat().st_size == 0:
-                raise BadImageError(path, "empty file")
-            with Image.open(path, formats=formats) as im:
+            with _open_regular(path) as fp, Image.open(fp, formats=formats) as im:
                 _check_size(path, im.size)
                 yield im
     except BadImageError as exc:
@@ -220,6 +246,22 @@ def _decoding(path: Path, formats: Sequence[str] | None = None) -> Iterator[Imag
     except Exception as exc:  # Pillow plugins raise many types; the contract is one type out
         logger.debug("bad image %s: %r", path, exc)
         raise BadImageError(path, _reason(exc)) from exc
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading without ever blocking: opened non-blocking (a FIFO without a writer would hang
+    an ordinary open) and refused unless it is a regular file with some bytes in it."""
+    fp = open(path, "rb", opener=lambda name, flags: os.open(name, flags | getattr(os, "O_NONBLOCK", 0)))
+    try:
+        st = os.fstat(fp.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise BadImageError(path, "not a regular file (a pipe, device or socket)")
+        if st.st_size == 0:
+            raise BadImageError(path, "empty file")
+    except BaseException:
+        fp.close()
+        raise
+    return fp
 
 
 def _check_size(path: Path, size: tuple[int, int]) -> None:

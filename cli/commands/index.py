@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cli.commands.bars import stderr_bars
+from plumbing.filenames import printable
 from retrieval.indexing.faiss_index import KINDS
 
 
@@ -61,7 +62,7 @@ def index(
     params = ", ".join(f"{k}={v}" for k, v in report.params.items())
     state = "written" if report.written else "unchanged"
     typer.echo(
-        f"{report.index} ({report.generation}, {state}): {report.ok} images indexed, {report.bad} bad;"
+        f"{printable(str(report.index))} ({report.generation}, {state}): {report.ok} images indexed, {report.bad} bad;"
         f" {report.embedded} embedded, {report.unchanged} unchanged, {report.rehashed} reused by hash,"
         f" {report.resumed} resumed, {report.removed} removed"
     )

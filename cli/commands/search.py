@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from cli.commands.options import FormatOption
+
 if TYPE_CHECKING:
     from retrieval.searching.query import QueryResult
-
-FORMATS = ("table", "json", "csv")
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +25,7 @@ def search(
     queries: list[Path] = typer.Argument(..., help="Query images, or folders of them."),
     index_dir: Path = typer.Option(..., "--index", help="Index folder (indexes/NAME)."),
     k: int = typer.Option(10, "-k", "--k", min=1, help="Results per query."),
-    fmt: str = typer.Option("table", "--format", help="table | json | csv"),
+    fmt: FormatOption = "table",
     exclude_self: bool = typer.Option(
         False, "--exclude-self", help="Leave the query file itself out of its results when it is indexed."
     ),
@@ -35,11 +35,8 @@ def search(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
 ) -> None:
     """Find the indexed images most similar to each query image."""
-    from retrieval.errors import InputError
     from retrieval.searching.query import SearchConfig, search_images
 
-    if fmt not in FORMATS:
-        raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     cfg = SearchConfig(
         queries=tuple(queries), index=index_dir, k=k, exclude_self=exclude_self, device=device, model=model
     )

@@ -59,7 +59,9 @@ def train(
         str | None,
         typer.Option(help="Start from: moco-v2-800ep | moco-v2-200ep | moco-v1-200ep, a weights file or a run folder"),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Data-loader workers (-1 = auto, 0 = load in the main process)")] = -1,
+    workers: Annotated[
+        int, typer.Option(min=-1, help="Data-loader workers (-1 = auto, 0 = load in the main process)")
+    ] = -1,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from checkpoint.pt")] = True,
 ) -> None:

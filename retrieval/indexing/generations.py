@@ -7,7 +7,8 @@ Layout of one index folder (`indexes/NAME/`):
       catalog.sqlite     one row per file (retrieval.indexing.catalog); ok ids are 0..n_ok-1
       vectors.npy        float32 (n_ok, dim), row i is the L2-normalised embedding of id i
       index.faiss        FAISS index over vectors.npy; FAISS id i == catalog id i == row i
-      manifest.json      format version, root, encoder, index kind + params, recall@10, counts, sha256s
+      manifest.json      format version, root, encoder, index kind + params, recall@10, counts, sha256s of the
+                         other files, and `manifest_sha256`: the sha256 of its own other fields
     work/                resume cache of an index run in progress (retrieval.indexing.resume_cache), else absent
     .lock                held (flock) by the one run allowed to write here
 
@@ -16,13 +17,17 @@ A new generation is written to a fresh `gen-NNNN/` folder, every file fsynced, t
 the folder). A SIGKILL at any moment leaves `CURRENT` naming either the old or the new generation, both
 complete; generations that are not current are removed after the swap (or by the next run). Readers
 verify the sha256 of every file against the manifest before handing anything to `faiss.read_index`, so a
-damaged file is reported, never a crash.
+damaged file is reported, never a crash. The manifest carries its own checksum (`manifest_sha256`, over
+its other fields as canonical JSON), so an edited root or kind is reported too; a manifest written before
+that field existed is read without it. Every size it gives is bounded (`MAX_FILES`, `MAX_INDEX_PARAM`,
+`moco.export.MAX_EMBED_DIM`), so an edited count is one error line, never a huge allocation.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -31,16 +36,18 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import faiss
 import numpy as np
 
+from moco.export import MAX_EMBED_DIM
 from plumbing.atomic import atomic_write_bytes, fsync_dir
 from plumbing.filenames import printable
 from plumbing.hashing import content_hash
 from retrieval.errors import FormatVersionError, IndexError_, InputError
 from retrieval.indexing.catalog import BadFile, Catalog
-from retrieval.indexing.faiss_index import BuiltIndex, apply_search_params
+from retrieval.indexing.faiss_index import KINDS, BuiltIndex, apply_search_params
 from retrieval.records import FileRecord
 
 logger = logging.getLogger(__name__)
@@ -54,6 +61,10 @@ MANIFEST = "manifest.json"
 WORK = "work"
 LOCK = ".lock"
 CHECKSUMMED = (CATALOG, VECTORS, INDEX)
+SELF_CHECKSUM = "manifest_sha256"  # the manifest's checksum of its own other fields
+MAX_FILES = 2**31 - 1  # files an index may count (ok or bad): the catalog's and FAISS's ids stay in int32
+MAX_INDEX_PARAM = 1 << 20  # any index parameter (efSearch, nprobe, nlist, rerank, ...): tuned ones stay <= 65536
+INDEX_KINDS = tuple(k for k in KINDS if k != "auto")  # what a manifest may name
 _GENERATION_RE = re.compile(r"^gen-(\d{4,})$")
 
 
@@ -92,6 +103,11 @@ class Manifest:
             "checksums": {name: {"sha256": digest} for name, digest in self.checksums.items()},
         }
 
+    def to_text(self) -> str:
+        """The file's text: `to_json` plus its own checksum."""
+        body = self.to_json()
+        return json.dumps({**body, SELF_CHECKSUM: _self_checksum(body)}, indent=2) + "\n"
+
     @classmethod
     def from_json(cls, data: object, path: Path) -> Manifest:
         if not isinstance(data, dict):
@@ -104,8 +120,12 @@ class Manifest:
                 f"{path}: index format {version} is newer than this program reads ({FORMAT_VERSION});"
                 " upgrade retrieval or rebuild the index"
             )
+        if SELF_CHECKSUM in data:  # absent from manifests written before it existed: those are read as before
+            body = {k: v for k, v in data.items() if k != SELF_CHECKSUM}
+            if data[SELF_CHECKSUM] != _self_checksum(body):
+                raise IndexError_(f"{path}: manifest checksum mismatch (edited or damaged since it was written)")
         try:
-            return cls(
+            manifest = cls(
                 generation=str(data["generation"]),
                 root=str(data["root"]),
                 encoder_sha256=str(data["encoder"]["sha256"]),
@@ -120,8 +140,27 @@ class Manifest:
                 created=str(data["created"]),
                 format_version=version,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise IndexError_(f"{path}: damaged manifest ({type(exc).__name__}: {exc})") from exc
+        manifest.check_bounds(path)
+        return manifest
+
+    def check_bounds(self, path: Path) -> None:
+        """IndexError_ naming the first field outside its range: the one bounds check of the sizes a manifest gives."""
+        sizes = {"dim": (self.dim, 1, MAX_EMBED_DIM), "counts.ok": (self.n_ok, 0, MAX_FILES)}
+        sizes |= {"counts.bad": (self.n_bad, 0, MAX_FILES)}
+        sizes |= {f"index.params.{k}": (v, 0, MAX_INDEX_PARAM) for k, v in self.params.items()}
+        for name, (value, low, high) in sizes.items():
+            if not low <= value <= high:
+                raise IndexError_(f"{path}: damaged manifest ({name} {value} is outside {low}..{high})")
+        if self.kind not in INDEX_KINDS:
+            raise IndexError_(f"{path}: damaged manifest (index kind {self.kind!r}; known: {', '.join(INDEX_KINDS)})")
+
+
+def _self_checksum(body: Mapping[str, object]) -> str:
+    """sha256 of the manifest's fields (all but SELF_CHECKSUM) as canonical JSON: key order and spacing do not count."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 # ============================================================================================ writing
@@ -140,22 +179,66 @@ _fsync_dir = fsync_dir  # one implementation: plumbing.atomic
 
 @contextlib.contextmanager
 def write_lock(index_dir: Path) -> Iterator[None]:
-    """Hold the index folder's lock for the duration; a second writer gets an InputError at once."""
+    """Hold the index folder's lock for the duration; a second writer gets an InputError at once.
+
+    The lock is an flock on `.lock`, which the kernel releases when its holder exits, however it exits: a
+    `.lock` file left by a killed run never blocks the next one. The holder removes the file when it is done,
+    whether the run succeeded or failed, and a folder this call created is removed again when the run left
+    nothing in it; a taker checks that the file it locked is still the one at `.lock` (not one removed
+    meanwhile), so two writers never hold two files."""
+    index_dir = Path(index_dir)
+    created = not index_dir.exists()
     try:
         index_dir.mkdir(parents=True, exist_ok=True)
-        f = open(index_dir / LOCK, "a+b")  # closed by the with below
     except OSError as exc:
         raise InputError(f"{index_dir}: cannot create the index folder here ({exc.strerror or exc})") from None
-    with f:
+    try:
+        f = _take_lock(index_dir / LOCK)
+    except BaseException:
+        _remove_if_empty(index_dir, created)
+        raise
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(index_dir / LOCK)  # still held: a waiting taker sees the file gone and opens a new one
+        f.close()  # releases the flock
+        _remove_if_empty(index_dir, created)
+
+
+def _take_lock(path: Path) -> IO[bytes]:
+    """The open, flocked `.lock` file; InputError when another live process holds it."""
+    for _ in range(100):  # each retry means a holder removed the file between our open and our flock
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # again: a failed first run may just have removed it
+            f = open(path, "a+b")
+        except OSError as exc:
+            raise InputError(f"{path.parent}: cannot create the index folder here ({exc.strerror or exc})") from None
         try:
             import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # no flock (Windows): single-writer is then the user's responsibility
+            return f
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise InputError(f"{path.parent}: another `retrieval index` run is writing this index") from None
+        except BaseException:
+            f.close()
+            raise
+        try:
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                return f
+        except FileNotFoundError:
             pass
-        except BlockingIOError as exc:
-            raise InputError(f"{index_dir}: another `retrieval index` run is writing this index") from exc
-        yield
+        f.close()
+    raise InputError(f"{path.parent}: could not take the index lock (other runs keep replacing {LOCK})")
+
+
+def _remove_if_empty(index_dir: Path, created: bool) -> None:
+    if created:
+        with contextlib.suppress(OSError):
+            index_dir.rmdir()  # only when empty: a failed first run leaves no folder behind
 
 
 def write_generation(
@@ -220,8 +303,7 @@ def write_generation(
         created=created,
     )
     with open(gen / MANIFEST, "w", encoding="utf-8") as f:
-        json.dump(manifest.to_json(), f, indent=2)
-        f.write("\n")
+        f.write(manifest.to_text())
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(gen)

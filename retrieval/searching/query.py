@@ -59,6 +59,8 @@ def expand_queries(queries: Sequence[Path]) -> list[tuple[Path, bool]]:
             out.extend((p, False) for p in found)
         elif q.is_file():
             out.append((q, True))
+        elif q.exists():  # neither file nor folder: a FIFO, device or socket (stat only: never opened)
+            raise InputError(f"{q}: not a regular file (a pipe, device or socket), so not an image")
         else:
             raise InputError(f"{q}: no such file or folder")
     if not out:
