@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from cli.commands.bars import stderr_bars
-from cli.commands.options import given
+from cli.commands.options import FormatOption, given
 from cli.commands.outputs import check_output_file, write_text_file
 from plumbing.filenames import printable
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from retrieval.dedup.moves import MovePlan, MoveReport, SkippedMove
     from retrieval.dedup.run import DedupResult
 
-FORMATS = ("table", "json", "csv")
 THUMB_SIZE = 256
 
 
@@ -50,7 +49,7 @@ def dedup(
         help="Which copy to keep, keys in order: pixels, size, oldest | newest, shortest_path"
         " (default: pixels,size,oldest,shortest_path).",
     ),
-    fmt: str = typer.Option("table", "--format", help="table | json | csv"),
+    fmt: FormatOption = "table",
     output: Path | None = typer.Option(None, "--output", help="Write the groups to FILE instead of stdout."),
     report: Path | None = typer.Option(None, "--report", help="Also write a self-contained HTML report."),
     move_to: Path | None = typer.Option(
@@ -74,8 +73,6 @@ def dedup(
     from retrieval.dedup.threshold import Threshold
     from retrieval.errors import InputError
 
-    if fmt not in FORMATS:
-        raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if calibrate and report is not None:
         raise InputError("--calibrate only prints a histogram; run again without it to --report")
     for path, option in ((output, "--output"), (report, "--report")):
@@ -114,7 +111,7 @@ def dedup(
             background_rank=result.background_rank,
         )
         write_text_file(report, page)
-        typer.echo(f"report: {report} ({len(result.groups)} groups)", err=True)
+        typer.echo(f"report: {printable(str(report))} ({len(result.groups)} groups)", err=True)
     if result.moved is not None:
         _echo_moved(result.moved, cfg.move_to)
     elif result.plan is not None:
@@ -208,7 +205,7 @@ def _emit(text: str, output: Path | None) -> None:
         typer.echo(text, nl=False)
     else:
         write_text_file(output, text)
-        typer.echo(f"written to {output}", err=True)
+        typer.echo(f"written to {printable(str(output))}", err=True)
 
 
 def _size(n_bytes: int) -> str:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from cli.commands.bars import stderr_bars
-from cli.commands.options import given
+from cli.commands.options import FormatOption, given
+from plumbing.filenames import printable
 
 if TYPE_CHECKING:
     from retrieval.evaluate.dedup import DedupEvalResult
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from retrieval.evaluate.pairs import PairsEvalResult
     from retrieval.evaluate.truth import Missing
 
-FORMATS = ("table", "json", "csv")
 JSON_VERSION = 1
 
 eval_app = typer.Typer(
@@ -43,15 +43,7 @@ CompareOpt = typer.Option(
     "--compare",
     help="Also score a random-init encoder of the same architecture and size (and, for dedup, PHash).",
 )
-FormatOpt = typer.Option("table", "--format", help="table | json | csv")
 DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda | mps (for embedding queries and --compare).")
-
-
-def _check_format(fmt: str) -> None:
-    from retrieval.errors import InputError
-
-    if fmt not in FORMATS:
-        raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
 @eval_app.command("knn")
@@ -64,14 +56,13 @@ def knn(
         None, "--temperature", help="Each votes exp(s/T) (default: as the MoCo kNN monitor)."
     ),
     compare: bool = CompareOpt,
-    fmt: str = FormatOpt,
+    fmt: FormatOption = "table",
     device: str | None = DeviceOpt,
 ) -> None:
     """Category retrieval on an indexed labelled folder (label = first subfolder): precision@10 (the share of the
     first 10 results in the query's class), kNN top-1, MAP@R, recall@k."""
     from retrieval.evaluate.knn import KnnEvalConfig, evaluate_knn
 
-    _check_format(fmt)
     with stderr_bars() as bars:
         cfg = KnnEvalConfig(
             index=index_dir, compare=compare, progress=bars, **given(k=k, temperature=temperature, device=device)
@@ -92,7 +83,7 @@ def dedup(
     ),
     plot: Path | None = typer.Option(None, "--plot", help="Write the precision-recall curves to this PNG."),
     compare: bool = CompareOpt,
-    fmt: str = FormatOpt,
+    fmt: FormatOption = "table",
     device: str | None = DeviceOpt,
 ) -> None:
     """Pairwise precision / recall / F1 of `retrieval dedup`'s groups against true groups; best F1 and PR curve."""
@@ -100,7 +91,6 @@ def dedup(
     from retrieval.dedup.threshold import Threshold
     from retrieval.evaluate.dedup import DedupEvalConfig, evaluate_dedup
 
-    _check_format(fmt)
     if plot is not None:
         check_output_file(plot, "--plot")  # before the work, not after it
     with stderr_bars() as bars:
@@ -128,13 +118,12 @@ def pairs(
     index_dir: Path = IndexOpt,
     pairs_file: Path = typer.Option(..., "--pairs", help="[[query, match], ...]; matches root-relative."),
     compare: bool = CompareOpt,
-    fmt: str = FormatOpt,
+    fmt: FormatOption = "table",
     device: str | None = DeviceOpt,
 ) -> None:
     """Instance retrieval: recall@1/10 and mAP of each query's matches (queries may be outside the index)."""
     from retrieval.evaluate.pairs import PairsEvalConfig, evaluate_pairs
 
-    _check_format(fmt)
     with stderr_bars() as bars:
         cfg = PairsEvalConfig(index=index_dir, pairs=pairs_file, compare=compare, progress=bars, **given(device=device))
         result = evaluate_pairs(cfg)
@@ -145,8 +134,8 @@ def pairs(
 def _echo_missing(missing: Missing, path: Path) -> None:
     if missing.count:
         more = ", ..." if missing.count > len(missing.first) else ""
-        shown = ", ".join(missing.first)
-        typer.echo(f"{path}: {missing.count} files not in the index, left out: {shown}{more}", err=True)
+        shown = printable(", ".join(missing.first))
+        typer.echo(f"{printable(str(path))}: {missing.count} files not in the index, left out: {shown}{more}", err=True)
 
 
 # -------------------------------------------------------------------------------------------- output
