@@ -16,7 +16,7 @@ from app.binding import bind, guard
 from app.engine import Engine
 from plumbing.errors import InputError
 from retrieval.dedup.formats import groups_to_csv, groups_to_json, human_size
-from retrieval.dedup.groups import Duplicate, Group
+from retrieval.dedup.groups import Duplicate, Group, with_keeper
 from retrieval.dedup.moves import plan_moves
 from retrieval.dedup.run import apply_plan, undo
 from retrieval.dedup.threshold import SCORE_PRESETS, THRESHOLD_PRESETS, Threshold
@@ -60,22 +60,6 @@ def find(engine: Engine, preset: str, value: float) -> tuple:
     result = engine.duplicates(threshold(preset, value))
     found = Found(result.threshold, list(result.groups))
     return (found, *_render(engine, found, 0))
-
-
-def with_keeper(group: Group, path: str) -> Group:
-    """`group` with the member at `path` kept instead; every other member becomes a duplicate of it. Scores
-    stay those measured against the rule's keeper (the swapped pair's score is the same either way)."""
-    if path == group.keep.path:
-        return group
-    chosen = next((d for d in group.duplicates if d.record.path == path), None)
-    if chosen is None:
-        raise InputError("That file is not in this group; choose one from the list.")
-    old = Duplicate(group.keep, chosen.score, "exact" if chosen.kind == "exact" else "near", chosen.alignment)
-    rest = [d for d in group.duplicates if d is not chosen]
-    rest = [
-        dataclasses.replace(d, kind="exact") if d.record.content_hash == chosen.record.content_hash else d for d in rest
-    ]
-    return Group(chosen.record, (old, *rest))
 
 
 def pick_keeper(engine: Engine, found: Found | None, n: float, path: str | None) -> tuple:

@@ -266,23 +266,27 @@ def format_dedup(r: DedupEvalResult, fmt: str) -> str:
                 "best": {"threshold": m.best.threshold, **_prf(m.best.score)},
                 "curve": [{"threshold": p.threshold, **_prf(p.score)} for p in m.curve],
                 "seconds": round(m.seconds, 3),
+                "similar_grouped": m.similar_grouped,
             }
             for m in r.methods
         ],
+        "similar_pairs": r.similar_pairs,
     }
-    columns = ["method", "threshold", "precision", "recall", "f1", "best_threshold", "best_precision"]
-    columns += ["best_recall", "best_f1"]
+    columns = ["method", "threshold", "precision", "recall", "f1", "similar_grouped", "best_threshold"]
+    columns += ["best_precision", "best_recall", "best_f1"]
     rows = []
     for m in r.methods:
         t = "exact" if m.threshold is None else (f"{m.threshold:g} bits" if m.method == "phash" else m.threshold)
         best = m.best.score
         s = m.at_threshold
-        rows.append([m.method, t, s.precision, s.recall, s.f1, m.best.threshold, best.precision, best.recall, best.f1])
+        similar = f"{m.similar_grouped}/{r.similar_pairs}"
+        rows.append([m.method, t, s.precision, s.recall, s.f1, similar, m.best.threshold, best.precision])
+        rows[-1] += [best.recall, best.f1]
     verified = "verified" if r.config.verify else "score alone"
     header = (
         f"dedup on {r.config.index}: {r.files} files, {r.true_groups} true groups, {r.missing.count} truth files"
-        f" not in the index; pairwise P/R/F1 at --threshold {r.config.threshold} ({verified}), best over"
-        " thresholds by the score alone"
+        f" not in the index; pairwise P/R/F1 at --threshold {r.config.threshold} ({verified}); similar_grouped: the"
+        " truth's similar pairs (not duplicates) grouped; best over thresholds by the score alone"
     )
     return _render(doc, header, columns, rows, fmt)
 

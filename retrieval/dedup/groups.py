@@ -18,12 +18,17 @@ L2-normalised embeddings, so the inner product of two rows is their cosine simil
    could claim too, one before it in keeper order, then joins the centre it shares more keypoint inliers
    with (a crop of a photo claimed first by a burst shot of the same scene goes back to its original).
 
+With verification (`checks`), every near pair is decided by `retrieval.dedup.verify.rule` against its pictures:
+a duplicate on its evidence, else perhaps *similar* (a different shot of one scene, a different drawing of one
+template), which `find_groups(similar=...)` gathers into groups of their own (kind "similar"), never duplicates.
+
 Two records that name the same underlying file (the same path after normalisation; with `root`,
 the same (st_dev, st_ino): hard links, symlinks) are never reported as duplicates of each other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -37,7 +42,17 @@ import numpy as np
 
 from plumbing.errors import InputError
 from retrieval.dedup.candidates.near_pairs import near_pairs, normalised_scores, pair_cosines
-from retrieval.dedup.verify.pair_reads import GeometryCheck, PairCheck, PairEvidence, PartnerSource
+from retrieval.dedup.verify.pair_reads import GeometryCheck, GeometryEvidence, PairCheck, PartnerSource
+from retrieval.dedup.verify.rule import (
+    BYTES,
+    MIN_CONTAINED,
+    SCORE,
+    Evidence,
+    Verdicts,
+    candidate_floor,
+    decide,
+    overlap_agrees,
+)
 from retrieval.records import FileRecord
 
 if TYPE_CHECKING:
@@ -48,45 +63,10 @@ log = logging.getLogger(__name__)
 # Normalised scores: each image's background is its cosine to its BACKGROUND_RANK-th nearest neighbour (see
 # `normalised_scores`). The threshold presets, and parsing the person's text: `retrieval.dedup.threshold`.
 BACKGROUND_RANK = 5
-# Verification (`find_groups(verify=..., geometry=...)`, `retrieval.dedup.verify.pair_reads`): every candidate pair
-# (score >= t - VERIFY_BELOW, and every pair keypoint votes propose: `candidates.feature_votes`) is checked
-# against its pictures, and what decides depends on where its score s lies:
-#   s >= t + VERIFY_ABOVE               the score, unless a picture is plain (then geometry must match)
-#   t - ALIGN_BELOW <= s < t + VERIFY_ABOVE   the crop alignment (>= MIN_ALIGNMENT) or local-feature geometry
-#   s < t - ALIGN_BELOW                 only strong local-feature geometry (STRONG_INLIERS)
-# so a pair that scores under the threshold is never promoted by a grey-level alignment alone (two plain
-# drawings line up in grey levels). Chosen on the tuning sources of bench/dedup/family.py: each value is the
-# tuning-best of its sweep or, in a tie, the more cautious one.
-VERIFY_BELOW = 0.48
-ALIGN_BELOW = 0.0
-# under t - ALIGN_BELOW, of the pairs the score proposes only each file's LOW_PARTNERS best-scoring partners are
-# checked (at most that many keypoint matches per file); the pairs keypoint votes propose are bounded there. 0:
-# under the threshold only the pairs keypoint votes propose are checked. On the family's tuning sources 0, 3, 8
-# and 1000 tie (before soft pictures got their keypoints, 8 did 0.007 better); on the seed-0 benchmark folder
-# of bench/dedup/quality.py 0 did 0.022 better (false pairs of clip art that shares a part), and it costs 8
-# keypoint matches a file less.
-LOW_PARTNERS = 0
-VERIFY_ABOVE = 0.12
-MIN_ALIGNMENT = 0.87
-# local-feature geometry (`retrieval.dedup.verify.keypoints`) matches when at least MIN_INLIERS keypoints agree on
-# one similarity that maps at least MIN_CONTAINED of one picture's frame inside the
-# other's (a crop, a screenshot; not two frames of a burst); strong with STRONG_INLIERS. On the tuning sources
-# STRONG_INLIERS 12 and 15 tie (8 lets many false pairs through); 15 is the more cautious: a pair far under
-# the threshold is promoted on keypoints alone, and icons that share a frame (signs in a rounded square,
-# samples/clipart) agree on 7-21 keypoints.
-MIN_INLIERS = 8
-MIN_CONTAINED = 0.9
+NEIGHBOURS = 32  # k: neighbours searched per file
 SCORE_NOISE = 1e-4  # two embeddings of the same bytes differ by float noise
-STRONG_INLIERS = 15
 
-
-def candidate_floor(threshold: float, verify: bool) -> float:
-    """The lowest score a pair can have and still be reported: the threshold, or with verification the
-    bottom of the verification band."""
-    return threshold - VERIFY_BELOW if verify else threshold
-
-
-DuplicateKind = Literal["exact", "near"]
+DuplicateKind = Literal["exact", "near", "similar"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +75,7 @@ class Duplicate:
     score: float  # cosine similarity to the group's keeper (1.0 for exact copies)
     kind: DuplicateKind
     alignment: float | None = None  # with verification, when the pair was verified (`retrieval.dedup.verify.align`)
+    evidence: Evidence | None = None  # what the pair to the keeper was decided on (`retrieval.dedup.verify.rule`)
 
 
 @dataclass(frozen=True)
@@ -106,6 +87,17 @@ class Group:
     def records(self) -> tuple[FileRecord, ...]:
         """The keeper first, then the duplicates."""
         return (self.keep, *(d.record for d in self.duplicates))
+
+
+@dataclass(frozen=True)
+class PairChecks:
+    """What verification reads from the pictures (`retrieval.dedup.verify.pair_reads`): `verify` (alignment and
+    plainness), `geometry` (local features) and `partners` (pairs proposed by keypoint votes), each optional
+    after `verify`."""
+
+    verify: PairCheck
+    geometry: GeometryCheck | None = None
+    partners: PartnerSource | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -176,6 +168,26 @@ class KeeperRule:
 
     def best(self, records: Iterable[FileRecord]) -> FileRecord:
         return min(records, key=self.sort_key)
+
+
+def with_keeper(group: Group, path: str) -> Group:
+    """`group` with the member at `path` kept instead; every other member becomes a duplicate of it. Scores
+    stay those measured against the rule's keeper (the swapped pair's score is the same either way)."""
+    if path == group.keep.path:
+        return group
+    chosen = next((d for d in group.duplicates if d.record.path == path), None)
+    if chosen is None:
+        raise InputError("That file is not in this group; choose one from the list.")
+    kind: DuplicateKind = "exact" if chosen.kind == "exact" else chosen.kind
+    old = Duplicate(group.keep, chosen.score, kind, chosen.alignment, chosen.evidence)
+    rest = [d for d in group.duplicates if d is not chosen]
+    rest = [
+        dataclasses.replace(d, kind="exact", evidence=BYTES)
+        if d.record.content_hash == chosen.record.content_hash
+        else d
+        for d in rest
+    ]
+    return Group(chosen.record, (old, *rest))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -290,11 +302,13 @@ Strength = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 
 
 def _by_geometry(geometry: GeometryCheck) -> Strength:
-    """Strength = local-feature inliers (0 unless one frame lies inside the other), the score breaking ties."""
+    """Strength = local-feature inliers (0 unless one frame lies inside the other and the overlap agrees), the
+    score breaking ties."""
 
     def strength(member: int, centres: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        inliers, contained = geometry(np.full(centres.size, member, dtype=centres.dtype), centres)
-        inliers = np.where(contained >= MIN_CONTAINED, np.maximum(inliers, 0), 0)
+        g = GeometryEvidence.of(geometry(np.full(centres.size, member, dtype=centres.dtype), centres), centres.size)
+        ok = (g.contained >= MIN_CONTAINED) & overlap_agrees(g)
+        inliers = np.where(ok, np.maximum(g.inliers, 0), 0)
         return inliers + (np.clip(scores, -1.0, 1.0) + 1.0) / 4  # the score term stays under one inlier
 
     return strength
@@ -378,78 +392,6 @@ def _sorted_group(keep: FileRecord, duplicates: Iterable[Duplicate]) -> Group:
     return Group(keep=keep, duplicates=tuple(dups))
 
 
-def _best_partners(src: np.ndarray, dst: np.ndarray, score: np.ndarray, m: int) -> np.ndarray:
-    """(E,) bool: the pair is among the m best-scoring pairs of its src or of its dst."""
-    keep = np.zeros(score.size, dtype=bool)
-    for end in (src, dst):
-        order = np.lexsort((-score, end))  # by file, best first
-        e = end[order]
-        first = np.r_[0, np.flatnonzero(e[1:] != e[:-1]) + 1]  # (F,) start of each file's run
-        rank = np.arange(e.size) - np.repeat(first, np.diff(np.r_[first, e.size]))  # (E,) place in its run
-        keep[order[rank < m]] = True
-    return keep
-
-
-def _verified(
-    src: np.ndarray,
-    dst: np.ndarray,
-    score: np.ndarray,
-    threshold: float,
-    verify: PairCheck,
-    geometry: GeometryCheck | None,
-    voted: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
-    """The edges that stand, by the rule above VERIFY_BELOW (pairs whose pictures could not be read are
-    decided by the score alone, as without verification). `voted` (E,) marks the pairs keypoint votes
-    proposed (`retrieval.dedup.candidates.feature_votes`), which are checked whatever their score. Also
-    {(low id, high id): alignment} of every edge kept on its alignment or its geometry."""
-    voted = np.zeros(score.size, dtype=bool) if voted is None else voted
-    high = score >= threshold + VERIFY_ABOVE  # (E,)
-    low = score < threshold - ALIGN_BELOW  # (E,) decided by local features alone
-    by_score = low & ~voted
-    if by_score.any():  # the files' best partners only: the cost stays a few pairs per file
-        low[by_score] = _best_partners(src[by_score], dst[by_score], score[by_score], LOW_PARTNERS)
-        out = (score < threshold - ALIGN_BELOW) & ~low
-        src, dst, score, low = src[~out], dst[~out], score[~out], low[~out]
-        high = high[~out]
-    band = ~high & ~low
-    log.info("verifying %d candidate pairs (reads their files; --no-verify skips this)", score.size)
-    alignment = np.full(score.size, np.nan, dtype=np.float32)  # (E,)
-    plain = np.zeros(score.size, dtype=bool)  # (E,)
-    if (~low).any():
-        evidence = verify(src[~low], dst[~low])
-        if not isinstance(evidence, PairEvidence):  # a plain alignment check
-            evidence = PairEvidence(np.asarray(evidence, dtype=np.float32), np.zeros(int((~low).sum()), dtype=bool))
-        alignment[~low], plain[~low] = evidence.alignment, evidence.plain
-    unread = ~low & np.isnan(alignment)
-    aligned = band & ~plain & (alignment >= MIN_ALIGNMENT)
-    inliers = np.zeros(score.size, dtype=np.int32)  # (E,) -1: a picture unreadable
-    contained = np.zeros(score.size, dtype=np.float32)  # (E,)
-    asked = (low | (band & ~aligned) | (high & plain)) & ~unread
-    if geometry is not None and asked.any():
-        inliers[asked], contained[asked] = geometry(src[asked], dst[asked])
-    inside = contained >= MIN_CONTAINED
-    matched, strong = inside & (inliers >= MIN_INLIERS), inside & (inliers >= STRONG_INLIERS)
-    keep = (high & (~plain | matched)) | aligned | (band & matched) | (low & strong) | (unread & (score >= threshold))
-    log.info(
-        "verified %d pairs: %d kept (%d on alignment, %d on local features), %d with a plain picture",
-        int((~unread).sum()),
-        int((keep & ~unread).sum()),
-        int(aligned.sum()),
-        int((keep & asked & ~aligned).sum()),
-        int(plain.sum()),
-    )
-    if unread.any():
-        log.warning("%d candidate pairs not verified (a file unreadable): the score decides", unread.sum())
-    checked = keep & ~unread & ~(high & ~plain)
-    shown = np.where(np.isnan(alignment), 0.0, alignment)
-    aligned_of = {
-        (min(a, b), max(a, b)): float(x)
-        for a, b, x in zip(src[checked].tolist(), dst[checked].tolist(), shown[checked].tolist(), strict=True)
-    }
-    return src[keep], dst[keep], score[keep], aligned_of
-
-
 def _with_partners(
     src: np.ndarray,
     dst: np.ndarray,
@@ -479,81 +421,126 @@ def _with_partners(
     )
 
 
+@dataclass(frozen=True)
+class GroupingConfig:
+    """How `find_groups` groups: `threshold` (None: exact copies only) on the score, the cosine or with
+    `background_rank` r > 0 the normalised score of `normalised_scores` (background: each image's cosine to its
+    r-th nearest neighbour); `keeper`; up to `k` neighbours searched per file (a cluster larger than k may come
+    back split in two), in batches of `batch_size` queries; with `similar`, similar pairs gathered too."""
+
+    threshold: float | None
+    keeper: KeeperRule = KeeperRule()
+    k: int = NEIGHBOURS
+    batch_size: int = 4096
+    background_rank: int = BACKGROUND_RANK
+    similar: bool = False
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.batch_size < 1:
+            raise ValueError(f"k and batch_size must be >= 1, got k={self.k}, batch_size={self.batch_size}")
+        if self.background_rank < 0:
+            raise ValueError(f"background_rank must be >= 0, got {self.background_rank}")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """What `find_groups` found: duplicate groups, and with `GroupingConfig.similar` the similar groups (each
+    member kind "similar" to its centre; a file may be in both)."""
+
+    groups: list[Group]
+    similar: list[Group]
+
+
 def find_groups(
     records: Sequence[FileRecord],
     vectors: np.ndarray,
-    threshold: float | None,
+    config: GroupingConfig,
     *,
-    keeper: KeeperRule = KeeperRule(),
-    k: int = 32,
-    batch_size: int = 4096,
     index: faiss.Index | None = None,
     root: Path | None = None,
-    background_rank: int = 0,
-    verify: PairCheck | None = None,
-    geometry: GeometryCheck | None = None,
-    partners: PartnerSource | None = None,
+    checks: PairChecks | None = None,
 ) -> list[Group]:
-    """Duplicate groups: exact (same content hash) first, then near (score >= threshold to the keeper).
+    """Duplicate groups: exact (same content hash) first, then near. Groups: largest first, then by keeper path.
+    `find_grouping` with the similar groups too."""
+    return find_grouping(records, vectors, config, index=index, root=root, checks=checks).groups
 
-    The score is the cosine similarity, or with `background_rank` r > 0 the normalised score of
-    `normalised_scores`, whose background is each image's cosine to its r-th nearest neighbour.
 
-    `threshold` None finds exact duplicates only. Up to `k` neighbours are searched per
-    file, in batches of `batch_size` queries; a cluster larger than k may come back split in two.
-    `index` is an optional FAISS index over the same rows (ids = record ids); it is only used to
-    find candidates and backgrounds, scores are always exact cosines (normalised against them).
-    Without it, an exact flat index over one copy of each distinct file is searched. With `root`,
-    records that are the same file on disk (hard links, symlinks) are never paired. Groups: largest
-    first, then by keeper path.
+def find_grouping(
+    records: Sequence[FileRecord],
+    vectors: np.ndarray,
+    config: GroupingConfig,
+    *,
+    index: faiss.Index | None = None,
+    root: Path | None = None,
+    checks: PairChecks | None = None,
+) -> Grouping:
+    """Exact groups (same content hash), then near ones: without `checks`, score >= threshold to the keeper;
+    with them, every pair scoring >= threshold - VERIFY_BELOW is decided by `retrieval.dedup.verify.rule` against
+    its pictures, and each duplicate carries its evidence.
 
-    With `verify` (ids -> `PairEvidence`, or plain alignment scores: `retrieval.dedup.verify.pair_reads`), every
-    pair scoring >= threshold - VERIFY_BELOW is decided by the rule above VERIFY_BELOW, with `geometry`
-    (local features) where given; a pair whose pictures cannot be read (alignment NaN) by its score alone.
-    A duplicate kept on its pictures rather than its score carries its alignment. With `partners` (and
-    `verify` and `geometry`), the pairs it proposes among the representatives (keypoint votes:
-    `retrieval.dedup.candidates.feature_votes`) are candidates too, whatever their score, and decided like a pair under
-    t - ALIGN_BELOW (strong geometry) unless they score higher.
+    `index` is an optional FAISS index over the same rows (ids = record ids); it is only used to find candidates
+    and backgrounds, scores are always exact cosines (normalised against them). Without it, an exact flat index
+    over one copy of each distinct file is searched. With `root`, records that are the same file on disk (hard
+    links, symlinks) are never paired. With `checks.partners` (and geometry), the pairs it proposes among the
+    representatives (keypoint votes: `retrieval.dedup.candidates.feature_votes`) are candidates too, whatever
+    their score.
     """
-    if k < 1 or batch_size < 1:
-        raise ValueError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
+    threshold = config.threshold
     xb = _as_matrix(vectors)
     recs = _by_id(records, xb.shape[0])
     ident = _Identities(recs, root)
-    stage = _exact_stage(recs, keeper, ident)
+    stage = _exact_stage(recs, config.keeper, ident)
 
     def exact_copies(rep: int) -> list[Duplicate]:
-        return [Duplicate(recs[i], 1.0, "exact") for i in stage.copies.get(rep, [])]
+        return [Duplicate(recs[i], 1.0, "exact", evidence=BYTES) for i in stage.copies.get(rep, [])]
 
     groups: list[Group] = []
+    similar: list[Group] = []
     grouped: set[int] = set()
     if threshold is not None and stage.reps.size > 1:
-        floor = candidate_floor(threshold, verify is not None)
+        floor = candidate_floor(threshold, checks is not None)
         pairs = near_pairs(
             xb,
             stage.reps,
             stage.rep_of,
             floor,
-            k=k,
-            background_rank=background_rank,
-            batch_size=batch_size,
+            k=config.k,
+            background_rank=config.background_rank,
+            batch_size=config.batch_size,
             index=index,
         )
         background = pairs.background
         log.debug("%d candidate edges at score %.4f", pairs.src.size, floor)
         src, dst, score = pairs.src, pairs.dst, pairs.score
-        aligned: dict[tuple[int, int], float] = {}
-        voted = None
-        if verify is not None and geometry is not None and partners is not None:
-            src, dst, score, voted = _with_partners(src, dst, score, partners(stage.reps), xb, background)
-        if verify is not None:
-            src, dst, score, aligned = _verified(src, dst, score, threshold, verify, geometry, voted)
-        strength = None if geometry is None or verify is None else _by_geometry(geometry)
-        for c, members in _star_groups(src, dst, score, recs, keeper, ident, strength):
+        evidence_of: Callable[[int, int], Evidence] = lambda a, b: SCORE  # noqa: E731
+        strength = None
+        if checks is not None:
+            voted = None
+            if checks.geometry is not None and checks.partners is not None:
+                src, dst, score, voted = _with_partners(src, dst, score, checks.partners(stage.reps), xb, background)
+            verdicts = decide(src, dst, score, threshold, checks.verify, checks.geometry, voted)
+            evidence_of = _evidence_lookup(verdicts)
+            if config.similar:
+                s = verdicts.similar
+                for c, members in _star_groups(
+                    verdicts.src[s], verdicts.dst[s], verdicts.score[s], recs, config.keeper, ident
+                ):
+                    dups = [
+                        Duplicate(recs[m], sc, "similar", evidence=evidence_of(c, m))
+                        for m in members
+                        for sc in [members[m]]
+                    ]
+                    similar.append(_sorted_group(recs[c], dups))
+            d = verdicts.duplicate
+            src, dst, score = verdicts.src[d], verdicts.dst[d], verdicts.score[d]
+            strength = None if checks.geometry is None else _by_geometry(checks.geometry)
+        for c, members in _star_groups(src, dst, score, recs, config.keeper, ident, strength):
             dups = exact_copies(c)
             for m, score_m in members.items():
-                alignment_m = aligned.get((min(c, m), max(c, m)))
-                dups.append(Duplicate(recs[m], score_m, "near", alignment_m))
+                ev = evidence_of(c, m)
+                verified = ev.check in ("alignment", "keypoints")  # 0.0: verified on keypoints, no alignment made
+                alignment_m = (0.0 if ev.alignment is None else ev.alignment) if verified else None
+                dups.append(Duplicate(recs[m], score_m, "near", alignment_m, ev))
                 for i in stage.copies.get(m, []):
                     if ident.same(c, i):
                         continue
@@ -561,7 +548,7 @@ def find_groups(
                     if background is not None:
                         s_copy = float(normalised_scores(np.float32(s_copy), background[c], background[m]))
                     if s_copy >= min(floor, score_m) - SCORE_NOISE:  # the same bytes as m, which made it
-                        dups.append(Duplicate(recs[i], s_copy, "near", alignment_m))
+                        dups.append(Duplicate(recs[i], s_copy, "near", alignment_m, ev))
                 grouped.add(m)
             grouped.add(c)
             groups.append(_sorted_group(recs[c], dups))
@@ -569,13 +556,29 @@ def find_groups(
         if rep not in grouped:
             groups.append(_sorted_group(recs[rep], exact_copies(rep)))
     groups.sort(key=lambda g: (-len(g.duplicates), g.keep.path, g.keep.id))
+    similar.sort(key=lambda g: (-len(g.duplicates), g.keep.path, g.keep.id))
     log.info(
-        "%d duplicate groups, %d duplicates among %d files",
+        "%d duplicate groups, %d duplicates among %d files; %d similar groups",
         len(groups),
         sum(len(g.duplicates) for g in groups),
         len(recs),
+        len(similar),
     )
-    return groups
+    return Grouping(groups, similar)
+
+
+def _evidence_lookup(verdicts: Verdicts) -> Callable[[int, int], Evidence]:
+    """(a, b) -> the evidence of the verdict on that pair (either order), its matches as (xa, ya, xb, yb)."""
+    where = {(a, b): e for e, (a, b) in enumerate(zip(verdicts.src.tolist(), verdicts.dst.tolist(), strict=True))}
+
+    def lookup(a: int, b: int) -> Evidence:
+        e = where.get((a, b))
+        if e is not None:
+            return verdicts.evidence(e)
+        ev = verdicts.evidence(where[(b, a)])
+        return ev if ev.matches is None else dataclasses.replace(ev, matches=ev.matches[:, [2, 3, 0, 1]])
+
+    return lookup
 
 
 # ---------------------------------------------------------------------------------------------------

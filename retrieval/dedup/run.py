@@ -24,15 +24,18 @@ from retrieval.dedup.candidates.cell_join import (
 from retrieval.dedup.candidates.near_pairs import SCORE_SLACK
 from retrieval.dedup.groups import (
     BACKGROUND_RANK,
+    NEIGHBOURS,
     Group,
+    GroupingConfig,
     KeeperRule,
+    PairChecks,
     calibration_histogram,
-    candidate_floor,
-    find_groups,
+    find_grouping,
     normalised_scores,
 )
 from retrieval.dedup.moves import MovePlan, MoveReport, UndoReport, apply_moves, plan_moves, undo_moves
 from retrieval.dedup.threshold import DEFAULT_THRESHOLD, SCORE_PRESETS, Threshold, check_threshold
+from retrieval.dedup.verify.rule import candidate_floor
 from retrieval.errors import InputError
 from retrieval.searching.searcher import SearchIndex
 
@@ -57,7 +60,9 @@ class DedupConfig:
     file. With `verify`, pairs scoring near the threshold are decided by whether their pictures line up
     (`retrieval.dedup.verify.align`; the files are read again for this, their thumbnails kept in the index folder
     for the next run: `retrieval.dedup.verify.cache`), see `dedup.find_groups`; with `local_features` also
-    by ORB keypoints agreeing on one similarity (`retrieval.dedup.verify.keypoints`).
+    by ORB keypoints agreeing on one similarity (`retrieval.dedup.verify.keypoints`): the rule is
+    `retrieval.dedup.verify.rule`. With `similar` (and `verify`), similar pictures (different shots of one scene,
+    different drawings of one template) are listed too, as groups of their own that are never moved.
     """
 
     index: Path
@@ -66,10 +71,11 @@ class DedupConfig:
     move_to: Path | None = None
     apply: bool = False
     calibrate: bool = False
-    k: int = 32
+    k: int = NEIGHBOURS
     background_rank: int = BACKGROUND_RANK
     verify: bool = True
     local_features: bool = True  # with verify: local-feature geometry too (`retrieval.dedup.verify.keypoints`)
+    similar: bool = False  # with verify: similar groups too (`DedupResult.similar`)
     progress: Progress | None = field(default=None, compare=False, repr=False)  # verifying; the CLI shows bars
 
     def __post_init__(self) -> None:
@@ -84,6 +90,8 @@ class DedupConfig:
             raise InputError("apply needs a move-to folder (--move-to DIR): duplicates are moved, never deleted")
         if self.calibrate and self.move_to is not None:
             raise InputError("calibrate only measures similarities; run again without it to move duplicates")
+        if self.similar and not self.verify:
+            raise InputError("similar pictures are told from duplicates by verification: drop --no-verify")
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,7 @@ class DedupResult:
     threshold: float | None  # None: exact duplicates only
     background_rank: int  # 0: scores are cosines; r: normalised against the r-th nearest neighbour
     groups: tuple[Group, ...]
+    similar: tuple[Group, ...] = ()  # with `DedupConfig.similar`: members kind "similar", never moved
     histogram: tuple[tuple[float, float, int], ...] | None = None  # (low, high, count); with calibrate
     plan: MovePlan | None = None  # with move_to: the moves planned (a dry run unless `moved` is set)
     moved: MoveReport | None = None  # with apply: the moves made, and the undo log
@@ -243,32 +252,29 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
         )
     floor = None if threshold is None else candidate_floor(threshold, checks is not None)
     table = None if floor is None else neighbour_table(index, floor, cfg.k, cfg.background_rank)
+    grouping = GroupingConfig(
+        threshold, keeper=cfg.keeper, k=cfg.k, background_rank=cfg.background_rank, similar=cfg.similar
+    )
     try:
-        groups = tuple(
-            find_groups(
-                index.records,
-                index.vectors,
-                threshold,
-                keeper=cfg.keeper,
-                k=cfg.k,
-                index=table,
-                root=root,
-                background_rank=cfg.background_rank,
-                verify=None if checks is None else checks.verify,
-                geometry=None if checks is None else checks.geometry,
-                partners=None if checks is None else checks.partners,
-            )
+        found = find_grouping(
+            index.records,
+            index.vectors,
+            grouping,
+            index=table,
+            root=root,
+            checks=None if checks is None else PairChecks(checks.verify, checks.geometry, checks.partners),
         )
     finally:
         if checks is not None:
             checks.close()
+    groups = tuple(found.groups)
     plan: MovePlan | None = None
     moved: MoveReport | None = None
     if cfg.move_to is not None:
         plan = plan_moves(groups, root, Path(cfg.move_to))
         if cfg.apply:
             moved = apply_plan(plan, root, Path(cfg.move_to))
-    return done(groups=groups, plan=plan, moved=moved, seconds=time.perf_counter() - t0)
+    return done(groups=groups, similar=tuple(found.similar), plan=plan, moved=moved, seconds=time.perf_counter() - t0)
 
 
 def apply_plan(plan: MovePlan, root: Path, move_to: Path) -> MoveReport:

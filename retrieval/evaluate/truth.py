@@ -48,13 +48,30 @@ def _names(path: Path, items: Any, what: str) -> tuple[str, ...]:  # noqa: ANN40
 
 def read_truth(path: Path) -> tuple[tuple[str, ...], ...]:
     """`{"groups": [[file, ...], ...]}` (paths relative to the indexed root): the true duplicate groups."""
+    return read_answers(path).groups
+
+
+@dataclass(frozen=True)
+class Answers:
+    """A truth file: duplicate `groups` (the same capture or artwork after edits), and `similar` groups (different
+    shots of one scene, different drawings of one subject or template: not duplicates; docs/ARCHITECTURE.md)."""
+
+    groups: tuple[tuple[str, ...], ...]
+    similar: tuple[tuple[str, ...], ...] = ()
+
+
+def read_answers(path: Path) -> Answers:
+    """`{"groups": [[file, ...], ...], "similar": [[file, ...], ...]}`; "similar" is optional."""
     doc = _load_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
         raise InputError(f'{path}: expected {{"groups": [[file, ...], ...]}}')
     groups = tuple(_names(path, g, "group") for g in doc["groups"])
     if not groups:
         raise InputError(f"{path}: no groups")
-    return groups
+    similar = doc.get("similar", [])
+    if not isinstance(similar, list):
+        raise InputError(f'{path}: "similar" must be a list of groups [[file, ...], ...]')
+    return Answers(groups, tuple(_names(path, g, "similar group") for g in similar))
 
 
 def read_pairs(path: Path) -> tuple[tuple[str, str], ...]:

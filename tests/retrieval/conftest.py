@@ -84,7 +84,7 @@ def planted_index(tmp_path, encoder, monkeypatch) -> tuple[Path, Path]:
     candidate pair, so what groups depends on the pictures lining up, not on the random encoder's scores."""
     from PIL import ImageOps
 
-    from retrieval.dedup import groups as dedup
+    from retrieval.dedup.verify import rule as dedup
     from retrieval.indexing.run import index_folder
 
     photos = tmp_path / "photos"
@@ -98,5 +98,4 @@ def planted_index(tmp_path, encoder, monkeypatch) -> tuple[Path, Path]:
     index_folder(index_cfg(photos, encoder, tmp_path))
     monkeypatch.setattr(dedup, "VERIFY_BELOW", 10.0)
     monkeypatch.setattr(dedup, "ALIGN_BELOW", 10.0)
-    monkeypatch.setattr(dedup, "VERIFY_ABOVE", 10.0)
     return tmp_path / "idx", photos

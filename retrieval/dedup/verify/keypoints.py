@@ -24,10 +24,11 @@ brute-force Hamming match of the two descriptor sets and one RANSAC (bench/dedup
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,17 @@ MATCH_THREADS = max(1, min(4, os.cpu_count() or 1))  # pairs matched at once
 HOMOGRAPHY = False  # also fit a homography, kept when it explains more matches and is mild: no gain measured
 # on bench/dedup/family.py (bench/dedup/family_grid.py), and it nearly doubles the cost of a pair
 MAX_KEYSTONE = 0.5  # a kept homography's perspective changes the scale across the picture by at most 50%
+# The aligned overlap (`overlap`): keypoints of two simple drawings on one template (a white page, a few strokes, a
+# frame) agree on one similarity by chance, through what the drawings share. So after the fit, one picture's edges are
+# mapped onto the other's (both kept at OVERLAP_SCALE of the keypoint picture, Canny edges at EDGE_LOW/EDGE_HIGH) and
+# compared inside their overlap: the share of each picture's edges that lands within EDGE_REACH pixels of the other's
+# (`Overlap.edges_a`, `edges_b`), and how many of the overlap's OVERLAP_GRID x OVERLAP_GRID cells that hold edges also
+# hold an inlier (`spread`). A copy agrees almost everywhere; two drawings on one template agree on the template only.
+OVERLAP_SCALE = 0.25  # the small picture kept for the overlap check: 80 px on the long side
+EDGE_LOW, EDGE_HIGH = 50, 150
+EDGE_REACH = 1  # pixels of the small picture
+OVERLAP_GRID = 4
+MIN_EDGE_PIXELS = 8  # fewer edge pixels than this in a cell (or the whole overlap): no structure there
 
 
 @dataclass(frozen=True)
@@ -65,32 +77,57 @@ class Features:
     width: int
     height: int
     soft: bool = False
+    small: np.ndarray | None = field(default=None, compare=False)  # (h, w) uint8 grey at OVERLAP_SCALE: `overlap`
 
     def head(self, n: int) -> Features:
         """The n strongest keypoints."""
-        return Features(self.xy[:n], self.descriptors[:n], self.width, self.height, self.soft)
+        return Features(self.xy[:n], self.descriptors[:n], self.width, self.height, self.soft, self.small)
 
     def to_bytes(self) -> bytes:
-        head = np.array([self.width, self.height, len(self.xy), self.soft], dtype=np.int32).tobytes()
-        return head + self.xy.astype(np.float32).tobytes() + self.descriptors.astype(np.uint8).tobytes()
+        sh, sw = (0, 0) if self.small is None else self.small.shape
+        head = np.array([self.width, self.height, len(self.xy), self.soft, sh, sw], dtype=np.int32).tobytes()
+        small = b"" if self.small is None else np.ascontiguousarray(self.small, dtype=np.uint8).tobytes()
+        return head + self.xy.astype(np.float32).tobytes() + self.descriptors.astype(np.uint8).tobytes() + small
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Features:
-        w, h, k, soft = np.frombuffer(data[:16], dtype=np.int32).tolist()
-        if len(data) != 16 + k * 8 + k * 32:
+        if len(data) < 24:
+            raise ValueError(f"feature record of {len(data)} bytes is too short")
+        w, h, k, soft, sh, sw = np.frombuffer(data[:24], dtype=np.int32).tolist()
+        if min(k, sh, sw) < 0 or len(data) != 24 + k * 8 + k * 32 + sh * sw:
             raise ValueError(f"feature record of {len(data)} bytes does not hold {k} keypoints")
-        xy = np.frombuffer(data[16 : 16 + 8 * k], dtype=np.float32).reshape(k, 2).copy()
-        d = np.frombuffer(data[16 + 8 * k :], dtype=np.uint8).reshape(k, 32).copy()
-        return cls(xy, d, w, h, bool(soft))
+        xy = np.frombuffer(data[24 : 24 + 8 * k], dtype=np.float32).reshape(k, 2).copy()
+        d = np.frombuffer(data[24 + 8 * k : 24 + 40 * k], dtype=np.uint8).reshape(k, 32).copy()
+        small = np.frombuffer(data[24 + 40 * k :], dtype=np.uint8).reshape(sh, sw).copy() if sh * sw else None
+        return cls(xy, d, w, h, bool(soft), small)
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """What the two pictures show inside their overlap once one is mapped onto the other (`overlap`): the share of
+    a's edges there that land on b's, and of b's on a's (1.0 where a picture has no edges there: it agrees with
+    anything), and the share of the overlap's cells with edges that hold an inlier. NaN where it was not measured."""
+
+    edges_a: float = float("nan")
+    edges_b: float = float("nan")
+    spread: float = float("nan")
+    scale: float = float("nan")  # how much the fit enlarges a onto b (< 1: shrinks it)
+
+    @property
+    def agreement(self) -> float:
+        """The smaller of the two edge shares: both pictures' structure must agree, not only the template's."""
+        return min(self.edges_a, self.edges_b)
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """How well two pictures' keypoints agree on one similarity."""
+    """How well two pictures' keypoints agree on one similarity, and what agrees in the overlap it makes."""
 
     inliers: int
     matches: int
     contained: float  # the larger share of one picture's frame that the transform maps inside the other's
+    overlap: Overlap = Overlap()
+    points: np.ndarray | None = field(default=None, compare=False)  # (I, 4) inliers xa, ya, xb, yb at FEATURE_SIDE
 
 
 NO_GEOMETRY = Geometry(0, 0, 0.0)
@@ -108,11 +145,13 @@ def picture_features(grey: np.ndarray) -> Features:
     soft = len(keypoints) < FEW_KEYPOINTS
     if soft:  # its corners are faint: look again with a lower threshold
         keypoints, descriptors = _orb(small, FAST_LOW)
+    tiny_size = (max(1, round(size[0] * OVERLAP_SCALE)), max(1, round(size[1] * OVERLAP_SCALE)))
+    tiny = cv2.resize(small, tiny_size, interpolation=cv2.INTER_AREA)
     if descriptors is None or len(keypoints) == 0:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), size[0], size[1], soft)
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), size[0], size[1], soft, tiny)
     order = np.argsort([-k.response for k in keypoints], kind="stable")  # strongest first (feature_votes)
     xy = np.array([keypoints[i].pt for i in order], dtype=np.float32).reshape(-1, 2)
-    return Features(xy, descriptors[order], size[0], size[1], soft)
+    return Features(xy, descriptors[order], size[0], size[1], soft, tiny)
 
 
 def _orb(small: np.ndarray, fast: int) -> tuple[Sequence, np.ndarray | None]:
@@ -175,14 +214,77 @@ def geometry(a: Features, b: Features) -> Geometry:
             p, q, cv2.RANSAC, ransacReprojThreshold=REPROJECTION * FEATURE_SIDE, maxIters=RANSAC_ITERATIONS
         )
         if hp is not None and mask_p is not None and int(mask_p.sum()) > inliers and _mild(hp, a):
-            h, inliers = hp, int(mask_p.sum())
+            h, inliers, mask = hp, int(mask_p.sum()), mask_p
     if (a.soft or b.soft) and inliers < SOFT_SHARE * i.size:  # faint corners agree by chance, never most of them
         return Geometry(0, int(i.size), 0.0)
     try:
         contained = max(_coverage(h, a, b), _coverage(np.linalg.inv(h), b, a))
     except np.linalg.LinAlgError:  # a degenerate fit (scale 0)
         contained = 0.0
-    return Geometry(inliers, int(i.size), contained)
+    inlier = mask.ravel().astype(bool)  # (M,)
+    points = np.concatenate([p[inlier], q[inlier]], axis=1)  # (I, 4)
+    return Geometry(inliers, int(i.size), contained, overlap(h, a, b, points[:, 2:]), points)
+
+
+def _edges(small: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.Canny(small, EDGE_LOW, EDGE_HIGH) > 0
+
+
+def overlap(h: np.ndarray, a: Features, b: Features, inliers_b: np.ndarray) -> Overlap:
+    """The aligned overlap of two pictures, h mapping a onto b (at FEATURE_SIDE), compared at OVERLAP_SCALE in the
+    frame of the one the fit enlarges (so neither loses its detail): edge shares both ways and the inliers' spread
+    (`inliers_b`: (I, 2) the inliers in b). Unmeasured without the small pictures (an older feature record)."""
+    import cv2
+
+    if a.small is None or b.small is None or not np.isfinite(h).all():
+        return Overlap()
+    scale = float(np.sqrt(abs(np.linalg.det(h[:2, :2]))))
+    if scale < 1.0:  # compare in a's frame: b is enlarged onto it
+        try:
+            h_inv = np.linalg.inv(h)
+        except np.linalg.LinAlgError:
+            return Overlap(0.0, 0.0, 0.0, scale)
+        inliers_a = cv2.perspectiveTransform(np.asarray(inliers_b, np.float32).reshape(-1, 1, 2), h_inv).reshape(-1, 2)
+        o = _overlap(h_inv, b, a, inliers_a)
+        return Overlap(o.edges_b, o.edges_a, o.spread, scale)
+    return dataclasses.replace(_overlap(h, a, b, inliers_b), scale=scale)
+
+
+def _overlap(h: np.ndarray, a: Features, b: Features, inliers_b: np.ndarray) -> Overlap:
+    import cv2
+
+    s = np.diag([OVERLAP_SCALE, OVERLAP_SCALE, 1.0])
+    hs = s @ h @ np.linalg.inv(s)  # (3, 3) a -> b at OVERLAP_SCALE
+    bh, bw = b.small.shape  # type: ignore[union-attr]
+    ea = _edges(a.small).astype(np.uint8)  # type: ignore[arg-type]
+    ea_b = cv2.warpPerspective(ea, hs, (bw, bh), flags=cv2.INTER_NEAREST) > 0  # a's edges in b's frame
+    inside = cv2.warpPerspective(np.ones_like(ea), hs, (bw, bh), flags=cv2.INTER_NEAREST)
+    inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0  # the overlap, less its rim (the frame's own edge)
+    eb = _edges(b.small) & inside  # type: ignore[arg-type]
+    ea_b &= inside
+    grow = np.ones((2 * EDGE_REACH + 1,) * 2, np.uint8)
+    near_a = cv2.dilate(ea_b.astype(np.uint8), grow) > 0
+    near_b = cv2.dilate(eb.astype(np.uint8), grow) > 0
+    na, nb = int(ea_b.sum()), int(eb.sum())
+    # too few edges to compare: no evidence, unless the picture has none anywhere (a flat one: nothing to disagree)
+    edges_a = float((ea_b & near_b).sum()) / na if na >= MIN_EDGE_PIXELS else float(ea.sum() < MIN_EDGE_PIXELS)
+    edges_b = (
+        float((eb & near_a).sum()) / nb if nb >= MIN_EDGE_PIXELS else float(_edges(b.small).sum() < MIN_EDGE_PIXELS)
+    )  # type: ignore[arg-type]
+    # spread: cells of b's frame (within the overlap) with edges, and which of them hold an inlier
+    g = OVERLAP_GRID
+    rows = np.minimum((np.arange(bh) * g) // bh, g - 1)
+    cols = np.minimum((np.arange(bw) * g) // bw, g - 1)
+    cell = rows[:, None] * g + cols[None, :]  # (bh, bw)
+    structure = np.bincount(cell[ea_b | eb], minlength=g * g) >= MIN_EDGE_PIXELS
+    xy = np.asarray(inliers_b, dtype=np.float64).reshape(-1, 2) * OVERLAP_SCALE
+    ok = (xy[:, 0] >= 0) & (xy[:, 0] < bw) & (xy[:, 1] >= 0) & (xy[:, 1] < bh)
+    hit = np.zeros(g * g, dtype=bool)
+    hit[cell[xy[ok, 1].astype(int), xy[ok, 0].astype(int)]] = True
+    spread = float((hit & structure).sum()) / structure.sum() if structure.any() else 1.0
+    return Overlap(edges_a, edges_b, spread)
 
 
 def _mild(h: np.ndarray, a: Features) -> bool:
@@ -214,7 +316,7 @@ def geometries(features: Callable[[int], Features | None], src: np.ndarray, dst:
 # what `picture_features` makes
 FEATURE_VERSION = (
     f"orb {N_FEATURES} at {FEATURE_SIDE}, edge 15, patch 15, fast {FAST_THRESHOLD} (under {FEW_KEYPOINTS} corners: "
-    f"{FAST_LOW}, soft flag), strongest first"
+    f"{FAST_LOW}, soft flag), strongest first; grey at {OVERLAP_SCALE}"
 )
 
 

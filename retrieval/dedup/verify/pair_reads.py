@@ -42,8 +42,70 @@ class PairEvidence:
     plain: np.ndarray
 
 
+@dataclass(frozen=True)
+class GeometryEvidence:
+    """Per candidate pair, from local features (`retrieval.dedup.verify.keypoints`): inliers (E,) int32, -1 where a
+    picture could not be read; contained (E,) float32; agreement and spread (E,) float32 of the aligned overlap
+    (`keypoints.Overlap`), NaN where not measured; points: each pair's inliers (I, 4) or None; asked (E,) bool:
+    whether the pair was matched at all."""
+
+    inliers: np.ndarray
+    contained: np.ndarray
+    agreement: np.ndarray
+    spread: np.ndarray
+    points: list[np.ndarray | None]
+    asked: np.ndarray
+    scale: np.ndarray | None = None  # (E,) float32: how much the fit enlarges one picture onto the other, NaN unknown
+
+    def __post_init__(self) -> None:
+        if self.scale is None:
+            object.__setattr__(self, "scale", np.full(self.inliers.shape, np.nan, dtype=np.float32))
+
+    @classmethod
+    def none(cls, n: int) -> GeometryEvidence:
+        """n pairs not matched."""
+        nan = np.full(n, np.nan, dtype=np.float32)
+        return cls(np.zeros(n, np.int32), np.zeros(n, np.float32), nan, nan.copy(), [None] * n, np.zeros(n, bool))
+
+    @classmethod
+    def of(cls, got: GeometryEvidence | tuple[np.ndarray, np.ndarray], n: int) -> GeometryEvidence:
+        """A check's answer: the evidence, or a plain (inliers, contained) pair (the overlap not measured)."""
+        if isinstance(got, GeometryEvidence):
+            return got
+        inliers, contained = got
+        nan = np.full(n, np.nan, dtype=np.float32)
+        return cls(
+            np.asarray(inliers, dtype=np.int32).reshape(n),
+            np.asarray(contained, dtype=np.float32).reshape(n),
+            nan,
+            nan.copy(),
+            [None] * n,
+            np.ones(n, dtype=bool),
+        )
+
+    def filled(self, where: np.ndarray, part: GeometryEvidence) -> GeometryEvidence:
+        """A copy with the pairs at `where` (E,) bool taken from `part` (one per True, in order)."""
+        out = GeometryEvidence(
+            self.inliers.copy(),
+            self.contained.copy(),
+            self.agreement.copy(),
+            self.spread.copy(),
+            list(self.points),
+            self.asked.copy(),
+            self.scale.copy(),  # type: ignore[union-attr]
+        )
+        idx = np.flatnonzero(where)
+        out.scale[idx] = part.scale  # type: ignore[index]
+        out.inliers[idx], out.contained[idx] = part.inliers, part.contained
+        out.agreement[idx], out.spread[idx], out.asked[idx] = part.agreement, part.spread, part.asked
+        for e, pts in zip(idx.tolist(), part.points, strict=True):
+            out.points[e] = pts
+        return out
+
+
 PairCheck = Callable[[np.ndarray, np.ndarray], "PairEvidence | np.ndarray"]  # (src, dst) ids -> evidence
-GeometryCheck = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]  # -> inliers, contained (E,)
+# (src, dst) ids -> GeometryEvidence, or a plain (inliers, contained) pair of (E,) arrays
+GeometryCheck = Callable[[np.ndarray, np.ndarray], "GeometryEvidence | tuple[np.ndarray, np.ndarray]"]
 _READ_CHUNK = 2048  # pictures whose keypoints are read, cached and trimmed at a time (keypoint votes)
 PartnerSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (src, dst) pairs proposed among them
 
@@ -73,16 +135,23 @@ def thumbnail_evidence(
     return PairEvidence(alignment=alignment, plain=np.array(plain, dtype=bool).reshape(-1))
 
 
-def feature_geometry(
-    features: Callable[[int], object | None], src: np.ndarray, dst: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(inliers (E,) int32, -1 where a picture could not be read; contained (E,) float32) from `features(id)`."""
+def geometry_evidence(got: Sequence[object | None]) -> GeometryEvidence:
+    """`keypoints.Geometry` per pair (None: a picture unreadable) as arrays."""
+    n = len(got)
+    inliers = np.array([-1 if g is None else g.inliers for g in got], dtype=np.int32).reshape(n)  # type: ignore[attr-defined]
+    contained = np.array([0.0 if g is None else g.contained for g in got], dtype=np.float32).reshape(n)  # type: ignore[attr-defined]
+    agreement = np.array([np.nan if g is None else g.overlap.agreement for g in got], dtype=np.float32).reshape(n)  # type: ignore[attr-defined]
+    spread = np.array([np.nan if g is None else g.overlap.spread for g in got], dtype=np.float32).reshape(n)  # type: ignore[attr-defined]
+    points = [None if g is None else g.points for g in got]  # type: ignore[attr-defined]
+    scale = np.array([np.nan if g is None else g.overlap.scale for g in got], dtype=np.float32).reshape(n)  # type: ignore[attr-defined]
+    return GeometryEvidence(inliers, contained, agreement, spread, points, np.ones(n, dtype=bool), scale)
+
+
+def feature_geometry(features: Callable[[int], object | None], src: np.ndarray, dst: np.ndarray) -> GeometryEvidence:
+    """The geometry of each pair from `features(id)` (`keypoints.geometries`)."""
     from retrieval.dedup.verify.keypoints import geometries
 
-    got = geometries(features, src, dst)  # type: ignore[arg-type]
-    inliers = np.array([-1 if g is None else g.inliers for g in got], dtype=np.int32)
-    contained = np.array([0.0 if g is None else g.contained for g in got], dtype=np.float32)
-    return inliers, contained
+    return geometry_evidence(geometries(features, src, dst))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -121,20 +190,25 @@ def folder_checks(
         caches.append(feature_cache)
         load_features = folder_features(root, paths)
 
-        known: dict[tuple[int, int], tuple[int, float]] = {}  # (low id, high id) -> (inliers, contained)
+        known: dict[tuple[int, int], object | None] = {}  # (low id, high id) -> keypoints.Geometry
 
-        def geometry(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def geometry(src: np.ndarray, dst: np.ndarray) -> GeometryEvidence:
             keys = [(min(a, b), max(a, b)) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
             todo = [k for k in dict.fromkeys(keys) if k not in known]  # each pair matched once per run
             if todo:
+                from retrieval.dedup.verify.keypoints import geometries
+
                 s, d = np.array([a for a, _ in todo]), np.array([b for _, b in todo])
                 feats, save = cached_loads(load_features, hashes, feature_cache, np.unique(np.r_[s, d]).tolist())
                 logger.info("matching local features of %d pairs", s.size)
-                inliers, contained = feature_geometry(feats, s, d)
+                got = geometries(feats, s, d)  # type: ignore[arg-type]
                 save()
-                known.update(zip(todo, zip(inliers.tolist(), contained.tolist(), strict=True), strict=True))
-            got = [known[k] for k in keys]
-            return np.array([i for i, _ in got], dtype=np.int32), np.array([c for _, c in got], dtype=np.float32)
+                known.update(zip(todo, got, strict=True))
+            out = geometry_evidence([known[k] for k in keys])
+            for e, (a, b) in enumerate(zip(src.tolist(), dst.tolist(), strict=True)):
+                if a > b and out.points[e] is not None:  # matched as (b, a): the points in the order asked
+                    out.points[e] = out.points[e][:, [2, 3, 0, 1]]
+            return out
 
         def partners(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             from retrieval.dedup.candidates.feature_votes import vote_pairs, voting_share

@@ -21,13 +21,13 @@ from retrieval.dedup.groups import (
     KeeperRule,
     calibration_histogram,
     file_identity,
-    find_groups,
     nearest_neighbour_similarities,
     normalised_scores,
     same_file,
 )
 from retrieval.dedup.threshold import THRESHOLD_PRESETS
 from retrieval.records import FileRecord
+from tests.retrieval.dedup.grouping import groups_of
 
 
 def rec(i, path=None, *, size=1000, mtime=0, content=None, w=100, h=100) -> FileRecord:
@@ -98,20 +98,20 @@ def test_chain_is_not_one_group():
     theta = math.acos(0.92)
     v = unit([[1, 0], [math.cos(theta), math.sin(theta)], [math.cos(2 * theta), math.sin(2 * theta)]])
     a, b, c = rec(0, "a.jpg", w=300, h=300), rec(1, "b.jpg", w=200, h=200), rec(2, "c.jpg")
-    groups = find_groups([a, b, c], v, 0.9)
+    groups = groups_of([a, b, c], v, 0.9)
     assert as_sets(groups) == {("a.jpg", frozenset({"b.jpg"}))}
     assert groups[0].duplicates[0].score == pytest.approx(0.92, abs=1e-6)
     assert_keeper_invariant(groups, [a, b, c], v, 0.9)
 
     # when B is the best keeper, A and C are both within 0.9 of it: one star around B is correct
     a, b, c = rec(0, "a.jpg", w=200, h=200), rec(1, "b.jpg", w=300, h=300), rec(2, "c.jpg")
-    groups = find_groups([a, b, c], v, 0.9)
+    groups = groups_of([a, b, c], v, 0.9)
     assert as_sets(groups) == {("b.jpg", frozenset({"a.jpg", "c.jpg"}))}
     assert_keeper_invariant(groups, [a, b, c], v, 0.9)
 
     # when C is the best keeper: {C, B}; A is left alone
     a, b, c = rec(0, "a.jpg"), rec(1, "b.jpg", w=200, h=200), rec(2, "c.jpg", w=300, h=300)
-    groups = find_groups([a, b, c], v, 0.9)
+    groups = groups_of([a, b, c], v, 0.9)
     assert as_sets(groups) == {("c.jpg", frozenset({"b.jpg"}))}
 
 
@@ -152,7 +152,7 @@ def test_find_groups_matches_bruteforce_components_on_planted_clusters():
         if len(members) > 1:
             keep = rule.best(members)
             expected.add((keep.path, frozenset(m.path for m in members if m != keep)))
-    groups = find_groups(records, vectors, t, k=8, batch_size=7)
+    groups = groups_of(records, vectors, t, k=8, batch_size=7)
     assert as_sets(groups) == expected
     for g in groups:
         for d in g.duplicates:
@@ -195,7 +195,7 @@ def test_find_groups_matches_dense_star_oracle_where_chains_exist(seed):
     t = 0.85
     S = vectors @ vectors.T
     assert np.abs(S - t).min() > 1e-4  # nothing on the boundary, float order cannot flip a pair
-    groups = find_groups(records, vectors, t, k=len(records), batch_size=5)
+    groups = groups_of(records, vectors, t, k=len(records), batch_size=5)
     assert as_sets(groups) == bruteforce_star(records, vectors, t, KeeperRule())
     assert_keeper_invariant(groups, records, vectors, t)
     chained = any(S[g.keep.id, d.record.id] < t for g in groups for d in g.duplicates)
@@ -218,7 +218,7 @@ def test_find_groups_normalised_matches_dense_star_oracle(seed):
     np.fill_diagonal(scores, -np.inf)
     t = 0.35
     assert np.abs(scores - t).min() > 1e-4  # nothing on the boundary
-    groups = find_groups(records, x, t, background_rank=5, batch_size=33)
+    groups = groups_of(records, x, t, background_rank=5, batch_size=33)
     assert len(groups) > 10
     assert as_sets(groups) == bruteforce_star(records, x, t, KeeperRule(), scores)
     for g in groups:
@@ -236,7 +236,7 @@ def test_exact_groups_by_hash():
         rec(5, "f.jpg", content="Z"),
     ]
     vectors = unit(np.random.default_rng(0).standard_normal((6, 8)))  # unrelated: hashes alone decide
-    groups = find_groups(records, vectors, None)
+    groups = groups_of(records, vectors, None)
     assert as_sets(groups) == {
         ("b/one.jpg", frozenset({"a/one.jpg", "c.jpg"})),
         ("e.jpg", frozenset({"d.jpg"})),
@@ -244,7 +244,7 @@ def test_exact_groups_by_hash():
     assert groups[0].keep.path == "b/one.jpg"  # the larger group first
     assert all(d.kind == "exact" and d.score == 1.0 for g in groups for d in g.duplicates)
     # a threshold of 1.0 with unrelated vectors finds the same groups (exact stage first)
-    assert as_sets(find_groups(records, vectors, 1.0)) == as_sets(groups)
+    assert as_sets(groups_of(records, vectors, 1.0)) == as_sets(groups)
 
 
 def test_exact_copies_collapse_into_the_near_group():
@@ -257,7 +257,7 @@ def test_exact_copies_collapse_into_the_near_group():
         rec(4, "far.jpg", content="F"),
     ]
     vectors = np.stack([v0, v0, v1, v1, unit([0, 0, 1])])
-    groups = find_groups(records, vectors, 0.9)
+    groups = groups_of(records, vectors, 0.9)
     assert len(groups) == 1
     g = groups[0]
     assert g.keep.path == "a.jpg"
@@ -275,21 +275,21 @@ def test_batching_and_a_given_index_do_not_change_groups():
     for j, r in enumerate(copies):
         records.append(FileRecord(len(records), f"copy{j}.jpg", r.size, 0, r.content_hash, r.width, r.height))
         vectors = np.concatenate([vectors, vectors[r.id : r.id + 1]])
-    ref = find_groups(records, vectors, 0.9, batch_size=4096)
+    ref = groups_of(records, vectors, 0.9, batch_size=4096)
     assert ref
-    assert as_sets(find_groups(records, vectors, 0.9, batch_size=1)) == as_sets(ref)
+    assert as_sets(groups_of(records, vectors, 0.9, batch_size=1)) == as_sets(ref)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
-    assert as_sets(find_groups(records, vectors, 0.9, index=index, k=6)) == as_sets(ref)
+    assert as_sets(groups_of(records, vectors, 0.9, index=index, k=6)) == as_sets(ref)
 
 
 def test_records_must_match_vector_rows():
     v = unit(np.eye(3))
     with pytest.raises(ValueError, match="records"):
-        find_groups([rec(0), rec(1)], v, 0.9)
+        groups_of([rec(0), rec(1)], v, 0.9)
     with pytest.raises(ValueError, match="ids"):
-        find_groups([rec(0), rec(1), rec(1)], v, 0.9)
-    assert find_groups([], np.zeros((0, 4), np.float32), 0.9) == []
+        groups_of([rec(0), rec(1), rec(1)], v, 0.9)
+    assert groups_of([], np.zeros((0, 4), np.float32), 0.9) == []
 
 
 # --- never pair a file with itself ------------------------------------------------------------------
@@ -318,16 +318,16 @@ def test_self_pairs_are_never_reported(tmp_path):
     os.symlink("a.jpg", tmp_path / "sym.jpg")
     v = unit(np.ones((1, 4)))
 
-    def groups_of(paths, root):
+    def found(paths, root):
         records = [rec(i, p, content="same") for i, p in enumerate(paths)]
-        return find_groups(records, np.repeat(v, len(paths), axis=0), 0.9, root=root)
+        return groups_of(records, np.repeat(v, len(paths), axis=0), 0.9, root=root)
 
-    assert groups_of(["a.jpg", "a.jpg"], None) == []  # the same path twice
-    assert groups_of(["a.jpg", "./a.jpg"], None) == []
-    assert groups_of(["a.jpg", "hard.jpg"], tmp_path) == []  # a hard link
-    assert groups_of(["a.jpg", "sym.jpg"], tmp_path) == []  # a symlink
+    assert found(["a.jpg", "a.jpg"], None) == []  # the same path twice
+    assert found(["a.jpg", "./a.jpg"], None) == []
+    assert found(["a.jpg", "hard.jpg"], tmp_path) == []  # a hard link
+    assert found(["a.jpg", "sym.jpg"], tmp_path) == []  # a symlink
     # a real copy next to the aliases: one group, the aliases collapse to one member
-    groups = groups_of(["a.jpg", "hard.jpg", "sym.jpg", "copy.jpg"], tmp_path)
+    groups = found(["a.jpg", "hard.jpg", "sym.jpg", "copy.jpg"], tmp_path)
     assert as_sets(groups) == {("a.jpg", frozenset({"copy.jpg"}))}
 
 
@@ -337,8 +337,8 @@ def test_near_stage_never_pairs_a_file_with_itself(tmp_path):
     os.link(tmp_path / "a.jpg", tmp_path / "hard.jpg")
     records = [rec(0, "a.jpg", content="old"), rec(1, "hard.jpg", content="new")]
     vectors = unit([[1, 0], [0.99, 0.141]])
-    assert len(find_groups(records, vectors, 0.9)) == 1  # by path alone they look like a pair
-    assert find_groups(records, vectors, 0.9, root=tmp_path) == []
+    assert len(groups_of(records, vectors, 0.9)) == 1  # by path alone they look like a pair
+    assert groups_of(records, vectors, 0.9, root=tmp_path) == []
 
 
 # --- calibration -------------------------------------------------------------------------------------
@@ -443,9 +443,9 @@ def test_background_rank_separates_a_pair_in_a_dense_region_from_a_real_copy():
     records = [rec(i) for i in range(len(v))]
     pair = {8, 14}
     assert float(v[8] @ v[14]) > 0.85
-    raw = find_groups(records, v, 0.85)
+    raw = groups_of(records, v, 0.85)
     assert any(len(g.records) > 2 for g in raw)  # the dense cluster is grouped on raw cosine
-    norm = find_groups(records, v, 0.5, background_rank=5)
+    norm = groups_of(records, v, 0.5, background_rank=5)
     assert [{r.id for r in g.records} for g in norm] == [pair]
     (dup,) = norm[0].duplicates
     assert 0.5 <= dup.score <= 1.0

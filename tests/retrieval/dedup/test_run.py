@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from retrieval.dedup.candidates import cell_join
-from retrieval.dedup.groups import BACKGROUND_RANK, KeeperRule, find_groups, normalised_scores
+from retrieval.dedup.groups import BACKGROUND_RANK, KeeperRule, normalised_scores
 from retrieval.dedup.run import (
     DedupConfig,
     find_duplicates,
@@ -24,6 +24,7 @@ from retrieval.indexing.faiss_index import build_index
 from retrieval.indexing.generations import write_generation
 from retrieval.records import FileRecord
 from retrieval.searching.searcher import SearchIndex
+from tests.retrieval.dedup.grouping import groups_of
 
 N, D = 300, 16
 PLANTED = 20  # originals 0..19, each with one near copy at cosine ~0.97
@@ -95,9 +96,9 @@ def brute_force_scores(x: np.ndarray, rank: int) -> np.ndarray:
 def test_every_index_kind_finds_the_oracle_groups(tmp_path, kind, cell_size, monkeypatch):
     monkeypatch.setattr(cell_join, "CELL_SIZE", cell_size)
     records, x = write_index(tmp_path / "idx", tmp_path / "photos", kind)
-    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD))
+    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD, verify=False))
     assert result.background_rank == BACKGROUND_RANK > 0
-    oracle = find_groups(records, x, THRESHOLD.score, background_rank=BACKGROUND_RANK)  # exact k-NN
+    oracle = groups_of(records, x, THRESHOLD.score, background_rank=BACKGROUND_RANK)  # exact k-NN
     _, _, truth = synthetic()
     assert as_sets(result.groups) == as_sets(oracle)
     assert {frozenset(r.id for r in g.records) for g in result.groups} == truth
@@ -117,7 +118,9 @@ def test_every_index_kind_finds_the_oracle_groups(tmp_path, kind, cell_size, mon
 
 def test_background_rank_zero_thresholds_the_plain_cosine(tmp_path):
     records, x = write_index(tmp_path / "idx", tmp_path / "photos", "ivf")
-    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=Threshold(0.95), background_rank=0))
+    result = find_duplicates(
+        DedupConfig(index=tmp_path / "idx", threshold=Threshold(0.95), background_rank=0, verify=False)
+    )
     _, _, truth = synthetic()
     assert {frozenset(r.id for r in g.records) for g in result.groups} == truth
     for g in result.groups:
@@ -166,7 +169,9 @@ def test_dry_run_plans_but_moves_nothing(tmp_path):
     for r in records:  # the catalog's hashes are of str(i), so these files pass the pre-move checks
         (root / r.path).write_bytes(str(r.id).encode())
     before = sorted(p.name for p in root.iterdir())
-    result = find_duplicates(DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD, move_to=tmp_path / "dups"))
+    result = find_duplicates(
+        DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD, move_to=tmp_path / "dups", verify=False)
+    )
     assert result.plan is not None and result.moved is None and result.dry_run
     assert {m.source for m in result.plan.moves} == {f"img{i:04d}.jpg" for i in range(N - PLANTED, N)}
     assert sorted(p.name for p in root.iterdir()) == before
@@ -179,7 +184,7 @@ def test_apply_then_undo(tmp_path):
     for r in records:
         (root / r.path).write_bytes(str(r.id).encode())
     result = find_duplicates(
-        DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD, move_to=tmp_path / "dups", apply=True)
+        DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD, move_to=tmp_path / "dups", apply=True, verify=False)
     )
     assert result.moved is not None and not result.dry_run
     assert len(result.moved.moved) == PLANTED and not result.moved.skipped

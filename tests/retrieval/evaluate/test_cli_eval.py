@@ -164,7 +164,9 @@ def test_dedup_known_truth_gives_the_expected_pr(labelled, monkeypatch, capsys, 
             ["cat/0.png", "cat/0 copy.png"],
             ["dog/0.png", "dog/0 copy.png", "dog/lone.png"],
             ["owl/lone.png", "gone.png"],
-        ]
+        ],
+        # not duplicates (issue 27): grouping these counts against precision and is reported on its own
+        "similar": [["owl/0.png", "owl/0 copy.png", "owl/lone.png"], ["cat/0.png", "cat/0 copy.png"]],
     }
     plot = tmp_path / "pr.png"
     args = ["eval", "dedup", "--index", str(labelled["index"]), "--truth", str(write(tmp_path / "t.json", truth))]
@@ -173,12 +175,14 @@ def test_dedup_known_truth_gives_the_expected_pr(labelled, monkeypatch, capsys, 
     )
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == set("format_version mode index root files truth true_groups missing settings methods".split())
+    keys = "format_version mode index root files truth true_groups missing settings methods similar_pairs"
+    assert set(doc) == set(keys.split())
+    assert doc["similar_pairs"] == 3  # owl's three pairs; the cat pair is a duplicate pair
     assert doc["missing"] == {"count": 1, "first": ["gone.png"]} and "gone.png" in err
     assert doc["true_groups"] == 2  # owl/lone.png alone once gone.png is left out
     (m,) = doc["methods"]
-    assert set(m) == {"method", "threshold", "at_threshold", "best", "curve", "seconds"}
-    assert m["threshold"] is None
+    assert set(m) == {"method", "threshold", "at_threshold", "best", "curve", "seconds", "similar_grouped"}
+    assert m["threshold"] is None and m["similar_grouped"] == 1  # the owl copy pair
     at = m["at_threshold"]
     # true pairs: cat copy, dog copy, dog/0-lone, dog copy-lone = 4; predicted: 3 copies; found: 2
     assert (at["tp"], at["predicted_pairs"], at["true_pairs"]) == (2, 3, 4)

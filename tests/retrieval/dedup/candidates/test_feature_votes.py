@@ -20,8 +20,9 @@ from retrieval.dedup.candidates.feature_votes import (
     vote_pairs,
     voting_share,
 )
-from retrieval.dedup.groups import MIN_CONTAINED, STRONG_INLIERS, VERIFY_BELOW, find_groups
 from retrieval.dedup.verify.pair_reads import PairEvidence
+from retrieval.dedup.verify.rule import MIN_CONTAINED, STRONG_INLIERS, VERIFY_BELOW
+from tests.retrieval.dedup.grouping import groups_of
 from tests.retrieval.dedup.verify.test_local_features import features, texture
 from tests.retrieval.dedup.verify.test_verify import record
 
@@ -120,11 +121,11 @@ def test_a_proposed_pair_far_under_the_threshold_groups_on_strong_geometry_only(
 
     records = [record(i) for i in range(4)] + [dataclasses.replace(record(4), content_hash=record(1).content_hash)]
     x = np.vstack([x, x[1]])  # file 4: the same bytes as file 1, which only its keypoints bring in
-    groups = find_groups(records, x, t, verify=no_alignment, geometry=geometry, partners=partners)
+    groups = groups_of(records, x, t, verify=no_alignment, geometry=geometry, partners=partners)
     assert {(0, 1), (2, 3)} <= set(asked)
     expected = [(0, [1, 4])] if inliers >= STRONG_INLIERS else [(1, [4])]
     assert [(g.keep.id, [d.record.id for d in g.duplicates]) for g in groups] == expected
-    no_votes = find_groups(records, x, t, verify=no_alignment, geometry=geometry)  # 0-1 is never a candidate
+    no_votes = groups_of(records, x, t, verify=no_alignment, geometry=geometry)  # 0-1 is never a candidate
     assert [(g.keep.id, [d.record.id for d in g.duplicates]) for g in no_votes] == [(1, [4])]
 
 
@@ -140,7 +141,7 @@ def test_a_file_two_centres_could_claim_joins_the_one_with_more_inliers(stronger
         inliers = np.where(other == stronger, 60, 20) * ((src == 2) | (dst == 2))  # 0 and 1 do not match
         return inliers.astype(np.int32), np.ones(src.size, dtype=np.float32)
 
-    groups = find_groups([record(i) for i in range(3)], x, 0.28, verify=no_alignment, geometry=geometry)
+    groups = groups_of([record(i) for i in range(3)], x, 0.28, verify=no_alignment, geometry=geometry)
     assert [(g.keep.id, [d.record.id for d in g.duplicates]) for g in groups] == [(stronger, [2])]
     assert groups[0].duplicates[0].score == pytest.approx(0.5**0.5, abs=1e-5)  # the score to its keeper
 
@@ -149,9 +150,9 @@ def test_dedup_finds_a_strong_crop_and_a_screenshot_its_scores_miss(tmp_path, en
     """End to end on real files: with a threshold no pair of the tiny random encoder reaches and no verification
     band under it, only keypoint votes can propose the crop and the screenshot; they group with their original,
     the other pictures stay apart; without local features nothing groups."""
-    from retrieval.dedup import groups as dedup
     from retrieval.dedup.run import DedupConfig, find_duplicates
     from retrieval.dedup.threshold import Threshold
+    from retrieval.dedup.verify import rule as dedup
     from retrieval.indexing.run import index_folder
     from tests.retrieval.conftest import index_cfg
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from retrieval.dedup.groups import MIN_CONTAINED, MIN_INLIERS
 from retrieval.dedup.verify import keypoints as local_features
 from retrieval.dedup.verify.keypoints import FEW_KEYPOINTS, Features, geometry, picture_features
+from retrieval.dedup.verify.rule import MIN_CONTAINED, MIN_INLIERS
 
 
 def texture(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:

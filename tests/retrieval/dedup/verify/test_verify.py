@@ -14,23 +14,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from retrieval.dedup.groups import (
-    ALIGN_BELOW,
-    MIN_ALIGNMENT,
-    MIN_CONTAINED,
-    MIN_INLIERS,
-    STRONG_INLIERS,
-    VERIFY_ABOVE,
-    VERIFY_BELOW,
-    find_groups,
-)
 from retrieval.dedup.run import DedupConfig, find_duplicates
 from retrieval.dedup.threshold import Threshold
 from retrieval.dedup.verify import align as verify
 from retrieval.dedup.verify.align import alignment, alignments, canonical_thumbnail
 from retrieval.dedup.verify.pair_reads import PairEvidence, is_plain, thumbnail_evidence
+from retrieval.dedup.verify.rule import (
+    ALIGN_BELOW,
+    MIN_ALIGNMENT,
+    MIN_CONTAINED,
+    MIN_INLIERS,
+    STRONG_INLIERS,
+    VERIFY_BELOW,
+)
 from retrieval.records import FileRecord
 from tests.retrieval.conftest import crop, scene
+from tests.retrieval.dedup.grouping import groups_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -130,9 +129,9 @@ def planted_cosines(scores: dict[int, float], n: int) -> np.ndarray:
 @pytest.mark.parametrize("low_partners", [8, 0])
 def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs(low_partners, monkeypatch):
     """Planted scores around threshold t, with an alignment, a plain flag and a local-feature geometry each:
-    the score zone decides which evidence counts. With LOW_PARTNERS 0 (the default) a pair far under t that no
-    keypoint vote proposed is not checked at all."""
-    from retrieval.dedup import groups as dedup
+    the score zone decides which evidence counts, and no score is evidence on its own (issue 27). With LOW_PARTNERS 0
+    (the default) a pair far under t that no keypoint vote proposed is not checked at all."""
+    from retrieval.dedup.verify import rule as dedup
 
     monkeypatch.setattr(dedup, "LOW_PARTNERS", low_partners)
     t = 0.3
@@ -140,7 +139,7 @@ def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs(low_partner
     none = (0, 0.0)
     # pair (0, k): score, alignment (None: unreadable), plain, (inliers, contained), kept
     plan = {
-        1: (t + VERIFY_ABOVE + 0.05, 0.0, False, none, True),  # above the band: the score decides
+        1: (t + 0.5, 0.0, False, none, False),  # far above t, but nothing in the pictures agrees: not a duplicate
         2: (t + 0.05, 0.2, False, none, False),  # in the band, neither lines up nor matches
         3: (t - ALIGN_BELOW + 0.03, 0.95, False, none, True),  # in the band (from t - ALIGN_BELOW), lines up
         4: (t - VERIFY_BELOW + 0.03, 0.99, False, none, False),  # far under t: alignment alone never promotes
@@ -148,9 +147,9 @@ def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs(low_partner
         6: (t - VERIFY_BELOW + 0.03, 0.0, False, weak, STRONG_INLIERS <= MIN_INLIERS),  # a weak match does not
         7: (t + 0.05, 0.2, False, weak, True),  # in the band: a local-feature match is enough
         8: (t + 0.05, 0.2, False, burst, False),  # many inliers, but neither frame inside the other: a burst
-        9: (t + VERIFY_ABOVE + 0.05, 0.99, True, none, False),  # a plain picture: a high score is not enough
-        10: (t + VERIFY_ABOVE + 0.05, 0.0, True, strong, True),  # ... matching geometry is
-        11: (t + 0.05, None, False, none, True),  # over t, unreadable: the score decides
+        9: (t + 0.5, 0.99, True, none, False),  # a plain picture: a high score and alignment are not enough
+        10: (t + 0.5, 0.0, True, strong, True),  # ... matching geometry is
+        11: (t + 0.05, None, False, none, False),  # over t, unreadable: nothing vouches for it
         12: (t - 0.05, None, False, none, False),  # under t, unreadable
         13: (t - VERIFY_BELOW - 0.03, 0.99, False, strong, False),  # under the floor: never a candidate
     }
@@ -178,17 +177,18 @@ def test_verification_rule_keeps_and_drops_exactly_the_planted_pairs(low_partner
         got = [none if k is None else plan[k][3] for k in ks]
         return np.array([g[0] for g in got], dtype=np.int32), np.array([g[1] for g in got], dtype=np.float32)
 
-    groups = find_groups([record(i) for i in range(n)], x, t, verify=check, geometry=geometry)
+    groups = groups_of([record(i) for i in range(n)], x, t, verify=check, geometry=geometry)
     assert len(groups) == 1 and groups[0].keep.id == 0
     got = {dup.record.id: dup for dup in groups[0].duplicates}
     assert set(got) == {k for k, v in plan.items() if v[4]}
-    assert got[3].alignment == pytest.approx(0.95) and got[1].alignment is None and got[11].alignment is None
+    assert got[3].alignment == pytest.approx(0.95) and got[3].evidence.check == "alignment"
+    assert got[7].evidence.check == "keypoints" and got[7].evidence.inliers == MIN_INLIERS
     assert got[3].score == pytest.approx(plan[3][0], abs=1e-5)  # the reported score stays the score
     assert 13 not in verified and 13 not in matched  # under the floor: nothing to check
     assert 4 not in verified and (4 in matched) == (low_partners > 0)  # far under t: only local features are asked
-    assert 1 in verified and 1 not in matched  # above the band: checked for plainness only
+    assert 1 in verified and 1 in matched  # far above t: checked all the same
     assert 3 not in matched  # lined up: no need for local features
-    plain = find_groups([record(i) for i in range(n)], x, t)
+    plain = groups_of([record(i) for i in range(n)], x, t)
     assert {dup.record.id for dup in plain[0].duplicates} == {k for k, v in plan.items() if v[0] >= t}
 
 
@@ -197,7 +197,7 @@ def test_plain_alignment_far_under_the_threshold_promotes_nothing():
     and were grouped; without local-feature geometry a pair that far under the threshold stays apart."""
     t = 0.28
     x = planted_cosines({1: 0.03, 2: 0.05}, 3)
-    groups = find_groups([record(i) for i in range(3)], x, t, verify=lambda s, d: np.full(s.size, 0.99, np.float32))
+    groups = groups_of([record(i) for i in range(3)], x, t, verify=lambda s, d: np.full(s.size, 0.99, np.float32))
     assert groups == []
 
 
@@ -282,14 +282,14 @@ def test_plain_pictures_do_not_group_on_score_or_alignment(tmp_path):
     x[3] /= np.linalg.norm(x[3])
     x[4] = x[2]  # the same bytes as picture 2
     every = [*thumbs, thumbs[2]]
-    groups = find_groups(recs, x, 0.3, verify=lambda s, d: thumbnail_evidence(lambda i: every[i], s, d))
+    groups = groups_of(recs, x, 0.3, verify=lambda s, d: thumbnail_evidence(lambda i: every[i], s, d))
     assert [(g.keep.id, [d.record.id for d in g.duplicates]) for g in groups] == [(2, [4])]
     assert groups[0].duplicates[0].kind == "exact"
 
 
 def test_far_under_the_threshold_only_each_files_best_partners_are_matched():
     """_best_partners against brute force: a pair is kept when it is among the m best of either of its files."""
-    from retrieval.dedup.groups import _best_partners
+    from retrieval.dedup.verify.rule import _best_partners
 
     rng = np.random.default_rng(0)
     src, dst, score = rng.integers(0, 20, 300), rng.integers(0, 20, 300), rng.random(300)
