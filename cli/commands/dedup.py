@@ -113,7 +113,7 @@ def dedup(
         write_text_file(report, page)
         typer.echo(f"report: {printable(str(report))} ({len(result.groups)} groups)", err=True)
     if result.moved is not None:
-        _echo_moved(result.moved, cfg.move_to)
+        _echo_moved(result.plan, result.moved, cfg.move_to)
     elif result.plan is not None:
         _echo_plan(result.plan, cfg.move_to)
     elif result.groups:
@@ -132,6 +132,8 @@ def undo(
 
     result = undo_moves(move_log)
     typer.echo(f"restored {len(result.restored)} files, {len(result.already_in_place)} already in place")
+    for path in result.partials_removed:
+        typer.echo(f"removed {printable(path)}: the torn temporary copy of an interrupted run", err=True)
     for path in result.extra_copies:
         typer.echo(
             f"left a verified copy at {printable(path)} (an interrupted move); the original is in place", err=True
@@ -233,10 +235,12 @@ def _echo_plan(plan: MovePlan, move_to: Path | None) -> None:
     )
 
 
-def _echo_moved(report: MoveReport, move_to: Path | None) -> None:
-    _echo_skipped(report.skipped)
+def _echo_moved(plan: MovePlan | None, report: MoveReport, move_to: Path | None) -> None:
+    """What --apply did: every duplicate left (by the plan, or re-checked and left at the move), then the count."""
+    left = [*(plan.skipped if plan is not None else ()), *report.skipped]
+    _echo_skipped(left)
     typer.echo(
-        f"moved {len(report.moved)} files ({_size(report.bytes_moved)}) to {move_to}, left {len(report.skipped)}",
+        f"moved {len(report.moved)} files ({_size(report.bytes_moved)}) to {move_to}, left {len(left)}",
         err=True,
     )
     typer.echo(f"undo log: {report.log_path}  (to restore: retrieval undo {report.log_path})", err=True)

@@ -9,23 +9,35 @@
 - `undo_moves` puts every moved file back at its original path, checking its sha256, never
   overwriting a file that reappeared there; running it twice is harmless.
 
+The undo log may have been edited (it lives in the move-to folder). `check_undo_log` checks the whole
+log before anything moves and refuses it, naming the line, if any record could act outside what apply
+does: the header's root and move_to exist and do not overlap; each record's original lies under the
+root and its moved copy under move_to at the same relative path, after every symlink on the way; that
+path is an image's, without hidden parts; the moved copy is a regular file, not a hard link of another
+file under the root. Undo then only moves files out of move_to: under the root it adds names and
+creates missing folders (never outside it), and the one name it removes there is a `.partial`
+temporary copy of its own whose bytes another file holds.
+
 Policy for `move_to`: it must not overlap the indexed root (neither inside it nor containing it),
 so moved files are never re-indexed and a destination can never land on an original; use a
 sibling folder such as `photos-duplicates/`. Files keep their path relative to the root.
 
 A move is `os.link` + `os.unlink` on the same filesystem (no overwrite, no window where the file
 has no name), falling back to an existence check + `os.rename` where hard links are not
-supported; across filesystems it is copy2 to a temporary name, fsync, sha256 check, link into
-place, then unlink of the source.
+supported; across filesystems it is copy2 to a temporary name derived from the file
+(`.NAME.SHA16.partial`, so a run killed mid-copy leaves a name the next run finds), fsync, sha256
+check, link into place, then unlink of the source.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import uuid
@@ -36,7 +48,9 @@ from typing import IO
 
 from plumbing.atomic import fsync_dir
 from plumbing.errors import DiskFullError, FormatVersionError, InputError, is_disk_full
-from plumbing.hashing import content_hash
+from plumbing.filenames import printable
+from plumbing.hashing import CHUNK_BYTES, content_hash
+from plumbing.images import IMAGE_EXTENSIONS
 from retrieval.dedup.groups import Group, normalise_path
 
 log = logging.getLogger(__name__)
@@ -100,6 +114,9 @@ class UndoReport:
     already_in_place: tuple[str, ...]  # original paths that needed nothing (never moved, or undone)
     problems: tuple[SkippedMove, ...]  # original paths left alone, with the reason
     extra_copies: tuple[str, ...] = ()  # verified copies left under move_to by an interrupted move
+    partials_removed: tuple[
+        str, ...
+    ] = ()  # torn temporary copies of an interrupted run, removed (bytes held elsewhere)
 
     @property
     def ok(self) -> bool:
@@ -142,15 +159,57 @@ def _rename_no_replace(src: Path, dst: Path) -> None:
         raise
 
 
+def _partial_path(final: Path, sha: str) -> Path:
+    """The one temporary name a cross-device copy of `final` (bytes with this sha256) is written under, next
+    to it: derived from the file, so that a run killed mid-copy leaves a name the next run looks for."""
+    name = f".{final.name}.{sha[:16]}.partial"
+    if len(os.fsencode(name)) > 255:  # NAME_MAX: a long name is stood for by its own hash
+        name = f".{hashlib.sha256(os.fsencode(final.name)).hexdigest()[:16]}.{sha[:16]}.partial"
+    return final.with_name(name)
+
+
+def _is_prefix(part: Path, whole: Path) -> bool:
+    """The bytes of `part` are the first bytes of `whole`."""
+    with open(part, "rb") as a, open(whole, "rb") as b:
+        while chunk := a.read(CHUNK_BYTES):
+            if b.read(len(chunk)) != chunk:
+                return False
+    return True
+
+
+def _clear_partial(tmp: Path, holders: Sequence[Path], sha: str) -> str:
+    """Remove `tmp` (a `_partial_path`) when an interrupted copy left it and its bytes are held by one of
+    `holders` (the file copied, or the copy's final name): "absent", "removed", or "foreign" (anything else
+    there, left alone)."""
+    st = _lstat(tmp)
+    if st is None:
+        return "absent"
+    if not stat.S_ISREG(st.st_mode):
+        return "foreign"
+    for holder in holders:
+        h = _lstat(holder)
+        if h is None or not stat.S_ISREG(h.st_mode):
+            continue
+        same_inode = (h.st_dev, h.st_ino) == (st.st_dev, st.st_ino)  # killed before the temporary name went
+        torn = st.st_nlink == 1 and st.st_size <= h.st_size and content_hash(holder) == sha and _is_prefix(tmp, holder)
+        if same_inode or torn:
+            os.unlink(tmp)
+            _fsync_dir(tmp.parent)
+            log.debug("removed %s, the temporary copy of an interrupted run", tmp)
+            return "removed"
+    return "foreign"
+
+
 def _move_file(src: Path, dst: Path, expected_hash: str) -> None:
-    """Move one file without ever overwriting; verified by sha256 when bytes are copied."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    """Move one file into an existing folder without ever overwriting; verified by sha256 when bytes are copied."""
     if os.path.lexists(dst):
         raise FileExistsError(f"{dst} exists")
     if _same_filesystem(src, dst.parent):
         _rename_no_replace(src, dst)
     else:
-        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:12]}.partial")
+        tmp = _partial_path(dst, expected_hash)
+        if _clear_partial(tmp, (src, dst), expected_hash) == "foreign":
+            raise FileExistsError(f"{tmp} exists and is not an interrupted copy of {src}")
         try:
             shutil.copy2(src, tmp)
             with open(tmp, "rb+") as f:
@@ -251,6 +310,8 @@ def plan_moves(groups: Sequence[Group], root: Path, move_to: Path) -> MovePlan:
                 reason = "is a keeper (the same path as the file kept)"
             elif str(rel) in planned:
                 reason = "already planned"
+            elif (why := _unrestorable(str(rel))) is not None:
+                reason = why
             else:
                 src = root_r / rel
                 try:
@@ -282,8 +343,8 @@ def plan_moves(groups: Sequence[Group], root: Path, move_to: Path) -> MovePlan:
                     kind=d.kind,
                 )
             )
-    for s in skipped:
-        log.info("leaving %s: %s", s.path, s.reason)
+    for s in skipped:  # the front ends list them; logged for the library's own callers
+        log.debug("leaving %s: %s", s.path, s.reason)
     return MovePlan(moves=tuple(moves), skipped=tuple(skipped))
 
 
@@ -337,6 +398,8 @@ def _precheck(
     src_rel, keep_rel = _relative(m.source), _relative(m.keeper)
     if src_rel is None or keep_rel is None:
         return "not a safe move (path outside the root)"
+    if (why := _unrestorable(str(src_rel))) is not None:
+        return why
     if str(src_rel) in keeper_paths:
         return "is a keeper; keepers are never moved"
     if m.keeper not in keepers:
@@ -405,7 +468,7 @@ def apply_moves(
         for seq, m in enumerate(moves):
             reason = _precheck(m, root_r, move_r, keepers, keeper_paths)
             if reason is not None:
-                log.info("skipping %s: %s", m.source, reason)
+                log.debug("skipping %s: %s", m.source, reason)
                 skipped.append(SkippedMove(m.source, reason))
                 continue
             src, dst = root_r / m.source, move_r / m.destination
@@ -422,6 +485,7 @@ def apply_moves(
                 }
             )
             try:
+                dst.parent.mkdir(parents=True, exist_ok=True)  # inside move_to: _destination_problem
                 _move_file(src, dst, m.content_hash)
             except OSError as e:
                 reason = f"move failed: {e.strerror or e}"
@@ -440,78 +504,285 @@ def apply_moves(
             f"{move_to}: no space left on the device after {full} of {len(moves)} moves; every file not moved"
             f" is still in its place; `retrieval undo {log_path}` puts back the ones moved"
         )
-    log.info("moved %d files to %s, skipped %d; undo log %s", len(moved), move_r, len(skipped), log_path)
+    log.debug("moved %d files to %s, skipped %d; undo log %s", len(moved), move_r, len(skipped), log_path)
     return MoveReport(moved=tuple(moved), skipped=tuple(skipped), log_path=Path(log_path))
 
 
 # ---------------------------------------------------------------------------------------------------
-# Undo
+# Undo: the whole log is checked before anything moves
+
+MAX_LINE_BYTES = 1 << 20  # a move record is a few KB (two paths of at most 4 KB, JSON-escaped): longer is not one
+_MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# what plumbing.images lists (and so what apply can ever move), HEIF included whether pillow-heif is here or not
+RESTORABLE_EXTENSIONS = IMAGE_EXTENSIONS | {".heic", ".heif"}
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for every line, read one line at a time; a torn last line (crash while writing)
+    is ignored. InputError naming the file and the line for anything that is not a move-log record."""
+    try:
+        f = open(path, "rb")  # closed below
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such move log") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the move log ({e.strerror or e})") from None
+    with f:
+        n = 0
+        header_seen = False
+        while True:
+            try:
+                raw = f.readline(MAX_LINE_BYTES + 1)
+            except OSError as e:
+                raise InputError(f"{path}: cannot read the move log ({e.strerror or e})") from None
+            if not raw:
+                break
+            n += 1
+            if not raw.endswith(b"\n"):
+                if len(raw) > MAX_LINE_BYTES:
+                    raise InputError(f"{path}: line {n} is longer than any move-log record")
+                if raw.strip():  # after the last newline: a write torn by a crash
+                    log.warning("%s: ignoring an incomplete last line (interrupted write)", path)
+                break
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InputError(f"{path}: line {n} is not UTF-8 text") from None
+            except (ValueError, RecursionError):  # JSONDecodeError, an integer of a million digits, deep nesting
+                raise InputError(f"{path}: line {n} is not valid JSON") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
+                raise InputError(f"{path}: line {n} is not a move-log record")
+            if not header_seen and rec["type"] != "header":
+                raise InputError(f"{path}: not a move log (no header line)")
+            if rec["type"] == "header":
+                header_seen = True
+                if rec.get("format") != MOVE_LOG_FORMAT:
+                    raise InputError(f"{path}: line {n}: not a {MOVE_LOG_FORMAT}")
+                version = rec.get("version")
+                if not isinstance(version, int):
+                    raise InputError(f"{path}: line {n}: the header has no version")
+                if version > MOVE_LOG_VERSION:
+                    raise FormatVersionError(
+                        f"{path}: move log version {version} is newer than this program reads "
+                        f"({MOVE_LOG_VERSION}); upgrade retrieval"
+                    )
+            yield n, rec
+        if not header_seen:
+            raise InputError(f"{path}: not a move log (no header line)")
 
 
 def _parse_log(path: Path) -> list[tuple[int, dict]]:
-    """(line number, record) for every line; a torn last line (crash while writing) is ignored."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such move log") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read the move log ({e})") from None
-    lines = text.split("\n")
-    torn = lines.pop() if lines else ""  # after the last newline: empty unless the last write was torn
-    records: list[tuple[int, dict]] = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"{path}: line {n} is not valid JSON") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
-            raise InputError(f"{path}: line {n} is not a move-log record")
-        records.append((n, rec))
-    if torn.strip():
-        log.warning("%s: ignoring an incomplete last line (interrupted write)", path)
-    if not records or records[0][1]["type"] != "header":
-        raise InputError(f"{path}: not a move log (no header line)")
-    for n, rec in records:
-        if rec["type"] == "header":
-            if rec.get("format") != MOVE_LOG_FORMAT:
-                raise InputError(f"{path}: line {n}: not a {MOVE_LOG_FORMAT}")
-            version = rec.get("version")
-            if not isinstance(version, int):
-                raise InputError(f"{path}: line {n}: the header has no version")
-            if version > MOVE_LOG_VERSION:
-                raise FormatVersionError(
-                    f"{path}: move log version {version} is newer than this program reads "
-                    f"({MOVE_LOG_VERSION}); upgrade retrieval"
-                )
-    return records
+    """Every record of the log (see `_records`)."""
+    return list(_records(path))
 
 
 def _read_header(path: Path) -> dict:
-    return _parse_log(path)[0][1]
-
-
-def _intent(path: Path, n: int, rec: dict) -> tuple[Path, Path, str]:
-    source, destination, sha = rec.get("source"), rec.get("destination"), rec.get("sha256")
-    if not (isinstance(source, str) and isinstance(destination, str) and isinstance(sha, str)):
-        raise InputError(f"{path}: line {n}: a move record needs source, destination and sha256")
-    return Path(source), Path(destination), sha
-
-
-def _same_entry(a: Path, a_st: os.stat_result, b: Path, b_st: os.stat_result) -> bool:
-    """Whether two paths of one inode are one directory entry (the same path, or the same path reached
-    through a symlinked folder), so that unlinking either would remove the file, not a second name of it.
-    Errs towards True: one link only, or the same folder and names equal but for case."""
-    if (a_st.st_dev, a_st.st_ino) != (b_st.st_dev, b_st.st_ino):
-        return False
-    if a_st.st_nlink < 2:
-        return True
+    records = _records(path)
     try:
-        same_folder = os.path.samefile(a.parent, b.parent)
-    except OSError:
-        return True
-    return same_folder and a.name.casefold() == b.name.casefold()
+        return next(records)[1]
+    finally:
+        records.close()
+
+
+@dataclass(frozen=True)
+class _Folders:
+    """One session's header: its folders as written and as they resolve now."""
+
+    root: str
+    move_to: str
+    real_root: str
+    real_move_to: str
+    session: str
+
+
+@dataclass(frozen=True)
+class _Restore:
+    """One checked move record. `original` and `moved` are real paths: their folders resolved (inside the real
+    root and the real move_to), the file name as recorded (a symlink there is not followed)."""
+
+    line: int
+    source: str  # as recorded: what the person reads
+    original: str
+    moved: str
+    sha: str
+    folders: _Folders
+
+
+def _path_problem(value: object) -> str | None:
+    """Why `value` is not a path as `apply_moves` writes one (absolute, in normal form), or None."""
+    if not isinstance(value, str) or not value:
+        return "is not a path"
+    if "\0" in value:
+        return "contains a NUL byte"
+    if os.sep == "/" and "\\" in value:
+        return "contains a backslash (a Windows-style path)"
+    if not os.path.isabs(value):
+        return "is not an absolute path"
+    if os.path.normpath(value) != value or value.startswith("//"):
+        return "is not in normal form (., .., // or a trailing /)"
+    try:
+        if len(os.fsencode(value)) > _MAX_PATH_BYTES:
+            return "is longer than any path"
+    except UnicodeEncodeError:
+        return "is not a valid file name"
+    return None
+
+
+def _inside(folder: str, path: str) -> bool:
+    """`path` is `folder` or lies under it (both absolute, in normal form)."""
+    return os.path.commonpath([folder, path]) == folder
+
+
+def _under(path: str, folder: str) -> str | None:
+    """`path` relative to `folder` as written (no symlink resolved), or None when it is not under it."""
+    prefix = folder.rstrip(os.sep) + os.sep
+    return path[len(prefix) :] if path.startswith(prefix) and len(path) > len(prefix) else None
+
+
+def _real_entry(path: str) -> str:
+    """`path` with its folder resolved through every symlink, the last name kept (not followed)."""
+    folder, name = os.path.split(path)
+    return os.path.join(os.path.realpath(folder), name)
+
+
+def _unrestorable(rel: str) -> str | None:
+    """Why undo refuses a record of this relative path, which apply therefore never moves, or None: a hidden
+    part or a name that is not an image's (nothing the index lists; an edited log's way into ~/.config)."""
+    parts = rel.split("/")
+    if any(part.startswith(".") for part in parts):
+        return "is hidden (a name starting with '.'): never indexed, never moved"
+    if os.path.splitext(parts[-1])[1].lower() not in RESTORABLE_EXTENSIONS:
+        return "is not an image file name: only images are indexed and moved"
+    return None
+
+
+def _checked_header(path: Path, n: int, rec: dict) -> _Folders:
+    where = f"{path}: line {n}:"
+    for key in ("root", "move_to"):
+        if key not in rec:
+            raise InputError(f"{where} the header names no {key} folder; undo needs both to check every record")
+        problem = _path_problem(rec[key])
+        if problem is not None:
+            raise InputError(f"{where} the header's {key} {printable(str(rec[key]))[:300]} {problem}")
+    session = rec.get("session")
+    if not isinstance(session, str):
+        raise InputError(f"{where} the header has no session")
+    root, move_to = rec["root"], rec["move_to"]
+    real_root, real_move_to = os.path.realpath(root), os.path.realpath(move_to)
+    if not os.path.isdir(real_root):
+        raise InputError(f"{where} the root {printable(root)} is not a folder (moved or removed?); nothing restored")
+    if not os.path.isdir(real_move_to):
+        raise InputError(f"{where} the move-to folder {printable(move_to)} is not a folder; nothing to restore from")
+    if _inside(real_root, real_move_to) or _inside(real_move_to, real_root):
+        raise InputError(
+            f"{where} the move-to folder {printable(move_to)} and the root {printable(root)} overlap"
+            " (apply never writes such a log); nothing restored"
+        )
+    return _Folders(root, move_to, real_root, real_move_to, session)
+
+
+def _checked_record(path: Path, n: int, rec: dict, folders: _Folders) -> _Restore:
+    """The record as a restore that stays inside its folders; InputError naming the line otherwise."""
+    where = f"{path}: line {n}:"
+    if not all(key in rec for key in ("session", "source", "destination", "sha256")):
+        raise InputError(f"{where} a move record needs session, source, destination and sha256")
+    if rec["session"] != folders.session:
+        raise InputError(f"{where} the move record is not from its header's session")
+    for key in ("source", "destination"):
+        problem = _path_problem(rec.get(key))
+        if problem is not None:
+            raise InputError(f"{where} the {key} {printable(str(rec.get(key)))[:300]} {problem}")
+    sha = rec.get("sha256")
+    if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        raise InputError(f"{where} the sha256 is not 64 hex digits")
+    source, destination = rec["source"], rec["destination"]
+    rel = _under(source, folders.root)
+    if rel is None:
+        raise InputError(f"{where} the source {printable(source)} is not under the root {printable(folders.root)}")
+    if _under(destination, folders.move_to) != rel:
+        raise InputError(
+            f"{where} the destination {printable(destination)} is not {printable(os.path.join(folders.move_to, rel))},"
+            f" where apply moves {printable(source)}"
+        )
+    why = _unrestorable(rel)
+    if why is not None:
+        raise InputError(f"{where} {printable(rel)} {why}")
+    original, moved = _real_entry(source), _real_entry(destination)
+    if not _inside(folders.real_root, os.path.dirname(original)):
+        raise InputError(
+            f"{where} the source {printable(source)} leads to {printable(original)} (a symbolic link on the way),"
+            f" outside the root {printable(folders.real_root)}"
+        )
+    if not _inside(folders.real_move_to, os.path.dirname(moved)):
+        raise InputError(
+            f"{where} the destination {printable(destination)} leads to {printable(moved)} (a symbolic link on the"
+            f" way), outside the move-to folder {printable(folders.real_move_to)}"
+        )
+    st = _lstat(Path(moved))
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise InputError(f"{where} the moved copy {printable(destination)} is {what}; apply only moves files")
+    return _Restore(n, source, original, moved, sha, folders)
+
+
+def _keeper_identity(rec: dict, folders: _Folders) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the record's keeper when it names a file under the root, else None."""
+    keeper = rec.get("keeper")
+    if _path_problem(keeper) is not None or _under(str(keeper), folders.root) is None:
+        return None
+    real = _real_entry(str(keeper))
+    st = _lstat(Path(real)) if _inside(folders.real_root, os.path.dirname(real)) else None
+    return (st.st_dev, st.st_ino) if st is not None and stat.S_ISREG(st.st_mode) else None
+
+
+def check_undo_log(log_path: Path) -> list[_Restore]:
+    """Every move record of the log, checked before anything moves; InputError (file, line, reason) for the
+    first that undo must not act on, which refuses the whole log:
+
+    - the header names its root and move-to folder, both existing folders that do not overlap (after symlinks);
+    - each record is from its header's session, with a sha256 and absolute paths in normal form (no NUL,
+      no Windows spelling), the source under the root and the destination under move_to at the same
+      relative path, which is an image file name without hidden parts (all that apply ever moves);
+    - both stay inside their folder after every symlink on the way; the moved copy, where it is, is a regular
+      file and not a hard link of another file under the root that the log names (a keeper, another
+      record's original): only its own original may share its inode (apply killed between link and unlink);
+    - no record appears twice in one session."""
+    log_path = Path(log_path)
+    restores: list[_Restore] = []
+    root_files: dict[tuple[int, int], str] = {}  # identities of the files under the root that the log names
+    folders: _Folders | None = None
+    for n, rec in _records(log_path):
+        if rec["type"] == "header":
+            folders = _checked_header(log_path, n, rec)
+        elif rec["type"] == "move":
+            assert folders is not None  # _records: the first record is a header
+            r = _checked_record(log_path, n, rec, folders)
+            restores.append(r)
+            keeper = _keeper_identity(rec, folders)
+            if keeper is not None:
+                root_files.setdefault(keeper, str(rec["keeper"]))
+    seen: dict[tuple[str, str], int] = {}
+    for r in restores:
+        first = seen.setdefault((r.folders.session, r.moved), r.line)
+        if first != r.line:
+            raise InputError(f"{log_path}: line {r.line}: repeats the move of line {first}")
+        st = _lstat(Path(r.original))
+        if st is not None and stat.S_ISREG(st.st_mode):
+            root_files.setdefault((st.st_dev, st.st_ino), r.source)
+    for r in restores:
+        st = _lstat(Path(r.moved))
+        if st is None or st.st_nlink < 2:
+            continue
+        other = root_files.get((st.st_dev, st.st_ino))
+        own = _lstat(Path(r.original))
+        if other is not None and not (own is not None and (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)):
+            raise InputError(
+                f"{log_path}: line {r.line}: the moved copy {printable(r.moved)} is a hard link of"
+                f" {printable(other)} under the root, not a moved file; nothing restored"
+            )
+    return restores
 
 
 def _verified(path: Path, sha: str) -> bool:
@@ -520,70 +791,97 @@ def _verified(path: Path, sha: str) -> bool:
     return st is not None and stat.S_ISREG(st.st_mode) and content_hash(path) == sha
 
 
-def _undo_one(src: Path, dst: Path, sha: str) -> tuple[str, str]:
+def _make_folders(root: str, folder: str) -> None:
+    """Create `folder` and its missing parents one at a time, all inside `root` (a real path): undo never
+    creates a folder outside the root. OSError when that cannot be done."""
+    missing: list[str] = []
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    if not _inside(root, os.path.realpath(folder)):
+        raise OSError(f"{folder} leads outside the root {root}")
+    for f in reversed(missing):
+        os.mkdir(f)
+
+
+def _undo_one(r: _Restore) -> tuple[str, str]:
     """Put one moved file back: ("restored" | "in_place" | "extra" | "problem", reason). Every branch checks
-    the sha256 before it acts and after, and none removes a name unless another name of the same bytes
-    (a distinct directory entry) stays behind."""
+    the sha256 before it acts and after. The only name it ever removes is the moved copy's, in move_to, and
+    only where its original holds the same inode; under the root it only adds the original's name."""
+    if _real_entry(r.original) != r.original or _real_entry(r.moved) != r.moved:
+        return "problem", "a folder on the way became a symbolic link after the log was checked; left alone"
+    src, dst = Path(r.original), Path(r.moved)
     src_st, dst_st = _lstat(src), _lstat(dst)
     if src_st is not None and not stat.S_ISREG(src_st.st_mode):
         return "problem", f"the original path is not a regular file; {dst} left alone"
     if dst_st is not None and not stat.S_ISREG(dst_st.st_mode):
         return "problem", f"{dst} is not a regular file; not restored"
     if src_st is not None and dst_st is not None:
-        if _same_entry(src, src_st, dst, dst_st):
-            return "problem", f"the record's source and destination {dst} are the same file; left alone"
         if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino):
-            if content_hash(src) != sha:
+            if content_hash(src) != r.sha:
                 return "problem", f"{dst} changed since it was moved; not restored"
-            os.unlink(dst)  # interrupted link + unlink: two names of one file, drop ours
+            os.unlink(dst)  # apply was killed between link and unlink: drop its name in move_to
             _fsync_dir(dst.parent)
-            if not _verified(src, sha):
+            if not _verified(src, r.sha):
                 return "problem", "the file at the original path no longer matches its sha256"
             return "restored", ""
-        if content_hash(src) == sha:  # interrupted copy: the original is still intact
-            return ("extra", "") if content_hash(dst) == sha else ("in_place", "")
+        if content_hash(src) == r.sha:  # interrupted copy: the original is still intact
+            return ("extra", "") if content_hash(dst) == r.sha else ("in_place", "")
         return "problem", f"a different file is at the original path; {dst} left alone"
     if dst_st is not None:
-        if content_hash(dst) != sha:
+        if content_hash(dst) != r.sha:
             return "problem", f"{dst} changed since it was moved; not restored"
-        _move_file(dst, src, sha)
-        if not _verified(src, sha):
+        _make_folders(r.folders.real_root, str(src.parent))
+        _move_file(dst, src, r.sha)
+        if not _verified(src, r.sha):
             return "problem", "the restored file does not match its sha256"
         return "restored", ""
     if src_st is not None:
-        if content_hash(src) == sha:
+        if content_hash(src) == r.sha:
             return "in_place", ""
         return "problem", f"a different file is at the original path and {dst} is gone"
     return "problem", f"neither the original nor {dst} exists"
 
 
 def undo_moves(log_path: Path) -> UndoReport:
-    """Move every file recorded in the log back to its original path (latest first), verified by sha256."""
-    log_path = Path(log_path)
-    intents = [_intent(log_path, n, rec) for n, rec in _parse_log(log_path) if rec["type"] == "move"]
+    """Move every file recorded in the log back to its original path (latest first), verified by sha256.
+    The whole log is checked first (`check_undo_log`): one record undo must not act on refuses it all,
+    before anything moves. Temporary copies left by an interrupted cross-device move (or undo) of a
+    recorded file are removed when their bytes are held by the file they copy, reported otherwise."""
+    restores = check_undo_log(Path(log_path))
     restored: list[str] = []
     in_place: list[str] = []
     problems: list[SkippedMove] = []
     extra: list[str] = []
-    for src, dst, sha in reversed(intents):
+    partials: list[str] = []
+    for r in reversed(restores):
+        holders = (Path(r.original), Path(r.moved))
         try:
-            outcome, reason = _undo_one(src, dst, sha)
+            for final in holders:
+                tmp = _partial_path(final, r.sha)
+                outcome = _clear_partial(tmp, holders, r.sha)
+                if outcome == "removed":
+                    partials.append(str(tmp))
+                elif outcome == "foreign":
+                    problems.append(SkippedMove(str(tmp), "not an interrupted copy of the moved file; left alone"))
+            outcome, reason = _undo_one(r)
         except OSError as e:
-            outcome, reason = "problem", f"cannot restore from {dst}: {e.strerror or e}"
+            outcome, reason = "problem", f"cannot restore from {r.moved}: {e.strerror or e}"
         if outcome == "restored":
-            restored.append(str(src))
+            restored.append(r.source)
         elif outcome == "problem":
-            problems.append(SkippedMove(str(src), reason))
+            problems.append(SkippedMove(r.source, reason))
         else:
-            in_place.append(str(src))
+            in_place.append(r.source)
             if outcome == "extra":
-                extra.append(str(dst))
+                extra.append(r.moved)
     for p in problems:
-        log.warning("not restored %s: %s", p.path, p.reason)
-    log.info("restored %d files, %d already in place, %d problems", len(restored), len(in_place), len(problems))
+        log.debug("not restored %s: %s", p.path, p.reason)
+    log.debug("restored %d files, %d already in place, %d problems", len(restored), len(in_place), len(problems))
     return UndoReport(
         restored=tuple(restored),
         already_in_place=tuple(in_place),
         problems=tuple(problems),
         extra_copies=tuple(extra),
+        partials_removed=tuple(partials),
     )

@@ -1,5 +1,6 @@
 """Probe 1 (issue 12): `undo` must never remove the last copy of a file, whatever the move log says, and
-`dedup --apply` must never move a file onto itself or back into the indexed folder through a symlink."""
+`dedup --apply` must never move a file onto itself or back into the indexed folder through a symlink.
+Since issue 25 such logs are refused whole before anything moves (tests/reliability/test_undo_edited_log.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
+from plumbing.errors import InputError
 from retrieval.dedup.groups import Duplicate, Group
 from retrieval.dedup.moves import MOVE_LOG_FORMAT, MOVE_LOG_VERSION, apply_moves, plan_moves, undo_moves
 from retrieval.records import FileRecord
-from tests.reliability.conftest import run_cli, sha, snapshot
+from tests.reliability.conftest import one_line_error, run_cli, sha, snapshot
 
 
-def write_log(path: Path, moves: list[tuple[Path, Path, str]]) -> Path:
-    lines = [{"type": "header", "format": MOVE_LOG_FORMAT, "version": MOVE_LOG_VERSION, "session": "s"}]
+def write_log(path: Path, moves: list[tuple[Path, Path, str]], root: Path, move_to: Path) -> Path:
+    header = {"type": "header", "format": MOVE_LOG_FORMAT, "version": MOVE_LOG_VERSION, "session": "s"}
+    lines = [{**header, "root": str(root), "move_to": str(move_to)}]
     for seq, (src, dst, digest) in enumerate(moves):
         lines.append(
             {"type": "move", "session": "s", "seq": seq, "source": str(src), "destination": str(dst), "sha256": digest}
@@ -25,33 +30,37 @@ def write_log(path: Path, moves: list[tuple[Path, Path, str]]) -> Path:
 
 
 def test_undo_keeps_the_only_copy_when_source_and_destination_are_one_path(tmp_path, monkeypatch, capsys):
+    """Issue 25 made this a refusal of the whole log: the destination is not under the move-to folder."""
     photo = tmp_path / "photos" / "a.png"
     photo.parent.mkdir()
     photo.write_bytes(b"the only copy" * 100)
+    (tmp_path / "moved").mkdir()
     digest = sha(photo)
-    log = write_log(tmp_path / "undo.jsonl", [(photo, photo, digest)])
+    log = write_log(tmp_path / "undo.jsonl", [(photo, photo, digest)], photo.parent, tmp_path / "moved")
 
-    report = undo_moves(log)
+    with pytest.raises(InputError, match="line 2: the destination .* is not"):
+        undo_moves(log)
     assert photo.is_file() and sha(photo) == digest
-    assert report.restored == () and len(report.problems) == 1 and "same file" in report.problems[0].reason
 
     code, _, err = run_cli(monkeypatch, capsys, "undo", str(log))
-    assert code == 2 and "same file" in err
+    one_line_error(code, err, str(log), "line 2")
     assert photo.is_file() and sha(photo) == digest
 
 
 def test_undo_keeps_the_only_copy_reached_through_a_symlinked_folder(tmp_path):
+    """moved/sub is a symlink to photos/sub: the 'moved copy' is the original itself; refused before acting."""
     photo = tmp_path / "photos" / "sub" / "a.png"
     photo.parent.mkdir(parents=True)
     photo.write_bytes(b"the only copy" * 100)
-    alias = tmp_path / "alias"
-    alias.symlink_to(photo.parent, target_is_directory=True)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "sub").symlink_to(photo.parent, target_is_directory=True)
     digest = sha(photo)
-    log = write_log(tmp_path / "undo.jsonl", [(photo, alias / "a.png", digest), (alias / "a.png", photo, digest)])
+    log = write_log(tmp_path / "undo.jsonl", [(photo, moved / "sub" / "a.png", digest)], tmp_path / "photos", moved)
 
-    report = undo_moves(log)
+    with pytest.raises(InputError, match="outside the move-to folder"):
+        undo_moves(log)
     assert photo.is_file() and sha(photo) == digest
-    assert report.restored == () and len(report.problems) == 2
 
 
 def test_undo_checks_the_hash_before_dropping_a_second_name(tmp_path):
@@ -62,7 +71,7 @@ def test_undo_checks_the_hash_before_dropping_a_second_name(tmp_path):
     twin = tmp_path / "moved" / "a.png"
     twin.parent.mkdir()
     os.link(photo, twin)
-    report = undo_moves(write_log(tmp_path / "undo.jsonl", [(photo, twin, "0" * 64)]))
+    report = undo_moves(write_log(tmp_path / "undo.jsonl", [(photo, twin, "0" * 64)], photo.parent, twin.parent))
     assert photo.is_file() and twin.is_file() and len(report.problems) == 1
 
 
@@ -74,7 +83,7 @@ def test_an_interrupted_hard_link_move_is_still_undone(tmp_path):
     twin = tmp_path / "moved" / "a.png"
     twin.parent.mkdir()
     os.link(photo, twin)
-    report = undo_moves(write_log(tmp_path / "undo.jsonl", [(photo, twin, sha(photo))]))
+    report = undo_moves(write_log(tmp_path / "undo.jsonl", [(photo, twin, sha(photo))], photo.parent, twin.parent))
     assert report.ok and report.restored == (str(photo),)
     assert photo.is_file() and not twin.exists()
 

@@ -311,6 +311,10 @@ def test_bad_move_logs_are_input_errors(tree, tmp_path):
     bad.write_text(lines[0] + json.dumps({"type": "move", "source": "x"}) + "\n")
     with pytest.raises(InputError, match="line 2: a move record needs"):
         undo_moves(bad)
+    move = json.loads(lines[1])
+    bad.write_text(lines[0] + json.dumps({**move, "source": "x"}) + "\n")
+    with pytest.raises(InputError, match="line 2: the source x is not an absolute path"):
+        undo_moves(bad)
     header = json.loads(lines[0])
     bad.write_text(json.dumps({**header, "version": 99}) + "\n")
     with pytest.raises(FormatVersionError, match="version 99"):
