@@ -8,6 +8,11 @@ images in earlier steps. InfoNCE is the (1+K)-way softmax classification loss of
 The queue is FIFO: slot `ptr` holds the oldest key, slot `ptr - 1` the newest; each step enqueues the
 batch's keys over the oldest ones. f_k is a momentum copy of f_q (theta_k <- m theta_k + (1 - m) theta_q),
 so keys enqueued a few hundred steps apart still come from nearly the same encoder.
+
+The paper's look-up picture is `rank_keys`: all 1 + K keys ranked by logit, k+ among them with its rank. A key
+in the queue encoded earlier from the query's own picture (same source id) is a stale copy of the positive that
+InfoNCE counts as a negative; the ranking marks it, with the reason. The training pictures behind the keys are
+found from any working directory (`resolve_image_root`).
 """
 
 from __future__ import annotations
