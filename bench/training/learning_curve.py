@@ -79,14 +79,17 @@ def training_folder(data: Path, work: Path, every: int = 1) -> Path:
 
 class Snapshots:
     """A progress callback that keeps the run's latest checkpoint when the training clock passes each of
-    `minutes` (so one long run also gives the curve's shorter points): a hard link to the file (checkpoints are
-    replaced by rename, so the linked file never changes), a copy where links are not possible. It is the
-    checkpoint written last, at most `checkpoint_every` steps before the mark; its step is read when it is
-    exported, outside the training clock."""
+    `minutes`, or the step count passes each of `steps` (so one long run also gives the curve's shorter points): a
+    hard link to the file (checkpoints are replaced by rename, so the linked file never changes), a copy where links
+    are not possible. It is the checkpoint written last, at most `checkpoint_every` steps before the mark; its step
+    is read when it is exported, outside the training clock. Each records the process's CPU seconds so far
+    (`cpu_s`: one torch thread, so CPU time is the work done, whatever else the machine runs)."""
 
-    def __init__(self, run_dir: Path, minutes: list[float]) -> None:
+    def __init__(self, run_dir: Path, minutes: list[float], steps: list[int] | None = None) -> None:
         self.run_dir, self.todo, self.taken = run_dir, sorted(minutes), []
+        self.steps = sorted(steps or [])
         self.t0: float | None = None
+        self.cpu0 = time.process_time()
 
     def __call__(self, stage: str, done: int, total: int | None, status: dict | None = None) -> None:
         if stage != "training":
@@ -95,15 +98,21 @@ class Snapshots:
         self.t0 = self.t0 if self.t0 is not None else now
         while self.todo and now - self.t0 >= self.todo[0] * 60:
             minute = self.todo.pop(0)
-            src = self.run_dir / "checkpoint.pt"
-            if not src.exists():
-                continue
-            dst = self.run_dir / f"snapshot-{minute:g}min.pt"
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copyfile(src, dst)
-            self.taken.append({"minute": minute, "file": str(dst)})
+            self._take(f"{minute:g}min", {"minute": minute})
+        while self.steps and done > self.steps[0]:  # past the mark: that step's checkpoint is written
+            mark = self.steps.pop(0)
+            self._take(f"step{mark}", {"minute": None, "at_step": mark})
+
+    def _take(self, name: str, rec: dict) -> None:
+        src = self.run_dir / "checkpoint.pt"
+        if not src.exists():
+            return
+        dst = self.run_dir / f"snapshot-{name}.pt"
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+        self.taken.append({**rec, "name": name, "file": str(dst), "cpu_s": time.process_time() - self.cpu0})
 
 
 def export_snapshot(ckpt: Path, final_encoder: Path, out_dir: Path, encoder: str = "q") -> int:
@@ -127,15 +136,16 @@ def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict)
     from moco.train import fit
 
     over = dict(overrides)
-    snaps = Snapshots(run_dir, over.pop("snapshot_minutes", []))
-    if snaps.todo:
-        over.setdefault("checkpoint_every", 50)
+    snaps = Snapshots(run_dir, over.pop("snapshot_minutes", []), over.pop("snapshot_steps", []))
+    if snaps.todo or snaps.steps:
+        over.setdefault("checkpoint_every", 25 if snaps.steps else 50)
     if over.pop("force_cpu_bf16", False):  # bf16 autocast on this CPU whatever its kind (the fp32/bf16 check)
         moco.devices.CPU_BF16_TRAIN = (moco.devices.cpu_bf16_kind(),)
     fixed = {"time_budget_min": budget_min, "device": "cpu", "workers": 0, "resume": False}
     cfg = TrainConfig.for_device("cpu", str(images), str(run_dir), {"epochs": 10_000, **over, **fixed})
     t = time.monotonic()
-    r = fit(cfg, snaps if snaps.todo else None)
+    r = fit(cfg, snaps if snaps.todo or snaps.steps else None)
+    cpu_s = time.process_time() - snaps.cpu0
     rows = read_metrics(run_dir)
     health = [row for row in rows if "epoch_end" in row]
     seconds = budget_min * 60 if r.stopped == "time budget" else max(row.get("elapsed_s", 1e-9) for row in rows)
@@ -147,6 +157,7 @@ def child_train(run_dir: Path, images: Path, budget_min: float, overrides: dict)
         "loss": r.loss,
         "stopped": r.stopped,
         "wall_s": time.monotonic() - t,
+        "cpu_s": cpu_s,
         "queue_size": r.model_config.queue_size,
         "bn_splits": r.model_config.bn_splits,
         "last_health": health[-1] if health else None,
@@ -307,6 +318,12 @@ def main() -> None:
         " gives the shorter points; its lr schedule spans the whole budget)",
     )
     ap.add_argument(
+        "--snapshot-steps",
+        default="",
+        help="steps, comma-separated: also score each run's checkpoint at these steps (with --budgets 0 and an"
+        " 'epochs' setting: equal work whatever the machine's load; each point records its CPU seconds)",
+    )
+    ap.add_argument(
         "--key-encoder",
         action="store_true",
         help="also score the momentum key encoder of every scored checkpoint (rows named 'SETTING (key encoder)')",
@@ -326,6 +343,7 @@ def main() -> None:
     settings = json.loads(a.settings) if a.settings else {"old defaults": OLD_DEFAULTS, "new defaults": new}
     budgets = [float(b) for b in a.budgets.split(",")]
     snapshot_minutes = [float(m) for m in a.snapshots.split(",") if m]
+    snapshot_steps = [int(m) for m in a.snapshot_steps.split(",") if m]
     work = a.work or Path(tempfile.mkdtemp(prefix="bench-curve-"))
     work.mkdir(parents=True, exist_ok=True)
     start = machine_info()
@@ -351,7 +369,9 @@ def main() -> None:
             if not (run / "cache").exists():
                 (run / "cache").symlink_to(work / "cache")
             snap = [m for m in snapshot_minutes if m < b]
-            over = {**settings[name], "snapshot_minutes": snap} if snap else settings[name]
+            over = {**settings[name], "snapshot_minutes": snap} if snap else dict(settings[name])
+            if snapshot_steps:
+                over["snapshot_steps"] = snapshot_steps
             procs.append((b, name, run, spawn(run, images, b, over)))
         # shortest budgets first: each run is scored as soon as it ends, while the longer ones still train
         for b, name, run, p in sorted(procs, key=lambda t: t[0]):
@@ -363,11 +383,12 @@ def main() -> None:
             rec["run"] = str(run)
             scored: list[tuple[dict, Path]] = []  # (row, its checkpoint) for the key encoder's rows
             for snap in rec.pop("snapshots", []):  # the shorter points of this run's clock
-                enc = run / f"encoder-{snap['minute']:g}min"
+                enc = run / f"encoder-{snap['name']}"
                 step = export_snapshot(Path(snap["file"]), run, enc)
-                srec = {**rec, "budget_min": snap["minute"], "steps": step, "snapshot_of_min": b}
+                minute = snap["minute"] if snap["minute"] is not None else b * step / max(1, rec["steps"])
+                srec = {**rec, "budget_min": minute, "steps": step, "snapshot_of_min": b, "cpu_s": snap["cpu_s"]}
                 srec["pairs"] = step * srec["pairs"] // max(1, rec["steps"])
-                srec["img_per_s"] = srec["pairs"] / (snap["minute"] * 60)
+                srec["img_per_s"] = srec["pairs"] / max(1e-9, snap["minute"] * 60 if snap["minute"] else snap["cpu_s"])
                 srec.pop("loss_curve", None)
                 srec["last_health"] = health_at(run, step)
                 srec.update(scorer.score(enc, not a.no_emoji))
@@ -450,7 +471,7 @@ def neighbour_agreement(rows: list[dict]) -> None:
     """Label-free: for each row after the first of a run (a setting's points, shortest budget first), the mean share
     of each held-out query's 10 nearest gallery images that the run's previous point also had among its 10."""
     last: dict[tuple[str, str], np.ndarray] = {}
-    for rec in sorted(rows, key=lambda r: (r["setting"], r["run"], r["budget_min"])):
+    for rec in sorted(rows, key=lambda r: (r["setting"], r["run"], r["steps"])):
         key = (rec["setting"], rec["run"])
         now = rec["_neighbours"]
         if key in last:
