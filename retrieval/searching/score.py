@@ -60,11 +60,10 @@ def rank_background(cosines: Sequence[float], groups: Sequence[object], rank: in
     return 0.0
 
 
-def scores(cosines: np.ndarray, query_background: float, hit_backgrounds: np.ndarray) -> np.ndarray:
-    """Normalised scores of one query's hits: dedup's `normalised_scores` with the query's background on one
-    side and each hit's on the other."""
-    cos = np.asarray(cosines, dtype=np.float32)
-    return normalised_scores(cos, np.full_like(cos, query_background), np.asarray(hit_backgrounds, np.float32))
+def scores(cosines: np.ndarray, query_backgrounds: np.ndarray, hit_backgrounds: np.ndarray) -> np.ndarray:
+    """Normalised scores of hits: dedup's `normalised_scores` with the query's background on one side and the
+    hit's on the other, element by element."""
+    return normalised_scores(cosines, query_backgrounds, hit_backgrounds)
 
 
 __all__ = ["BACKGROUND_RANK", "BANDS", "band", "rank_background", "scores"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -138,14 +139,20 @@ class SearchIndex:
         D, I = self._searcher.search(Q, depth)  # noqa: E741  (q, depth), (q, depth)
         skips = exclude_ids if exclude_ids is not None else [()] * Q.shape[0]
         rows = [self._row(c, ids, skip, k) for c, ids, skip in zip(D.tolist(), I.tolist(), skips, strict=True)]
-        kept = np.fromiter((i for ids, _, _ in rows for i in ids), dtype=np.int64)
-        hb = dict(zip(kept.tolist(), self.backgrounds(kept).tolist(), strict=True)) if kept.size else {}
+        n_hits = sum(len(ids) for ids, _, _ in rows)
+        if n_hits == 0:
+            return [[] for _ in rows]
+        # one vectorised scoring over every hit of the batch: cosine, query background, hit background
+        hit_ids = np.fromiter(chain.from_iterable(ids for ids, _, _ in rows), np.int64, n_hits)
+        cos = np.fromiter(chain.from_iterable(c for _, c, _ in rows), np.float32, n_hits)
+        qb = np.fromiter(chain.from_iterable(repeat(b, len(ids)) for ids, _, b in rows), np.float32, n_hits)
+        s = scores(cos, qb, self.backgrounds(hit_ids)).tolist()
         path = self._paths.__getitem__
-        out = []
-        for ids, cos, qb in rows:
-            s = scores(np.asarray(cos, dtype=np.float32), qb, np.array([hb[i] for i in ids], dtype=np.float32))
-            s = s.tolist()
-            out.append(list(map(Hit, range(1, len(ids) + 1), ids, map(path, ids), cos, s, map(band, s))))
+        out, at = [], 0
+        for ids, c, _ in rows:
+            row_s = s[at : at + len(ids)]
+            at += len(ids)
+            out.append(list(map(Hit, range(1, len(ids) + 1), ids, map(path, ids), c, row_s, map(band, row_s))))
         return out
 
     def _row(self, cos: list[float], ids: list[int], skip: Collection[int], k: int) -> tuple[list, list, float]:
@@ -162,7 +169,11 @@ class SearchIndex:
         (r = `background_rank`; itself and its exact copies do not count), as dedup normalises against.
         Computed on first use and kept."""
         ids = np.asarray(ids, dtype=np.int64)
-        missing = np.unique(ids[np.isnan(self._background[ids])])
+        found = self._background[ids]
+        gaps = np.isnan(found)
+        if not gaps.any():
+            return found
+        missing = np.unique(ids[gaps])
         if missing.size:
             depth = min(len(self.records), self.background_rank + 1 + self._copies)
             D, I = self._searcher.search(np.ascontiguousarray(self.vectors[missing]), depth)  # noqa: E741
