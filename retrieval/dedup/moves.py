@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -41,7 +42,7 @@ import re
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -130,7 +131,7 @@ class UndoReport:
 _fsync_dir = fsync_dir  # one implementation: moco.checkpoint
 
 
-def _lstat(path: Path) -> os.stat_result | None:
+def _lstat(path: Path | str) -> os.stat_result | None:
     try:
         return os.lstat(path)
     except FileNotFoundError:
@@ -632,7 +633,7 @@ def _path_problem(value: object) -> str | None:
 
 def _inside(folder: str, path: str) -> bool:
     """`path` is `folder` or lies under it (both absolute, in normal form)."""
-    return os.path.commonpath([folder, path]) == folder
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _under(path: str, folder: str) -> str | None:
@@ -641,10 +642,10 @@ def _under(path: str, folder: str) -> str | None:
     return path[len(prefix) :] if path.startswith(prefix) and len(path) > len(prefix) else None
 
 
-def _real_entry(path: str) -> str:
+def _real_entry(path: str, realpath: Callable[[str], str] = os.path.realpath) -> str:
     """`path` with its folder resolved through every symlink, the last name kept (not followed)."""
     folder, name = os.path.split(path)
-    return os.path.join(os.path.realpath(folder), name)
+    return os.path.join(realpath(folder), name)
 
 
 def _unrestorable(rel: str) -> str | None:
@@ -683,7 +684,9 @@ def _checked_header(path: Path, n: int, rec: dict) -> _Folders:
     return _Folders(root, move_to, real_root, real_move_to, session)
 
 
-def _checked_record(path: Path, n: int, rec: dict, folders: _Folders) -> _Restore:
+def _checked_record(
+    path: Path, n: int, rec: dict, folders: _Folders, realpath: Callable[[str], str] = os.path.realpath
+) -> _Restore:
     """The record as a restore that stays inside its folders; InputError naming the line otherwise."""
     where = f"{path}: line {n}:"
     if not all(key in rec for key in ("session", "source", "destination", "sha256")):
@@ -709,7 +712,7 @@ def _checked_record(path: Path, n: int, rec: dict, folders: _Folders) -> _Restor
     why = _unrestorable(rel)
     if why is not None:
         raise InputError(f"{where} {printable(rel)} {why}")
-    original, moved = _real_entry(source), _real_entry(destination)
+    original, moved = _real_entry(source, realpath), _real_entry(destination, realpath)
     if not _inside(folders.real_root, os.path.dirname(original)):
         raise InputError(
             f"{where} the source {printable(source)} leads to {printable(original)} (a symbolic link on the way),"
@@ -720,20 +723,22 @@ def _checked_record(path: Path, n: int, rec: dict, folders: _Folders) -> _Restor
             f"{where} the destination {printable(destination)} leads to {printable(moved)} (a symbolic link on the"
             f" way), outside the move-to folder {printable(folders.real_move_to)}"
         )
-    st = _lstat(Path(moved))
+    st = _lstat(moved)
     if st is not None and not stat.S_ISREG(st.st_mode):
         what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
         raise InputError(f"{where} the moved copy {printable(destination)} is {what}; apply only moves files")
     return _Restore(n, source, original, moved, sha, folders)
 
 
-def _keeper_identity(rec: dict, folders: _Folders) -> tuple[int, int] | None:
+def _keeper_identity(
+    rec: dict, folders: _Folders, realpath: Callable[[str], str] = os.path.realpath
+) -> tuple[int, int] | None:
     """(st_dev, st_ino) of the record's keeper when it names a file under the root, else None."""
     keeper = rec.get("keeper")
     if _path_problem(keeper) is not None or _under(str(keeper), folders.root) is None:
         return None
-    real = _real_entry(str(keeper))
-    st = _lstat(Path(real)) if _inside(folders.real_root, os.path.dirname(real)) else None
+    real = _real_entry(str(keeper), realpath)
+    st = _lstat(real) if _inside(folders.real_root, os.path.dirname(real)) else None
     return (st.st_dev, st.st_ino) if st is not None and stat.S_ISREG(st.st_mode) else None
 
 
@@ -750,33 +755,33 @@ def check_undo_log(log_path: Path) -> list[_Restore]:
       record's original): only its own original may share its inode (apply killed between link and unlink);
     - no record appears twice in one session."""
     log_path = Path(log_path)
+    realpath = functools.lru_cache(maxsize=1 << 16)(os.path.realpath)  # records share their folders
     restores: list[_Restore] = []
     root_files: dict[tuple[int, int], str] = {}  # identities of the files under the root that the log names
+    linked: list[tuple[_Restore, os.stat_result, os.stat_result | None]] = []  # moved copies with other names
+    seen: dict[tuple[str, str], int] = {}
     folders: _Folders | None = None
     for n, rec in _records(log_path):
         if rec["type"] == "header":
             folders = _checked_header(log_path, n, rec)
         elif rec["type"] == "move":
             assert folders is not None  # _records: the first record is a header
-            r = _checked_record(log_path, n, rec, folders)
+            r = _checked_record(log_path, n, rec, folders, realpath)
+            first = seen.setdefault((folders.session, r.moved), n)
+            if first != n:
+                raise InputError(f"{log_path}: line {n}: repeats the move of line {first}")
             restores.append(r)
-            keeper = _keeper_identity(rec, folders)
+            keeper = _keeper_identity(rec, folders, realpath)
             if keeper is not None:
                 root_files.setdefault(keeper, str(rec["keeper"]))
-    seen: dict[tuple[str, str], int] = {}
-    for r in restores:
-        first = seen.setdefault((r.folders.session, r.moved), r.line)
-        if first != r.line:
-            raise InputError(f"{log_path}: line {r.line}: repeats the move of line {first}")
-        st = _lstat(Path(r.original))
-        if st is not None and stat.S_ISREG(st.st_mode):
-            root_files.setdefault((st.st_dev, st.st_ino), r.source)
-    for r in restores:
-        st = _lstat(Path(r.moved))
-        if st is None or st.st_nlink < 2:
-            continue
+            own = _lstat(r.original)
+            if own is not None and stat.S_ISREG(own.st_mode):
+                root_files.setdefault((own.st_dev, own.st_ino), r.source)
+            moved = _lstat(r.moved)
+            if moved is not None and moved.st_nlink > 1:
+                linked.append((r, moved, own))
+    for r, st, own in linked:
         other = root_files.get((st.st_dev, st.st_ino))
-        own = _lstat(Path(r.original))
         if other is not None and not (own is not None and (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)):
             raise InputError(
                 f"{log_path}: line {r.line}: the moved copy {printable(r.moved)} is a hard link of"
@@ -863,7 +868,9 @@ def undo_moves(log_path: Path) -> UndoReport:
                 if outcome == "removed":
                     partials.append(str(tmp))
                 elif outcome == "foreign":
-                    problems.append(SkippedMove(str(tmp), "not an interrupted copy of the moved file; left alone"))
+                    problems.append(
+                        SkippedMove(str(tmp), "holds other bytes than an interrupted copy would; left alone")
+                    )
             outcome, reason = _undo_one(r)
         except OSError as e:
             outcome, reason = "problem", f"cannot restore from {r.moved}: {e.strerror or e}"

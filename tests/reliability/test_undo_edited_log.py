@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -439,3 +440,36 @@ def test_edited_logs_at_random_never_remove_a_name_under_the_root(tmp_path):
     tally = undo_fuzz.run(60, seed=0, work=tmp_path)
     assert tally.cases == 60 and tally.refused > 0 and tally.acted > 0
     assert tally.failures == []
+
+
+def _other_device() -> bool:
+    shm = Path("/dev/shm")
+    return shm.is_dir() and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(tempfile.gettempdir()).st_dev
+
+
+@pytest.mark.skipif(not _other_device(), reason="needs /dev/shm on another filesystem than the temp folder")
+def test_a_sigkilled_cross_device_undo_is_finished_by_the_rerun(tmp_path):
+    """Real SIGKILLs of `undo` copying across filesystems (docs/RELIABILITY.md: 30 of them): whatever the moment,
+    the rerun restores the tree byte for byte and removes and reports every .partial the kill left."""
+    tally = undo_fuzz.kill_loop(2, seed=0, work=tmp_path)
+    assert tally.kills == 2 and tally.failures == []
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"type": "move", "source": "' + b"a" * (1 << 20) + b'"}', "longer than any move-log record"),
+        (b'{"type": "move", "source": "caf\xe9.png"}', "not UTF-8 text"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (b'{"type": "move", "seq": 1' + b"0" * 5000 + b"}", "not valid JSON"),
+        (b'["type", "move"]', "not a move-log record"),
+    ],
+    ids=["a 1 MiB line", "Latin-1 bytes", "deep nesting", "a 5000-digit number", "a list"],
+)
+def test_a_damaged_line_is_one_line_naming_the_file_and_the_line(world, line, reason, monkeypatch, capsys):
+    with open(world["log"], "ab") as f:
+        f.write(line + b"\n")
+    before = state(world)
+    code, _, err = run_cli(monkeypatch, capsys, "undo", str(world["log"]))
+    one_line_error(code, err, str(world["log"]), "line 5", reason)
+    assert state(world) == before

@@ -15,6 +15,10 @@ The oracle, whatever undo did (refused or acted):
 - no `.partial` file anywhere; a refusal changes nothing at all; only InputError is raised.
 
     python -m tests.reliability.undo_fuzz --cases 2000 --seed 0
+
+`kill_loop` (`--kills N`) SIGKILLs a real cross-device undo (the root on /dev/shm, move_to on the disk) at a
+random moment, its copies slowed to 4 KB a step so the kill lands mid-copy too, then runs undo again: the
+tree must be back byte for byte, and every `.partial` the kill left must be removed and reported.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -269,11 +275,101 @@ def run(cases: int, seed: int = 0, work: Path | None = None) -> Tally:
     return tally
 
 
+_SLOW_UNDO = """
+import shutil, sys, time
+import retrieval.dedup.moves as moves
+
+def slow_copy(src, dst, *args, **kwargs):
+    with open(src, "rb") as a, open(dst, "wb") as b:
+        while chunk := a.read(4096):
+            b.write(chunk)
+            b.flush()
+            time.sleep(0.002)
+    shutil.copystat(src, dst)
+
+moves.shutil.copy2 = slow_copy
+print("ready", flush=True)
+moves.undo_moves(sys.argv[1])
+"""
+
+
+@dataclass
+class KillTally:
+    kills: int = 0
+    partials_left: int = 0  # .partial files found after a kill
+    partials_reported: int = 0  # ... removed by the rerun and listed in its report
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def kill_loop(kills: int, seed: int = 0, work: Path | None = None, shm: Path = Path("/dev/shm")) -> KillTally:
+    """SIGKILL `undo` mid-way through cross-device moves (root on `shm`, move_to under `work`), rerun it."""
+    t0 = time.perf_counter()
+    rng = random.Random(seed)
+    tally = KillTally()
+    repo = Path(__file__).resolve().parents[2]
+    for k in range(kills):
+        with tempfile.TemporaryDirectory(dir=shm) as fast, tempfile.TemporaryDirectory(dir=work) as disk:
+            root, dups, log = Path(fast) / "photos", Path(disk) / "dups", Path(disk) / "undo.jsonl"
+            keep = rng.randbytes(64 * 1024)
+            (root / "sub").mkdir(parents=True)
+            (root / "keep.png").write_bytes(keep)
+            for i in range(3):
+                (root / "sub" / f"dup{i}.png").write_bytes(keep)
+            before = _tree(root)
+
+            def rec(i: int, rel: str, root: Path = root) -> FileRecord:
+                p = root / rel
+                return FileRecord(i, rel, p.stat().st_size, p.stat().st_mtime_ns, _sha(p), 8, 8)
+
+            dup = tuple(Duplicate(rec(i + 1, f"sub/dup{i}.png"), 1.0, "exact") for i in range(3))
+            groups = [Group(rec(0, "keep.png"), dup)]
+            if len(apply_moves(plan_moves(groups, root, dups), root, dups, log).moved) != 3:
+                tally.failures.append(f"round {k}: apply did not move 3 files")
+                continue
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _SLOW_UNDO, str(log)], cwd=repo, stdout=subprocess.PIPE, text=True
+            )
+            assert proc.stdout is not None
+            proc.stdout.readline()  # "ready"
+            time.sleep(rng.uniform(0.0, 0.15))  # three copies of 16 steps of about 2-3 ms
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            tally.kills += 1
+            left = {str(p) for p in Path(fast).rglob("*.partial")} | {str(p) for p in Path(disk).rglob("*.partial")}
+            tally.partials_left += len(left)
+            try:
+                report = undo_moves(log)
+            except Exception as e:  # noqa: BLE001
+                tally.failures.append(f"round {k}: the rerun raised {type(e).__name__}: {e}")
+                continue
+            tally.partials_reported += len(set(report.partials_removed) & left)
+            if set(report.partials_removed) != left:
+                tally.failures.append(f"round {k}: left {sorted(left)}, reported {report.partials_removed}")
+            if not report.ok or _tree(root) != before:
+                tally.failures.append(f"round {k}: not restored byte for byte: {report}")
+            if list(Path(fast).rglob("*.partial")) or list(Path(disk).rglob("*.partial")):
+                tally.failures.append(f"round {k}: a .partial file is still there")
+    tally.seconds = time.perf_counter() - t0
+    return tally
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kills", type=int, default=0, help="SIGKILL loop of cross-device undo instead")
     args = parser.parse_args(argv)
+    if args.kills:
+        kt = kill_loop(args.kills, args.seed)
+        print(
+            f"{kt.kills} SIGKILLs of a cross-device undo: {kt.partials_left} .partial files left by the kills,"
+            f" {kt.partials_reported} removed and reported by the rerun, {len(kt.failures)} failures,"
+            f" {kt.seconds:.1f} s"
+        )
+        for f in kt.failures[:20]:
+            print("FAIL", f)
+        return 1 if kt.failures else 0
     tally = run(args.cases, args.seed)
     print(
         f"{tally.cases} edited logs: {tally.refused} refused, {tally.acted} acted on ({tally.restored_files} files"
