@@ -19,8 +19,9 @@ Shown = tuple[tuple[int, float], ...]  # the results on screen, kept by the serv
 
 
 def search(engine: Engine, image: str | None, k: float) -> tuple[list[dict[str, Any]], Shown]:
-    """The top-k indexed images for a query image: [{"file": path relative to the root, "score": cosine}] (the
-    API's answer), and the same results as catalog ids for the session (the gallery and "more like this")."""
+    """The top-k indexed images for a query image: [{"file": path relative to the root, "score": the
+    neighbour-normalised score, "band": it in words, "cosine": the raw cosine}] (the API's answer), and the same
+    results as catalog ids for the session (the gallery and "more like this")."""
     if not image:
         raise InputError("Upload, paste or take a query image first.")
     hits = engine.search_image(engine.decode_upload(image), _k(k))
@@ -55,7 +56,10 @@ def _k(k: float) -> int:
 
 
 def _as_json(hits: list[Hit]) -> list[dict[str, Any]]:
-    return [{"file": h.path, "score": round(float(h.cosine), 6)} for h in hits]  # raw cosine for now
+    return [
+        {"file": h.path, "score": round(float(h.score), 6), "band": h.band, "cosine": round(float(h.cosine), 6)}
+        for h in hits
+    ]
 
 
 def _shown(hits: list[Hit]) -> Shown:

@@ -21,8 +21,9 @@ def test_query_is_its_own_top_hit(engine, tiny):
         assert [engine.record(i).path for i, _ in shown] == [r["file"] for r in results]  # the session's copy
         assert results[0]["score"] == pytest.approx(1.0, abs=1e-4)
         assert len(results) == 5
-        assert all(set(r) == {"file", "score"} for r in results)  # no "path": gradio_client would fetch it
-        assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+        assert all(set(r) == {"file", "score", "band", "cosine"} for r in results)  # no "path": a client would fetch it
+        assert results[0]["band"] == "same picture"
+        assert [r["cosine"] for r in results] == sorted((r["cosine"] for r in results), reverse=True)  # ranked by it
 
 
 def test_k_is_clamped_to_the_slider_range(engine, tiny):
