@@ -39,12 +39,13 @@ from moco.measure.metrics_log import last_step, read_metrics
 from moco.preprocess import PRESET_PREPROCESSING
 from retrieval.dedup import groups as dedup
 from retrieval.dedup.candidates import feature_votes
-from retrieval.dedup.groups import BACKGROUND_RANK, find_groups
+from retrieval.dedup.groups import GroupingConfig, PairChecks, find_groups
 from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 from retrieval.dedup.verify import keypoints as local_features
+from retrieval.dedup.verify import rule
 from retrieval.dedup.verify.align import folder_thumbnails
 from retrieval.dedup.verify.keypoints import folder_features
-from retrieval.dedup.verify.pair_reads import PairEvidence, feature_geometry, thumbnail_evidence
+from retrieval.dedup.verify.pair_reads import GeometryEvidence, PairEvidence, feature_geometry, thumbnail_evidence
 from retrieval.evaluate.metrics import pair_set as pairs_of
 from retrieval.searching.searcher import SearchIndex
 
@@ -59,12 +60,15 @@ INLIERS = [5, 8, 10, 12, 15, 20]
 STRONG = [8, 12, 15, 20, 40, 1000]
 CONTAINED = [0.0, 0.8, 0.85, 0.9, 0.95]
 ALIGN_BELOW = [0.0, 0.05, 0.1, 0.15, 0.2, 0.26]
+MIN_AGREEMENT = [0.0, 0.4, 0.5, 0.6, 0.7, 0.8]  # 0: the aligned overlap not checked (MAX_SCALE still)
+MAX_SCALE = [4.0, 6.0, 8.0, 1e9]
+MAX_CONFLICT = [0.3, 0.4, 0.5, 0.6, 1.0]
 
 
 @contextmanager
 def patched(**values: float) -> Iterator[None]:
     """The constants of retrieval.dedup.groups and .feature_votes set to `values` for the block."""
-    home = {k: next(m for m in (feature_votes, local_features, dedup) if hasattr(m, k)) for k in values}
+    home = {k: next(m for m in (feature_votes, local_features, rule, dedup) if hasattr(m, k)) for k in values}
     before = {k: getattr(home[k], k) for k in values}
     for k, v in values.items():
         setattr(home[k], k, v)
@@ -83,7 +87,7 @@ class FolderPairs:
         self._thumb: dict[str, np.ndarray | None] = {}
         self._feat: dict[str, object | None] = {}
         self._evidence: dict[tuple[str, str], tuple[float, bool]] = {}
-        self._geometry: dict[tuple[str, str], tuple[int, float]] = {}
+        self._geometry: dict[tuple[str, str], GeometryEvidence] = {}
         self._votes: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.seconds = {"thumbnails": 0.0, "alignment": 0.0, "features": 0.0, "matching": 0.0, "votes": 0.0}
         self.counts = {"pictures_thumb": 0, "pairs_aligned": 0, "pictures_features": 0, "pairs_matched": 0}
@@ -131,7 +135,7 @@ class FolderPairs:
                 alignment = np.where(np.isnan(alignment), np.nan, 0.0).astype(np.float32)
             return PairEvidence(alignment, np.array([b and plain for _, b in got], dtype=bool))
 
-        def geometry(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def geometry(src: np.ndarray, dst: np.ndarray) -> GeometryEvidence:
             keys = [tuple(sorted((paths[a], paths[b]))) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
             todo = [k for k in dict.fromkeys(keys) if k not in self._geometry]
             if todo:
@@ -140,12 +144,15 @@ class FolderPairs:
                 for a, b in zip(s.tolist(), d.tolist(), strict=True):
                     feats(a), feats(b)
                 t = time.perf_counter()
-                inl, inside = feature_geometry(feats, s, d)
+                got = feature_geometry(feats, s, d)
                 self.seconds["matching"] += time.perf_counter() - t
                 self.counts["pairs_matched"] += len(todo)
-                self._geometry.update(zip(todo, zip(inl.tolist(), inside.tolist(), strict=True), strict=True))
-            got = [self._geometry[k] for k in keys]
-            return np.array([i for i, _ in got], dtype=np.int32), np.array([s for _, s in got], dtype=np.float32)
+                for e, k in enumerate(todo):
+                    one = GeometryEvidence.none(1).filled(np.ones(1, dtype=bool), _row(got, e))
+                    self._geometry[k] = one
+            rows = [self._geometry[k] for k in keys]
+            out = GeometryEvidence.none(len(rows))
+            return out.filled(np.ones(len(rows), dtype=bool), _stack(rows)) if rows else out
 
         def partners(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             key = (tuple(paths), *(getattr(feature_votes, c) for c in VOTE_CONSTANTS))
@@ -162,7 +169,34 @@ class FolderPairs:
         return verify, (geometry if local else None), (partners if local and votes else None)
 
 
-# (crop alignment, local features, plain pictures need geometry, keypoint votes, constants of retrieval.dedup.groups)
+def _row(g: GeometryEvidence, e: int) -> GeometryEvidence:
+    return GeometryEvidence(
+        g.inliers[e : e + 1],
+        g.contained[e : e + 1],
+        g.agreement[e : e + 1],
+        g.spread[e : e + 1],
+        [g.points[e]],
+        g.asked[e : e + 1],
+        g.scale[e : e + 1],  # type: ignore[index]
+        g.conflict[e : e + 1],  # type: ignore[index]
+    )
+
+
+def _stack(rows: list[GeometryEvidence]) -> GeometryEvidence:
+    return GeometryEvidence(
+        np.concatenate([r.inliers for r in rows]),
+        np.concatenate([r.contained for r in rows]),
+        np.concatenate([r.agreement for r in rows]),
+        np.concatenate([r.spread for r in rows]),
+        [r.points[0] for r in rows],
+        np.concatenate([r.asked for r in rows]),
+        np.concatenate([r.scale for r in rows]),  # type: ignore[misc]
+        np.concatenate([r.conflict for r in rows]),  # type: ignore[misc]
+    )
+
+
+# (crop alignment, local features, plain pictures need geometry, keypoint votes, constants of
+# retrieval.dedup.verify.rule)
 BEFORE = {"VERIFY_BELOW": 0.26, "ALIGN_BELOW": 0.26}  # the rule before issue 16: alignment promotes down to t - 0.26
 VARIANTS = {
     "no verification": None,
@@ -190,15 +224,8 @@ def groups_at(
         values = {**rule, **values}
     with ExitStack() as stack:
         stack.enter_context(patched(**values))
-        found = find_groups(
-            index.records,
-            index.vectors,
-            threshold,
-            background_rank=BACKGROUND_RANK,
-            verify=verify,
-            geometry=geometry,
-            partners=partners,
-        )
+        checks = None if verify is None else PairChecks(verify, geometry, partners)
+        found = find_groups(index.records, index.vectors, GroupingConfig(threshold), checks=checks)
     return [[g.keep.path] + [d.record.path for d in g.duplicates] for g in found]
 
 
@@ -282,6 +309,8 @@ def main() -> None:
                 sweeps |= {"ALIGN_BELOW": (None, ALIGN_BELOW), "VERIFY_BELOW": (None, VERIFY_BELOW)}
                 sweeps |= {"LOW_PARTNERS": (None, LOW_PARTNERS), "VOTE_PARTNERS": (None, VOTE_PARTNERS)}
                 sweeps |= {"MIN_VOTES": (None, MIN_VOTES)}
+                sweeps |= {"MIN_AGREEMENT": (None, MIN_AGREEMENT), "MAX_SCALE": (None, MAX_SCALE)}
+                sweeps |= {"MAX_CONFLICT": (None, MAX_CONFLICT)}
                 cell["sweeps"] = {}
                 for setting, (kind, values) in sweeps.items():
                     cell["sweeps"][setting] = {

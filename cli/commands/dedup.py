@@ -66,6 +66,12 @@ def dedup(
         help="Decide candidate pairs by whether their pictures line up or their keypoints agree on one"
         " similarity (reads those files again); --no-verify uses the score alone.",
     ),
+    similar: bool = typer.Option(
+        False,
+        "--similar",
+        help="Also list similar pictures (different shots of one scene, different drawings of one template) as"
+        " groups of their own; they are never moved.",
+    ),
 ) -> None:
     """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""
     from retrieval.dedup.groups import KeeperRule
@@ -85,6 +91,7 @@ def dedup(
             apply=apply,
             calibrate=calibrate,
             verify=verify,
+            similar=similar,
             progress=bars,
             **given(
                 threshold=None if threshold is None else Threshold.parse(threshold),
@@ -148,14 +155,15 @@ def undo(
 
 
 def format_groups(result: DedupResult, fmt: str) -> str:
-    from retrieval.dedup.formats import groups_to_csv, groups_to_json, groups_to_table
+    from retrieval.dedup.formats import groups_to_csv, groups_to_json, groups_to_table, similar_to_table
 
     if fmt == "json":
-        return json.dumps(groups_to_json(result.groups, result.threshold), indent=2) + "\n"
+        return json.dumps(groups_to_json(result.groups, result.threshold, result.similar), indent=2) + "\n"
     if fmt == "csv":
-        return groups_to_csv(result.groups)
+        return groups_to_csv(result.groups, result.similar)
     t = "exact duplicates only" if result.threshold is None else f"score >= {result.threshold:.4f}"
-    return f"{result.n_files} files, {t}\n" + groups_to_table(result.groups) + "\n"
+    shown = "" if not result.similar else similar_to_table(result.similar) + "\n"
+    return f"{result.n_files} files, {t}\n" + groups_to_table(result.groups) + "\n" + shown
 
 
 def format_calibration(result: DedupResult, fmt: str) -> str:

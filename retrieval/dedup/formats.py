@@ -47,30 +47,28 @@ def human_size(n_bytes: int) -> str:
     return f"{size:.1f} {unit}"
 
 
-def groups_to_json(groups: Sequence[Group], threshold: float | None) -> dict:
-    """{"threshold": t or null (exact only), "groups": [{"keep", "duplicates": [{path, score, kind}]}]}.
-    Paths are exact: a non-UTF-8 name keeps its bytes as `\\udcNN` escapes (json.dumps' default), which
-    `os.fsencode(json.loads(...))` turns back into the name on disk."""
+def groups_to_json(groups: Sequence[Group], threshold: float | None, similar: Sequence[Group] = ()) -> dict:
+    """{"threshold": t or null (exact only), "groups": [{"keep", "duplicates": [{path, score, kind}]}]}, and with
+    `similar` groups (`retrieval dedup --similar`) "similar": [{"keep", "similar": [...]}] too. Paths are exact: a non-UTF-8 name keeps
+    its bytes as `\\udcNN` escapes (json.dumps' default), which `os.fsencode(json.loads(...))` turns back into the
+    name on disk."""
     t = None if threshold is None else float(threshold)
-    return {
-        "threshold": t,
-        "groups": [
-            {
-                "keep": g.keep.path,
-                "duplicates": [
-                    {"path": d.record.path, "score": round(float(d.score), 6), "kind": d.kind} for d in g.duplicates
-                ],
-            }
-            for g in groups
-        ],
-    }
+
+    def members(g: Group) -> list[dict]:
+        return [{"path": d.record.path, "score": round(float(d.score), 6), "kind": d.kind} for d in g.duplicates]
+
+    doc = {"threshold": t, "groups": [{"keep": g.keep.path, "duplicates": members(g)} for g in groups]}
+    if similar:
+        doc["similar"] = [{"keep": g.keep.path, "similar": members(g)} for g in similar]
+    return doc
 
 
 CSV_COLUMNS = ("group", "role", "path", "score", "kind")
 
 
-def groups_to_csv(groups: Sequence[Group]) -> str:
-    """One row per file: group number (from 1), role keep/duplicate, path, score, kind (empty for keep)."""
+def groups_to_csv(groups: Sequence[Group], similar: Sequence[Group] = ()) -> str:
+    """One row per file: group number (from 1), role keep/duplicate, path, score, kind (empty for keep); then the
+    similar groups, numbered on, roles "shown" and "similar"."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -78,7 +76,26 @@ def groups_to_csv(groups: Sequence[Group]) -> str:
         writer.writerow([n, "keep", printable(g.keep.path), "", ""])
         for d in g.duplicates:
             writer.writerow([n, "duplicate", printable(d.record.path), f"{d.score:.6f}", d.kind])
+    for n, g in enumerate(similar, start=len(groups) + 1):
+        writer.writerow([n, "shown", printable(g.keep.path), "", ""])
+        for d in g.duplicates:
+            writer.writerow([n, "similar", printable(d.record.path), f"{d.score:.6f}", d.kind])
     return buf.getvalue()
+
+
+def similar_to_table(similar: Sequence[Group]) -> str:
+    """The similar groups of `retrieval dedup --similar`: shown, never moved."""
+    if not similar:
+        return "No similar pictures found."
+    lines = []
+    for n, g in enumerate(similar, start=1):
+        lines.append(f"similar {n}: {printable(g.keep.path)}")
+        lines += [f"  {d.score:6.4f}  similar  {printable(d.record.path)}" for d in g.duplicates]
+    n_similar = sum(len(g.duplicates) for g in similar)
+    lines.append(
+        f"{len(similar)} similar groups, {n_similar} similar pictures (different shots or drawings: never moved)"
+    )
+    return "\n".join(lines)
 
 
 def groups_to_table(groups: Sequence[Group]) -> str:

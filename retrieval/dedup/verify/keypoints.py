@@ -29,6 +29,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ MIN_KEYPOINTS = 12  # fewer keypoints than this: the picture is flat, it matches
 RATIO = 0.95  # Lowe's ratio test: best Hamming distance below this share of the second best
 REPROJECTION = 0.02  # RANSAC inlier distance, as a share of FEATURE_SIDE
 RANSAC_ITERATIONS = 500
+RANSAC_SEED = 0
 MATCH_THREADS = max(1, min(4, os.cpu_count() or 1))  # pairs matched at once
 HOMOGRAPHY = False  # also fit a homography, kept when it explains more matches and is mild: no gain measured
 # on bench/dedup/family.py (bench/dedup/family_grid.py), and it nearly doubles the cost of a pair
@@ -61,10 +63,17 @@ MAX_KEYSTONE = 0.5  # a kept homography's perspective changes the scale across t
 # (`Overlap.edges_a`, `edges_b`), and how many of the overlap's OVERLAP_GRID x OVERLAP_GRID cells that hold edges also
 # hold an inlier (`spread`). A copy agrees almost everywhere; two drawings on one template agree on the template only.
 OVERLAP_SCALE = 0.25  # the small picture kept for the overlap check: 80 px on the long side
+ORIENTATIONS = 8  # gradient orientation bins (of 22.5 degrees); an edge lands on one within a bin of its own
 EDGE_LOW, EDGE_HIGH = 50, 150
 EDGE_REACH = 1  # pixels of the small picture
 OVERLAP_GRID = 4
 MIN_EDGE_PIXELS = 8  # fewer edge pixels than this in a cell (or the whole overlap): no structure there
+# conflict: on a CONFLICT_GRID x CONFLICT_GRID grid, the share of the cells where both pictures have at least
+# CELL_EDGE_PIXELS edge pixels and fewer than CELL_AGREEMENT of either's land on the other's: two drawings on one
+# template disagree wherever both drew; an edit adds (a caption on a plain strip) or covers a small part
+CONFLICT_GRID = 6
+CELL_EDGE_PIXELS = 6
+CELL_AGREEMENT = 0.4
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class Overlap:
     edges_b: float = float("nan")
     spread: float = float("nan")
     scale: float = float("nan")  # how much the fit enlarges a onto b (< 1: shrinks it)
+    conflict: float = float("nan")  # share of the overlap's cells where both have edges that disagree
 
     @property
     def agreement(self) -> float:
@@ -202,6 +212,7 @@ def geometry(a: Features, b: Features) -> Geometry:
     if i.size < 4:
         return Geometry(0, int(i.size), 0.0)
     p, q = a.xy[i], b.xy[j]  # (M, 2) each
+    cv2.setRNGSeed(RANSAC_SEED)  # this thread's generator: a pair's fit does not depend on the pairs before it
     m, mask = cv2.estimateAffinePartial2D(
         p, q, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION * FEATURE_SIDE, maxIters=RANSAC_ITERATIONS
     )
@@ -226,10 +237,30 @@ def geometry(a: Features, b: Features) -> Geometry:
     return Geometry(inliers, int(i.size), contained, overlap(h, a, b, points[:, 2:]), points)
 
 
-def _edges(small: np.ndarray) -> np.ndarray:
+def _edges(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Canny edge mask (h, w) bool, each pixel's gradient orientation bin in 0..ORIENTATIONS-1, modulo 180 degrees:
+    blind to which side is darker, so a negative or a grey version keeps its bins)."""
     import cv2
 
-    return cv2.Canny(small, EDGE_LOW, EDGE_HIGH) > 0
+    f = small.astype(np.float32)
+    gx, gy = cv2.Sobel(f, cv2.CV_32F, 1, 0), cv2.Sobel(f, cv2.CV_32F, 0, 1)
+    angle = np.mod(np.arctan2(gy, gx), np.pi)  # (h, w) in [0, pi)
+    bins = np.minimum((angle * ORIENTATIONS / np.pi).astype(np.int32), ORIENTATIONS - 1)
+    return cv2.Canny(small, EDGE_LOW, EDGE_HIGH) > 0, bins
+
+
+def _near(edges: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """(ORIENTATIONS, h, w) bool: within EDGE_REACH pixels of an edge whose orientation is within one bin of k."""
+    import cv2
+
+    grow = np.ones((2 * EDGE_REACH + 1,) * 2, np.uint8)
+    per = [cv2.dilate((edges & (bins == k)).astype(np.uint8), grow) > 0 for k in range(ORIENTATIONS)]
+    return np.stack([per[k - 1] | per[k] | per[(k + 1) % ORIENTATIONS] for k in range(ORIENTATIONS)])
+
+
+def _landed(edges: np.ndarray, bins: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """(h, w) bool: edge pixels that land on the other picture's edges of about their orientation."""
+    return edges & np.take_along_axis(near, bins[None], axis=0)[0]
 
 
 def overlap(h: np.ndarray, a: Features, b: Features, inliers_b: np.ndarray) -> Overlap:
@@ -248,7 +279,7 @@ def overlap(h: np.ndarray, a: Features, b: Features, inliers_b: np.ndarray) -> O
             return Overlap(0.0, 0.0, 0.0, scale)
         inliers_a = cv2.perspectiveTransform(np.asarray(inliers_b, np.float32).reshape(-1, 1, 2), h_inv).reshape(-1, 2)
         o = _overlap(h_inv, b, a, inliers_a)
-        return Overlap(o.edges_b, o.edges_a, o.spread, scale)
+        return Overlap(o.edges_b, o.edges_a, o.spread, scale, o.conflict)
     return dataclasses.replace(_overlap(h, a, b, inliers_b), scale=scale)
 
 
@@ -258,33 +289,46 @@ def _overlap(h: np.ndarray, a: Features, b: Features, inliers_b: np.ndarray) -> 
     s = np.diag([OVERLAP_SCALE, OVERLAP_SCALE, 1.0])
     hs = s @ h @ np.linalg.inv(s)  # (3, 3) a -> b at OVERLAP_SCALE
     bh, bw = b.small.shape  # type: ignore[union-attr]
-    ea = _edges(a.small).astype(np.uint8)  # type: ignore[arg-type]
-    ea_b = cv2.warpPerspective(ea, hs, (bw, bh), flags=cv2.INTER_NEAREST) > 0  # a's edges in b's frame
-    inside = cv2.warpPerspective(np.ones_like(ea), hs, (bw, bh), flags=cv2.INTER_NEAREST)
+    ea_all, bins_a = _edges(a.small)  # type: ignore[arg-type]
+    eb_all, bins_b = _edges(b.small)  # type: ignore[arg-type]
+    turn = round(float(np.arctan2(hs[1, 0], hs[0, 0])) * ORIENTATIONS / np.pi)  # the fit's rotation, in bins
+    warp = partial(cv2.warpPerspective, M=hs, dsize=(bw, bh), flags=cv2.INTER_NEAREST)
+    ea = warp(ea_all.astype(np.uint8)) > 0  # a's edges in b's frame
+    ba = np.mod(warp(bins_a.astype(np.uint8)).astype(np.int32) + turn, ORIENTATIONS)
+    inside = warp(np.ones_like(bins_a, dtype=np.uint8))
     inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0  # the overlap, less its rim (the frame's own edge)
-    eb = _edges(b.small) & inside  # type: ignore[arg-type]
-    ea_b &= inside
-    grow = np.ones((2 * EDGE_REACH + 1,) * 2, np.uint8)
-    near_a = cv2.dilate(ea_b.astype(np.uint8), grow) > 0
-    near_b = cv2.dilate(eb.astype(np.uint8), grow) > 0
-    na, nb = int(ea_b.sum()), int(eb.sum())
+    ea &= inside
+    eb = eb_all & inside
+    hit_a = _landed(ea, ba, _near(eb, bins_b))  # (bh, bw)
+    hit_b = _landed(eb, bins_b, _near(ea, ba))
+    na, nb = int(ea.sum()), int(eb.sum())
     # too few edges to compare: no evidence, unless the picture has none anywhere (a flat one: nothing to disagree)
-    edges_a = float((ea_b & near_b).sum()) / na if na >= MIN_EDGE_PIXELS else float(ea.sum() < MIN_EDGE_PIXELS)
-    edges_b = (
-        float((eb & near_a).sum()) / nb if nb >= MIN_EDGE_PIXELS else float(_edges(b.small).sum() < MIN_EDGE_PIXELS)
-    )  # type: ignore[arg-type]
+    edges_a = float(hit_a.sum()) / na if na >= MIN_EDGE_PIXELS else float(ea_all.sum() < MIN_EDGE_PIXELS)
+    edges_b = float(hit_b.sum()) / nb if nb >= MIN_EDGE_PIXELS else float(eb_all.sum() < MIN_EDGE_PIXELS)
     # spread: cells of b's frame (within the overlap) with edges, and which of them hold an inlier
     g = OVERLAP_GRID
     rows = np.minimum((np.arange(bh) * g) // bh, g - 1)
     cols = np.minimum((np.arange(bw) * g) // bw, g - 1)
     cell = rows[:, None] * g + cols[None, :]  # (bh, bw)
-    structure = np.bincount(cell[ea_b | eb], minlength=g * g) >= MIN_EDGE_PIXELS
+    structure = np.bincount(cell[ea | eb], minlength=g * g) >= MIN_EDGE_PIXELS
     xy = np.asarray(inliers_b, dtype=np.float64).reshape(-1, 2) * OVERLAP_SCALE
     ok = (xy[:, 0] >= 0) & (xy[:, 0] < bw) & (xy[:, 1] >= 0) & (xy[:, 1] < bh)
     hit = np.zeros(g * g, dtype=bool)
     hit[cell[xy[ok, 1].astype(int), xy[ok, 0].astype(int)]] = True
     spread = float((hit & structure).sum()) / structure.sum() if structure.any() else 1.0
-    return Overlap(edges_a, edges_b, spread)
+    # conflict: cells of a finer grid where most of either picture's edges miss the other's
+    g = CONFLICT_GRID
+    rows = np.minimum((np.arange(bh) * g) // bh, g - 1)
+    cols = np.minimum((np.arange(bw) * g) // bw, g - 1)
+    cell = rows[:, None] * g + cols[None, :]  # (bh, bw)
+    count = partial(np.bincount, minlength=g * g)
+    a_n, b_n, a_hit, b_hit = count(cell[ea]), count(cell[eb]), count(cell[hit_a]), count(cell[hit_b])
+    a_has, b_has = a_n >= CELL_EDGE_PIXELS, b_n >= CELL_EDGE_PIXELS
+    a_off = a_has & (a_hit < CELL_AGREEMENT * a_n)
+    b_off = b_has & (b_hit < CELL_AGREEMENT * b_n)
+    some = a_has | b_has
+    conflict = float((a_off | b_off).sum()) / some.sum() if some.any() else 0.0
+    return Overlap(edges_a, edges_b, spread, conflict=conflict)
 
 
 def _mild(h: np.ndarray, a: Features) -> bool:

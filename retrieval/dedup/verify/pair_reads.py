@@ -56,10 +56,12 @@ class GeometryEvidence:
     points: list[np.ndarray | None]
     asked: np.ndarray
     scale: np.ndarray | None = None  # (E,) float32: how much the fit enlarges one picture onto the other, NaN unknown
+    conflict: np.ndarray | None = None  # (E,) float32: share of the overlap's cells that disagree, NaN unknown
 
     def __post_init__(self) -> None:
-        if self.scale is None:
-            object.__setattr__(self, "scale", np.full(self.inliers.shape, np.nan, dtype=np.float32))
+        for name in ("scale", "conflict"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(self.inliers.shape, np.nan, dtype=np.float32))
 
     @classmethod
     def none(cls, n: int) -> GeometryEvidence:
@@ -93,9 +95,10 @@ class GeometryEvidence:
             list(self.points),
             self.asked.copy(),
             self.scale.copy(),  # type: ignore[union-attr]
+            self.conflict.copy(),  # type: ignore[union-attr]
         )
         idx = np.flatnonzero(where)
-        out.scale[idx] = part.scale  # type: ignore[index]
+        out.scale[idx], out.conflict[idx] = part.scale, part.conflict  # type: ignore[index]
         out.inliers[idx], out.contained[idx] = part.inliers, part.contained
         out.agreement[idx], out.spread[idx], out.asked[idx] = part.agreement, part.spread, part.asked
         for e, pts in zip(idx.tolist(), part.points, strict=True):
@@ -144,7 +147,8 @@ def geometry_evidence(got: Sequence[object | None]) -> GeometryEvidence:
     spread = np.array([np.nan if g is None else g.overlap.spread for g in got], dtype=np.float32).reshape(n)  # type: ignore[attr-defined]
     points = [None if g is None else g.points for g in got]  # type: ignore[attr-defined]
     scale = np.array([np.nan if g is None else g.overlap.scale for g in got], dtype=np.float32).reshape(n)  # type: ignore[attr-defined]
-    return GeometryEvidence(inliers, contained, agreement, spread, points, np.ones(n, dtype=bool), scale)
+    conflict = np.array([np.nan if g is None else g.overlap.conflict for g in got], dtype=np.float32).reshape(n)  # type: ignore[attr-defined]
+    return GeometryEvidence(inliers, contained, agreement, spread, points, np.ones(n, dtype=bool), scale, conflict)
 
 
 def feature_geometry(features: Callable[[int], object | None], src: np.ndarray, dst: np.ndarray) -> GeometryEvidence:
