@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from plumbing.filenames import printable
+
 
 def register(app: typer.Typer) -> None:
     app.command("app")(run_app)
@@ -35,4 +37,5 @@ def run_app(
     )
     from app.main import serve
 
-    serve(cfg, on_ready=lambda url: typer.echo(f"serving {index_dir} at {url}  (Ctrl-C to stop)"))
+    shown = printable(str(index_dir))
+    serve(cfg, on_ready=lambda url: typer.echo(f"serving {shown} at {url}  (Ctrl-C to stop)"))

@@ -110,7 +110,7 @@ def dedup(
     _echo_missing(result.missing, truth)
     typer.echo(format_dedup(result, fmt), nl=False)
     if plot is not None:
-        typer.echo(f"precision-recall curve: {plot}", err=True)
+        typer.echo(f"precision-recall curve: {printable(str(plot))}", err=True)
 
 
 @eval_app.command("pairs")

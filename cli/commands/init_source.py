@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from cli.commands.bars import stderr_bars
+from plumbing.filenames import printable
 
 
 def fetch_named_init(source: str) -> None:
@@ -15,7 +16,7 @@ def fetch_named_init(source: str) -> None:
     if source not in PRETRAINED or is_downloaded(source):
         return
     p = PRETRAINED[source]
-    typer.echo(f"downloading {source} ({p.about}) from {p.url} to {cached_path(source)}", err=True)
+    typer.echo(f"downloading {source} ({p.about}) from {p.url} to {printable(str(cached_path(source)))}", err=True)
     typer.echo(f"licence of {source}: {p.licence}", err=True)
     with stderr_bars() as bars:
         fetch_pretrained(source, bars)
