@@ -40,5 +40,6 @@ SUITE: tuple[Benchmark, ...] = (
     Benchmark("dedup_train_size", "bench.dedup.train_size", (), 40),
     Benchmark("dedup_scale", "bench.dedup.scale", (), 20),
     Benchmark("eval_samples", "bench.search.eval_samples"),
+    Benchmark("score_bands", "bench.search.score_bands", (), 2),  # on indexes/samples, which scripts/demo.sh builds
     Benchmark("app_load", "bench.search.app_load", (), 3),  # on indexes/samples, which scripts/demo.sh builds
 )
