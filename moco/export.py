@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from moco.augment.presets import IMAGENET_MEAN, IMAGENET_STD
 from moco.augment.tta import CROPS, MAX_SCALE, MIN_SCALE, tta_views
 from moco.backbone import BASE_WIDTH, FEATURE_DIMS, POOLED, RetrievalEncoder, feature_dim, pooled_dim
-from moco.config import STEMS
+from moco.config import MAX_IMAGE_SIZE, STEMS  # MAX_IMAGE_SIZE: also the input side, with test-time scales
 from moco.preprocess import RESIZES, TRIM_REVISION, make_preprocess
 from moco.straighten import STRAIGHTEN_REVISION
 from plumbing.atomic import atomic_write_bytes
@@ -42,8 +42,8 @@ LEGACY_PREPROCESSING = {
 LAYERS = ("backbone", "head")
 MIN_IMAGE_SIZE = 16  # as moco.config.TrainConfig: smaller inputs leave a ResNet no feature map to pool
 # Upper bounds of every size `encoder.json` gives, so that an edited or damaged file is one error line instead of
-# an allocation that gets the process killed (`image_size: 100000` made one search ask for 21 GB):
-MAX_IMAGE_SIZE = 1024  # input side in px, 4.6x the 224 the ImageNet weights saw; a ResNet-50 search peaks at 1.2 GB
+# an allocation that gets the process killed (`image_size: 100000` made one search ask for 21 GB); the input side's,
+# MAX_IMAGE_SIZE, is moco.config's, which training is held to as well:
 MAX_WIDTH = 256  # channels of the first ResNet stage: 4x the standard 64 (wide ResNets use 128)
 MAX_EMBED_DIM = 16384  # descriptor width: a ResNet-50's layer3+layer4 (3072) at MAX_WIDTH is 12288
 MAX_TEST_TIME_SCALES = 8  # test-time rescalings: each is one more forward of every image

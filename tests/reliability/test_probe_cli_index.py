@@ -277,6 +277,17 @@ def test_train_refuses_negative_workers_in_one_line(tmp_path, monkeypatch, capsy
     assert stdout == "" and not out.exists()
 
 
+@pytest.mark.parametrize(("option", "value"), [("--image-size", "100000"), ("--embed-size", str(MAX_IMAGE_SIZE + 1))])
+def test_train_refuses_a_size_its_encoder_could_not_be_read_with(tmp_path, monkeypatch, capsys, option, value):
+    """Refused before the run, not after it: an encoder.json above MAX_IMAGE_SIZE would be refused on load."""
+    make_image(tmp_path / "photos" / "a.png", seed=1)
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", str(tmp_path / "photos"), "--out", str(out),
+                                option, value, "--device", "cpu")  # fmt: skip
+    one_line_error(code, err, f"{option[2:].replace('-', '_')} {value}", str(MAX_IMAGE_SIZE))
+    assert stdout == "" and not out.exists()
+
+
 def test_scan_lists_each_skipped_symlink_with_its_reason(tmp_path):
     from plumbing.images import scan_images
 
