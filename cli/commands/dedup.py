@@ -72,6 +72,12 @@ def dedup(
         help="Also list similar pictures (different shots of one scene, different drawings of one template) as"
         " groups of their own; they are never moved.",
     ),
+    plan: Path | None = typer.Option(
+        None,
+        "--plan",
+        help="Follow a reviewed plan (the --format json output, perhaps edited) instead of searching: with"
+        " --move-to DIR --apply, move exactly the files it lists, once checked against the index and their sha256.",
+    ),
 ) -> None:
     """Find exact and near duplicate images in an indexed folder; optionally move them aside (undoable)."""
     from retrieval.dedup.groups import KeeperRule
@@ -92,6 +98,7 @@ def dedup(
             calibrate=calibrate,
             verify=verify,
             similar=similar,
+            plan=plan,
             progress=bars,
             **given(
                 threshold=None if threshold is None else Threshold.parse(threshold),
@@ -158,7 +165,8 @@ def format_groups(result: DedupResult, fmt: str) -> str:
     from retrieval.dedup.formats import groups_to_csv, groups_to_json, groups_to_table, similar_to_table
 
     if fmt == "json":
-        return json.dumps(groups_to_json(result.groups, result.threshold, result.similar), indent=2) + "\n"
+        doc = groups_to_json(result.groups, result.threshold, result.similar, index=result.identity)
+        return json.dumps(doc, indent=2) + "\n"
     if fmt == "csv":
         return groups_to_csv(result.groups, result.similar)
     t = "exact duplicates only" if result.threshold is None else f"score >= {result.threshold:.4f}"

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from plumbing.filenames import printable
-from retrieval.dedup.groups import Group
+from retrieval.dedup.groups import Duplicate, Group
+from retrieval.dedup.plan import PLAN_FORMAT, PLAN_VERSION
 from retrieval.dedup.threshold import SCORE_PRESETS
 
 
@@ -47,20 +48,54 @@ def human_size(n_bytes: int) -> str:
     return f"{size:.1f} {unit}"
 
 
-def groups_to_json(groups: Sequence[Group], threshold: float | None, similar: Sequence[Group] = ()) -> dict:
-    """{"threshold": t or null (exact only), "groups": [{"keep", "duplicates": [{path, score, kind}]}]}, and with
-    `similar` groups (`retrieval dedup --similar`) "similar": [{"keep", "similar": [...]}] too. Paths are exact: a non-UTF-8 name keeps
-    its bytes as `\\udcNN` escapes (json.dumps' default), which `os.fsencode(json.loads(...))` turns back into the
-    name on disk."""
+def groups_to_json(
+    groups: Sequence[Group],
+    threshold: float | None,
+    similar: Sequence[Group] = (),
+    *,
+    index: Mapping[str, str] | None = None,
+    stays: Collection[str] = (),
+) -> dict:
+    """The move plan a person reviews (`retrieval.dedup.plan`): {"format", "format_version", "index" (with
+    `index`: `plan.index_identity`), "threshold": t or null (exact only), "groups": [{"keep", "keep_sha256",
+    "duplicates": [{path, sha256, score, kind, check, move}]}]}, and with `similar` groups (`retrieval dedup
+    --similar`) "similar": [{"keep", "keep_sha256", "similar": [... "move": false]}] too. `check`: what the pair to
+    the keeper was decided on (`verify.rule.Evidence.check`; "bytes" for identical files). Duplicates move unless
+    their path is in `stays` (a person said "not a duplicate"); similar pictures never, unless edited to. Paths
+    are exact: a non-UTF-8 name keeps its bytes as `\\udcNN` escapes (json.dumps' default), which
+    `os.fsencode(json.loads(...))` turns back into the name on disk."""
     t = None if threshold is None else float(threshold)
 
-    def members(g: Group) -> list[dict]:
-        return [{"path": d.record.path, "score": round(float(d.score), 6), "kind": d.kind} for d in g.duplicates]
+    def members(g: Group, move: bool) -> list[dict]:
+        return [
+            {
+                "path": d.record.path,
+                "sha256": d.record.content_hash,
+                "score": round(float(d.score), 6),
+                "kind": d.kind,
+                "check": check_of(d),
+                "move": move and d.kind != "similar" and d.record.path not in stays,
+            }
+            for d in g.duplicates
+        ]
 
-    doc = {"threshold": t, "groups": [{"keep": g.keep.path, "duplicates": members(g)} for g in groups]}
+    def group(g: Group, key: str, move: bool) -> dict:
+        return {"keep": g.keep.path, "keep_sha256": g.keep.content_hash, key: members(g, move)}
+
+    doc: dict = {"format": PLAN_FORMAT, "format_version": PLAN_VERSION}
+    if index is not None:
+        doc["index"] = dict(index)
+    doc |= {"threshold": t, "groups": [group(g, "duplicates", True) for g in groups]}
     if similar:
-        doc["similar"] = [{"keep": g.keep.path, "similar": members(g)} for g in similar]
+        doc["similar"] = [group(g, "similar", False) for g in similar]
     return doc
+
+
+def check_of(d: Duplicate) -> str:
+    """Which check let `d` join its keeper: bytes, score, alignment, keypoints, or none (similar only)."""
+    if d.evidence is not None:
+        return d.evidence.check
+    return "bytes" if d.kind == "exact" else "alignment" if d.alignment is not None else "score"
 
 
 CSV_COLUMNS = ("group", "role", "path", "score", "kind")

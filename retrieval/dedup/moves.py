@@ -433,6 +433,19 @@ def _precheck(
     return _destination_problem(root, move_to, src_rel)
 
 
+def check_moves(moves: Sequence[PlannedMove], root: Path, move_to: Path) -> list[SkippedMove]:
+    """The moves `apply_moves` would refuse now, with why, made with its own checks; nothing is moved. `root` and
+    `move_to` as `check_move_target` resolves them."""
+    keepers: dict[str, str | None] = {}
+    keeper_paths = {normalise_path(m.keeper) for m in moves}
+    refused: list[SkippedMove] = []
+    for m in moves:
+        reason = _precheck(m, root, move_to, keepers, keeper_paths)
+        if reason is not None:
+            refused.append(SkippedMove(m.source, reason))
+    return refused
+
+
 def apply_moves(
     plan: MovePlan | Sequence[PlannedMove],
     root: Path,

@@ -6,6 +6,7 @@ import datetime as _dt
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,7 @@ from retrieval.dedup.groups import (
     normalised_scores,
 )
 from retrieval.dedup.moves import MovePlan, MoveReport, UndoReport, apply_moves, plan_moves, undo_moves
+from retrieval.dedup.plan import index_identity, read_plan
 from retrieval.dedup.threshold import DEFAULT_THRESHOLD, SCORE_PRESETS, Threshold, check_threshold
 from retrieval.dedup.verify.rule import candidate_floor
 from retrieval.errors import InputError
@@ -62,7 +64,9 @@ class DedupConfig:
     for the next run: `retrieval.dedup.verify.cache`), see `dedup.find_groups`; with `local_features` also
     by ORB keypoints agreeing on one similarity (`retrieval.dedup.verify.keypoints`): the rule is
     `retrieval.dedup.verify.rule`. With `similar` (and `verify`), similar pictures (different shots of one scene,
-    different drawings of one template) are listed too, as groups of their own that are never moved.
+    different drawings of one template) are listed too, as groups of their own that are never moved. With `plan`
+    (a file `--format json` wrote, perhaps edited: `retrieval.dedup.plan`) nothing is searched: exactly the moves
+    it lists are planned into `move_to`, once it has been checked against the index and the files.
     """
 
     index: Path
@@ -76,6 +80,7 @@ class DedupConfig:
     verify: bool = True
     local_features: bool = True  # with verify: local-feature geometry too (`retrieval.dedup.verify.keypoints`)
     similar: bool = False  # with verify: similar groups too (`DedupResult.similar`)
+    plan: Path | None = None  # a reviewed plan file to follow instead of searching (`retrieval.dedup.plan`)
     progress: Progress | None = field(default=None, compare=False, repr=False)  # verifying; the CLI shows bars
 
     def __post_init__(self) -> None:
@@ -90,6 +95,10 @@ class DedupConfig:
             raise InputError("apply needs a move-to folder (--move-to DIR): duplicates are moved, never deleted")
         if self.calibrate and self.move_to is not None:
             raise InputError("calibrate only measures similarities; run again without it to move duplicates")
+        if self.plan is not None and self.move_to is None:
+            raise InputError("--plan says what to move: give the folder to move it into (--move-to DIR)")
+        if self.plan is not None and self.calibrate:
+            raise InputError("--plan moves what it lists; --calibrate only measures: give one of them")
         if self.similar and not self.verify:
             raise InputError("similar pictures are told from duplicates by verification: drop --no-verify")
 
@@ -109,6 +118,7 @@ class DedupResult:
     plan: MovePlan | None = None  # with move_to: the moves planned (a dry run unless `moved` is set)
     moved: MoveReport | None = None  # with apply: the moves made, and the undo log
     seconds: float = 0.0
+    identity: Mapping[str, str] | None = None  # the index searched, as a plan names it (`plan.index_identity`)
 
     @property
     def n_duplicates(self) -> int:
@@ -226,7 +236,19 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
         n_files=len(index),
         threshold=threshold,
         background_rank=cfg.background_rank,
+        identity=index_identity(index),
     )
+
+    if cfg.plan is not None and cfg.move_to is not None:
+        reviewed = read_plan(Path(cfg.plan), index, Path(cfg.move_to))
+        moved = apply_plan(reviewed.moves, root, Path(cfg.move_to)) if cfg.apply else None
+        return done(
+            threshold=reviewed.threshold,
+            groups=reviewed.groups,
+            plan=reviewed.moves,
+            moved=moved,
+            seconds=time.perf_counter() - t0,
+        )
 
     if cfg.calibrate:
         loosest = min(SCORE_PRESETS.values())

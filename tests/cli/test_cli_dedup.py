@@ -136,11 +136,12 @@ def test_json_schema_is_exact_and_finds_both_copies(built, monkeypatch, capsys):
     )
     assert code == 0, err
     data = json.loads(out)
-    assert set(data) == {"threshold", "groups"} and data["threshold"] == float(NEAR)
+    assert set(data) == {"format", "format_version", "index", "threshold", "groups"}  # a plan (dedup --plan)
+    assert data["threshold"] == float(NEAR)
     for g in data["groups"]:
-        assert set(g) == {"keep", "duplicates"} and isinstance(g["keep"], str)
+        assert set(g) == {"keep", "keep_sha256", "duplicates"} and isinstance(g["keep"], str)
         for d in g["duplicates"]:
-            assert set(d) == {"path", "score", "kind"}
+            assert set(d) == {"path", "sha256", "score", "kind", "check", "move"} and d["move"] is True
             assert isinstance(d["path"], str) and isinstance(d["score"], float) and d["kind"] in ("exact", "near")
     found = {g["keep"]: [(d["path"], d["kind"]) for d in g["duplicates"]] for g in data["groups"]}
     assert found == {"a.png": [(EXACT_COPY, "exact")], "g.png": [(NEAR_COPY, "near")]}
@@ -154,10 +155,11 @@ def test_threshold_exact_gives_only_hash_groups(built, monkeypatch, capsys):
         monkeypatch, capsys, "dedup", "--index", str(built["index"]), "--threshold", "exact", "--format", "json"
     )
     assert code == 0, err
-    assert json.loads(out) == {
-        "threshold": None,
-        "groups": [{"keep": "a.png", "duplicates": [{"path": EXACT_COPY, "score": 1.0, "kind": "exact"}]}],
-    }
+    data = json.loads(out)
+    assert data["threshold"] is None
+    assert [
+        (g["keep"], [(d["path"], d["score"], d["kind"], d["check"]) for d in g["duplicates"]]) for g in data["groups"]
+    ] == [("a.png", [(EXACT_COPY, 1.0, "exact", "bytes")])]
 
 
 def test_default_table_and_csv_to_output_file(built, monkeypatch, capsys, tmp_path):
@@ -327,4 +329,6 @@ def test_python_m_retrieval_entry_point(built):
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
-    assert data["groups"] == [{"keep": "a.png", "duplicates": [{"path": EXACT_COPY, "score": 1.0, "kind": "exact"}]}]
+    assert [(g["keep"], [(d["path"], d["score"], d["kind"]) for d in g["duplicates"]]) for g in data["groups"]] == [
+        ("a.png", [(EXACT_COPY, 1.0, "exact")])
+    ]

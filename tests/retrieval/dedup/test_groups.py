@@ -387,20 +387,24 @@ def sample_groups() -> list[Group]:
 def test_groups_to_json_schema_is_exact():
     out = groups_to_json(sample_groups(), 0.9)
     assert json.loads(json.dumps(out)) == out  # plain JSON types
-    assert set(out) == {"threshold", "groups"}
+    assert set(out) == {"format", "format_version", "threshold", "groups"}  # + "index" when given (a plan)
+    assert (out["format"], out["format_version"]) == ("retrieval-dedup-plan", 1)
     assert out["threshold"] == 0.9
+    a, b, c = (r.content_hash for r in sample_groups()[0].records)
     assert out["groups"][0] == {
         "keep": "a.jpg",
+        "keep_sha256": a,
         "duplicates": [
-            {"path": "b.jpg", "score": 1.0, "kind": "exact"},
-            {"path": "c.jpg", "score": 0.931235, "kind": "near"},
+            {"path": "b.jpg", "sha256": b, "score": 1.0, "kind": "exact", "check": "bytes", "move": True},
+            {"path": "c.jpg", "sha256": c, "score": 0.931235, "kind": "near", "check": "score", "move": True},
         ],
     }
     for g in out["groups"]:
-        assert set(g) == {"keep", "duplicates"}
+        assert set(g) == {"keep", "keep_sha256", "duplicates"}
         for d in g["duplicates"]:
-            assert set(d) == {"path", "score", "kind"} and d["kind"] in ("exact", "near")
-    assert groups_to_json([], None) == {"threshold": None, "groups": []}
+            assert set(d) == {"path", "sha256", "score", "kind", "check", "move"} and d["kind"] in ("exact", "near")
+    assert groups_to_json([], None)["groups"] == [] and groups_to_json([], None)["threshold"] is None
+    assert groups_to_json([], None, index={"generation": "gen-0001"})["index"] == {"generation": "gen-0001"}
 
 
 def test_groups_to_csv_and_table():
