@@ -63,6 +63,7 @@ ALIGN_BELOW = [0.0, 0.05, 0.1, 0.15, 0.2, 0.26]
 MIN_AGREEMENT = [0.0, 0.4, 0.5, 0.6, 0.7, 0.8]  # 0: the aligned overlap not checked (MAX_SCALE still)
 MAX_SCALE = [4.0, 6.0, 8.0, 1e9]
 MAX_CONFLICT = [0.3, 0.4, 0.5, 0.6, 1.0]
+MIN_SPREAD = [0.0, 0.2, 0.3, 0.35, 0.4, 0.5]
 
 
 @contextmanager
@@ -262,6 +263,12 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=8.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="keep the encoder a previous run trained in WORK/run")
+    ap.add_argument(
+        "--rule-only",
+        action="store_true",
+        help="only the trained encoder, with and without verification, and the sweeps of the duplicate rule's"
+        " constants (retrieval/dedup/verify/rule.py); writes bench/results/dedup_rule.json and .md",
+    )
     a = ap.parse_args()
     info = machine_info()
     if not all((a.work / f / "truth.json").exists() for f in FOLDERS):
@@ -279,6 +286,9 @@ def main() -> None:
     )
     encoders = {"trained": run_dir, "random init": random_dir}
     t = THRESHOLD_PRESETS["default"]
+    if a.rule_only:
+        rule_only(a, truths, run_dir, t, info, steps)
+        return
     result: dict = {"machine": info, "train_steps": steps, "budget_min": a.budget, "threshold": t, "folders": {}}
     for f in FOLDERS:
         images, truth = a.work / f / "images", truths[f]
@@ -310,7 +320,7 @@ def main() -> None:
                 sweeps |= {"LOW_PARTNERS": (None, LOW_PARTNERS), "VOTE_PARTNERS": (None, VOTE_PARTNERS)}
                 sweeps |= {"MIN_VOTES": (None, MIN_VOTES)}
                 sweeps |= {"MIN_AGREEMENT": (None, MIN_AGREEMENT), "MAX_SCALE": (None, MAX_SCALE)}
-                sweeps |= {"MAX_CONFLICT": (None, MAX_CONFLICT)}
+                sweeps |= {"MAX_CONFLICT": (None, MAX_CONFLICT), "MIN_SPREAD": (None, MIN_SPREAD)}
                 cell["sweeps"] = {}
                 for setting, (kind, values) in sweeps.items():
                     cell["sweeps"][setting] = {
@@ -332,6 +342,106 @@ def main() -> None:
     (RESULTS / "dedup_family.json").write_text(json.dumps(result, indent=1))
     (RESULTS / "dedup_family.md").write_text(markdown(result, a))
     print(markdown(result, a))
+
+
+RULE_SWEEPS = {
+    "threshold": THRESHOLDS,
+    "MIN_AGREEMENT": MIN_AGREEMENT,
+    "MAX_CONFLICT": MAX_CONFLICT,
+    "MIN_SPREAD": MIN_SPREAD,
+    "MAX_SCALE": MAX_SCALE,
+    "STRONG_INLIERS": STRONG,
+}
+NO_OVERLAP = {"MIN_AGREEMENT": 0.0, "MAX_CONFLICT": 1.0, "MIN_SPREAD": 0.0, "MAX_SCALE": 1e9}
+
+
+def rule_only(a: argparse.Namespace, truths: dict, run_dir: Path, t: float, info: dict, steps: int) -> None:
+    """The duplicate rule of issue 27 on both folders: P/R/F1 at the default, without the aligned-overlap check,
+    without verification, the similar pairs, and one constant swept at a time (the tuning folder chooses)."""
+    result: dict = {"machine": info, "train_steps": steps, "budget_min": a.budget, "threshold": t, "folders": {}}
+    for f in FOLDERS:
+        images, truth = a.work / f / "images", truths[f]
+        index_dir = a.work / f"index-{f}-trained"
+        if not (index_dir / "manifest.json").exists():
+            run("index", str(images), "--model", str(run_dir), "--index", str(index_dir), "--rebuild")
+        index = SearchIndex.open(index_dir)
+        pairs = FolderPairs(images)
+        t0 = time.perf_counter()
+        default = groups_at(index, pairs, t, DEFAULT_VARIANT)
+        seconds = time.perf_counter() - t0
+        out: dict = {
+            "files": len(index),
+            "true_pairs": len(pairs_of(truth["groups"])),
+            "default": pairwise_prf(default, truth["groups"]),
+            "seconds_default_first_run": seconds,
+            "no_overlap_check": pairwise_prf(
+                groups_at(index, pairs, t, DEFAULT_VARIANT, **NO_OVERLAP), truth["groups"]
+            ),
+            "no_verification": pairwise_prf(groups_at(index, pairs, t, "no verification"), truth["groups"]),
+            "false_pairs": false_pairs(default, truth),
+            "by_edit": by_edit(default, truth),
+            "sweeps": {},
+        }
+        for setting, values in RULE_SWEEPS.items():
+            out["sweeps"][setting] = {
+                str(x): pairwise_prf(
+                    groups_at(index, pairs, x, DEFAULT_VARIANT)
+                    if setting == "threshold"
+                    else groups_at(index, pairs, t, DEFAULT_VARIANT, **{setting: x}),
+                    truth["groups"],
+                )
+                for x in values
+            }
+        out["cost"] = {"seconds": pairs.seconds, "counts": pairs.counts}
+        result["folders"][f] = out
+        print(f, {k: round(out[k]["f1"], 3) for k in ("default", "no_overlap_check", "no_verification")}, flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "dedup_rule.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / "dedup_rule.md").write_text(rule_markdown(result, a))
+    print(rule_markdown(result, a))
+
+
+def rule_markdown(r: dict, a: argparse.Namespace) -> str:
+    tu, ho = r["folders"]["tuning"], r["folders"]["heldout"]
+    m = r["machine"]
+    lines = [
+        "## The duplicate rule of issue 27 on the near-duplicate family (bench/dedup/family.py --rule-only)",
+        "",
+        f"`python -m bench.dedup.family ~/.cache/retrieval-datasets --budget {r['budget_min']:g} --rule-only`"
+        + (" --reuse" if a.reuse else "")
+        + f" on {m['cpus']} CPU cores (shared, load {m['load_avg_at_start'][0]:.1f} at the start), no GPU; encoder: "
+        f"`retrieval train --preset copy-detection` on the tuning folder only ({r['train_steps']} steps). "
+        "Folders as in the section above (tuning: mate-backgrounds, ukui-wallpapers and clip art; held out: "
+        "lomiri-wallpapers and other clip-art categories). Every near pair is checked against its pictures (no "
+        "score bypass); a keypoint match also needs its aligned overlap to agree (retrieval/dedup/verify/rule.py).",
+        "",
+        "| rule | tuning: P / R / F1 | held out: P / R / F1 |",
+        "|---|---|---|",
+        f"| default (overlap checked) | {_prf(tu['default'])} | {_prf(ho['default'])} |",
+        "| keypoint match without the overlap check | "
+        f"{_prf(tu['no_overlap_check'])} | {_prf(ho['no_overlap_check'])} |",
+        f"| no verification | {_prf(tu['no_verification'])} | {_prf(ho['no_verification'])} |",
+        "",
+        f"False pairs at the default, by what they involve: tuning {tu['false_pairs']}, held out {ho['false_pairs']}.",
+        f"Verification wall time of the first run (pictures read, thumbnails, keypoints, matching): tuning "
+        f"{tu['seconds_default_first_run']:.0f} s for {tu['files']} files, held out "
+        f"{ho['seconds_default_first_run']:.0f} s for {ho['files']} files; pairs aligned / matched: tuning "
+        f"{tu['cost']['counts']['pairs_aligned']} / "
+        f"{tu['cost']['counts']['pairs_matched']}, held out {ho['cost']['counts']['pairs_aligned']} / "
+        f"{ho['cost']['counts']['pairs_matched']}.",
+        "",
+        "One constant swept at a time (tuning F1 / held-out F1; the tuning folder chooses, the held-out one is shown):",
+        "",
+    ]
+    for setting, values in tu["sweeps"].items():
+        cells = [f"{x}: {v['f1']:.3f} / {ho['sweeps'][setting][x]['f1']:.3f}" for x, v in values.items()]
+        lines.append(f"- {setting}: " + ", ".join(cells))
+    lines.append("")
+    lines.append(
+        "Recall per edit kind at the default (found / copies), held out: "
+        + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(ho["by_edit"].items()))
+    )
+    return "\n".join(lines) + "\n"
 
 
 def _prf(m: dict) -> str:

@@ -435,6 +435,11 @@ class GroupingConfig:
     background_rank: int = BACKGROUND_RANK
     similar: bool = False
 
+    def floor(self, verified: bool) -> float | None:
+        """The lowest score a candidate pair can have (`rule.candidate_floor`); None for exact copies only. The
+        neighbour search is sized by it (`retrieval.dedup.run.neighbour_table`) and the grouping reads it."""
+        return None if self.threshold is None else candidate_floor(self.threshold, verified)
+
     def __post_init__(self) -> None:
         if self.k < 1 or self.batch_size < 1:
             raise ValueError(f"k and batch_size must be >= 1, got k={self.k}, batch_size={self.batch_size}")
@@ -498,7 +503,7 @@ def find_grouping(
     similar: list[Group] = []
     grouped: set[int] = set()
     if threshold is not None and stage.reps.size > 1:
-        floor = candidate_floor(threshold, checks is not None)
+        floor = candidate_floor(threshold, checks is not None)  # as config.floor, which sized the neighbour search
         pairs = near_pairs(
             xb,
             stage.reps,

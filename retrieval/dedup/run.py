@@ -37,7 +37,6 @@ from retrieval.dedup.groups import (
 from retrieval.dedup.moves import MovePlan, MoveReport, UndoReport, apply_moves, plan_moves, undo_moves
 from retrieval.dedup.plan import index_identity, read_plan
 from retrieval.dedup.threshold import DEFAULT_THRESHOLD, SCORE_PRESETS, Threshold, check_threshold
-from retrieval.dedup.verify.rule import candidate_floor
 from retrieval.errors import InputError
 from retrieval.searching.searcher import SearchIndex
 
@@ -272,11 +271,11 @@ def find_duplicates(cfg: DedupConfig, *, index: SearchIndex | None = None) -> De
             local=cfg.local_features,
             progress=cfg.progress,
         )
-    floor = None if threshold is None else candidate_floor(threshold, checks is not None)
-    table = None if floor is None else neighbour_table(index, floor, cfg.k, cfg.background_rank)
     grouping = GroupingConfig(
         threshold, keeper=cfg.keeper, k=cfg.k, background_rank=cfg.background_rank, similar=cfg.similar
     )
+    floor = grouping.floor(checks is not None)
+    table = None if floor is None else neighbour_table(index, floor, cfg.k, cfg.background_rank)
     try:
         found = find_grouping(
             index.records,
