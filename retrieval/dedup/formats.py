@@ -5,6 +5,7 @@ dicts, and print nothing."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from collections.abc import Collection, Mapping, Sequence
 
@@ -12,6 +13,7 @@ from plumbing.filenames import printable
 from retrieval.dedup.groups import Duplicate, Group
 from retrieval.dedup.plan import PLAN_FORMAT, PLAN_VERSION
 from retrieval.dedup.threshold import SCORE_PRESETS
+from retrieval.records import FileRecord
 
 
 def format_histogram(
@@ -96,6 +98,43 @@ def check_of(d: Duplicate) -> str:
     if d.evidence is not None:
         return d.evidence.check
     return "bytes" if d.kind == "exact" else "alignment" if d.alignment is not None else "score"
+
+
+CHECK_TEXT = {
+    "bytes": "identical bytes",
+    "score": "score alone (verification off)",
+    "alignment": "the pictures line up",
+    "keypoints": "keypoints agree on one geometry",
+    "none": "no duplicate check passed (similar)",
+}
+
+
+def why(d: Duplicate) -> str:
+    """Why `d` joined its keeper, for a person: kind, score, the check that passed and its measurements."""
+    check = check_of(d)
+    parts = [d.kind, f"score {d.score:.3f}", CHECK_TEXT.get(check, check)]
+    ev = d.evidence
+    if check == "alignment" or (ev is None and d.alignment is not None):
+        a = d.alignment if ev is None or ev.alignment is None else ev.alignment
+        parts.append(f"alignment {a:.2f}")
+    if ev is not None and ev.inliers is not None and check in ("keypoints", "none"):
+        parts.append(f"{ev.inliers} matched points")
+        if ev.agreement is not None:
+            parts.append(f"edges agree {ev.agreement:.2f}")
+        if ev.conflict is not None:
+            parts.append(f"conflict {ev.conflict:.2f}")
+    return " · ".join(parts)
+
+
+def file_facts(r: FileRecord) -> str:
+    """Pixels, bytes and date of a file, as the tab and the report show them side by side."""
+    return f"{r.width}x{r.height} · {human_size(r.size)} · {file_date(r)}"
+
+
+def file_date(r: FileRecord) -> str:
+    """The file's modification time as indexed, UTC, to the minute."""
+    when = dt.datetime.fromtimestamp(r.mtime_ns / 1e9, tz=dt.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M")
 
 
 CSV_COLUMNS = ("group", "role", "path", "score", "kind")

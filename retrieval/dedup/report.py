@@ -1,5 +1,9 @@
 """A self-contained HTML page of duplicate groups: inline CSS, thumbnails embedded as base64 JPEG.
 
+Each member shows why it joined its keeper (kind, score, the check that passed: `formats.why`) and its pixels,
+bytes and date beside the keeper's; a member that joined on keypoints also shows the matched points drawn between
+the two pictures (`draw_matches`, which the app's Duplicates tab uses too).
+
 Open it straight from disk; it references no other file. A missing or unreadable image gets a
 placeholder box. Pass `loader` to decode with the project's image loader (e.g. `images.load_image`).
 """
@@ -13,11 +17,13 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PIL import Image, ImageOps
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
 
 from plumbing.filenames import printable
-from retrieval.dedup.formats import human_size
-from retrieval.dedup.groups import BACKGROUND_RANK, Group, normalise_path
+from retrieval.dedup.formats import file_facts, human_size, why
+from retrieval.dedup.groups import BACKGROUND_RANK, Duplicate, Group, normalise_path
+from retrieval.dedup.verify.keypoints import FEATURE_SIDE
 from retrieval.records import FileRecord
 
 log = logging.getLogger(__name__)
@@ -40,7 +46,60 @@ figcaption { font-size: .8rem; margin-top: .3rem; word-break: break-all; }
 .badge { display: inline-block; font-weight: 600; padding: 0 .35rem; border-radius: 3px; background: #ddd; }
 .keep .badge { background: #2a8a3e; color: #fff; }
 .meta { color: #666; display: block; }
+.why { color: #345; display: block; font-style: italic; }
+.matches { margin: .6rem 0 0; }
+.matches img { max-width: 100%; }
 """
+
+MATCH_COLOURS = ((230, 60, 40), (40, 140, 230), (40, 170, 70), (220, 160, 20), (160, 60, 200))
+MAX_LINES = 60  # matched points drawn per pair at most (the first ones, as the fit listed them)
+
+
+def draw_matches(a: Image.Image, b: Image.Image, matches: np.ndarray, side: int = FEATURE_SIDE) -> Image.Image:
+    """The two pictures side by side, each scaled to `side` on its long side (where keypoints are found:
+    `verify.keypoints`), with a line between each matched pair of points. `matches` (I, 4): xa, ya, xb, yb in
+    those scaled pictures (`verify.rule.Evidence.matches`); a is drawn left."""
+    pics = []
+    for im in (a, b):
+        im = im.convert("RGB")
+        f = side / max(im.size)
+        pics.append(im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.Resampling.BILINEAR))
+    gap = 8
+    out = Image.new("RGB", (pics[0].width + gap + pics[1].width, max(p.height for p in pics)), (255, 255, 255))
+    out.paste(pics[0], (0, 0))
+    out.paste(pics[1], (pics[0].width + gap, 0))
+    draw = ImageDraw.Draw(out)
+    dx = pics[0].width + gap
+    for n, (xa, ya, xb, yb) in enumerate(np.asarray(matches, dtype=np.float64)[:MAX_LINES].tolist()):
+        colour = MATCH_COLOURS[n % len(MATCH_COLOURS)]
+        draw.line([(xa, ya), (xb + dx, yb)], fill=colour, width=1)
+        for x, y in ((xa, ya), (xb + dx, yb)):
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], outline=colour)
+    return out
+
+
+def _jpeg_uri(im: Image.Image) -> str:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _matches_figure(keep: Path, member: Duplicate, root: Path, loader: ImageLoader) -> str:
+    """The matched points between keeper and member, or "" when the member did not join on keypoints or a
+    picture cannot be read."""
+    ev = member.evidence
+    if ev is None or ev.matches is None or ev.check not in ("keypoints", "none") or len(ev.matches) == 0:
+        return ""
+    try:
+        im = draw_matches(loader(keep), loader(root / normalise_path(member.record.path)), ev.matches)
+    except Exception as e:  # an unreadable picture: no drawing, never a broken report
+        log.debug("no match drawing for %s: %s", member.record.path, e)
+        return ""
+    path = html.escape(printable(member.record.path), quote=True)
+    return (
+        f'<figure class="matches"><img src="{_jpeg_uri(im)}" alt="matched points: keeper and {path}">'
+        f"<figcaption>{len(ev.matches)} matched points: keeper (left) and {path} (right)</figcaption></figure>"
+    )
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -63,15 +122,24 @@ def thumbnail_data_uri(path: Path, size: int, loader: ImageLoader = _open_image)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure(record: FileRecord, label: str, keep: bool, root: Path, thumb_size: int, loader: ImageLoader) -> str:
+def _figure(
+    record: FileRecord,
+    label: str,
+    keep: bool,
+    root: Path,
+    thumb_size: int,
+    loader: ImageLoader,
+    reason: str = "",
+) -> str:
     path = html.escape(printable(record.path), quote=True)
     uri = thumbnail_data_uri(root / normalise_path(record.path), thumb_size, loader)
     picture = f'<img src="{uri}" alt="{path}">' if uri else '<div class="placeholder">no preview</div>'
-    meta = f"{record.width}&times;{record.height} &middot; {html.escape(human_size(record.size))}"
+    meta = html.escape(file_facts(record)).replace(" · ", " &middot; ")
+    note = f'<span class="why">{html.escape(reason)}</span>' if reason else ""
     css = "member keep" if keep else "member"
     return (
         f'<figure class="{css}">{picture}<figcaption><span class="badge">{label}</span> '
-        f'<span class="path">{path}</span><span class="meta">{meta}</span></figcaption></figure>'
+        f'<span class="path">{path}</span><span class="meta">{meta}</span>{note}</figcaption></figure>'
     )
 
 
@@ -110,12 +178,14 @@ def render_report(
         parts.append("<p>No duplicates found.</p>")
     for n, g in enumerate(groups, start=1):
         figures = [_figure(g.keep, "KEEP", True, root, thumb_size, loader)]
+        drawings = []
         for d in g.duplicates:
             label = f"{d.score:.4f} {d.kind}" + ("" if d.alignment is None else f", aligned {d.alignment:.2f}")
-            figures.append(_figure(d.record, label, False, root, thumb_size, loader))
+            figures.append(_figure(d.record, label, False, root, thumb_size, loader, why(d)))
+            drawings.append(_matches_figure(root / normalise_path(g.keep.path), d, root, loader))
         parts.append(
             f'<section class="group"><h2>Group {n} &middot; {len(figures)} files</h2>'
-            f'<div class="members">{"".join(figures)}</div></section>'
+            f'<div class="members">{"".join(figures)}</div>{"".join(drawings)}</section>'
         )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import re
 
+import numpy as np
 from PIL import Image
 
 from retrieval.dedup.groups import Duplicate, Group
-from retrieval.dedup.report import render_report
+from retrieval.dedup.report import draw_matches, render_report
+from retrieval.dedup.verify.rule import BYTES, Evidence
 from retrieval.records import FileRecord
 
 IMG = re.compile(r'<img src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)"')
@@ -71,3 +74,33 @@ def test_the_header_names_the_score_the_threshold_applies_to(tmp_path):
     assert "0.2800" in summary
     plain = render_report([], tmp_path, 0.9, background_rank=0)  # --background-rank 0: plain cosines
     assert "cosine &ge; 0.9000" in plain and "normalised" not in plain
+
+
+def test_each_member_shows_why_it_joined_and_its_facts_beside_the_keeper(tmp_path):
+    """Issue 27: kind, score and the check that passed; pixels, bytes and date; keypoint matches drawn."""
+    keep = dataclasses.replace(make_image(tmp_path / "keep.jpg", (640, 480), "red"), mtime_ns=1_700_000_000 * 10**9)
+    crop = make_image(tmp_path / "crop.jpg", (320, 240), "blue")
+    copy = make_image(tmp_path / "copy.jpg", (640, 480), "red")
+    matches = np.array([[10, 20, 30, 40], [100, 50, 60, 70], [200, 100, 150, 110]], dtype=np.float32)  # (3, 4)
+    ev = Evidence("keypoints", inliers=3, contained=1.0, agreement=0.71, conflict=0.12, matches=matches)
+    groups = [
+        Group(keep, (Duplicate(crop, 0.4123, "near", evidence=ev), Duplicate(copy, 1.0, "exact", evidence=BYTES)))
+    ]
+    page = render_report(groups, tmp_path, 0.28, thumb_size=64)
+    assert "near · score 0.412 · keypoints agree on one geometry · 3 matched points · edges agree 0.71" in page
+    assert "exact · score 1.000 · identical bytes" in page
+    assert "640&times;480" not in page and "640x480 &middot;" in page and "2023-11-14 22:13" in page  # keeper's date
+    assert "320x240 &middot;" in page and page.count("3 matched points: keeper (left)") == 1
+    assert page.count("<img") == 4  # three members and one drawing of matches
+
+
+def test_draw_matches_puts_both_pictures_side_by_side_with_lines_between_the_points():
+    a, b = Image.new("RGB", (160, 80), "white"), Image.new("RGB", (40, 80), "white")  # long sides 160 and 80
+    out = draw_matches(a, b, np.array([[0.0, 100.0, 0.0, 100.0]]), side=320)
+    assert out.size == (320 + 8 + 160, 320)  # a scaled to 320 x 160, b to 160 x 320, 8 px apart
+    px = np.asarray(out)  # (H, W, 3)
+    y = 100
+    row = px[y]  # the one horizontal line from (0, 100) to (328, 100)
+    coloured = np.flatnonzero(np.abs(row.astype(int) - 255).sum(axis=1) > 60)
+    assert coloured.min() <= 2 and coloured.max() >= 326  # drawn from the left point to the right one
+    assert (np.abs(px[10].astype(int) - 255).sum(axis=1) <= 60).all()  # away from it: white pictures
