@@ -19,6 +19,9 @@ The oracle, whatever undo did (refused or acted):
 `kill_loop` (`--kills N`) SIGKILLs a real cross-device undo (the root on /dev/shm, move_to on the disk) at a
 random moment, its copies slowed to 4 KB a step so the kill lands mid-copy too, then runs undo again: the
 tree must be back byte for byte, and every `.partial` the kill left must be removed and reported.
+
+`long_log` (`--long N [--restore]`) times `check_undo_log` (and with `--restore` the whole undo) on a valid
+log of N records, and reports the peak memory it took.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -40,7 +44,14 @@ from pathlib import Path
 
 from plumbing.errors import InputError
 from retrieval.dedup.groups import Duplicate, Group
-from retrieval.dedup.moves import apply_moves, plan_moves, undo_moves
+from retrieval.dedup.moves import (
+    MOVE_LOG_FORMAT,
+    MOVE_LOG_VERSION,
+    apply_moves,
+    check_undo_log,
+    plan_moves,
+    undo_moves,
+)
 from retrieval.records import FileRecord
 
 
@@ -354,12 +365,50 @@ def kill_loop(kills: int, seed: int = 0, work: Path | None = None, shm: Path = P
     return tally
 
 
+def long_log(n: int, restore: bool = False, work: Path | None = None) -> str:
+    """A valid log of `n` records (files in 100 folders): seconds and peak memory to check it (and to undo it)."""
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        root, dups = Path(tmp).resolve() / "photos", Path(tmp).resolve() / "dups"
+        header = {"type": "header", "format": MOVE_LOG_FORMAT, "version": MOVE_LOG_VERSION, "session": "s"}
+        lines = [json.dumps({**header, "root": str(root), "move_to": str(dups)})]
+        for i in range(n):
+            rel = f"d{i % 100:03d}/f{i:07d}.png"
+            data = f"file {i}".encode()
+            for folder in (root, dups):
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dups / rel).write_bytes(data)
+            digest = hashlib.sha256(data).hexdigest()
+            move = {"type": "move", "session": "s", "seq": i, "source": str(root / rel)}
+            lines.append(json.dumps({**move, "destination": str(dups / rel), "sha256": digest}))
+            lines.append(json.dumps({"type": "done", "session": "s", "seq": i}))
+        log = Path(tmp) / "undo.jsonl"
+        log.write_text("\n".join(lines) + "\n")
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        restores = check_undo_log(log)
+        seconds, rss = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
+        size = log.stat().st_size / 1e6
+        out = f"{len(restores)} records ({size:.1f} MB log): checked in {seconds:.1f} s, peak RSS +{rss / 1024:.0f} MB"
+        del restores
+        if restore:
+            t0 = time.perf_counter()
+            report = undo_moves(log)
+            seconds = time.perf_counter() - t0
+            out += f"; undo restored {len(report.restored)} in {seconds:.1f} s ({len(report.problems)} problems)"
+        return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kills", type=int, default=0, help="SIGKILL loop of cross-device undo instead")
+    parser.add_argument("--long", type=int, default=0, help="time the check of a valid log of N records instead")
+    parser.add_argument("--restore", action="store_true", help="with --long: time the whole undo too")
     args = parser.parse_args(argv)
+    if args.long:
+        print(long_log(args.long, args.restore))
+        return 0
     if args.kills:
         kt = kill_loop(args.kills, args.seed)
         print(
