@@ -15,6 +15,7 @@ AUGMENT_ON = ("auto", "workers", "device")
 # The largest input side in px that a run may train or embed at, and that encoder.json may ask for (moco.export):
 # 4.6x the 224 px the ImageNet weights saw; one ResNet-50 search peaks at 1.2 GB here (1.1 GB at 224 px)
 MAX_IMAGE_SIZE = 1024
+LR_SCHEDULES = ("cosine", "linear")  # after warm-up: cosine decay, or linear decay to zero over the run
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class MoCoConfig:
     patch_queries: bool = False  # Fast-MoCo: the query view as 2x2 patches; each pair's mean feature a query (6)
     bn_splits: int = 0  # ghost-BN groups on one device (emulates per-GPU BN); 0 = auto; 1 under DDP
     gem_p: float = 3.0  # GeM pooling exponent of the retrieval descriptor
+    key_views: int = 1  # averaged keys (FastSiam): key views per image, their unit keys averaged into one target
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -52,6 +54,8 @@ class MoCoConfig:
             raise ValueError(f"Illegal bn_splits {self.bn_splits}: must be >= 0 (0 = auto)")
         if self.gem_p < 1.0:
             raise ValueError(f"Illegal gem_p {self.gem_p}: must be >= 1")
+        if self.key_views < 1 or (self.key_views > 1 and self.symmetric):
+            raise ValueError(f"Illegal key_views {self.key_views}: must be >= 1, and 1 with the symmetric loss")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class TrainConfig:
     time_budget_min: float = 0.0  # 0 = no budget; otherwise stop cleanly at the budget
     batch_size: int = 64
     lr: float = 0.06  # SGD learning rate for batch 256, scaled linearly with batch size
+    lr_schedule: str = "cosine"  # after warm-up: "cosine" decay or "linear" decay to zero over the run
     weight_decay: float = 5e-4
     warmup_steps: int = 20
     preset: str = "moco-v2"
@@ -115,6 +120,10 @@ class TrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+        if self.model.key_views > 1 and self.augment_on == "device":
+            raise ValueError("averaged keys (key_views > 1) are made by the workers: augment_on 'workers' or 'auto'")
         if self.augment_on not in AUGMENT_ON:
             raise ValueError(f"unknown augment_on {self.augment_on!r}: choose one of {', '.join(AUGMENT_ON)}")
 

@@ -47,8 +47,8 @@ from moco.init.warm_start import fill_queue, head_only_steps, param_groups, set_
 from moco.init.weights import load_init_weights
 from moco.measure.health import EpochHealth
 from moco.measure.plot import plot_loss
-from moco.measure.validation import KnnValidator
-from moco.measure.verdict import Verdict, training_verdict
+from moco.measure.validation import FIRST_PAGE, KnnValidator
+from moco.measure.verdict import FirstPage, Verdict, training_verdict
 from moco.model import MoCo
 from moco.preprocess import PRESET_PREPROCESSING
 from plumbing.atomic import atomic_write_bytes
@@ -87,9 +87,12 @@ def resolve_model_config(cfg: TrainConfig, n_images: int, d: Dist) -> MoCoConfig
 
 
 def learning_rate(cfg: TrainConfig, step: int, progress: float, world: int) -> float:
-    """Linear warm-up, then cosine decay over `progress` in [0, 1] (steps or time budget, whichever leads)."""
+    """Linear warm-up, then cosine decay (or, with lr_schedule "linear", linear decay to zero) over `progress` in
+    [0, 1] (steps or time budget, whichever leads)."""
     base = cfg.lr * cfg.batch_size * world / 256
     warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_schedule == "linear":
+        return base * warm * (1.0 - min(1.0, progress))
     return base * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -150,7 +153,7 @@ def _fit(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress | N
     run = _set_up(cfg, device, d, progress)
     end = _loop(run, device, d, progress if d.is_main else None)  # rank 0 speaks for the run
     spec = _export(run, end) if d.is_main else None
-    verdict = _verdict(end.last_record, run.mcfg, run.validator, device, cfg.seed) if d.is_main else None
+    verdict = _verdict(end.last_record, run.mcfg, run.validator, device, cfg.seed, run.model) if d.is_main else None
     barrier(d)
     epochs = end.step / run.steps_per_epoch
     return TrainResult(run.out, end.step, epochs, end.loss, end.stopped, spec, run.mcfg, verdict)
@@ -339,7 +342,7 @@ def _loop(run: _Run, device: torch.device, d: Dist, progress: Progress | None) -
         im_q, im_k, ids, im_local = run.views(batch)  # im_local: (N, L, 3, h, w) with multi-crop, else None
         if run.channels_last:
             im_q = im_q.contiguous(memory_format=torch.channels_last)
-            im_k = im_k.contiguous(memory_format=torch.channels_last)
+            im_k = im_k.contiguous(memory_format=torch.channels_last) if im_k.dim() == 4 else im_k
         gen = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
         with autocast(device, run.amp, train=True):
             logits, labels = run.ddp(im_q, im_k, ids, gen, im_local)
@@ -430,21 +433,30 @@ def _dataset_and_views(cfg: TrainConfig, cache: DecodeCache, device: torch.devic
         make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength),
         make_preset(cfg.preset, cfg.local_side, LOCAL_MIN_SCALE, cfg.colour_strength, cfg.local_max_scale),
         cfg.local_crops,
+        cfg.model.key_views,
     )
     return PairDataset(cache.array, two_crops, cfg.seed), worker_views(device)
 
 
 def _verdict(
-    record: dict[str, Any] | None, mcfg: MoCoConfig, validator: KnnValidator | None, device: torch.device, seed: int
+    record: dict[str, Any] | None,
+    mcfg: MoCoConfig,
+    validator: KnnValidator | None,
+    device: torch.device,
+    seed: int,
+    model: MoCo,
 ) -> Verdict:
-    """The run's verdict; with --val, a random-init network of the same configuration is scored beside it."""
-    random_knn = None
-    if validator is not None and record is not None and "knn_top1" in record:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            random_knn = validator.evaluate(MoCo(mcfg).to(device), device)
-    n_queries = len(validator.test_idx) if validator is not None else 0
-    return training_verdict(record, mcfg.queue_size, (record or {}).get("knn_top1"), random_knn, n_queries)
+    """The run's verdict; with --val, the trained model and a random-init network of the same configuration are
+    scored on the held-out queries: first-page precision query by query (the verdict's measure) and kNN top-1."""
+    if validator is None or record is None:
+        return training_verdict(record, mcfg.queue_size)
+    trained = validator.scores(model, device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random = validator.scores(MoCo(mcfg).to(device), device)
+    page = FirstPage(trained.first_page, random.first_page, FIRST_PAGE)
+    n = len(validator.test_idx)
+    return training_verdict(record, mcfg.queue_size, trained.knn_top1, random.knn_top1, n, page)
 
 
 def _end_epoch(
@@ -463,7 +475,8 @@ def _end_epoch(
         return None
     record = {"epoch_end": step / steps_per_epoch, "step": step, **health.summary(dim)}
     if validator is not None:
-        record["knn_top1"] = validator.evaluate(model, device)
+        scores = validator.scores(model, device)
+        record["knn_top1"], record["precision_at_10"] = scores.knn_top1, scores.precision_at_10
     if record.get("collapse_warning"):
         logger.warning("embeddings look collapsed (mean dimension std %.4f)", record["dim_std"])
     _append_jsonl(metrics_file, record)

@@ -227,5 +227,10 @@ def test_the_run_verdict_compares_its_val_knn_with_a_random_network_of_the_same_
     validator = KnnValidator.load(Path(light_run.cfg.val), light_run.cfg.eval_size)
     torch.manual_seed(light_run.cfg.seed)
     random_net = MoCo(light_run.result.model_config)
-    assert v.random_knn_top1 == validator.evaluate(random_net, torch.device("cpu"))
+    random_scores = validator.scores(random_net, torch.device("cpu"))
+    assert v.random_knn_top1 == random_scores.knn_top1
     assert v.status in ("better", "same", "worse") and f"{v.knn_top1:.3f}" in v.line
+    # it speaks in what a searcher sees: the first page of each held-out query, trained against random
+    assert v.precision_at_10 == pytest.approx(epochs[-1]["precision_at_10"])
+    assert v.random_precision_at_10 == pytest.approx(random_scores.precision_at_10)
+    assert v.line.split(": ", 1)[1].startswith(f"of the first 10 results, {v.precision_at_10:.1%} share the query's")
