@@ -4,6 +4,7 @@ out of the 1 + K keys (k+ and the queue's K negatives); InfoNCE is the loss of t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -15,10 +16,10 @@ from app.binding import bind, guard
 from app.components import query_image
 from app.engine import Engine, placeholder
 from moco.augment.presets import IMAGENET_MEAN, IMAGENET_STD
-from moco.dictionary import Dictionary, info_nce
+from moco.dictionary import Dictionary, KeyRanking, RankedKey, info_nce, ordinal, rank_keys
 from plumbing.errors import InputError
 
-TOP_NEGATIVES = 8
+RANKED_SHOWN = 12  # keys of the ranked look-up listed (k+ and the query's own stale keys always)
 QUEUE_SHOWN = 48  # keys of the queue drawn, evenly spaced from the oldest to the newest
 VIEW_SIDE = 192
 T_RANGE = (0.01, 1.0)  # the temperature slider
@@ -80,29 +81,96 @@ def with_temperature(numbers: dict[str, Any], T: float) -> dict[str, Any]:
     return {**numbers, "T": float(T), "p_pos": p_pos, "loss": loss}
 
 
-def _key_tiles(engine: Engine, d: Dictionary, slots: np.ndarray, l_neg: np.ndarray, T: float) -> list:
-    age = np.empty(d.K, dtype=np.int64)
-    age[d.fifo_order()] = np.arange(d.K)  # 0 = oldest
-    tiles = []
-    for s in slots:
-        src = d.source(int(s))
-        label = f"logit {l_neg[s] / T:.2f} · slot {s} · {_age(int(age[s]), d.K)}"
-        if src is None:
-            im = placeholder(engine.cfg.thumb_size, "key never filled" if d.key_ids[s] < 0 else "source not recorded")
+def _key_tile(engine: Engine, d: Dictionary, slot: int) -> tuple[Any, str]:
+    """The picture key `slot` was encoded from (a file encoded once) and its name; a grey tile saying why not."""
+    name = d.source_name(slot)
+    if name is None or d.image_root is None:
+        if d.key_ids[slot] < 0:
+            why = "key never filled"
+        elif name is None:
+            why = "source not recorded"
         else:
-            rel = d.image_files[int(d.key_ids[s])]  # type: ignore[index]
-            im = engine.training_thumbnail(d.image_root, rel)
-            label += f" · {rel}"
-        tiles.append((im, label))
+            why = "picture not found"
+        return placeholder(engine.cfg.thumb_size, why), ""
+    return engine.training_file(d.image_root, name), name
+
+
+def ranked_tiles(engine: Engine, d: Dictionary, ranking: KeyRanking, k_view: np.ndarray) -> list[tuple[Any, str]]:
+    """The look-up picture as tiles in rank order: the first RANKED_SHOWN keys, then k+ and the query's own stale
+    keys where they rank lower. k+ is shown as its view x_k+, a queue key as the picture it came from."""
+    tiles = []
+    for key in _listed(ranking):
+        if key.positive:
+            tiles.append((k_view, f"#{key.rank} · k+ the positive key (the other view) · cosine {key.cosine:.3f}"))
+            continue
+        im, name = _key_tile(engine, d, key.slot)  # type: ignore[arg-type]
+        label = f"#{key.rank} · slot {key.slot} · {d.age(key.slot)} · cosine {key.cosine:.3f}"  # type: ignore[arg-type]
+        if key.stale_self:
+            label += " · STALE KEY OF THIS SAME PICTURE"
+        tiles.append((im, f"{label} · {name}" if name else label))
     return tiles
 
 
-def _age(rank: int, K: int) -> str:
-    if rank == 0:
-        return "oldest"
-    if rank == K - 1:
-        return "newest"
-    return f"{rank + 1}th oldest"
+def ranked_table(d: Dictionary, ranking: KeyRanking, T: float) -> str:
+    """The 1 + K keys ranked by logit at temperature T, as a table: k+ with its rank, stale keys marked."""
+    K = len(ranking.keys) - 1
+    pos = ranking.keys[ranking.positive_rank - 1]
+    head = (
+        f"**The look-up: all 1 + K = {K + 1} keys ranked by their logit q·key / T (T = {T:.3g}).** The positive key k+"
+        f" ranks **{ordinal(ranking.positive_rank)}** (logit {pos.logit:.3f}, probability {pos.probability:.4f})."
+    )
+    if ranking.positive_rank == 1:
+        head += " The look-up succeeds: k+ has the highest logit."
+    rows = ["| rank | key | cosine | logit | probability | note |", "|---:|---|---:|---:|---:|---|"]
+    for key in _listed(ranking):
+        if key.positive:
+            what, note = "**k+** (positive)", "the other view of the query's picture"
+        else:
+            what = f"slot {key.slot} ({d.age(key.slot)})"  # type: ignore[arg-type]
+            name = d.source_name(key.slot)  # type: ignore[arg-type]
+            what += f": {name}" if name else ""
+            note = "**stale key of this same picture**" if key.stale_self else "negative"
+        rows.append(f"| {key.rank} | {what} | {key.cosine:.3f} | {key.logit:.3f} | {key.probability:.4f} | {note} |")
+    shown = len(rows) - 2
+    more = (
+        f"\n\n({shown} of the {K + 1} keys listed: the top {RANKED_SHOWN}, k+ and any stale key.)"
+        if shown < K + 1
+        else ""
+    )
+    return head + "\n\n" + "\n".join(rows) + more + stale_text(d, ranking)
+
+
+def stale_text(d: Dictionary, ranking: KeyRanking) -> str:
+    """Why a key of the query's own picture sits in the queue as a negative, when one does."""
+    if not ranking.stale_self_slots:
+        return ""
+    stale = [k for k in ranking.keys if k.stale_self]
+    above = sum(k.rank < ranking.positive_rank for k in stale)
+    n = len(d.image_files or ())
+    ranks = ", ".join(ordinal(k.rank) for k in stale)
+    return (
+        f"\n\n**A stale key of this same picture** ({len(stale)} in the queue, ranked {ranks}"
+        f"{f'; {above} above k+' if above else ''}): this picture was a training image, and the key encoder of a few"
+        " steps ago enqueued a key of it from other random views. InfoNCE counts that key as a *negative*, although"
+        " it shows the query's own image, so the loss pushes q away from its own picture. This is what MoCo does"
+        " with a stale copy of the same picture, and why its queue is kept much smaller than the folder (65,536 keys"
+        " for ImageNet's 1.28 million images): a picture's old key has left the queue long before the picture comes"
+        f" round again. Here the queue holds K = {d.K} keys for {n or 'the'} training pictures, so it still holds"
+        " the picture's own key."
+    )
+
+
+def _listed(ranking: KeyRanking) -> list[RankedKey]:
+    return [k for k in ranking.keys if k.rank <= RANKED_SHOWN or k.positive or k.stale_self]
+
+
+def _queue_tiles(engine: Engine, d: Dictionary, slots: np.ndarray, l_neg: np.ndarray) -> list:
+    tiles = []
+    for s in slots:
+        im, name = _key_tile(engine, d, int(s))
+        label = f"slot {s} · {d.age(int(s))} · cosine {l_neg[s]:.3f}"
+        tiles.append((im, f"{label} · {name}" if name else label))
+    return tiles
 
 
 def fifo_line(d: Dictionary) -> str:
@@ -124,7 +192,8 @@ def momentum_line(d: Dictionary) -> str:
 
 
 def look_up(engine: Engine, image: str | None, seed: float, T: float) -> tuple:
-    """Views, q and k+, the keys nearest q, the logits and the loss for one image."""
+    """Views, q and k+, the 1 + K keys ranked (k+ with its rank, the query's own stale keys marked), the logits
+    and the loss for one image."""
     d = engine.dictionary
     if d is None:
         raise InputError(off_text(engine))
@@ -132,30 +201,35 @@ def look_up(engine: Engine, image: str | None, seed: float, T: float) -> tuple:
         raise InputError("Upload, paste or take an image first.")
     picture = engine.decode_upload(image, min_side=d.side)
     r = d.look_up(picture, int(seed))
-    numbers = with_temperature({"l_pos": r.l_pos, "l_neg": r.l_neg.tolist()}, _temperature(T))
-    top = np.argsort(-r.l_neg)[:TOP_NEGATIVES]
+    source_id = d.source_id(Path(image))  # the query's own training picture (same bytes), if it is one
+    numbers = with_temperature({"l_pos": r.l_pos, "l_neg": r.l_neg.tolist(), "source_id": source_id}, _temperature(T))
+    ranking = rank_keys(r.l_pos, r.l_neg, numbers["T"], d.key_ids, source_id)
     shown = d.fifo_order()[np.linspace(0, d.K - 1, min(QUEUE_SHOWN, d.K)).round().astype(int)]
     vectors = f"q = f_q(x_q) = {_vector(r.q)}  \nk+ = f_k(x_k+) = {_vector(r.k_pos)}  \ncosine(q, k+) = {r.l_pos:.4f}"
+    k_view = _view(r.x_k)
     return (
         _view(r.x_q),
-        _view(r.x_k),
+        k_view,
         vectors,
         summary(numbers),
         histogram(numbers),
-        _key_tiles(engine, d, top, r.l_neg, numbers["T"]),
-        _key_tiles(engine, d, shown, r.l_neg, numbers["T"]),
+        ranked_tiles(engine, d, ranking, k_view),
+        ranked_table(d, ranking, numbers["T"]),
+        _queue_tiles(engine, d, shown, r.l_neg),
         numbers,
         numbers,
     )
 
 
-def retemper(numbers: dict[str, Any] | None, T: float) -> tuple:
-    """The temperature slider moved: the same cosines (the session's own, kept by the server), softmax and loss
-    recomputed."""
-    if not numbers:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+def retemper(engine: Engine, numbers: dict[str, Any] | None, T: float) -> tuple:
+    """The temperature changed (dragged, typed or by keyboard): the same cosines (the session's own, kept by the
+    server), the ranked logits, softmax and loss recomputed."""
+    d = engine.dictionary
+    if not numbers or d is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     numbers = with_temperature(numbers, _temperature(T))
-    return summary(numbers), histogram(numbers), numbers, numbers
+    ranking = rank_keys(numbers["l_pos"], np.asarray(numbers["l_neg"]), numbers["T"], d.key_ids, numbers["source_id"])
+    return summary(numbers), histogram(numbers), ranked_table(d, ranking, numbers["T"]), numbers, numbers
 
 
 def _temperature(T: float) -> float:
@@ -203,24 +277,40 @@ def build(engine: Engine) -> None:
             image = query_image(label="An image (drop, paste or take one)", sources=["upload", "clipboard", "webcam"])
             T = gr.Slider(*T_RANGE, value=d.T, step=0.01, label=f"temperature T (trained with {d.T:g})")
             fresh = gr.Button("Fresh pair of views")
-        x_q = gr.Image(label="query view x_q", height=VIEW_SIDE, interactive=False)
-        x_k = gr.Image(label="positive key view x_k+", height=VIEW_SIDE, interactive=False)
+        px = f"{d.train.image_size} × {d.train.image_size} px, the training resolution, shown enlarged"
+        x_q = gr.Image(label=f"query view x_q ({px})", height=VIEW_SIDE, interactive=False, buttons=[])
+        x_k = gr.Image(label=f"positive key view x_k+ ({px})", height=VIEW_SIDE, interactive=False, buttons=[])
     vectors = gr.Markdown()
     result = gr.Markdown()
     plot = gr.Plot(label="the K negative logits, positive marked")
-    negatives = gr.Gallery(label="the negatives nearest q (the hardest keys)", columns=TOP_NEGATIVES, height=240)
+    ranked = gr.Gallery(
+        label="the look-up: keys ranked by their logit against q, k+ among them (a key as the picture it came from)",
+        columns=6,
+        height=420,
+        buttons=[],
+        elem_classes=["readable-gallery"],
+    )
+    ranked_md = gr.Markdown()
     shown = f"all {d.K}" if d.K <= QUEUE_SHOWN else f"{QUEUE_SHOWN} of the K = {d.K}, evenly spaced,"
     queue = gr.Gallery(
         label=f"{shown} keys of the queue from oldest to newest, as the images they came from",
-        columns=8,
+        columns=6,
         height=420,
+        buttons=[],
+        elem_classes=["readable-gallery"],
     )
     with gr.Accordion("Numbers (cosines, probability, loss) as JSON", open=False):
         numbers = gr.JSON()
     cosines = gr.State(None)  # the session's numbers, kept by the server: the slider recomputes from these
-    outputs = [x_q, x_k, vectors, result, plot, negatives, queue, numbers, cosines]
+    outputs = [x_q, x_k, vectors, result, plot, ranked, ranked_md, queue, numbers, cosines]
     image.upload(bind(look_up, engine), [image, seed, T], outputs, **heavy)
     fresh.click(guard(fresh_seed), seed, seed, api_visibility="private").then(
         bind(look_up, engine), [image, seed, T], outputs, **heavy
     )
-    T.release(guard(retemper), [cosines, T], [result, plot, numbers, cosines], api_visibility="private")
+    T.change(  # a drag, the arrow keys and a typed value alike
+        bind(retemper, engine),
+        [cosines, T],
+        [result, plot, ranked_md, numbers, cosines],
+        api_visibility="private",
+        trigger_mode="always_last",
+    )

@@ -3,7 +3,10 @@ training checkpoint's dictionary, built once in `Engine.load` and shared by ever
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ logger = logging.getLogger(__name__)
 GONE = "That result is gone; search again."  # any file id the catalog does not have, however it came
 NOT_SHOWN = "not shown: outside the indexed folder"
 THUMB_CACHE = 4096  # thumbnails kept in memory (at 160 px about 75 KB each)
+FILE_FORMAT = "webp"  # thumbnails and previews are encoded once, to a file the gallery serves as it is
 _PLACEHOLDER = (224, 224, 224)
 
 
@@ -43,6 +47,7 @@ class Engine:
     dictionary_off: str | None = None  # why a checkpoint beside the encoder is not used (None: none there)
     last_move_log: Path | None = None  # the undo log of the last move made from the app
     _thumbs: OrderedDict[tuple[str, int], Image.Image] = field(default_factory=OrderedDict, repr=False)
+    _files: OrderedDict[tuple[str, int], str] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -93,40 +98,81 @@ class Engine:
         """The thumbnail of a training image named by the run's checkpoint (relative to the run's images)."""
         return self._thumbnail_inside(Path(root), rel, None)
 
+    def indexed_file(self, file_id: int, size: int | None = None) -> str:
+        """The thumbnail of indexed file `file_id` (longest side `size`, default thumb_size) as an encoded file in
+        gradio's cache folder, encoded once: a gallery given this path serves it as it is, with no re-encoding."""
+        rec = self.record(file_id)
+        return self._encoded(self._readable(self.root, rec.path, rec), size or self.cfg.thumb_size)
+
+    def training_file(self, root: Path, rel: str) -> str:
+        """`training_thumbnail` as an encoded file in gradio's cache folder (see `indexed_file`)."""
+        return self._encoded(self._readable(Path(root), rel, None), self.cfg.thumb_size)
+
     def _thumbnail_inside(self, root: Path, rel: str, rec: FileRecord | None) -> Image.Image:
+        path = self._readable(root, rel, rec)
+        return self._thumbnail(path) if path is not None else placeholder(self.cfg.thumb_size, NOT_SHOWN)
+
+    def _readable(self, root: Path, rel: str, rec: FileRecord | None) -> Path | None:
         """Only a file whose real path (symlinks followed) lies inside `root`, or, for an indexed file, one that
         is still the very file indexed (size and mtime as the catalog has them: a photo linked in from elsewhere
-        when the index was built) is read; any other target is the NOT_SHOWN tile, whether or not it exists."""
+        when the index was built) is read; any other target is None (the NOT_SHOWN tile), whether or not it
+        exists."""
         try:
             real = (root / rel).resolve()
             if real.is_relative_to(root.resolve()):
-                return self._thumbnail(real)  # a missing file or not an image: the loader's reason
+                return real  # a missing file or not an image: the loader's reason
             if rec is not None and _is_file_of(real, rec):
-                return self._thumbnail(real)
+                return real
         except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL in the name
             pass
         logger.info("app: not showing %s: outside %s", rel, root)
-        return placeholder(self.cfg.thumb_size, NOT_SHOWN)
+        return None
 
     def _thumbnail(self, path: Path, size: int | None = None) -> Image.Image:
         """A downsized copy of an image file, in memory (a grey tile naming the problem if it cannot be read).
-        Trusts `path`: handlers reach it only through `indexed_thumbnail` and `training_thumbnail`."""
+        Trusts `path`: handlers reach it only through `_readable`."""
         size = size or self.cfg.thumb_size
         key = (str(path), size)
         with self._lock:
             if key in self._thumbs:
                 self._thumbs.move_to_end(key)
                 return self._thumbs[key]
-        try:
-            im = load_image(path, min_side=size)
-            im.thumbnail((size, size), Image.Resampling.LANCZOS)
-        except BadImageError as e:
-            im = placeholder(size, e.reason)
+        im = _downsized(path, size)
         with self._lock:
             self._thumbs[key] = im
             while len(self._thumbs) > THUMB_CACHE:
                 self._thumbs.popitem(last=False)
         return im
+
+    def _encoded(self, path: Path | None, size: int) -> str:
+        """`path` downsized to `size` and encoded once to a file in gradio's cache folder, named by its bytes'
+        hash; later calls touch the file (the cache sweep deletes files by age) and return its path."""
+        key = (str(path), size)
+        with self._lock:
+            done = self._files.get(key)
+            if done is not None:
+                self._files.move_to_end(key)
+        if done is not None:
+            try:
+                os.utime(done)
+                return done
+            except OSError:  # swept: encode it again
+                pass
+        im = placeholder(size, NOT_SHOWN) if path is None else _downsized(path, size)
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, FILE_FORMAT, quality=85)
+        data = buf.getvalue()
+        folder = _cache_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.{FILE_FORMAT}"
+        tmp = out.with_name(f".{out.name}.{threading.get_ident()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+        with self._lock:
+            self._files[key] = str(out)
+            while len(self._files) > THUMB_CACHE:
+                self._files.popitem(last=False)
+        return str(out)
 
     # ------------------------------------------------------------------------------------ search
 
@@ -158,6 +204,23 @@ def _dictionary(run_dir: Path, index_root: Path | None = None) -> tuple[Dictiona
     except InputError as e:
         why = str(e).removesuffix(f"; {START_AFRESH}")  # train's advice on resuming does not apply here
         return None, why
+
+
+def _downsized(path: Path, size: int) -> Image.Image:
+    try:
+        im = load_image(path, min_side=size)
+        im.thumbnail((size, size), Image.Resampling.LANCZOS)
+        return im
+    except BadImageError as e:
+        return placeholder(size, e.reason)
+
+
+def _cache_folder() -> Path:
+    """Where the encoded thumbnails live: inside gradio's own upload cache, the one folder its file route serves
+    (and its sweep cleans); nothing is served from anywhere else."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()) / "retrieval-thumbs"
 
 
 def _is_file_of(path: Path, rec: FileRecord) -> bool:

@@ -11,7 +11,7 @@ import gradio as gr
 
 from app.config import AppConfig
 from app.engine import Engine
-from app.ui import build_app
+from app.ui import build_app, look
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def start(engine: Engine) -> Server:
         run_history=False,
         enable_monitoring=False,
         footer_links=["api"],
+        **look(),
     )
     return Server(blocks, url)
 

@@ -1,9 +1,16 @@
-"""The Search tab: a query image (upload, paste, drag, webcam) -> the top-k indexed images; a result
-clicked -> more like it. `search` is also the named API endpoint: image and k in, JSON out."""
+"""The Search tab: a query image (upload, paste, drag, webcam) -> the top-k indexed images, in one event; a result
+clicked -> it opens large (path, pixels, bytes, date) with "More like this"; Back returns to the earlier
+results. `search` is also the named API endpoint: image and k in, JSON out (with the gallery beside it).
+
+The results a session sees are kept by the server (gr.State) as catalog ids: a click names a position in them,
+never a file, and the pictures are thumbnails encoded once into gradio's cache (app.engine.Engine.indexed_file),
+served as they are."""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import gradio as gr
 
@@ -15,37 +22,136 @@ from retrieval.searching.query import SearchConfig
 from retrieval.searching.searcher import Hit
 
 MAX_K = 100
-Shown = tuple[tuple[int, float], ...]  # the results on screen, kept by the server: (catalog id, score) each
+LARGE = 768  # longest side of an opened result and of a result made the query
+TRAIL = 20  # result pages Back can return through
 
 
-def search(engine: Engine, image: str | None, k: float) -> tuple[list[dict[str, Any]], Shown]:
-    """The top-k indexed images for a query image: [{"file": path relative to the root, "score": the
-    neighbour-normalised score, "band": it in words, "cosine": the raw cosine}] (the API's answer), and the same
-    results as catalog ids for the session (the gallery and "more like this")."""
+class Shown(NamedTuple):
+    """One result on screen, kept by the server."""
+
+    id: int  # catalog id
+    score: float
+    band: str
+
+
+class Page(NamedTuple):
+    """One page of results: what was asked and what came back."""
+
+    caption: str  # the line above the results
+    query_id: int | None  # the indexed file behind "more like this"; None for an uploaded query
+    upload: str | None  # the uploaded query's file in gradio's upload cache (shown again on Back)
+    shown: tuple[Shown, ...]
+
+
+Trail = tuple[Page, ...]  # the session's pages, the one on screen last
+
+
+def search(engine: Engine, image: str | None, k: float) -> tuple:
+    """The top-k indexed images for a query image, in one step: the API's JSON ([{"file": path relative to the
+    root, "score": the neighbour-normalised score, "band": it in words, "cosine": the raw cosine}]), a new trail
+    holding the results as catalog ids, the caption, the gallery, and the opened result closed."""
     if not image:
         raise InputError("Upload, paste or take a query image first.")
     hits = engine.search_image(engine.decode_upload(image), _k(k))
-    return _as_json(hits), _shown(hits)
+    page = Page(f"{_count(hits)} most similar to the uploaded image:", None, _upload_path(image), _shown(hits))
+    trail: Trail = (page,)
+    query = gr.update(alt_text=f"Query image: {Path(image).name}")
+    return _as_json(hits), trail, page.caption, show_page(engine, page), query, *_closed()
 
 
-def more_like_this(engine: Engine, shown: Shown | None, k: float, evt: gr.SelectData) -> tuple:
-    """The result clicked in the gallery becomes the query (its indexed vector; itself left out). The click names
-    a position in the session's own results, never a file."""
-    i = evt.index
-    if not isinstance(i, int) or isinstance(i, bool) or not shown or not 0 <= i < len(shown):
+def cleared() -> tuple:
+    """A query was refused: the earlier results go, so nothing on screen answers a query that failed."""
+    return [], (), "", [], gr.skip(), *_closed()
+
+
+def open_result(engine: Engine, trail: Trail | None, evt: gr.SelectData) -> tuple:
+    """The result clicked opens large with its full path, pixels, bytes and date. The click names a position
+    in the session's own results, never a file."""
+    hit = _clicked(trail, evt.index)
+    rec = engine.record(hit.id)
+    when = dt.datetime.fromtimestamp(rec.mtime_ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    details = (
+        f"**{rec.path}**  \nscore {hit.score:.2f} ({hit.band})  \n{rec.width} × {rec.height} pixels ·"
+        f" {_bytes(rec.size)} · modified {when}"
+    )
+    alt = f"Opened result: {rec.path}, {caption(rec.path, hit.score, hit.band)}"
+    large = gr.update(value=engine.indexed_file(hit.id, LARGE), label=f"Opened: {rec.path}", alt_text=alt)
+    return hit.id, large, details, gr.update(visible=True)
+
+
+def more_like_this(engine: Engine, trail: Trail | None, opened: int | None, k: float) -> tuple:
+    """The opened result becomes the query (its indexed vector; itself left out): the query panel shows it, its
+    results are a new page, Back returns to the earlier one."""
+    if not trail or opened is None or all(s.id != opened for s in trail[-1].shown):
         raise InputError(GONE)
-    file_id = shown[i][0]
-    hits = engine.search_file(file_id, _k(k))
-    return _as_json(hits), _shown(hits), f"More like **{engine.record(file_id).path}**:"
+    rec = engine.record(opened)
+    hits = engine.search_file(opened, _k(k))
+    page = Page(f"{_count(hits)} more like **{rec.path}**:", opened, None, _shown(hits))
+    trail = (*trail, page)[-TRAIL:]
+    query = gr.update(value=engine.indexed_file(opened, LARGE), alt_text=f"Query image: {rec.path}")
+    return _as_json(hits), trail, page.caption, show_page(engine, page), query, *_closed()
 
 
-def show_results(engine: Engine, shown: Shown | None) -> list[tuple[Any, str]]:
-    """Gallery items: an in-memory thumbnail and "score  path" for each of the session's results."""
-    return [(engine.indexed_thumbnail(i), f"{score:.3f}  {engine.record(i).path}") for i, score in shown or ()]
+def show_results(engine: Engine, trail: Trail | None) -> tuple:
+    """Back: the results before the ones on screen (the first page of a trail stays), with their query in the
+    query panel; the opened result closed."""
+    if not trail:
+        return [], (), "", [], gr.skip(), *_closed()
+    trail = trail[:-1] if len(trail) > 1 else trail
+    page = trail[-1]
+    query: Any = gr.skip()
+    if page.query_id is not None:
+        name = engine.record(page.query_id).path
+        query = gr.update(value=engine.indexed_file(page.query_id, LARGE), alt_text=f"Query image: {name}")
+    elif page.upload is not None and Path(page.upload).is_file():
+        query = gr.update(value=page.upload, alt_text=f"Query image: {Path(page.upload).name}")
+    results = [_json_of(engine, s) for s in page.shown]
+    return results, trail, page.caption, show_page(engine, page), query, *_closed()
 
 
-def uploaded_caption(image: str | None) -> str:
-    return "Most similar indexed images:" if image else ""
+def show_page(engine: Engine, page: Page) -> list[tuple[str, str]]:
+    """Gallery items: the thumbnail file (encoded once) and a caption that is also the tile's alt text."""
+    return [(engine.indexed_file(s.id), caption(engine.record(s.id).path, s.score, s.band)) for s in page.shown]
+
+
+def caption(path: str, score: float, band: str) -> str:
+    return f"{score:.2f} {band} · {path}"
+
+
+def _clicked(trail: Trail | None, i: object) -> Shown:
+    if not isinstance(i, int) or isinstance(i, bool) or not trail or not 0 <= i < len(trail[-1].shown):
+        raise InputError(GONE)
+    return trail[-1].shown[i]
+
+
+def _closed() -> tuple:
+    """The opened result: none (state, large picture, details, panel hidden)."""
+    return None, gr.update(value=None, label="Opened result", alt_text=""), "", gr.update(visible=False)
+
+
+def _upload_path(image: str) -> str | None:
+    """The uploaded query's path, kept only when it is gradio's own upload cache (to show it again on Back)."""
+    from gradio.utils import get_upload_folder
+
+    try:
+        path = Path(image).resolve()
+        return str(path) if path.is_relative_to(Path(get_upload_folder()).resolve()) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _count(hits: list[Hit]) -> str:
+    return f"{len(hits)} result{'s' if len(hits) != 1 else ''},"
+
+
+def _bytes(n: int) -> str:
+    """6,203 bytes as "6.1 KB (6,203 bytes)"."""
+    size, unit = float(n), "bytes"
+    for bigger in ("KB", "MB", "GB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{n:,} bytes" if unit == "bytes" else f"{size:.1f} {unit} ({n:,} bytes)"
 
 
 def _k(k: float) -> int:
@@ -62,8 +168,12 @@ def _as_json(hits: list[Hit]) -> list[dict[str, Any]]:
     ]
 
 
-def _shown(hits: list[Hit]) -> Shown:
-    return tuple((h.id, round(float(h.cosine), 6)) for h in hits)
+def _json_of(engine: Engine, s: Shown) -> dict[str, Any]:
+    return {"file": engine.record(s.id).path, "score": s.score, "band": s.band}
+
+
+def _shown(hits: list[Hit]) -> tuple[Shown, ...]:
+    return tuple(Shown(h.id, round(float(h.score), 6), h.band) for h in hits)
 
 
 def build(engine: Engine) -> None:
@@ -75,27 +185,41 @@ def build(engine: Engine) -> None:
                 label="Query image (drop, paste or take one)",
                 sources=["upload", "clipboard", "webcam"],
                 height=280,
+                alt_text="Query image: none yet",
             )
             k = gr.Slider(1, MAX_K, value=SearchConfig.k, step=1, label="Results (k)")
             go = gr.Button("Search", variant="primary")
+            back = gr.Button("Back to the earlier results")
         with gr.Column(scale=3):
-            caption = gr.Markdown()
+            caption_md = gr.Markdown()
+            with gr.Column(visible=False) as opened_panel:
+                large = gr.Image(label="Opened result", interactive=False, height=420, buttons=[], format="webp")
+                details = gr.Markdown()
+                with gr.Row():
+                    more = gr.Button("More like this", variant="primary")
+                    close = gr.Button("Close")
             gallery = gr.Gallery(
-                label="Results: similarity and path; click one for more like it",
+                label="Results: score, band and path; click one to open it",
                 columns=5,
                 height=560,
                 object_fit="contain",
                 allow_preview=False,
                 show_label=True,
+                buttons=[],
+                format="webp",
+                elem_classes=["readable-gallery"],
             )
     with gr.Accordion("Results as JSON (also the `search` API endpoint)", open=False):
         results = gr.JSON(label="results")
-    shown = gr.State(())  # the results on screen as catalog ids: the only thing the gallery and its clicks read
-    searched = {"fn": bind(search, engine), "inputs": [query, k], "outputs": [results, shown], **heavy}
-    caption_step = {"fn": guard(uploaded_caption), "inputs": query, "outputs": caption, "api_visibility": "private"}
-    gallery_step = {"fn": bind(show_results, engine), "inputs": shown, "outputs": gallery, "api_visibility": "private"}
-    go.click(api_name="search", **searched).success(**caption_step).success(**gallery_step)
-    query.upload(api_visibility="private", **searched).success(**caption_step).success(**gallery_step)
-    gallery.select(
-        bind(more_like_this, engine), [shown, k], [results, shown, caption], api_visibility="private", **heavy
-    ).success(**gallery_step)
+    trail = gr.State(())  # the session's pages of results as catalog ids: all the gallery and its clicks read
+    opened = gr.State(None)  # the catalog id of the opened result
+    closed = [opened, large, details, opened_panel]
+    page_out = [results, trail, caption_md, gallery, query]
+    searched = {"fn": bind(search, engine), "inputs": [query, k], "outputs": page_out + closed, **heavy}
+    failed = {"fn": guard(cleared), "inputs": None, "outputs": page_out + closed, "api_visibility": "private"}
+    go.click(api_name="search", **searched).failure(**failed)
+    query.upload(api_visibility="private", **searched).failure(**failed)
+    gallery.select(bind(open_result, engine), trail, [opened, large, details, opened_panel], api_visibility="private")
+    more.click(bind(more_like_this, engine), [trail, opened, k], page_out + closed, api_visibility="private", **heavy)
+    back.click(bind(show_results, engine), trail, page_out + closed, api_visibility="private")
+    close.click(guard(_closed), None, closed, api_visibility="private")
