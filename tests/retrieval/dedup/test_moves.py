@@ -326,3 +326,18 @@ def test_bad_move_logs_are_input_errors(tree, tmp_path):
     log_path.write_text(good + '{"type": "mo')  # a torn last line (crash while writing) is ignored
     assert len(undo_moves(log_path).restored) == 3
     assert not (move_to / "a/dup.jpg").exists()
+
+
+def test_a_log_with_two_sessions_is_undone_whole(tree, tmp_path):
+    """apply_moves appends to an existing move log: each session is checked against its own header."""
+    root, move_to, groups, _ = tree
+    before = snapshot(root)
+    log_path = tmp_path / "undo.jsonl"
+    plan = plan_moves(groups, root, move_to)
+    apply_moves(plan.moves[:1], root, move_to, log_path)
+    apply_moves(plan.moves[1:], root, move_to, log_path)
+    headers = [json.loads(line) for line in log_path.read_text().splitlines() if '"header"' in line]
+    assert len(headers) == 2 and headers[0]["session"] != headers[1]["session"]
+    report = undo_moves(log_path)
+    assert report.ok and len(report.restored) == 3
+    assert snapshot(root) == before
