@@ -77,3 +77,63 @@ def test_search_and_dictionary_in_chromium(server, tiny, shots):
         finally:
             browser.close()
     assert (shots / "search.png").stat().st_size > 0 and (shots / "dictionary.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_mark_not_a_duplicate_move_and_undo_in_chromium(tiny, tmp_path, shots):
+    """Issue 27: in the Duplicates tab, mark one of two copies "not a duplicate", move: the other copy moves, the
+    marked one stays (bytes unchanged); undo puts every file back."""
+    import hashlib
+    import shutil
+
+    from app.config import AppConfig
+    from app.engine import Engine
+    from tests.app.conftest import COPY, _index
+
+    sync_playwright = _require_browser()
+    original, second = "a/p03.png", "a/second-copy-of-p03.png"
+    photos, move_to = tmp_path / "photos", tmp_path / "photos-duplicates"
+    shutil.copytree(tiny.photos, photos)
+    shutil.copyfile(photos / original, photos / second)
+
+    def files() -> dict[str, str]:
+        found = sorted(p for p in photos.rglob("*") if p.is_file())
+        return {p.relative_to(photos).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in found}
+
+    before = files()
+    index = _index(photos, tiny.run, tmp_path / "idx")
+    srv = start(Engine.load(AppConfig(index=index, device="cpu", port=free_port(), move_to=move_to)))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1400})
+                page.set_default_timeout(TIMEOUT_MS)
+                page.goto(srv.url)
+                page.get_by_role("tab", name="Duplicates").click()
+                page.get_by_label("exact", exact=True).check()
+                page.get_by_role("button", name="Find duplicates").click()
+                page.get_by_text("1 groups, 2 duplicates").wait_for()
+                page.get_by_label("file in this group").click()
+                page.get_by_role("option", name=second).click()
+                page.get_by_role("button", name=re.compile("^Not a duplicate")).click()
+                page.get_by_text("1 groups, 1 duplicates").wait_for()
+                page.get_by_text("1 marked not a duplicate").wait_for()
+                page.screenshot(path=str(shots / "dedup-marked.png"), full_page=True)
+
+                page.get_by_role("button", name="Move duplicates aside...").click()
+                page.get_by_text(f"leaving {second}: marked not a duplicate").wait_for()
+                page.get_by_role("button", name="Confirm: move them now").click()
+                page.get_by_text("Moved 1 files").wait_for()
+                assert not (photos / COPY).exists() and (move_to / COPY).exists()
+                after = files()
+                assert after == {k: v for k, v in before.items() if k != COPY}  # the marked copy stayed, unchanged
+                page.screenshot(path=str(shots / "dedup-moved.png"), full_page=True)
+
+                page.get_by_role("button", name="Undo last move").click()
+                page.get_by_text("Restored 1 files").wait_for()
+                assert files() == before
+            finally:
+                browser.close()
+    finally:
+        srv.close()
