@@ -93,11 +93,12 @@ def test_search_json_schema_is_exact(built, monkeypatch, capsys):
         assert entry["query"] == str(photos / q)
         assert [r["rank"] for r in entry["results"]] == [1, 2, 3]
         for r in entry["results"]:
-            assert set(r) == {"rank", "path", "score"}
+            assert set(r) == {"rank", "path", "score", "band", "cosine"}  # the score as read, its band, the raw cosine
             assert isinstance(r["rank"], int) and isinstance(r["path"], str) and isinstance(r["score"], float)
-            assert -1.0 - 1e-5 <= r["score"] <= 1.0 + 1e-5
-        scores = [r["score"] for r in entry["results"]]
-        assert scores == sorted(scores, reverse=True)
+            assert isinstance(r["band"], str) and isinstance(r["cosine"], float)
+            assert -1.0 - 1e-5 <= r["cosine"] <= 1.0 + 1e-5 and r["score"] <= 1.0 + 1e-5
+        cosines = [r["cosine"] for r in entry["results"]]  # ranked by cosine (each hit's score has its own scale)
+        assert cosines == sorted(cosines, reverse=True)
         assert entry["results"][0]["path"] == str(photos.resolve() / q)
         assert entry["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
 
@@ -119,11 +120,11 @@ def test_search_exclude_self_folder_and_csv(built, monkeypatch, capsys):
     )
     assert code == 0, err
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == ["query", "rank", "path", "score"]
+    assert rows[0] == ["query", "rank", "path", "score", "band", "cosine"]
     assert len(rows) == 1 + 6 * 2  # a bad file inside a query folder is skipped
-    for query, rank, path, score in rows[1:]:
-        assert path != str(Path(query).resolve()) and rank in ("1", "2")
-        float(score)
+    for query, rank, path, score, band, cosine in rows[1:]:
+        assert path != str(Path(query).resolve()) and rank in ("1", "2") and band
+        float(score), float(cosine)
 
 
 def test_search_table(built, monkeypatch, capsys):
@@ -144,6 +145,27 @@ def test_info(built, monkeypatch, capsys):
     assert fields["kind"].strip() == "flat"
     assert fields["recall@10"].strip() == "1.0000"
     assert str(built["model"].resolve()) in fields["encoder"]
+
+
+def test_info_json_and_csv_schema_is_exact(built, monkeypatch, capsys):
+    keys = ["index", "generation", "format_version", "created", "root", "files_ok", "files_bad", "encoder"]
+    keys += ["encoder_sha256", "dim", "kind", "params", "recall_at_10"]
+    code, out, err = run_cli(monkeypatch, capsys, "info", "--index", str(built["index"]), "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert list(data) == keys
+    assert (data["root"], data["files_ok"], data["files_bad"], data["kind"]) == (
+        str(built["photos"].resolve()),
+        6,
+        1,
+        "flat",
+    )
+    assert data["dim"] == 16 and data["params"] == {} and data["recall_at_10"] == 1.0
+    code, out, err = run_cli(monkeypatch, capsys, "info", "--index", str(built["index"]), "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["field", "value"] and [r[0] for r in rows[1:]] == keys
+    assert dict(rows[1:])["files_ok"] == "6" and dict(rows[1:])["params"] == "{}"
 
 
 @pytest.mark.parametrize(
