@@ -221,3 +221,19 @@ def test_cli_writes_the_plan_and_follows_it(folder, monkeypatch, capsys):
     code, _, err = run("dedup", "--index", index, "--plan", plan, "--move-to", move_to, "--apply")
     assert code == 2 and "not the one indexed" in err and len(err.strip().splitlines()) == 1
     assert not (folder["move_to"] / "x/a1.png").exists()
+
+
+def test_a_similar_member_moves_only_when_set_to(folder):
+    doc = write_plan(folder)
+    before = snapshot(folder["photos"])
+    b = next(g for g in doc["groups"] if g["keep"] == "b.png")
+    doc["groups"] = [g for g in doc["groups"] if g is not b]
+    doc["similar"] = [{"keep": "b.png", "keep_sha256": b["keep_sha256"], "similar": b["duplicates"]}]
+    doc["similar"][0]["similar"][0] |= {"kind": "similar", "move": False}  # as written: shown, never moved
+    a_moves = sorted(d["path"] for d in doc["groups"][0]["duplicates"])
+    assert sorted(m.source for m in follow(folder, doc, apply=False).plan.moves) == a_moves
+    doc["similar"][0]["similar"][0]["move"] = True  # the person asked for it
+    result = follow(folder, doc)
+    assert sorted(m.source for m in result.moved.moved) == sorted([*a_moves, "x/b1.png"])
+    undo(result.moved.log_path)
+    assert snapshot(folder["photos"]) == before
