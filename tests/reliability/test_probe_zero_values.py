@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli.commands.train import device_defaults
+from moco.config import device_defaults
 from tests.reliability.conftest import make_image, one_line_error, run_cli
 
 
