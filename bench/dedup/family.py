@@ -351,7 +351,10 @@ RULE_SWEEPS = {
     "MIN_SPREAD": MIN_SPREAD,
     "MAX_SCALE": MAX_SCALE,
     "STRONG_INLIERS": STRONG,
+    "OVERLAP_INLIERS": [40, 100, 200, 10**9],
 }
+# joint settings of the overlap check: (MIN_AGREEMENT, MAX_CONFLICT, OVERLAP_INLIERS)
+RULE_GRID = [(a, c, n) for a in (0.4, 0.5) for c in (0.5, 0.6) for n in (100, 10**9)]
 NO_OVERLAP = {"MIN_AGREEMENT": 0.0, "MAX_CONFLICT": 1.0, "MIN_SPREAD": 0.0, "MAX_SCALE": 1e9}
 
 
@@ -362,7 +365,7 @@ def rule_only(a: argparse.Namespace, truths: dict, run_dir: Path, t: float, info
     for f in FOLDERS:
         images, truth = a.work / f / "images", truths[f]
         index_dir = a.work / f"index-{f}-trained"
-        if not (index_dir / "manifest.json").exists():
+        if not (index_dir / "CURRENT").exists():
             run("index", str(images), "--model", str(run_dir), "--index", str(index_dir), "--rebuild")
         index = SearchIndex.open(index_dir)
         pairs = FolderPairs(images)
@@ -392,6 +395,13 @@ def rule_only(a: argparse.Namespace, truths: dict, run_dir: Path, t: float, info
                 )
                 for x in values
             }
+        out["grid"] = {
+            f"{ag} {co} {n}": pairwise_prf(
+                groups_at(index, pairs, t, DEFAULT_VARIANT, MIN_AGREEMENT=ag, MAX_CONFLICT=co, OVERLAP_INLIERS=n),
+                truth["groups"],
+            )
+            for ag, co, n in RULE_GRID
+        }
         out["cost"] = {"seconds": pairs.seconds, "counts": pairs.counts}
         result["folders"][f] = out
         print(f, {k: round(out[k]["f1"], 3) for k in ("default", "no_overlap_check", "no_verification")}, flush=True)
@@ -436,6 +446,10 @@ def rule_markdown(r: dict, a: argparse.Namespace) -> str:
     for setting, values in tu["sweeps"].items():
         cells = [f"{x}: {v['f1']:.3f} / {ho['sweeps'][setting][x]['f1']:.3f}" for x, v in values.items()]
         lines.append(f"- {setting}: " + ", ".join(cells))
+    lines.append("")
+    lines.append("Joint settings (MIN_AGREEMENT, MAX_CONFLICT, OVERLAP_INLIERS): tuning F1 / held-out F1:")
+    lines.append("")
+    lines += [f"- {k}: {v['f1']:.3f} / {ho['grid'][k]['f1']:.3f}" for k, v in tu["grid"].items()]
     lines.append("")
     lines.append(
         "Recall per edit kind at the default (found / copies), held out: "

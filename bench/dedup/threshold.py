@@ -25,10 +25,11 @@ from bench.kit.eval_cli import run
 from bench.kit.neardup_data import build
 from bench.kit.neardup_eval import pairwise_prf
 from retrieval.dedup import groups as dedup
-from retrieval.dedup.groups import BACKGROUND_RANK, MIN_ALIGNMENT, VERIFY_ABOVE, VERIFY_BELOW
+from retrieval.dedup.groups import BACKGROUND_RANK
 from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 from retrieval.dedup.verify import align as verify
 from retrieval.dedup.verify.align import MIN_EDGE_CORRELATION
+from retrieval.dedup.verify.rule import MIN_ALIGNMENT, VERIFY_BELOW
 from retrieval.searching.searcher import SearchIndex
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -141,9 +142,9 @@ def markdown(r: dict) -> str:
         "",
         f"Best F1 over thresholds: {best}; verified: {best_v}.",
         "",
-        f"Verified: `retrieval dedup`'s default; pairs scoring from {VERIFY_BELOW} under the threshold to "
-        f"{VERIFY_ABOVE} over it are kept when their pictures line up (alignment >= {MIN_ALIGNMENT}, "
-        "retrieval/dedup/verify/align.py). The minimum alignment at the default threshold:",
+        f"Verified: the crop alignment alone (no keypoints); pairs scoring from {VERIFY_BELOW} under the threshold "
+        f"are kept when their pictures line up (alignment >= {MIN_ALIGNMENT}, retrieval/dedup/verify/align.py; the "
+        "whole rule: retrieval/dedup/verify/rule.py). The minimum alignment at the default threshold:",
         "",
         *sweep_table(enc, "min alignment", "by_min_alignment", [(str(m), f"{m:.2f}") for m in ALIGNMENTS]),
         "",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from plumbing.images import list_images, load_image
-from retrieval.dedup.groups import find_groups
+from retrieval.dedup.groups import GroupingConfig, PairChecks, find_groups
 from retrieval.dedup.verify.align import alignments, folder_thumbnails
 from retrieval.embed import Embedder
 from retrieval.evaluate.metrics import best_f1, precision_recall_curve
@@ -68,5 +68,10 @@ def scorer(
     recs = [dataclasses.replace(catalog[r], id=i) for i, r in enumerate(rel)]
     return lambda t: [
         [g.keep.path] + [d.record.path for d in g.duplicates]
-        for g in find_groups(recs, vecs, float(t), background_rank=rank, verify=verify)
+        for g in find_groups(
+            recs,
+            vecs,
+            GroupingConfig(float(t), background_rank=rank),
+            checks=None if verify is None else PairChecks(verify),
+        )
     ]

@@ -1,0 +1,172 @@
+"""Distinct drawings of one subject or template: how many false groups does `retrieval dedup` form among them?
+
+    python -m bench.dedup.drawings ~/.cache/retrieval-datasets --model RUN [--work /tmp/dedup-drawings]
+
+From the clip-art source (../shared/datasets/build.py), drawings grouped by subject: the first word of the file name
+within a category (apple_*, bamboo_*, aiga_*, Matieres* ...), subjects with at least MIN_PER_SUBJECT drawings, at
+most MAX_PER_SUBJECT each, one file per distinct content (same bytes kept once). The tuning folder draws on
+signs_and_symbols and bench/kit/neardup_family.py's tuning categories, the held-out folder on its held-out
+categories; the held-out folder chose nothing. Every pair of files is a negative, so every group `retrieval dedup`
+forms is a false group unless the package itself holds one artwork twice (a colour or black-and-white version):
+the groups are listed, and a contact sheet of them written to WORK/<folder>/groups.png, for a person to say which.
+
+Measured at the default threshold with: the default rule; the keypoint match without the aligned-overlap check
+(retrieval/dedup/verify/rule.py constants patched off); no verification. Writes bench/results/dedup_drawings.json
+and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from bench.dedup.family import NO_OVERLAP, patched
+from bench.kit.eval_cli import run
+from bench.kit.machine import machine_info
+from bench.kit.neardup_family import HELDOUT_CATEGORIES, TUNING_CATEGORIES
+from retrieval.dedup.run import DedupConfig, find_duplicates
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+FOLDERS = {"tuning": ("signs_and_symbols", *TUNING_CATEGORIES), "heldout": HELDOUT_CATEGORIES}
+MIN_PER_SUBJECT = 3
+MAX_PER_SUBJECT = 8
+MAX_DRAWINGS = 320
+SIDE = 256
+
+
+def subject(path: Path) -> str:
+    """The first word of the name, lower case: `Matieres`, `apple`, `aiga`, ..."""
+    words = re.findall(r"[A-Za-z]+?(?=[A-Z_\-0-9.]|$)", path.stem)
+    return (words[0] if words else path.stem).lower()
+
+
+def build(src: Path, out: Path, categories: tuple[str, ...]) -> dict[str, list[str]]:
+    """Copy the drawings (flattened on white, long side SIDE) into out/images/<subject>/; {subject: [paths]}."""
+    by_subject: dict[str, list[Path]] = defaultdict(list)
+    for c in categories:
+        for p in sorted((src / "clipart" / c).glob("*.png")):
+            by_subject[f"{c}-{subject(p)}"].append(p)
+    seen: set[str] = set()
+    chosen: dict[str, list[str]] = {}
+    total = 0
+    for key in sorted(by_subject, key=lambda k: (-len(by_subject[k]), k)):
+        files = []
+        for p in by_subject[key]:
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            if digest not in seen:
+                seen.add(digest)
+                files.append(p)
+        if len(files) < MIN_PER_SUBJECT or len(key.split("-", 1)[1]) < 3:
+            continue
+        files = files[:MAX_PER_SUBJECT]
+        rel = []
+        for p in files:
+            im = Image.open(p).convert("RGBA")
+            page = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            page.alpha_composite(im)
+            page = page.convert("RGB")
+            page.thumbnail((SIDE, SIDE), Image.LANCZOS)
+            dst = out / "images" / key / p.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            page.save(dst)
+            rel.append(f"{key}/{p.name}")
+        chosen[key] = rel
+        total += len(rel)
+        if total >= MAX_DRAWINGS:
+            break
+    return chosen
+
+
+def sheet(images: Path, groups: list[list[str]], out: Path, side: int = 120) -> None:
+    if not groups:
+        return
+    cols = max(len(g) for g in groups)
+    im = Image.new("RGB", (cols * side, len(groups) * (side + 12)), "white")
+    d = ImageDraw.Draw(im)
+    for r, g in enumerate(groups):
+        for c, p in enumerate(g):
+            t = Image.open(images / p).convert("RGB")
+            t.thumbnail((side - 4, side - 4))
+            im.paste(t, (c * side + 2, r * (side + 12) + 2))
+            d.text((c * side + 2, r * (side + 12) + side - 2), Path(p).name[:20], fill=(200, 0, 0))
+    im.save(out)
+
+
+def groups_of(index: Path, **constants: float) -> list[list[str]]:
+    with patched(**constants):
+        found = find_duplicates(DedupConfig(index=index)).groups
+    return [[g.keep.path] + [d.record.path for d in g.duplicates] for g in found]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("src", type=Path)
+    ap.add_argument("--model", type=Path, required=True, help="an encoder run (e.g. bench/dedup/family.py's WORK/run)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/dedup-drawings"))
+    a = ap.parse_args()
+    result: dict = {"machine": machine_info(), "model": str(a.model), "folders": {}}
+    for name, categories in FOLDERS.items():
+        work = a.work / name
+        if work.exists():
+            shutil.rmtree(work)
+        chosen = build(a.src, work, categories)
+        index = work / "index"
+        run("index", str(work / "images"), "--model", str(a.model), "--index", str(index))
+        rows = {
+            "default": groups_of(index),
+            "without the overlap check": groups_of(index, **NO_OVERLAP),
+        }
+        no_verify = find_duplicates(DedupConfig(index=index, verify=False)).groups
+        rows["no verification"] = [[g.keep.path] + [d.record.path for d in g.duplicates] for g in no_verify]
+        sheet(work / "images", rows["default"], work / "groups.png")
+        result["folders"][name] = {
+            "drawings": sum(len(v) for v in chosen.values()),
+            "subjects": len(chosen),
+            "groups": {k: v for k, v in rows.items()},
+        }
+        print(name, {k: len(v) for k, v in rows.items()}, flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "dedup_drawings.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / "dedup_drawings.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(r: dict) -> str:
+    lines = [
+        "## Distinct drawings of one subject or template (bench/dedup/drawings.py)",
+        "",
+        "`python -m bench.dedup.drawings ~/.cache/retrieval-datasets --model RUN` (RUN: the encoder bench/dedup/"
+        f"family.py trained on its tuning folder) on {r['machine']['cpus']} CPU cores. Clip art grouped by subject "
+        f"(the first word of the name within a category, {MIN_PER_SUBJECT} to {MAX_PER_SUBJECT} distinct drawings "
+        "each): "
+        "tuning = signs_and_symbols and the family's tuning categories, held out = its held-out categories. Every "
+        "group `retrieval dedup` forms at the default threshold is listed: false unless the package holds one "
+        "artwork twice.",
+        "",
+        "| folder | drawings | subjects | groups: default | without the overlap check | no verification |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, f in r["folders"].items():
+        g = f["groups"]
+        lines.append(
+            f"| {name} | {f['drawings']} | {f['subjects']} | {len(g['default'])} | "
+            f"{len(g['without the overlap check'])} | {len(g['no verification'])} |"
+        )
+    lines.append("")
+    for name, f in r["folders"].items():
+        lines.append(
+            f"Groups at the default, {name}: " + ("; ".join(" + ".join(x) for x in f["groups"]["default"]) or "none")
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
