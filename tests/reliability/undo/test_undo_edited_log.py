@@ -22,7 +22,7 @@ from retrieval.dedup import moves
 from retrieval.dedup.groups import Duplicate, Group
 from retrieval.dedup.moves import apply_moves, plan_moves, undo_moves
 from retrieval.records import FileRecord
-from tests.reliability import undo_fuzz
+from tests.reliability.undo import undo_fuzz
 from tests.reliability.conftest import make_image, one_line_error, run_cli, sha, snapshot
 
 
@@ -436,7 +436,7 @@ def test_apply_counts_every_file_it_lists_as_left(tmp_path, encoder, monkeypatch
 
 
 def test_edited_logs_at_random_never_remove_a_name_under_the_root(tmp_path):
-    """The loop of `python -m tests.reliability.undo_fuzz` (docs/RELIABILITY.md: 2,000 cases), a few of them."""
+    """The loop of `python -m tests.reliability.undo.undo_fuzz` (docs/RELIABILITY.md: 2,000 cases), a few of them."""
     tally = undo_fuzz.run(60, seed=0, work=tmp_path)
     assert tally.cases == 60 and tally.refused > 0 and tally.acted > 0
     assert tally.failures == []

@@ -14,7 +14,7 @@ The oracle, whatever undo did (refused or acted):
 - each new file under photos/ holds the bytes of a file that left dups/ (undo only moves files out of it);
 - no `.partial` file anywhere; a refusal changes nothing at all; only InputError is raised.
 
-    python -m tests.reliability.undo_fuzz --cases 2000 --seed 0
+    python -m tests.reliability.undo.undo_fuzz --cases 2000 --seed 0
 
 `kill_loop` (`--kills N`) SIGKILLs a real cross-device undo (the root on /dev/shm, move_to on the disk) at a
 random moment, its copies slowed to 4 KB a step so the kill lands mid-copy too, then runs undo again: the
@@ -318,7 +318,7 @@ def kill_loop(kills: int, seed: int = 0, work: Path | None = None, shm: Path = P
     t0 = time.perf_counter()
     rng = random.Random(seed)
     tally = KillTally()
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     for k in range(kills):
         with tempfile.TemporaryDirectory(dir=shm) as fast, tempfile.TemporaryDirectory(dir=work) as disk:
             root, dups, log = Path(fast) / "photos", Path(disk) / "dups", Path(disk) / "undo.jsonl"

@@ -1,6 +1,6 @@
 """Probe 1 (issue 12): `undo` must never remove the last copy of a file, whatever the move log says, and
 `dedup --apply` must never move a file onto itself or back into the indexed folder through a symlink.
-Since issue 25 such logs are refused whole before anything moves (tests/reliability/test_undo_edited_log.py)."""
+Since issue 25 such logs are refused whole before anything moves (tests/reliability/undo/test_undo_edited_log.py)."""
 
 from __future__ import annotations
 
