@@ -36,6 +36,12 @@ def train(
     momentum: Annotated[float | None, typer.Option(help="m, key encoder momentum")] = None,
     temperature: Annotated[float | None, typer.Option(help="T, softmax temperature")] = None,
     lr: Annotated[float | None, typer.Option(help="SGD learning rate per 256 images")] = None,
+    lr_schedule: Annotated[
+        str | None, typer.Option(help="cosine | linear (to zero over the run), after the warm-up [default: cosine]")
+    ] = None,
+    key_views: Annotated[
+        int | None, typer.Option(help="Averaged keys (FastSiam): key views per image, averaged into one (1 = off)")
+    ] = None,
     symmetric: Annotated[bool | None, typer.Option("--symmetric/--no-symmetric", help="Symmetric loss")] = None,
     patch_queries: Annotated[
         bool | None,
@@ -54,7 +60,10 @@ def train(
         str | None,
         typer.Option(help="workers (PIL per image) | device (whole batches on the GPU) [default: device on CUDA]"),
     ] = None,
-    val: Annotated[Path | None, typer.Option(help="Labelled folder (class subfolders) for kNN top-1")] = None,
+    val: Annotated[
+        Path | None,
+        typer.Option(help="Labelled folder (class subfolders): first-page precision and kNN top-1 vs a random net"),
+    ] = None,
     init: Annotated[
         str | None,
         typer.Option(help="Start from: moco-v2-800ep | moco-v2-200ep | moco-v1-200ep, a weights file or a run folder"),
@@ -78,6 +87,7 @@ def train(
     given = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
     given |= {"temperature": temperature, "symmetric": symmetric, "patch_queries": patch_queries}
     given |= {"image_size": image_size, "embed_size": embed_size, "batch_size": batch_size, "epochs": epochs}
+    given |= {"lr_schedule": lr_schedule, "key_views": key_views}
     given |= {"lr": lr, "preset": preset, "time_budget_min": time_budget, "colour_strength": colour_strength}
     given |= {"local_crops": local_crops, "augment_on": augment_on, "device": device, "val": str(val or "") or None}
     given |= {"init": init, "workers": workers, "seed": seed, "resume": resume}

@@ -153,13 +153,14 @@ def test_a_finished_run_ends_with_its_verdict_and_the_options_reach_the_config(t
     make_images(tmp_path / "imgs", 20)
     out = tmp_path / "run"
     args = [str(tmp_path / "imgs"), "--out", str(out), *TINY, "--batch-size", "8", "--stem", "cifar", "--width", "8"]
-    args.append("--patch-queries")
+    args += ["--patch-queries", "--lr-schedule", "linear", "--key-views", "2"]
     code, stdout, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     state = load_checkpoint(out / "checkpoint.pt")
     model = state["model_config"]
     assert (model["stem"], model["width"], model["patch_queries"]) == ("cifar", 8, True)
     assert model["momentum"] == MoCoConfig().momentum  # not given: the library's default
+    assert (model["key_views"], state["config"]["lr_schedule"]) == (2, "linear")
     assert json.loads((out / "encoder.json").read_text())["stem"] == "cifar"
     last = epoch_records(read_metrics(out))[-1]
     assert stdout.strip().splitlines()[-1] == training_verdict(last, model["queue_size"]).line
