@@ -39,7 +39,8 @@ def plot(result: dict, out: Path) -> None:
             base = result["random_init"][mine[0]["random_init"]].get(key)
             if _finite(base):
                 ax.axhline(base, color=colour, ls="--", lw=1, label=f"random init ({mine[0]['random_init']})")
-        ax.set_xlabel("training, CPU minutes (one thread)" if "cpu_s" in rows[0] else "training, minutes (wall)")
+        cpu = all(r.get("cpu_s") is not None for r in rows)
+        ax.set_xlabel("training, CPU minutes (one thread)" if cpu else "training, minutes (wall)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -51,7 +52,7 @@ def plot(result: dict, out: Path) -> None:
 
 def minutes(row: dict) -> float:
     """The row's training cost: CPU minutes of its one torch thread where recorded, else its wall-clock budget."""
-    return row["cpu_s"] / 60 if "cpu_s" in row else row["budget_min"]
+    return row["cpu_s"] / 60 if row.get("cpu_s") is not None else row["budget_min"]
 
 
 def _finite(v: object) -> bool:
@@ -74,7 +75,7 @@ def table(result: dict) -> str:
         base = result["random_init"][r["random_init"]]
         p10 = r.get("precision_at_10")
         diff = f"{r['p10_minus_random']:+.3f} (+-{r['p10_noise']:.3f})" if _finite(p10) else "-"
-        cpu_min = _f(r.get("cpu_s", math.nan) / 60, ".1f")
+        cpu_min = _f((r.get("cpu_s") or math.nan) / 60, ".1f")
         lines.append(
             f"| {r['setting']} | {r['budget_min']:.3g} | {cpu_min} | {r['steps']} | {r['pairs']} | "
             f"{r['img_per_s']:.1f} | "

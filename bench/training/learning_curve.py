@@ -328,12 +328,19 @@ def main() -> None:
         action="store_true",
         help="also score the momentum key encoder of every scored checkpoint (rows named 'SETTING (key encoder)')",
     )
+    ap.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the runs already in --work (same settings and budgets) instead of training them",
+    )
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         torch.set_num_threads(1)
         run_dir, images, budget, overrides = json.loads(a.child)
-        print(json.dumps(child_train(Path(run_dir), Path(images), budget, overrides)))
+        rec = child_train(Path(run_dir), Path(images), budget, overrides)
+        (Path(run_dir) / "child_result.json").write_text(json.dumps(rec))  # for --rescore
+        print(json.dumps(rec))
         return
 
     from moco.data import CACHE_SCALE, DecodeCache
@@ -372,14 +379,17 @@ def main() -> None:
             over = {**settings[name], "snapshot_minutes": snap} if snap else dict(settings[name])
             if snapshot_steps:
                 over["snapshot_steps"] = snapshot_steps
-            procs.append((b, name, run, spawn(run, images, b, over)))
+            procs.append((b, name, run, None if a.rescore else spawn(run, images, b, over)))
         # shortest budgets first: each run is scored as soon as it ends, while the longer ones still train
         for b, name, run, p in sorted(procs, key=lambda t: t[0]):
-            out, err = p.communicate()
-            if p.returncode != 0:
-                raise SystemExit(f"{name} {b} min failed:\n{err[-3000:]}")
-            rec = {"setting": name, "budget_min": b, "overrides": settings[name]}
-            rec |= json.loads(out.strip().splitlines()[-1])
+            if p is None:  # --rescore: the run trained before; its child's record, or one rebuilt from its files
+                child = finished_run(run, run_of(settings[name]).batch_size)
+            else:
+                out, err = p.communicate()
+                if p.returncode != 0:
+                    raise SystemExit(f"{name} {b} min failed:\n{err[-3000:]}")
+                child = json.loads(out.strip().splitlines()[-1])
+            rec = {"setting": name, "budget_min": b, "overrides": settings[name]} | child
             rec["run"] = str(run)
             scored: list[tuple[dict, Path]] = []  # (row, its checkpoint) for the key encoder's rows
             for snap in rec.pop("snapshots", []):  # the shorter points of this run's clock
@@ -388,7 +398,9 @@ def main() -> None:
                 minute = snap["minute"] if snap["minute"] is not None else b * step / max(1, rec["steps"])
                 srec = {**rec, "budget_min": minute, "steps": step, "snapshot_of_min": b, "cpu_s": snap["cpu_s"]}
                 srec["pairs"] = step * srec["pairs"] // max(1, rec["steps"])
-                srec["img_per_s"] = srec["pairs"] / max(1e-9, snap["minute"] * 60 if snap["minute"] else snap["cpu_s"])
+                seconds = snap["minute"] * 60 if snap["minute"] else snap["cpu_s"]
+                if seconds:  # a rebuilt record (--rescore of an older run) keeps the run's own img/s
+                    srec["img_per_s"] = srec["pairs"] / seconds
                 srec.pop("loss_curve", None)
                 srec["last_health"] = health_at(run, step)
                 srec.update(scorer.score(enc, not a.no_emoji))
@@ -437,6 +449,31 @@ def main() -> None:
     from bench.kit.learning_curve_plot import table
 
     print(table(result))
+
+
+def finished_run(run: Path, batch: int) -> dict:
+    """A trained run's child record: child_result.json, or (runs from before it was written) one rebuilt from
+    metrics.jsonl and the snapshot files, without CPU seconds."""
+    if (run / "child_result.json").exists():
+        return json.loads((run / "child_result.json").read_text())
+    rows = read_metrics(run)
+    steps = max(r["step"] for r in rows if "step" in r)
+    epoch = [r for r in rows if "epoch_end" in r]
+    wall = max(r.get("elapsed_s", 0.0) for r in rows)
+    snaps = sorted(run.glob("snapshot-step*.pt"), key=lambda f: int(f.stem.split("step")[1]))
+    return {
+        "steps": steps,
+        "epochs": epoch[-1]["epoch_end"] if epoch else None,
+        "pairs": steps * batch,
+        "img_per_s": steps * batch / max(1e-9, wall),
+        "wall_s": wall,
+        "last_health": epoch[-1] if epoch else None,
+        "snapshots": [
+            {"minute": None, "at_step": int(f.stem.split("step")[1]), "name": f.stem[len("snapshot-") :]}
+            | {"file": str(f), "cpu_s": None}
+            for f in snaps
+        ],
+    }
 
 
 def public(rec: dict) -> dict:
