@@ -3,7 +3,7 @@ share of a query's first 10 results in its category) per CPU-minute of training,
 recall@10, one line per setting, dashed lines for the random-init network of each architecture; prints the markdown
 table. Results written before precision@10 was measured plot the figures they have.
 
-    python -m bench.kit.learning_curve_plot [--result bench/results/learning_curve.json] [--out docs/learning_curve.png]
+    python -m bench.kit.learning_curve_plot [--result RESULT.json ...] [--out docs/learning_curve.png]
 """
 
 from __future__ import annotations
@@ -90,10 +90,16 @@ def table(result: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--result", type=Path, default=BENCH / "results" / "learning_curve.json")
+    ap.add_argument(
+        "--result", type=Path, action="append", default=[], help="a result JSON; several are drawn together"
+    )
     ap.add_argument("--out", type=Path, default=BENCH.parent / "docs" / "learning_curve.png")
     a = ap.parse_args()
-    result = json.loads(a.result.read_text())
+    results = [json.loads(p.read_text()) for p in a.result or [BENCH / "results" / "learning_curve.json"]]
+    result = {
+        "rows": [r for res in results for r in res["rows"]],
+        "random_init": {k: v for res in results for k, v in res["random_init"].items()},
+    }
     plot(result, a.out)
     print(f"wrote {a.out}")
     print(table(result))
