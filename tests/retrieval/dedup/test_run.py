@@ -3,6 +3,7 @@ every index kind gives the groups of a brute-force oracle, calibration, config v
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -233,3 +234,34 @@ def test_config_defaults():
 def test_missing_index_is_an_input_error(tmp_path):
     with pytest.raises(IndexError_, match="no such index"):
         find_duplicates(DedupConfig(index=tmp_path / "nowhere"))
+
+
+def test_apply_never_moves_similar_pictures(tmp_path, monkeypatch):
+    """Issue 27: with --similar, similar pictures come back as groups of their own; --apply moves the duplicates
+    and leaves every similar picture where it is."""
+    from retrieval.dedup import run as dedup_run
+    from retrieval.dedup.groups import Duplicate, Group, Grouping
+
+    root = tmp_path / "photos"
+    records, _ = write_index(tmp_path / "idx", root, "flat")
+    for r in records:
+        (root / r.path).write_bytes(str(r.id).encode())
+    real = dedup_run.find_grouping
+    lone = [r for r in records if r.id < N - PLANTED][:2]  # two files no planted group holds
+
+    def with_similar(recs, vectors, config, **kw):  # noqa: ANN001, ANN003, ANN202
+        found = real(recs, vectors, dataclasses.replace(config, similar=False), **{**kw, "checks": None})
+        return Grouping(found.groups, [Group(lone[0], (Duplicate(lone[1], 0.1, "similar"),))])
+
+    monkeypatch.setattr(dedup_run, "find_grouping", with_similar)
+    cfg = DedupConfig(index=tmp_path / "idx", threshold=THRESHOLD, move_to=tmp_path / "dups", apply=True, similar=True)
+    result = find_duplicates(cfg)
+    assert [g.keep for g in result.similar] == [lone[0]] and result.similar[0].duplicates[0].kind == "similar"
+    moved = {m.source for m in result.moved.moved}
+    assert moved == {f"img{i:04d}.jpg" for i in range(N - PLANTED, N)}
+    assert all((root / r.path).exists() for r in lone)
+
+
+def test_similar_needs_verification():
+    with pytest.raises(InputError, match="similar"):
+        DedupConfig(index=Path("idx"), similar=True, verify=False)
