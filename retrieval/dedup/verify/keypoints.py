@@ -243,9 +243,8 @@ def _edges(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
     f = small.astype(np.float32)
-    gx, gy = cv2.Sobel(f, cv2.CV_32F, 1, 0), cv2.Sobel(f, cv2.CV_32F, 0, 1)
-    angle = np.mod(np.arctan2(gy, gx), np.pi)  # (h, w) in [0, pi)
-    bins = np.minimum((angle * ORIENTATIONS / np.pi).astype(np.int32), ORIENTATIONS - 1)
+    angle = cv2.phase(cv2.Sobel(f, cv2.CV_32F, 1, 0), cv2.Sobel(f, cv2.CV_32F, 0, 1))  # (h, w) in [0, 2 pi)
+    bins = (angle * (ORIENTATIONS / np.pi)).astype(np.int32) % ORIENTATIONS
     return cv2.Canny(small, EDGE_LOW, EDGE_HIGH) > 0, bins
 
 
@@ -253,9 +252,12 @@ def _near(edges: np.ndarray, bins: np.ndarray) -> np.ndarray:
     """(ORIENTATIONS, h, w) bool: within EDGE_REACH pixels of an edge whose orientation is within one bin of k."""
     import cv2
 
+    ys, xs = np.nonzero(edges)
+    per = np.zeros((ORIENTATIONS, *edges.shape), dtype=np.uint8)
+    per[bins[ys, xs], ys, xs] = 1
     grow = np.ones((2 * EDGE_REACH + 1,) * 2, np.uint8)
-    per = [cv2.dilate((edges & (bins == k)).astype(np.uint8), grow) > 0 for k in range(ORIENTATIONS)]
-    return np.stack([per[k - 1] | per[k] | per[(k + 1) % ORIENTATIONS] for k in range(ORIENTATIONS)])
+    per = cv2.dilate(per.transpose(1, 2, 0), grow).reshape(*edges.shape, ORIENTATIONS).transpose(2, 0, 1) > 0
+    return per | np.roll(per, 1, axis=0) | np.roll(per, -1, axis=0)
 
 
 def _landed(edges: np.ndarray, bins: np.ndarray, near: np.ndarray) -> np.ndarray:
