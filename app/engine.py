@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -145,8 +146,9 @@ class Engine:
         return im
 
     def _encoded(self, path: Path | None, size: int) -> str:
-        """`path` downsized to `size` and encoded once to a file in gradio's cache folder, named by its bytes'
-        hash; later calls touch the file (the cache sweep deletes files by age) and return its path."""
+        """`path` downsized to `size` and encoded once to a file in gradio's cache folder, under its bytes' hash
+        and named as the file (the query panel's alt text); later calls touch the file (the cache sweep deletes
+        files by age) and return its path."""
         key = (str(path), size)
         with self._lock:
             done = self._files.get(key)
@@ -164,7 +166,9 @@ class Engine:
         data = buf.getvalue()
         folder = _cache_folder()
         folder.mkdir(parents=True, exist_ok=True)
-        out = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.{FILE_FORMAT}"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:60].strip("._") if path is not None else ""
+        out = folder / hashlib.sha256(data).hexdigest()[:32] / f"{stem or 'picture'}.{FILE_FORMAT}"  # named as the file
+        out.parent.mkdir(exist_ok=True)
         tmp = out.with_name(f".{out.name}.{threading.get_ident()}")
         tmp.write_bytes(data)
         os.replace(tmp, out)

@@ -55,13 +55,12 @@ def search(engine: Engine, image: str | None, k: float) -> tuple:
     hits = engine.search_image(engine.decode_upload(image), _k(k))
     page = Page(f"{_count(hits)} most similar to the uploaded image:", None, _upload_path(image), _shown(hits))
     trail: Trail = (page,)
-    query = gr.update(alt_text=f"Query image: {Path(image).name}")
-    return _as_json(hits), trail, page.caption, show_page(engine, page), query, *_closed()
+    return _as_json(hits), trail, page.caption, show_page(engine, page), *_closed()
 
 
 def cleared() -> tuple:
     """A query was refused: the earlier results go, so nothing on screen answers a query that failed."""
-    return [], (), "", [], gr.skip(), *_closed()
+    return [], (), "", [], *_closed()
 
 
 def open_result(engine: Engine, trail: Trail | None, evt: gr.SelectData) -> tuple:
@@ -88,23 +87,23 @@ def more_like_this(engine: Engine, trail: Trail | None, opened: int | None, k: f
     hits = engine.search_file(opened, _k(k))
     page = Page(f"{_count(hits)} more like **{rec.path}**:", opened, None, _shown(hits))
     trail = (*trail, page)[-TRAIL:]
-    query = gr.update(value=engine.indexed_file(opened, LARGE), alt_text=f"Query image: {rec.path}")
-    return _as_json(hits), trail, page.caption, show_page(engine, page), query, *_closed()
+    return _as_json(hits), trail, page.caption, show_page(engine, page), engine.indexed_file(opened, LARGE), *_closed()
 
 
 def show_results(engine: Engine, trail: Trail | None) -> tuple:
     """Back: the results before the ones on screen (the first page of a trail stays), with their query in the
-    query panel; the opened result closed."""
+    query panel; the opened result closed. The query panel only ever gets a plain value (a file in gradio's
+    cache, or None): a gr.update of it would give the session a stock gr.Image that decodes uploads with Pillow
+    instead of the hardened loader (app.components.query_image)."""
     if not trail:
-        return [], (), "", [], gr.skip(), *_closed()
+        return [], (), "", [], None, *_closed()
     trail = trail[:-1] if len(trail) > 1 else trail
     page = trail[-1]
-    query: Any = gr.skip()
+    query = None
     if page.query_id is not None:
-        name = engine.record(page.query_id).path
-        query = gr.update(value=engine.indexed_file(page.query_id, LARGE), alt_text=f"Query image: {name}")
+        query = engine.indexed_file(page.query_id, LARGE)
     elif page.upload is not None and Path(page.upload).is_file():
-        query = gr.update(value=page.upload, alt_text=f"Query image: {Path(page.upload).name}")
+        query = page.upload
     results = [_json_of(engine, s) for s in page.shown]
     return results, trail, page.caption, show_page(engine, page), query, *_closed()
 
@@ -185,7 +184,7 @@ def build(engine: Engine) -> None:
                 label="Query image (drop, paste or take one)",
                 sources=["upload", "clipboard", "webcam"],
                 height=280,
-                alt_text="Query image: none yet",
+                elem_classes=["query-image"],  # its picture's alt text: "Query image: NAME" (app.ui.HEAD)
             )
             k = gr.Slider(1, MAX_K, value=SearchConfig.k, step=1, label="Results (k)")
             go = gr.Button("Search", variant="primary")
@@ -214,12 +213,13 @@ def build(engine: Engine) -> None:
     trail = gr.State(())  # the session's pages of results as catalog ids: all the gallery and its clicks read
     opened = gr.State(None)  # the catalog id of the opened result
     closed = [opened, large, details, opened_panel]
-    page_out = [results, trail, caption_md, gallery, query]
+    page_out = [results, trail, caption_md, gallery]
     searched = {"fn": bind(search, engine), "inputs": [query, k], "outputs": page_out + closed, **heavy}
     failed = {"fn": guard(cleared), "inputs": None, "outputs": page_out + closed, "api_visibility": "private"}
     go.click(api_name="search", **searched).failure(**failed)
     query.upload(api_visibility="private", **searched).failure(**failed)
     gallery.select(bind(open_result, engine), trail, [opened, large, details, opened_panel], api_visibility="private")
-    more.click(bind(more_like_this, engine), [trail, opened, k], page_out + closed, api_visibility="private", **heavy)
-    back.click(bind(show_results, engine), trail, page_out + closed, api_visibility="private")
+    with_query = page_out + [query] + closed
+    more.click(bind(more_like_this, engine), [trail, opened, k], with_query, api_visibility="private", **heavy)
+    back.click(bind(show_results, engine), trail, with_query, api_visibility="private")
     close.click(guard(_closed), None, closed, api_visibility="private")

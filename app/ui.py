@@ -50,11 +50,13 @@ button[role="tab"][aria-selected="true"] {{ color: {ACCENT} !important; border-c
 button[role="tab"] {{ color: {TEXT} !important; }}
 .min_value, .max_value, .head .min_value, .head .max_value {{ color: {SUBDUED} !important; opacity: 1 !important; }}
 footer, footer a, footer button, footer span, footer div {{ color: {SUBDUED} !important; opacity: 1 !important; }}
+.toast-close {{ opacity: 1 !important; }}
 .progress-text, .meta-text, .meta-text-center {{ color: {SUBDUED} !important; opacity: 1 !important; }}
 """
 
 # Gradio names every gallery tile "Thumbnail 3 of 10" and gives a picture no alt text of its own: each tile of a
-# readable gallery is named by its caption (file name, score and band), which the stock tile has as its img's alt.
+# readable gallery is named by its caption (file name, score and band), which the stock tile has as its img's alt;
+# the query's picture by its file's name. (Not gr.update(alt_text=...) on the query: see search_tab.show_results.)
 HEAD = """
 <script>
 (() => {
@@ -68,7 +70,15 @@ HEAD = """
       }
     }
   };
-  new MutationObserver(name).observe(document.documentElement, {
+  const query = () => {
+    for (const img of document.querySelectorAll(".query-image img")) {
+      const src = img.getAttribute("src") || "";
+      const file = decodeURIComponent(src.split("?")[0].split("/").pop() || "");
+      const alt = file ? `Query image: ${file}` : "Query image";
+      if (img.getAttribute("alt") !== alt) img.setAttribute("alt", alt);
+    }
+  };
+  new MutationObserver(() => { name(); query(); }).observe(document.documentElement, {
     subtree: true, childList: true, attributes: true, attributeFilter: ["aria-label", "alt", "src"],
   });
 })();

@@ -18,7 +18,7 @@ from tests.app.conftest import COPY
 
 
 def _search(engine, path, k):
-    results, trail, caption, gallery, query, *closed = search_tab.search(engine, str(path), k)
+    results, trail, caption, gallery, *closed = search_tab.search(engine, str(path), k)
     return results, trail, gallery
 
 
@@ -88,9 +88,9 @@ def test_more_like_this_and_back(engine, tiny):
     assert more[0]["file"] == COPY and more[0]["score"] == pytest.approx(1.0, abs=1e-4)  # its exact copy
     assert [engine.record(s.id).path for s in trail2[-1].shown] == [r["file"] for r in more]
     assert "a/p03.png" in caption and len(trail2) == 2 and closed[0] is None and closed[3]["visible"] is False
-    with Image.open(query["value"]) as im:  # the query panel shows the new query
-        assert im.size == (64, 48)
-    assert query["alt_text"] == "Query image: a/p03.png"
+    assert isinstance(query, str)  # a plain value: a gr.update would swap the hardened query panel for a stock one
+    with Image.open(query) as im:  # the query panel shows the new query, named as it (its alt text)
+        assert im.size == (64, 48) and Path(query).name == "p03.webp"
     back, trail3, caption3, gallery3, _, *_ = search_tab.show_results(engine, trail2)
     assert [r["file"] for r in back] == [r["file"] for r in results] and trail3 == trail
     assert [p for p, _ in gallery3] == [engine.indexed_file(s.id) for s in trail[-1].shown]
@@ -123,7 +123,12 @@ def test_one_event_per_search_and_a_refused_query_clears_the_results(engine):
     search = next(i for i, f in fns.items() if f.api_name == "search")
     after = [f for f in fns.values() if f.trigger_after == search]
     assert [f.name for f in after] == ["cleared"] and after[0].trigger_only_on_failure  # nothing chained on success
-    results, trail, caption, gallery, query, opened, large, details, panel = search_tab.cleared()
+    by_name = {f.name: f for f in fns.values()}
+    query = fns[search].inputs[0]
+    for name, n in (("search", 8), ("cleared", 8), ("open_result", 4), ("more_like_this", 9), ("show_results", 9)):
+        assert len(by_name[name].outputs) == n, name
+    assert [f.name for f in fns.values() if query in f.outputs] == ["more_like_this", "show_results"]
+    results, trail, caption, gallery, opened, large, details, panel = search_tab.cleared()
     assert (results, trail, caption, gallery, opened, panel["visible"]) == ([], (), "", [], None, False)
 
 
