@@ -51,8 +51,12 @@ def main() -> None:
             page.set_default_timeout(300_000)
             page.goto(server.url)
             page.locator("input[type=file]").first.set_input_files(a.query)
-            page.get_by_text(re.compile(r"^\s*1\.000\s")).first.wait_for()
+            tiles = page.locator(".readable-gallery button.thumbnail-item[aria-label^='1.00 same picture']")
+            tiles.first.wait_for()
             page.wait_for_timeout(1500)  # thumbnails finish loading
+            page.locator(".readable-gallery button.thumbnail-item").nth(1).click()  # a result opened large
+            page.get_by_role("button", name="More like this").wait_for()
+            page.wait_for_timeout(1500)
             save(page, out / "search.png")
 
             page.get_by_role("tab", name="Duplicates").click()
@@ -64,7 +68,13 @@ def main() -> None:
             page.get_by_role("tab", name="Dictionary look-up").click()
             page.locator("[role=tabpanel]:visible input[type=file]").first.set_input_files(a.query)
             page.get_by_text(re.compile(r"InfoNCE loss = \d")).first.wait_for()
-            page.wait_for_timeout(2500)
+            page.wait_for_timeout(1000)
+            for y in range(0, 4000, 400):  # the galleries load their pictures lazily, as they scroll into view
+                page.evaluate(f"window.scrollTo(0, {y})")
+                page.wait_for_timeout(150)
+            page.wait_for_function("() => [...document.images].every((i) => i.complete)")
+            page.evaluate("window.scrollTo(0, 0)")
+            page.wait_for_timeout(1000)
             save(page, out / "dictionary.png")
 
             page.get_by_role("tab", name="Index").click()
