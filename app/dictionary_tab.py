@@ -277,7 +277,7 @@ def build(engine: Engine) -> None:
             image = query_image(label="An image (drop, paste or take one)", sources=["upload", "clipboard", "webcam"])
             T = gr.Slider(*T_RANGE, value=d.T, step=0.01, label=f"temperature T (trained with {d.T:g})")
             fresh = gr.Button("Fresh pair of views")
-        px = f"{d.train.image_size} × {d.train.image_size} px, the training resolution, shown enlarged"
+        px = f"{d.train.crop_size} × {d.train.crop_size} px, the training resolution, shown enlarged"
         x_q = gr.Image(label=f"query view x_q ({px})", height=VIEW_SIDE, interactive=False, buttons=[])
         x_k = gr.Image(label=f"positive key view x_k+ ({px})", height=VIEW_SIDE, interactive=False, buttons=[])
     vectors = gr.Markdown()

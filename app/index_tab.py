@@ -23,7 +23,7 @@ def summary(engine: Engine) -> str:
         f"**Files:** {m.n_ok} indexed, {m.n_bad} could not be read (below)",
         f"**Index:** {m.kind} ({params}); measured recall@10 {recall}; generation {m.generation}, created {m.created}",
         f"**Encoder:** `{m.encoder_path}` (sha256 {m.encoder_sha256[:16]}): {spec.arch}, {spec.layer} layer,"
-        f" {spec.embedding_dim}-d embeddings of {spec.image_size} px images ({spec.resize})",
+        f" {spec.embedding_dim}-d embeddings of {spec.embed_size} px images ({spec.resize})",
     ]
     if spec.trained:
         lines.append("**Encoder provenance:** " + ", ".join(f"{k} {v}" for k, v in spec.trained.items()))
@@ -35,7 +35,7 @@ def summary(engine: Engine) -> str:
     else:
         t = d.train
         lines.append(
-            f"**Training run:** {t.images}, {d.step} steps of batch {t.batch_size} at {t.image_size} px,"
+            f"**Training run:** {t.images}, {d.step} steps of batch {t.batch_size} at {t.crop_size} px,"
             f" preset {t.preset}; K = {d.K}, m = {d.m:g}, T = {d.T:g}, lr {t.lr:g}"
         )
     return "  \n".join(lines)

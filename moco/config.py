@@ -65,8 +65,8 @@ class TrainConfig:
     images: str
     out: str
     model: MoCoConfig = MoCoConfig()
-    image_size: int = 64  # training crop size
-    embed_size: int = 0  # query/index-time input size (shorter side); 0 = image_size (measured: bench/)
+    crop_size: int = 64  # training: the side of the random crops the views are made of
+    embed_size: int | None = None  # index and query: the side pictures are embedded at; None: the crop size
     epochs: int = 100
     time_budget_min: float = 0.0  # 0 = no budget; otherwise stop cleanly at the budget
     batch_size: int = 64
@@ -95,11 +95,11 @@ class TrainConfig:
     resume: bool = True
 
     def __post_init__(self) -> None:
-        if not 16 <= self.image_size <= MAX_IMAGE_SIZE:
-            raise ValueError(f"Illegal image_size {self.image_size}: must be between 16 and {MAX_IMAGE_SIZE}")
-        if self.embed_size < 0 or 0 < self.embed_size < 16 or self.embed_size > MAX_IMAGE_SIZE:
-            rule = f"must be 0 (the training size) or between 16 and {MAX_IMAGE_SIZE}"
-            raise ValueError(f"Illegal embed_size {self.embed_size}: {rule}")
+        if self.embed_size is None:  # resolved here, so a built config always holds both sizes
+            object.__setattr__(self, "embed_size", self.crop_size)
+        for name, side in (("crop_size", self.crop_size), ("embed_size", self.embed_size)):
+            if not isinstance(side, int) or not 16 <= side <= MAX_IMAGE_SIZE:
+                raise ValueError(f"Illegal {name} {side}: must be between 16 and {MAX_IMAGE_SIZE} px")
         if self.batch_size < 2:
             raise ValueError(f"Illegal batch_size {self.batch_size}: must be >= 2")
         if self.epochs < 1:
@@ -134,11 +134,7 @@ class TrainConfig:
     @property
     def local_side(self) -> int:
         """The multi-crop views' size in px."""
-        return self.local_size or max(8, self.image_size // 2)
-
-    @property
-    def eval_size(self) -> int:
-        return self.embed_size or self.image_size
+        return self.local_size or max(8, self.crop_size // 2)
 
     @classmethod
     def for_device(
@@ -171,11 +167,11 @@ class TrainConfig:
                 wanted.setdefault(name, value)
         chosen = {k: v for k, v in device_defaults(device_type).items() if k != "augment_on"}
         from_scratch_moco_v2 = not wanted.get("init") and wanted.get("preset", "moco-v2") == "moco-v2"
-        if not from_scratch_moco_v2 and "image_size" not in wanted and "embed_size" not in wanted:
+        if not from_scratch_moco_v2 and "crop_size" not in wanted and "embed_size" not in wanted:
             if chosen.get("embed_size"):
-                wanted["image_size"] = chosen["embed_size"]
-        if "image_size" in wanted and "embed_size" not in wanted:
-            wanted["embed_size"] = 0  # embed at the crop size given, not at the device's embed size
+                wanted["crop_size"] = chosen["embed_size"]
+        if "crop_size" in wanted and "embed_size" not in wanted:
+            wanted["embed_size"] = wanted["crop_size"]  # embed at the crop size given, not at the device's
         merged = {**chosen, **wanted}
         model = MoCoConfig(**{k: v for k, v in merged.items() if k in _MODEL_FIELDS})
         run = {k: v for k, v in merged.items() if k in _TRAIN_FIELDS and k not in ("model", "images", "out")}
@@ -188,6 +184,9 @@ class TrainConfig:
     def from_dict(d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         model = MoCoConfig(**d.pop("model"))
+        if "image_size" in d:  # checkpoints written before the sizes had their names: image_size, embed_size 0
+            d.setdefault("crop_size", d.pop("image_size"))
+            d["embed_size"] = d.get("embed_size") or None
         known = {f.name for f in fields(TrainConfig)}
         return TrainConfig(model=model, **{k: v for k, v in d.items() if k in known})
 
@@ -197,10 +196,10 @@ def device_defaults(device_type: str) -> dict[str, Any]:
     the rest come from the configs). CPU: the short-budget recipe of bench.training.learning_curve (docs/BENCHMARKS.md);
     GPU: larger images and batch, finishing in minutes."""
     if device_type == "cuda":
-        cuda = {"arch": "resnet18", "image_size": 112, "batch_size": 256, "epochs": 200, "time_budget_min": 0.0}
+        cuda = {"arch": "resnet18", "crop_size": 112, "batch_size": 256, "epochs": 200, "time_budget_min": 0.0}
         return {**cuda, "augment_on": "device"}  # PIL workers cannot keep up with a GPU step (issue 14)
     if device_type == "mps":
-        mps = {"arch": "resnet18", "image_size": 96, "batch_size": 128, "epochs": 200, "time_budget_min": 60.0}
+        mps = {"arch": "resnet18", "crop_size": 96, "batch_size": 128, "epochs": 200, "time_budget_min": 60.0}
         return {**mps, "augment_on": "workers"}
     return {"arch": "resnet18", **CPU_RECIPE, "epochs": 200, "time_budget_min": 60.0, "augment_on": "workers"}
 
@@ -222,7 +221,7 @@ def resolve_augment_on(augment_on: str, device_type: str, preset: str) -> str:
 # each of four same-round pairs at level kNN. Crops drawn at 32 px and embedded at 64 px train 1.7-2.8x the steps
 # and were ahead of 64 px crops at 20 minutes in both runs (kNN +0.009 and +0.014, emoji +0.071 and +0.024) and level
 # at 60 (+0.009, -0.011), so the CPU recipe uses them (in fp32 on every CPU: a 32 px view reaches layer4 at 1x1).
-CPU_RECIPE: dict[str, Any] = {"image_size": 32, "embed_size": 64, "batch_size": 64, "temperature": 0.1}
+CPU_RECIPE: dict[str, Any] = {"crop_size": 32, "embed_size": 64, "batch_size": 64, "temperature": 0.1}
 
 _MODEL_FIELDS = frozenset(f.name for f in fields(MoCoConfig))
 _TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))

@@ -84,9 +84,9 @@ class Dictionary:
         self.images_missing: str | None = found.missing  # why keys show no pictures, for the person
         self._ids_by_name = {name: i for i, name in enumerate(self.image_files or ())}
         self._sizes: dict[int, list[int]] | None = None  # file size -> source ids, built on the first match
-        side = round(self.train.image_size * _cache_scale())
+        side = round(self.train.crop_size * _cache_scale())
         self.side = side
-        preset = make_preset(self.train.preset, self.train.image_size, self.train.crop_min_scale or None)
+        preset = make_preset(self.train.preset, self.train.crop_size, self.train.crop_min_scale or None)
         self._two_crops = TwoCropsTransform(preset)
 
     @classmethod

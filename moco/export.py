@@ -32,7 +32,7 @@ from plumbing.atomic import atomic_write_bytes
 from plumbing.errors import EncoderSpecError, FormatVersionError, InputError
 from plumbing.hashing import content_hash
 
-ENCODER_VERSION = 1
+ENCODER_VERSION = 2  # 2: the input side is `embed_size` (1 called it `image_size`; still read)
 LEGACY_PREPROCESSING = {
     "resize": "shorter-side+center-crop",
     "grayscale": False,
@@ -42,7 +42,7 @@ LEGACY_PREPROCESSING = {
 LAYERS = ("backbone", "head")
 MIN_IMAGE_SIZE = 16  # as moco.config.TrainConfig: smaller inputs leave a ResNet no feature map to pool
 # Upper bounds of every size `encoder.json` gives, so that an edited or damaged file is one error line instead of
-# an allocation that gets the process killed (`image_size: 100000` made one search ask for 21 GB); the input side's,
+# an allocation that gets the process killed (an input side of 100000 made one search ask for 21 GB); the input side's,
 # MAX_IMAGE_SIZE, is moco.config's, which training is held to as well:
 MAX_WIDTH = 256  # channels of the first ResNet stage: 4x the standard 64 (wide ResNets use 128)
 MAX_EMBED_DIM = 16384  # descriptor width: a ResNet-50's layer3+layer4 (3072) at MAX_WIDTH is 12288
@@ -79,7 +79,7 @@ def _check_range(name: str, value: int, low: int, high: int, unit: str = "") -> 
 class EncoderSpec:
     arch: str
     embedding_dim: int
-    image_size: int  # input side at query/index time: shorter side resized to it, then centre-cropped
+    embed_size: int  # input side at query/index time, reached as `resize` says (both training presets squash)
     stem: str = "imagenet"  # moco.backbone.build_backbone's stem and base width
     width: int = BASE_WIDTH
     layer: str = "backbone"  # "backbone": GeM-pooled feature map; "head": the projection head's output
@@ -114,7 +114,7 @@ class EncoderSpec:
             raise InvalidSpecField("resize", f"unknown resize {self.resize!r} (known: {', '.join(RESIZES)})")
         if not _is_int(self.format_version):
             raise InvalidSpecField("format_version", f"{self.format_version!r} is not a whole number")
-        _check_range("image_size", self.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, " px")
+        _check_range("embed_size", self.embed_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, " px")
         _check_range("embedding_dim", self.embedding_dim, 1, MAX_EMBED_DIM)
         _check_range("head_dim", self.head_dim, 0, MAX_EMBED_DIM)
         if self.pooled not in POOLED or (self.pooled != "layer4" and self.layer != "backbone"):
@@ -125,9 +125,9 @@ class EncoderSpec:
             raise InvalidSpecField("test_time_scales", f"{bad!r}; need numbers in [{MIN_SCALE}, {MAX_SCALE}]")
         if len(scales) > MAX_TEST_TIME_SCALES:
             raise InvalidSpecField("test_time_scales", f"{len(scales)} scales; at most {MAX_TEST_TIME_SCALES}")
-        if (side := round(self.image_size * max(scales))) > MAX_IMAGE_SIZE:  # the largest input the encoder sees
+        if (side := round(self.embed_size * max(scales))) > MAX_IMAGE_SIZE:  # the largest input the encoder sees
             raise InvalidSpecField(
-                "test_time_scales", f"{max(scales)} x {self.image_size} px = {side} px; must be <= {MAX_IMAGE_SIZE} px"
+                "test_time_scales", f"{max(scales)} x {self.embed_size} px = {side} px; must be <= {MAX_IMAGE_SIZE} px"
             )
         if self.test_time_crops not in CROPS or not _is_int(self.test_time_crops):
             raise InvalidSpecField("test_time_crops", f"{self.test_time_crops!r}; choose one of {CROPS}")
@@ -158,7 +158,7 @@ class EncoderSpec:
     def preprocess_args(self) -> tuple[Any, ...]:
         """Everything the input transform depends on: two specs with equal args turn a picture into equal inputs."""
         return (
-            self.image_size,
+            self.embed_size,
             self.mean,
             self.std,
             self.resize,
@@ -268,6 +268,9 @@ def read_spec(encoder_dir: Path) -> EncoderSpec:
         raise InputError(f"{path}: not an encoder description (no format_version)")
     if version > ENCODER_VERSION:
         raise FormatVersionError(f"{path}: encoder format {version} is newer than this program reads; upgrade")
+    if version < 2 and "image_size" in raw:  # format 1 named the input side image_size
+        raw["embed_size"] = raw.pop("image_size")
+        raw["format_version"] = ENCODER_VERSION
     for name in ("mean", "std", "test_time_scales"):
         if isinstance(raw.get(name), list):
             raw[name] = tuple(raw[name])
@@ -298,7 +301,7 @@ def load_encoder(encoder_dir: Path, device: str | torch.device = "cpu") -> tuple
 def save_random_encoder(
     out_dir: Path,
     arch: str = "resnet18",
-    image_size: int = 32,
+    embed_size: int = 32,
     dim: int = 16,
     seed: int = 0,
     preprocessing: dict[str, Any] | None = None,
@@ -312,7 +315,7 @@ def save_random_encoder(
     spec = EncoderSpec(
         arch=arch,
         embedding_dim=dim or feature_dim(arch, width),
-        image_size=image_size,
+        embed_size=embed_size,
         stem=stem,
         width=width,
         layer=layer,

@@ -102,7 +102,7 @@ def train_amp(cfg: TrainConfig, device: torch.device) -> bool:
     bf16 kernel is wrong (moco.devices); then fp32."""
     if not cfg.amp or device.type != "cpu":
         return cfg.amp
-    smallest = cfg.image_size // 2 if cfg.model.patch_queries else cfg.image_size
+    smallest = cfg.crop_size // 2 if cfg.model.patch_queries else cfg.crop_size
     if cfg.local_crops:
         smallest = min(smallest, cfg.local_side)
     return last_map_side(cfg.model.stem, smallest) >= CPU_BF16_MIN_MAP
@@ -204,7 +204,7 @@ def _set_up(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress 
         raise InputError(f"{root}: no images found (looked for jpg, png, webp, bmp, gif, tiff)")
     if d.is_main:
         _check_output(out)
-    side = round(cfg.image_size * CACHE_SCALE)
+    side = round(cfg.crop_size * CACHE_SCALE)
     cache = _build_cache(paths, side, out, d, progress)
     if d.is_main:
         write_bad_files(out / "bad_files.csv", [*(BadFile(str(s.path), s.reason) for s in skipped), *cache.bad])
@@ -248,7 +248,7 @@ def _set_up(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress 
             device,
             _precision(cfg, device),
             n,
-            cfg.image_size,
+            cfg.crop_size,
             cfg.batch_size,
             d.world,
             mcfg.queue_size,
@@ -266,7 +266,7 @@ def _set_up(cfg: TrainConfig, device: torch.device, d: Dist, progress: Progress 
         with autocast(device, cfg.amp):
             filled = fill_queue(model, dataset, n, cfg, device, d.rank, d.world, views)
         logger.info("queue filled with %d keys of the initial encoder; head only for %d steps", filled, head_steps)
-    validator = KnnValidator.load(Path(cfg.val), cfg.eval_size) if cfg.val and d.is_main else None
+    validator = KnnValidator.load(Path(cfg.val), cfg.embed_size) if cfg.val and d.is_main else None
     if not cfg.resume and d.is_main:  # start over, but only once every input has been accepted
         (out / "checkpoint.pt").unlink(missing_ok=True)
     if d.is_main:
@@ -402,13 +402,13 @@ def _export(run: _Run, end: _LoopEnd) -> EncoderSpec | None:
             stem=mcfg.stem,
             width=mcfg.width,
             embedding_dim=run.model.encoder_q.head[0].in_features,
-            image_size=cfg.eval_size,
+            embed_size=cfg.embed_size,
             gem_p=mcfg.gem_p,
             **PRESET_PREPROCESSING.get(cfg.preset, {}),
             trained={
                 "preset": cfg.preset,
                 "steps": end.step,
-                "train_image_size": cfg.image_size,
+                "train_crop_size": cfg.crop_size,
                 "images": run.n,
                 "queue_size": mcfg.queue_size,
             },
@@ -424,13 +424,13 @@ def _dataset_and_views(cfg: TrainConfig, cache: DecodeCache, device: torch.devic
     workers (`augment_on` "workers"), or uint8 squares the device augments (moco.augment.batch)."""
     if cfg.augment_on == "device":
         crops = BatchTwoCrops(
-            batch_recipe(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength),
+            batch_recipe(cfg.preset, cfg.crop_size, cfg.crop_min_scale or None, cfg.colour_strength),
             batch_recipe(cfg.preset, cfg.local_side, LOCAL_MIN_SCALE, cfg.colour_strength, cfg.local_max_scale),
             cfg.local_crops,
         )
         return SquareDataset(cache.array, cfg.seed), device_views(crops, device)
     two_crops = TwoCropsTransform(
-        make_preset(cfg.preset, cfg.image_size, cfg.crop_min_scale or None, cfg.colour_strength),
+        make_preset(cfg.preset, cfg.crop_size, cfg.crop_min_scale or None, cfg.colour_strength),
         make_preset(cfg.preset, cfg.local_side, LOCAL_MIN_SCALE, cfg.colour_strength, cfg.local_max_scale),
         cfg.local_crops,
         cfg.model.key_views,
@@ -565,7 +565,7 @@ def _save(
 
 # settings that change what a step computes: a checkpoint made with others cannot be continued
 _MUST_MATCH = (
-    "image_size",
+    "crop_size",
     "batch_size",
     "preset",
     "crop_min_scale",

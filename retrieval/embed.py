@@ -44,7 +44,7 @@ class Embedder:
     @property
     def min_side(self) -> int:
         """Decode size to pass to `load_image`: the shorter side the eval transform resizes to."""
-        return self.spec.image_size
+        return self.spec.embed_size
 
     def preprocess(self, img: Image.Image) -> torch.Tensor:
         return self._transform(img)  # (3, S, S)

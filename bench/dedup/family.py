@@ -282,7 +282,7 @@ def main() -> None:
     random_dir = a.work / "random-init"
     spec = read_spec(run_dir)
     save_random_encoder(
-        random_dir, spec.arch, spec.image_size, dim=0, seed=0, preprocessing=PRESET_PREPROCESSING["copy-detection"]
+        random_dir, spec.arch, spec.embed_size, dim=0, seed=0, preprocessing=PRESET_PREPROCESSING["copy-detection"]
     )
     encoders = {"trained": run_dir, "random init": random_dir}
     t = THRESHOLD_PRESETS["default"]

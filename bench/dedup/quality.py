@@ -119,7 +119,7 @@ def check_same_random_init(trained_dir: Path, random_dir: Path) -> None:
     preprocessing, seed 0) must be the random-init/ encoder the descriptor table scores, or the two
     random-init figures would be of different encoders."""
     t, r = read_spec(trained_dir), read_spec(random_dir)
-    fields = ("arch", "image_size", "stem", "width", "layer", *DESCRIPTOR_FIELDS)
+    fields = ("arch", "embed_size", "stem", "width", "layer", *DESCRIPTOR_FIELDS)
     diff = {f: (getattr(t, f), getattr(r, f)) for f in fields if getattr(t, f) != getattr(r, f)}
     if diff or r.trained.get("seed") != RANDOM_SEED:
         raise RuntimeError(f"random-init/ is not the encoder `retrieval eval --compare` builds: {diff or r.trained}")
@@ -214,7 +214,7 @@ def main() -> None:
     save_random_encoder(
         random_dir,
         spec.arch,
-        spec.image_size,
+        spec.embed_size,
         dim=0,
         seed=RANDOM_SEED,
         preprocessing=PRESET_PREPROCESSING["copy-detection"],

@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=10.0)
     a = ap.parse_args()
     base = json.loads((a.work / "run" / "bench_train.json").read_text())
-    encoders = {read_spec(a.work / "run").image_size: (a.work / "run", base)}
+    encoders = {read_spec(a.work / "run").embed_size: (a.work / "run", base)}
     for size in a.sizes:
         out = a.work / f"run-{size}px"
         load = [round(x, 1) for x in os.getloadavg()]

@@ -59,7 +59,7 @@ def main() -> None:
     results = {}
     if a.random_init:
         rnd = Path("runs/random-init")
-        save_random_encoder(rnd, image_size=a.random_init, dim=0)
+        save_random_encoder(rnd, embed_size=a.random_init, dim=0)
         results["random-init"] = knn_top1(rnd, a.data, a.device)
     for m in a.model:
         results[str(m)] = knn_top1(m, a.data, a.device)

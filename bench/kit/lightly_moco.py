@@ -149,7 +149,7 @@ def export_backbone(model: LightlyMoCo, out_dir: Path, image_size: int, gem_p: f
     spec = EncoderSpec(
         arch="resnet18",
         embedding_dim=512,
-        image_size=image_size,
+        embed_size=image_size,
         gem_p=gem_p,
         trained={"peer": "lightly-1.6.0 MoCo example"},
     )

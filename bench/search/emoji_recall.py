@@ -111,7 +111,7 @@ def evaluate(name: str, model: Path, emoji: Path, pairs: list[list[str]], work: 
         "weights": "random init" if spec.trained.get("random_init") else str(spec.trained),
         "arch": spec.arch,
         "embedding_dim": spec.embedding_dim,
-        "image_size": spec.image_size,
+        "image_size": spec.embed_size,
         "pairs": n,
         "queries_not_searched": missing,
         "gallery_indexed": report.ok,
@@ -153,7 +153,7 @@ def main() -> None:
             training = train((emoji / "gallery").resolve(), model, a.time_budget, a.preset, a.device, a.seed)
         spec = read_spec(model)
         random_dir = work / "random-init"  # same architecture, descriptor and index-time size as the trained one
-        save_random_encoder(random_dir, arch=spec.arch, image_size=spec.image_size, dim=0, seed=a.seed)
+        save_random_encoder(random_dir, arch=spec.arch, embed_size=spec.embed_size, dim=0, seed=a.seed)
         runs = [
             evaluate("random-init", random_dir, emoji, pairs, work, a.device),
             evaluate("trained", model, emoji, pairs, work, a.device),
@@ -198,8 +198,9 @@ def main() -> None:
         f"Settings: {gallery_n} gallery images indexed with `index_folder`, {len(pairs)} queries searched with "
         f"`search_images`, k = {K}. Trained encoder: "
         + (f"`{training['command']}` ({training['seconds'] / 60:.1f} min wall)" if training else f"`{a.model}`")
-        + f", preset {tr.get('preset')}, {tr.get('steps')} steps at {tr.get('train_image_size')} px, "
-        f"K = {tr.get('queue_size')}, {tr.get('images')} images; index-time input {spec.image_size} px. "
+        + f", preset {tr.get('preset')}, {tr.get('steps')} steps at "
+        f"{tr.get('train_crop_size', tr.get('train_image_size'))} px, "
+        f"K = {tr.get('queue_size')}, {tr.get('images')} images; index-time input {spec.embed_size} px. "
         "Random init: same architecture and descriptor, untrained weights.",
         "",
         "| encoder | recall@1 | recall@10 | category P@1 | index s | search s |",

@@ -139,7 +139,7 @@ def bench_size(size: int, a: argparse.Namespace, work: Path, folder: Path, paths
     model = a.model
     if model is None:
         model = work / f"encoder-{size}"
-        save_random_encoder(model, arch="resnet18", image_size=size, dim=0)
+        save_random_encoder(model, arch="resnet18", embed_size=size, dim=0)
     embedder = Embedder.load(model, device=a.device)
     spec = embedder.spec
     x = predecode(embedder, paths)  # also warms the page cache for both
@@ -161,7 +161,7 @@ def bench_size(size: int, a: argparse.Namespace, work: Path, folder: Path, paths
             s, got = run(what, str(r))
             info = got or info
             times[what].append(s)
-            print(json.dumps({"image_size": spec.image_size, "round": r, what: s}), file=sys.stderr, flush=True)
+            print(json.dumps({"image_size": spec.embed_size, "round": r, what: s}), file=sys.stderr, flush=True)
     e2e_ips = [a.n / s for s in times["e2e"]]
     fwd_ips = [a.n / s for s in times["fwd"]]
     e2e_med, fwd_med = statistics.median(e2e_ips), statistics.median(fwd_ips)
@@ -171,7 +171,7 @@ def bench_size(size: int, a: argparse.Namespace, work: Path, folder: Path, paths
             "arch": spec.arch,
             "layer": spec.layer,
             "embedding_dim": spec.embedding_dim,
-            "image_size": spec.image_size,
+            "image_size": spec.embed_size,
             "flip_average": spec.flip_average,
             "weights": "random init" if a.model is None else str(a.model),
         },

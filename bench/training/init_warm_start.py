@@ -100,7 +100,7 @@ def main() -> None:
         images="",
         out="",
         model=MoCoConfig(),
-        image_size=a.image_size,
+        crop_size=a.image_size,
         batch_size=a.batch_size,
         device="cpu",
         resume=False,
@@ -116,7 +116,7 @@ def main() -> None:
     rows = {}
     init_row, z_init = score(work / "source", part_b, None)
     rows["init (source encoder, no training on B)"] = {**init_row, "cosine_to_init": 1.0, "steps": 0}
-    save_random_encoder(work / "random", "resnet18", base.eval_size, dim=0)
+    save_random_encoder(work / "random", "resnet18", base.embed_size, dim=0)
     rows["random init"] = {**score(work / "random", part_b, z_init)[0], "steps": 0}
     real_fill = moco.train.fill_queue
     for name, v in VARIANTS.items():

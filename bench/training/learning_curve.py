@@ -51,7 +51,7 @@ DATA = Path.home() / ".cache" / "retrieval-datasets"
 OLD_DEFAULTS = {  # `retrieval train`'s CPU defaults before issue 14
     "stem": "imagenet",
     "width": 64,
-    "image_size": 64,
+    "crop_size": 64,
     "batch_size": 64,
     "lr": 0.06,
     "queue_size": 4096,
@@ -260,7 +260,7 @@ def score_random_inits(scorer: Scorer, settings: dict, work: Path, emoji: bool) 
     prep = PRESET_PREPROCESSING["moco-v2"]
     for stem, width, size in sorted({arch_of(s) for s in settings.values()}):
         rnd = work / f"random-{stem}-{width}-{size}"
-        save_random_encoder(rnd, image_size=size, dim=0, preprocessing=prep, stem=stem, width=width)
+        save_random_encoder(rnd, embed_size=size, dim=0, preprocessing=prep, stem=stem, width=width)
         name = f"{stem}/{width}/{size}px"
         out[name] = scorer.score(rnd, emoji)
         print(json.dumps({"random": name, **public(out[name])}), file=sys.stderr)
@@ -281,11 +281,11 @@ def spawn(run_dir: Path, images: Path, budget: float, overrides: dict) -> subpro
 def arch_of(settings: dict) -> tuple[str, int, int]:
     """(stem, width, input size of the exported encoder): the random init to compare with."""
     cfg = run_of(settings)
-    return cfg.model.stem, cfg.model.width, cfg.eval_size
+    return cfg.model.stem, cfg.model.width, cfg.embed_size
 
 
 def train_size_of(settings: dict) -> int:
-    return run_of(settings).image_size
+    return run_of(settings).crop_size
 
 
 def run_of(settings: dict):  # noqa: ANN201 (moco.config.TrainConfig, imported late)

@@ -19,7 +19,7 @@ out), the MoCo kNN monitor's k and T, GeM as indexed. The two columns differ by 
 k 20, T 0.07 vs leave one out), not by encoder; the random-init row indexes the same random-init encoder.
 
 `--extra` adds rows: more runs of our fit with other settings (JSON list of TrainConfig overrides, e.g.
-'[{"image_size": 32}, {"crop_min_scale": 0.5}]'), two at a time, concurrently, with the same budget.
+'[{"crop_size": 32}, {"crop_min_scale": 0.5}]'), two at a time, concurrently, with the same budget.
 
     python -m bench.training.quality [--data .data/clipart] [--budget-min 20] [--extra JSON]
 """
@@ -59,8 +59,8 @@ def child_ours(a: argparse.Namespace) -> dict:
     over = json.loads(a.overrides)
     mkw = {k: over.pop(k) for k in list(over) if k in MoCoConfig.__dataclass_fields__}
     kw = {
-        "image_size": a.image_size,
-        "embed_size": a.eval_size,
+        "crop_size": a.image_size,
+        "embed_size": a.eval_size or None,
         "batch_size": a.batch_size,
         "epochs": 10_000,
         "time_budget_min": a.budget_min,
@@ -80,7 +80,7 @@ def child_ours(a: argparse.Namespace) -> dict:
         "loop": "ours",
         "settings": {
             **json.loads(a.overrides),
-            "image_size": cfg.image_size,
+            "image_size": cfg.crop_size,
             "batch_size": cfg.batch_size,
             "queue_size": r.model_config.queue_size,
             "bn_splits": r.model_config.bn_splits,
@@ -278,7 +278,7 @@ def main() -> None:
             )
         if not a.skip_random:
             rnd = work / "random-init"
-            save_random_encoder(rnd, image_size=a.eval_size, dim=0)
+            save_random_encoder(rnd, embed_size=a.eval_size or a.image_size, dim=0)
             rows.append({"row": "random init", "loop": "random", "steps": 0, "img_per_s": None, "encoder": str(rnd)})
         for row in rows:
             encoder = Path(row.pop("encoder"))

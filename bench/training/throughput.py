@@ -91,7 +91,7 @@ def ours_config(a: argparse.Namespace, out: Path):  # -> TrainConfig
         images=str(a.subset),
         out=str(out),
         model=MoCoConfig(arch="resnet18", queue_size=a.queue_size),
-        image_size=a.image_size,
+        crop_size=a.image_size,
         batch_size=a.batch_size,
         epochs=1000,
         device=a.device,

@@ -17,7 +17,9 @@ from plumbing.filenames import printable
 def export_init(
     source: Annotated[str, typer.Argument(help="moco-v2-800ep | moco-v2-200ep | moco-v1-200ep, or a weights file")],
     out: Annotated[Path | None, typer.Option(help="Encoder folder to write (default: runs/<source name>)")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Index/query input size in px (default: 224)")] = None,
+    embed_size: Annotated[
+        int | None, typer.Option("--embed-size", "--image-size", help="Index/query input size in px (default: 224)")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace the encoder of an --out folder that already holds a run")
     ] = False,
@@ -28,14 +30,14 @@ def export_init(
     if out is None:
         out = Path("runs") / Path(source).name.split(".")[0]
     try:
-        cfg = InitExportConfig(source=source, out=str(out), force=force, **given(image_size=image_size))
+        cfg = InitExportConfig(source=source, out=str(out), force=force, **given(embed_size=embed_size))
     except ValueError as e:
         raise InputError(str(e)) from e
     check_destination(out, force)  # before a download, not after it
     fetch_named_init(source)
     spec = export_init(cfg)
     where = printable(str(out / "encoder.json"))
-    typer.echo(f"{spec.arch} encoder ({spec.embedding_dim}-d, {spec.image_size} px) written to {where}")
+    typer.echo(f"{spec.arch} encoder ({spec.embedding_dim}-d, {spec.embed_size} px) written to {where}")
 
 
 def register(app: typer.Typer) -> None:

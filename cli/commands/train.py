@@ -24,10 +24,12 @@ def train(
     arch: Annotated[str | None, typer.Option(help="resnet18 | resnet50")] = None,
     stem: Annotated[str | None, typer.Option(help="imagenet | cifar (3x3 stride-1 first conv, no max-pool)")] = None,
     width: Annotated[int | None, typer.Option(help="Channels of the first ResNet stage (64 = standard)")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Training crop size in px")] = None,
+    crop_size: Annotated[
+        int | None, typer.Option("--crop-size", "--image-size", help="Training crop size in px")
+    ] = None,
     embed_size: Annotated[
         int | None,
-        typer.Option(help="Index/query input size; 0 = the crop size [default: the device's; with --image-size, 0]"),
+        typer.Option(help="Index/query input size in px [default: the device's; with --crop-size, the crop size]"),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (the schedule ends at this or the budget)")] = None,
     time_budget: Annotated[float | None, typer.Option(help="Minutes; stop cleanly then (0 = none)")] = None,
@@ -86,7 +88,7 @@ def train(
         init_net = (net.arch, net.stem, net.width)
     given = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
     given |= {"temperature": temperature, "symmetric": symmetric, "patch_queries": patch_queries}
-    given |= {"image_size": image_size, "embed_size": embed_size, "batch_size": batch_size, "epochs": epochs}
+    given |= {"crop_size": crop_size, "embed_size": embed_size, "batch_size": batch_size, "epochs": epochs}
     given |= {"lr_schedule": lr_schedule, "key_views": key_views}
     given |= {"lr": lr, "preset": preset, "time_budget_min": time_budget, "colour_strength": colour_strength}
     given |= {"local_crops": local_crops, "augment_on": augment_on, "device": device, "val": str(val or "") or None}
@@ -98,8 +100,8 @@ def train(
     except ValueError as e:
         raise InputError(str(e)) from e
     typer.echo(
-        f"device {dev.type}: {cfg.model.arch} ({cfg.model.stem} stem, width {cfg.model.width}), {cfg.image_size} px"
-        + (f" crops embedded at {cfg.eval_size} px" if cfg.eval_size != cfg.image_size else "")
+        f"device {dev.type}: {cfg.model.arch} ({cfg.model.stem} stem, width {cfg.model.width}), {cfg.crop_size} px"
+        + (f" crops embedded at {cfg.embed_size} px" if cfg.embed_size != cfg.crop_size else "")
         + f", batch {cfg.batch_size}, "
         f"up to {cfg.epochs} epochs" + (f" or {cfg.time_budget_min:g} min" if cfg.time_budget_min else ""),
         err=True,

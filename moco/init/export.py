@@ -20,14 +20,14 @@ RUN_FILES = ("encoder.json", "encoder.safetensors", "checkpoint.pt")  # a folder
 class InitExportConfig:
     source: str  # a weights file, a run folder, or a name in moco.init.pretrained
     out: str
-    image_size: int = 224  # index/query input side: the ImageNet checkpoints were trained on 224 px crops
+    embed_size: int = 224  # index/query input side: the ImageNet checkpoints were trained on 224 px crops
     gem_p: float = 3.0
     force: bool = False  # replace the encoder of a folder that already holds a run (its indexes then refuse it)
 
     def __post_init__(self) -> None:
-        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+        if not MIN_IMAGE_SIZE <= self.embed_size <= MAX_IMAGE_SIZE:
             raise ValueError(
-                f"Illegal image_size {self.image_size}: must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} px"
+                f"Illegal embed_size {self.embed_size}: must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} px"
             )
         if self.gem_p < 1.0:
             raise ValueError(f"Illegal gem_p {self.gem_p}: must be >= 1")
@@ -60,7 +60,7 @@ def export_init(cfg: InitExportConfig, progress: Progress | None = None) -> Enco
         embedding_dim=feature_dim(net.arch, net.width),
         stem=net.stem,
         width=net.width,
-        image_size=cfg.image_size,
+        embed_size=cfg.embed_size,
         gem_p=cfg.gem_p,
         trained={"init": cfg.source, "steps": 0},
     )

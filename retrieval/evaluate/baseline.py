@@ -42,7 +42,7 @@ def random_init_index(index: SearchIndex, device: str = "auto", progress: Progre
         save_random_encoder(
             encoder,
             spec.arch,
-            spec.image_size,
+            spec.embed_size,
             dim=dim,
             seed=RANDOM_SEED,
             preprocessing=copied,

@@ -53,7 +53,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tiny]:
     cfg = tiny_config(photos, run, model={"queue_size": 32, "bn_splits": 1}, batch_size=8, epochs=1, log_every=2)
     fit(cfg)
     untrained = base / "runs/untrained"
-    save_random_encoder(untrained, arch="resnet18", image_size=32, dim=16, seed=0)
+    save_random_encoder(untrained, arch="resnet18", embed_size=32, dim=16, seed=0)
     yield Tiny(photos, run, _index(photos, run, base / "idx"), _index(photos, untrained, base / "idx-untrained"), base)
     torch.set_num_threads(before)
     shutil.rmtree(base, ignore_errors=True)

@@ -89,7 +89,7 @@ def build(base: Path, encoder: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    save_random_encoder(out, image_size=32, dim=16, seed=0)
+    save_random_encoder(out, embed_size=32, dim=16, seed=0)
     return out
 
 

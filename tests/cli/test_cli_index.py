@@ -46,7 +46,7 @@ def built(tmp_path_factory) -> dict[str, Path]:
     for i in range(6):
         make_image(photos / f"{i}.png", seed=i)
     (photos / "bad.png").write_bytes(b"not a png")
-    save_random_encoder(base / "runs" / "tiny", image_size=32, dim=16, seed=0)
+    save_random_encoder(base / "runs" / "tiny", embed_size=32, dim=16, seed=0)
     mp = pytest.MonkeyPatch()
     mp.chdir(base)
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -184,7 +184,7 @@ def test_errors_are_one_line_and_exit_2(built, monkeypatch, capsys, tmp_path, ca
         args, needle = ["index", str(photos), "--model", str(built["model"]), "--kind", "lsh"], "--kind"
     elif case == "other model":
         other = tmp_path / "other"
-        save_random_encoder(other, image_size=32, dim=16, seed=1)
+        save_random_encoder(other, embed_size=32, dim=16, seed=1)
         args, needle = ["search", str(photos / "1.png"), "--index", str(index), "--model", str(other)], "encoder"
     else:
         import shutil

@@ -87,7 +87,7 @@ def test_export_init_of_a_named_checkpoint_downloads_prints_licence_and_converts
     assert "written to" in stdout
     assert (tmp_path / "weights" / "moco_v2_800ep_pretrain.pth.tar").read_bytes() == server.payload
     encoder, spec = load_encoder(out)
-    assert spec.arch == "resnet18" and spec.image_size == 32 and spec.trained["init"] == "moco-v2-800ep"
+    assert spec.arch == "resnet18" and spec.embed_size == 32 and spec.trained["init"] == "moco-v2-800ep"
     ours = encoder.encoder.backbone.net.state_dict()
     for k, v in ours.items():
         assert torch.equal(v, state[f"module.encoder_q.{k}"]), k

@@ -32,8 +32,8 @@ def cli_config(tmp_path, monkeypatch, capsys, *options: str) -> TrainConfig:
 
 CASES = {  # CLI options -> the same inputs as a `given` mapping
     "defaults": ((), {}),
-    "crop size given": (("--image-size", "48"), {"image_size": 48}),
-    "crop and embed given": (("--image-size", "48", "--embed-size", "96"), {"image_size": 48, "embed_size": 96}),
+    "crop size given": (("--crop-size", "48"), {"crop_size": 48}),
+    "crop and embed given": (("--image-size", "48", "--embed-size", "96"), {"crop_size": 48, "embed_size": 96}),
     "copy-detection preset": (("--preset", "copy-detection"), {"preset": "copy-detection"}),
     "model options": (
         ("--temperature", "0.3", "--queue-size", "64", "--symmetric", "--batch-size", "8"),
@@ -53,24 +53,24 @@ def test_the_cli_builds_the_run_for_device_builds(name, tmp_path, monkeypatch, c
 
 def test_cpu_defaults_are_the_cpu_recipe():
     cfg = TrainConfig.for_device("cpu", "photos", "runs/photos")
-    assert (cfg.image_size, cfg.eval_size) == (CPU_RECIPE["image_size"], CPU_RECIPE["embed_size"]) == (32, 64)
+    assert (cfg.crop_size, cfg.embed_size) == (CPU_RECIPE["crop_size"], CPU_RECIPE["embed_size"]) == (32, 64)
     assert (cfg.batch_size, cfg.model.temperature) == (64, 0.1)
     assert (cfg.epochs, cfg.time_budget_min, cfg.augment_on) == (200, 60.0, "auto")
 
 
 def test_gpu_defaults_and_given_values_win():
     cfg = TrainConfig.for_device("cuda", "p", "o")
-    assert (cfg.image_size, cfg.eval_size, cfg.batch_size) == (112, 112, 256)
+    assert (cfg.crop_size, cfg.embed_size, cfg.batch_size) == (112, 112, 256)
     given = TrainConfig.for_device("cuda", "p", "o", {"batch_size": 32, "temperature": 0.5, "arch": None})
     assert (given.batch_size, given.model.temperature, given.model.arch) == (32, 0.5, device_defaults("cuda")["arch"])
 
 
 def test_the_crop_and_embed_rule():
-    assert TrainConfig.for_device("cpu", "p", "o", {"image_size": 48}).eval_size == 48  # crop given: embed there
+    assert TrainConfig.for_device("cpu", "p", "o", {"crop_size": 48}).embed_size == 48  # crop given: embed there
     # not from scratch with moco-v2 (another preset, or --init): crops at the device's embed size
     for given in ({"preset": "copy-detection"}, {"init": "weights.pt"}):
         cfg = TrainConfig.for_device("cpu", "p", "o", given)
-        assert cfg.image_size == cfg.eval_size == CPU_RECIPE["embed_size"]
+        assert cfg.crop_size == cfg.embed_size == CPU_RECIPE["embed_size"]
 
 
 def test_init_network_fixes_the_network_unless_given():

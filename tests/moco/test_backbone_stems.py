@@ -71,12 +71,12 @@ def test_moco_with_a_small_stem_trains_a_step_and_encodes_at_the_narrow_width():
 
 
 def test_exported_small_stem_encoder_round_trips_and_old_specs_read_as_the_standard_network(tmp_path):
-    spec = save_random_encoder(tmp_path / "enc", image_size=32, dim=0, stem="cifar", width=16)
+    spec = save_random_encoder(tmp_path / "enc", embed_size=32, dim=0, stem="cifar", width=16)
     module, read = load_encoder(tmp_path / "enc")
     assert (read.stem, read.width, read.embedding_dim) == ("cifar", 16, 128)
     assert read.sha256 == spec.sha256
     assert tuple(module(torch.randn(1, 3, 32, 32)).shape) == (1, 128)
-    save_random_encoder(tmp_path / "standard", image_size=32, dim=0)
+    save_random_encoder(tmp_path / "standard", embed_size=32, dim=0)
     raw = json.loads((tmp_path / "standard" / "encoder.json").read_text())
     del raw["stem"], raw["width"]  # an encoder.json written before the stem existed
     (tmp_path / "old").mkdir()

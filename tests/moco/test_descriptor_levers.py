@@ -20,7 +20,7 @@ from retrieval.embed import Embedder
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("enc") / "plain"
-    save_random_encoder(out, image_size=32, dim=0, width=16)  # backbone descriptor, 128 wide
+    save_random_encoder(out, embed_size=32, dim=0, width=16)  # backbone descriptor, 128 wide
     return out
 
 

@@ -50,7 +50,7 @@ def _checkpoint(run_dir: Path, images: str, files: list[str], K: int = 8) -> Non
     torch.manual_seed(0)
     model = MoCo(mcfg)
     model.queue_ids[:] = torch.arange(K) % len(files)
-    cfg = TrainConfig(images=images, out=str(run_dir), model=mcfg, image_size=32)
+    cfg = TrainConfig(images=images, out=str(run_dir), model=mcfg, crop_size=32)
     save_checkpoint(
         run_dir / "checkpoint.pt",
         {

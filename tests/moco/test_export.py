@@ -56,9 +56,9 @@ def test_round_trip_gives_the_training_encoders_embedding(budget_run, encoder_di
     model = trained_model(encoder_dir)
     assert model.cfg.bn_splits > 1  # ghost BN in training; the export is a plain BatchNorm network
     module, spec = load_encoder(encoder_dir)
-    assert spec.image_size == budget_run.cfg.eval_size
+    assert spec.embed_size == budget_run.cfg.embed_size
     assert spec.embedding_dim == 512 and spec.layer == "backbone" and spec.gem_p == model.cfg.gem_p
-    x = torch.stack([eval_transform(spec.image_size, spec.mean, spec.std)(im) for im in sample_images()])
+    x = torch.stack([eval_transform(spec.embed_size, spec.mean, spec.std)(im) for im in sample_images()])
     with torch.no_grad():
         exported = F.normalize(module(x), dim=1)
     torch.testing.assert_close(exported, model.encode(x), rtol=1e-5, atol=1e-6)

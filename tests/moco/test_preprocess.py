@@ -92,22 +92,22 @@ def test_unknown_resize_is_refused():
     with pytest.raises(ValueError, match="resize"):
         make_preprocess(24, IMAGENET_MEAN, IMAGENET_STD, resize="stretch")
     with pytest.raises(ValueError, match="resize"):
-        EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, resize="stretch")
+        EncoderSpec(arch="resnet18", embedding_dim=512, embed_size=32, resize="stretch")
 
 
 def test_identity_depends_on_preprocessing_but_not_for_the_legacy_default():
-    legacy = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32)
+    legacy = EncoderSpec(arch="resnet18", embedding_dim=512, embed_size=32, sha256="ab" * 32)
     assert legacy.identity == legacy.sha256  # indexes built before these options stay valid
-    squash = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash")
+    squash = EncoderSpec(arch="resnet18", embedding_dim=512, embed_size=32, sha256="ab" * 32, resize="squash")
     grey = EncoderSpec(
-        arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash", grayscale=True
+        arch="resnet18", embedding_dim=512, embed_size=32, sha256="ab" * 32, resize="squash", grayscale=True
     )
     assert len({legacy.identity, squash.identity, grey.identity}) == 3
 
 
 def test_a_changed_trim_gives_indexes_built_with_the_old_one_another_identity():
     spec = EncoderSpec(
-        arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash", trim_borders=True
+        arch="resnet18", embedding_dim=512, embed_size=32, sha256="ab" * 32, resize="squash", trim_borders=True
     )
     steps = {"resize": "squash", "grayscale": False, "standardize": False, "trim_borders": True}
     before = hashlib.sha256(f"{spec.sha256}:{json.dumps(steps, sort_keys=True)}".encode()).hexdigest()

@@ -118,12 +118,12 @@ def test_a_frame_rotated_with_the_picture_is_trimmed_after_straightening():
 
 
 def test_straighten_is_part_of_the_descriptor_identity():
-    base = {"arch": "resnet18", "embedding_dim": 512, "image_size": 32, "sha256": "ab" * 32, "resize": "squash"}
+    base = {"arch": "resnet18", "embedding_dim": 512, "embed_size": 32, "sha256": "ab" * 32, "resize": "squash"}
     assert EncoderSpec(**base).identity != EncoderSpec(**base, straighten=True).identity
 
 
 def test_a_changed_straighten_gives_indexes_built_with_the_old_one_another_identity():
-    spec = EncoderSpec(arch="resnet18", embedding_dim=512, image_size=32, sha256="ab" * 32, resize="squash")
+    spec = EncoderSpec(arch="resnet18", embedding_dim=512, embed_size=32, sha256="ab" * 32, resize="squash")
     spec = EncoderSpec(**{**spec.__dict__, "straighten": True})
     steps = {"resize": "squash", "grayscale": False, "standardize": False, "trim_borders": False, "straighten": True}
     first = hashlib.sha256(f"{spec.sha256}:{json.dumps(steps, sort_keys=True)}".encode()).hexdigest()

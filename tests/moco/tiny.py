@@ -50,7 +50,7 @@ def light_views(size: int) -> T.Compose:
 def tiny_config(images: Path, out: Path, model: dict[str, Any] | None = None, **train: Any) -> TrainConfig:
     m = {"arch": "resnet18", "dim": 16, "queue_size": 32, **(model or {})}
     t = {
-        "image_size": 32,
+        "crop_size": 32,
         "batch_size": 8,
         "epochs": 2,
         "workers": 0,

@@ -71,7 +71,7 @@ def _encoder(work: Path) -> Path:
     from moco.export import save_random_encoder
 
     out = work / "encoder"
-    save_random_encoder(out, arch="resnet18", image_size=32, dim=16, seed=0)
+    save_random_encoder(out, arch="resnet18", embed_size=32, dim=16, seed=0)
     return out
 
 

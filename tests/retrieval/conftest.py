@@ -51,7 +51,7 @@ def one_faiss_thread():
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    save_random_encoder(out, arch="resnet18", image_size=32, dim=16, seed=0)
+    save_random_encoder(out, arch="resnet18", embed_size=32, dim=16, seed=0)
     return out
 
 

@@ -43,7 +43,7 @@ def _loss_history(cfg: TrainConfig) -> list[float]:
 
 def _small_run(tmp_path, name: str, amp: bool) -> list[float]:
     model = {"stem": "cifar", "width": 8, "bn_splits": 1}
-    cfg = tiny_config(tmp_path / "imgs", tmp_path / name, model, image_size=16, epochs=3, amp=amp, lr=0.3)
+    cfg = tiny_config(tmp_path / "imgs", tmp_path / name, model, crop_size=16, epochs=3, amp=amp, lr=0.3)
     return _loss_history(cfg)
 
 
@@ -76,7 +76,7 @@ def test_bf16_training_follows_the_fp32_loss_curve_at_equal_steps(tmp_path, monk
 )
 def test_cpu_training_keeps_fp32_when_a_view_reaches_the_last_map_at_1x1(stem, size, local_crops, local_size, amp):
     # the map sides are checked against real forward passes in test_backbone_stems.py
-    cfg = tiny_config("imgs", "out", {"stem": stem}, image_size=size, local_crops=local_crops, local_size=local_size)
+    cfg = tiny_config("imgs", "out", {"stem": stem}, crop_size=size, local_crops=local_crops, local_size=local_size)
     assert train_amp(cfg, torch.device("cpu")) is amp
     assert train_amp(dataclasses.replace(cfg, amp=False), torch.device("cpu")) is False
     assert train_amp(cfg, torch.device("cuda")) is True  # GPUs autocast whatever the view size

@@ -51,7 +51,7 @@ def _worker(rank: int, port: int, images: str, out: str, results: str) -> None:
     moco.train.MoCo = keep_model
     moco.train.device_views = recording_views
     cfg = tiny_config(
-        images, out, model={"queue_size": 16}, batch_size=BATCH, epochs=EPOCHS, image_size=SIZE, augment_on="device"
+        images, out, model={"queue_size": 16}, batch_size=BATCH, epochs=EPOCHS, crop_size=SIZE, augment_on="device"
     )
     result = moco.train.fit(cfg)
     m = built[0]

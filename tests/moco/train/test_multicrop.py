@@ -99,8 +99,8 @@ def test_fit_with_local_crops_trains_and_a_resume_keeps_the_setting(tmp_path):
 
 
 def test_multicrop_settings_are_checked():
-    assert TrainConfig(images="a", out="b", image_size=64).local_side == 32
-    assert TrainConfig(images="a", out="b", image_size=64, local_size=24).local_side == 24
+    assert TrainConfig(images="a", out="b", crop_size=64).local_side == 32
+    assert TrainConfig(images="a", out="b", crop_size=64, local_size=24).local_side == 24
     for bad in ({"local_crops": -1}, {"local_size": 4}, {"local_max_scale": 0.05}, {"local_max_scale": 1.5}):
         with pytest.raises(ValueError, match="multi-crop|local_max_scale"):
             TrainConfig(images="a", out="b", **bad)

@@ -112,6 +112,6 @@ def test_cpu_bf16_is_kept_off_where_a_patch_reaches_the_last_map_at_1x1(tmp_path
     cpu = torch.device("cpu")
 
     def amp(size: int, patches: bool) -> bool:
-        return train_amp(tiny_config(tmp_path, tmp_path, model={"patch_queries": patches}, image_size=size), cpu)
+        return train_amp(tiny_config(tmp_path, tmp_path, model={"patch_queries": patches}, crop_size=size), cpu)
 
     assert amp(64, False) and not amp(64, True) and amp(128, True)

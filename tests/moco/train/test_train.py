@@ -127,7 +127,7 @@ def test_decode_cache_is_reused_on_the_second_run(light_run):
         assert {Path(row[0]).name for row in list(csv.reader(f))[1:]} == set(BAD_FILES)
 
     # change one image: exactly that one is decoded again, and its cached pixels are the new ones
-    side = round(cfg.image_size * CACHE_SCALE)
+    side = round(cfg.crop_size * CACHE_SCALE)
     paths = list_images(Path(cfg.images))
     before = DecodeCache.build(paths, side, cfg.out_dir / "cache")
     changed = light_run.images[5]
@@ -224,7 +224,7 @@ def test_the_run_verdict_compares_its_val_knn_with_a_random_network_of_the_same_
     _, epochs = records(light_run.result.out_dir)
     v = light_run.result.verdict
     assert v is not None and v.knn_top1 == epochs[-1]["knn_top1"]
-    validator = KnnValidator.load(Path(light_run.cfg.val), light_run.cfg.eval_size)
+    validator = KnnValidator.load(Path(light_run.cfg.val), light_run.cfg.embed_size)
     torch.manual_seed(light_run.cfg.seed)
     random_net = MoCo(light_run.result.model_config)
     random_scores = validator.scores(random_net, torch.device("cpu"))

@@ -134,11 +134,11 @@ def test_skipping_log_lines_show_hostile_names_escaped(tmp_path, encoder):
 # ------------------------------------------------------------------------ item 5: sizes read from files bounded
 
 HUGE = {
-    "image_size": lambda s: {**s, "image_size": 100_000},
+    "embed_size": lambda s: {**s, "embed_size": 100_000},
     "width": lambda s: {**s, "width": 1_000_000},
     "head_dim": lambda s: {**s, "head_dim": 10**9},
     "embedding_dim": lambda s: {**s, "layer": "backbone", "head_dim": 0, "embedding_dim": 10**9},
-    "test_time_scales": lambda s: {**s, "image_size": 512, "test_time_scales": [4.0]},
+    "test_time_scales": lambda s: {**s, "embed_size": 512, "test_time_scales": [4.0]},
 }
 
 
@@ -158,7 +158,7 @@ def test_a_huge_size_in_encoder_json_is_refused_before_any_allocation(encoder, t
     assert info.value.field == field and str(run / "encoder.json") in str(info.value)
 
 
-@pytest.mark.parametrize("field", ["image_size", "width", "head_dim"])
+@pytest.mark.parametrize("field", ["embed_size", "width", "head_dim"])
 def test_search_and_index_with_a_huge_encoder_size_are_one_line(built, encoder, tmp_path, monkeypatch, capsys, field):
     run = edited_encoder(encoder, tmp_path, HUGE[field])
     before = snapshot(built["index"])
@@ -277,7 +277,7 @@ def test_train_refuses_negative_workers_in_one_line(tmp_path, monkeypatch, capsy
     assert stdout == "" and not out.exists()
 
 
-@pytest.mark.parametrize(("option", "value"), [("--image-size", "100000"), ("--embed-size", str(MAX_IMAGE_SIZE + 1))])
+@pytest.mark.parametrize(("option", "value"), [("--crop-size", "100000"), ("--embed-size", str(MAX_IMAGE_SIZE + 1))])
 def test_train_refuses_a_size_its_encoder_could_not_be_read_with(tmp_path, monkeypatch, capsys, option, value):
     """Refused before the run, not after it: an encoder.json above MAX_IMAGE_SIZE would be refused on load."""
     make_image(tmp_path / "photos" / "a.png", seed=1)
@@ -362,7 +362,7 @@ def weights(tmp_path_factory) -> Path:
 
 def test_export_init_refuses_an_out_that_holds_a_run(weights, tmp_path, monkeypatch, capsys):
     run = tmp_path / "runs" / "trained"
-    save_random_encoder(run, image_size=32, dim=16, seed=3)
+    save_random_encoder(run, embed_size=32, dim=16, seed=3)
     (run / "checkpoint.pt").write_bytes(b"a training checkpoint")
     before = snapshot(run)
     code, out, err = run_cli(monkeypatch, capsys, "export-init", str(weights), "--out", str(run), "--image-size", "32")
@@ -383,7 +383,7 @@ def test_export_init_into_a_new_or_empty_folder_needs_no_force(weights, tmp_path
             monkeypatch, capsys, "export-init", str(weights), "--out", str(out), "--image-size", "32"
         )
         assert code == 0, err
-        assert read_spec(out).image_size == 32
+        assert read_spec(out).embed_size == 32
 
 
 @pytest.mark.parametrize("size", ["0", "8", str(MAX_IMAGE_SIZE + 1), "100000"])
@@ -392,7 +392,7 @@ def test_export_init_refuses_an_image_size_out_of_range(weights, tmp_path, monke
     code, stdout, err = run_cli(
         monkeypatch, capsys, "export-init", str(weights), "--out", str(out), "--image-size", size
     )
-    one_line_error(code, err, f"image_size {size}", str(MAX_IMAGE_SIZE))
+    one_line_error(code, err, f"embed_size {size}", str(MAX_IMAGE_SIZE))
     assert stdout == "" and not out.exists()
 
 

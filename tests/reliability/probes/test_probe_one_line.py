@@ -1,6 +1,6 @@
 """Probe 4 (issue 12): where one line is promised there was a traceback: `--index`, `--output` or
 `--report` under a regular file or where nothing can be written, and an edited or damaged encoder.json
-(unknown arch, wrong dim, not an object, `image_size: 0`, which marked every image bad and exited 0)."""
+(unknown arch, wrong dim, not an object, `embed_size: 0`, which marked every image bad and exited 0)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def edited_encoder(encoder: Path, tmp_path: Path, edit) -> Path:
 EDITS = {
     "arch": lambda s: {**s, "arch": "resnet9000"},
     "embedding_dim": lambda s: {**s, "embedding_dim": s["embedding_dim"] + 1},
-    "image_size": lambda s: {**s, "image_size": 0},
+    "embed_size": lambda s: {**s, "embed_size": 0},
     "head_dim": lambda s: {**s, "head_dim": "sixteen"},
     "std": lambda s: {**s, "std": [0.2, 0.0, 0.2]},
     "flip_average": lambda s: {**s, "flip_average": "yes"},
@@ -76,7 +76,7 @@ def test_an_edited_encoder_json_is_refused_naming_the_file_and_the_field(built, 
     assert info.value.field == field and str(run / "encoder.json") in str(info.value)
 
 
-@pytest.mark.parametrize("field", ["arch", "embedding_dim", "image_size"])
+@pytest.mark.parametrize("field", ["arch", "embedding_dim", "embed_size"])
 def test_index_with_an_edited_encoder_is_one_line(built, encoder, tmp_path, monkeypatch, capsys, field):
     run = edited_encoder(encoder, tmp_path, EDITS[field])
     code, _, err = run_cli(

@@ -16,7 +16,8 @@ from tests.reliability.conftest import make_image, one_line_error, run_cli
         ("--epochs", "0", "epochs"),
         ("--epochs", "-1", "epochs"),
         ("--batch-size", "0", "batch_size"),
-        ("--image-size", "0", "image_size"),
+        ("--crop-size", "0", "crop_size"),
+        ("--embed-size", "0", "embed_size"),
         ("--embed-size", "-1", "embed_size"),
         ("--embed-size", "8", "embed_size"),
         ("--arch", "", "arch"),
@@ -62,24 +63,22 @@ def test_options_left_out_still_take_the_device_defaults(tmp_path, monkeypatch):
 
     want = device_defaults("cpu")
     cfg = built_config(tmp_path, monkeypatch)
-    assert (cfg.model.arch, cfg.image_size, cfg.batch_size, cfg.epochs, cfg.model.temperature) == (
+    assert (cfg.model.arch, cfg.crop_size, cfg.batch_size, cfg.epochs, cfg.model.temperature) == (
         want["arch"],
-        want["image_size"],
+        want["crop_size"],
         want["batch_size"],
         want["epochs"],
         want["temperature"],
     )
-    assert cfg.embed_size == want.get("embed_size", 0)
+    assert cfg.embed_size == want["embed_size"]
     assert cfg.model.temperature != MoCoConfig().temperature  # the CPU recipe's own T, not the config's
 
 
-def test_an_embed_size_of_zero_given_means_the_training_size(tmp_path, monkeypatch):
-    cfg = built_config(tmp_path, monkeypatch, embed_size=0, image_size=40)
-    assert (cfg.embed_size, cfg.eval_size) == (0, 40)
-    assert built_config(tmp_path, monkeypatch, embed_size=96).eval_size == 96
+def test_a_crop_size_given_alone_is_also_the_embedding_size(tmp_path, monkeypatch):
+    assert built_config(tmp_path, monkeypatch, embed_size=96).embed_size == 96
     # a crop size given alone is also the embedding size, whatever the device's default embed size
-    assert built_config(tmp_path, monkeypatch, image_size=48).eval_size == 48
-    assert built_config(tmp_path, monkeypatch, image_size=48, embed_size=96).eval_size == 96
+    assert built_config(tmp_path, monkeypatch, crop_size=48).embed_size == 48
+    assert built_config(tmp_path, monkeypatch, crop_size=48, embed_size=96).embed_size == 96
 
 
 def test_a_warm_start_or_the_copy_detection_preset_crops_at_the_embed_size(tmp_path, monkeypatch):
@@ -89,10 +88,10 @@ def test_a_warm_start_or_the_copy_detection_preset_crops_at_the_embed_size(tmp_p
 
     ckpt = tmp_path / "moco.pth.tar"
     tiny_official_checkpoint(ckpt)
-    embed = device_defaults("cpu").get("embed_size") or device_defaults("cpu")["image_size"]
+    embed = device_defaults("cpu")["embed_size"]
     cfg = built_config(tmp_path, monkeypatch, init=str(ckpt))
-    assert cfg.image_size == cfg.eval_size == embed
-    assert built_config(tmp_path, monkeypatch, init=str(ckpt), image_size=40).eval_size == 40
+    assert cfg.crop_size == cfg.embed_size == embed
+    assert built_config(tmp_path, monkeypatch, init=str(ckpt), crop_size=40).embed_size == 40
     cfg = built_config(tmp_path, monkeypatch, preset="copy-detection")
-    assert cfg.image_size == cfg.eval_size == embed
-    assert built_config(tmp_path, monkeypatch, preset="moco-v2").image_size == device_defaults("cpu")["image_size"]
+    assert cfg.crop_size == cfg.embed_size == embed
+    assert built_config(tmp_path, monkeypatch, preset="moco-v2").crop_size == device_defaults("cpu")["crop_size"]

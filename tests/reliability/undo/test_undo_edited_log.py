@@ -22,8 +22,8 @@ from retrieval.dedup import moves
 from retrieval.dedup.groups import Duplicate, Group
 from retrieval.dedup.moves import apply_moves, plan_moves, undo_moves
 from retrieval.records import FileRecord
-from tests.reliability.undo import undo_fuzz
 from tests.reliability.conftest import make_image, one_line_error, run_cli, sha, snapshot
+from tests.reliability.undo import undo_fuzz
 
 
 class Crash(Exception):

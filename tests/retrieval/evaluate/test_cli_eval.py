@@ -124,7 +124,7 @@ def test_the_random_init_baseline_has_the_index_encoders_stem_and_width(labelled
     from retrieval.searching.searcher import SearchIndex
 
     enc = tmp_path / "cifar16"
-    save_random_encoder(enc, image_size=32, dim=16, seed=0, stem="cifar", width=16)
+    save_random_encoder(enc, embed_size=32, dim=16, seed=0, stem="cifar", width=16)
     index_folder(index_cfg(labelled["root"], enc, tmp_path))
     ours = SearchIndex.open(tmp_path / "idx")
     with random_init_index(ours, device="cpu") as base_dir:

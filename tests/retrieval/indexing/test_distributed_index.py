@@ -57,7 +57,7 @@ def test_two_cpu_processes_give_the_same_index_as_one(tmp_path):
         Image.fromarray(blocks).resize((40, 32), Image.Resampling.NEAREST).save(photos / f"d{i % 3}" / f"{i}.png")
     (photos / "broken.png").write_bytes(b"nope")
     model = tmp_path / "runs" / "tiny"
-    save_random_encoder(model, image_size=32, dim=16, seed=0)
+    save_random_encoder(model, embed_size=32, dim=16, seed=0)
     script = tmp_path / "rank.py"
     script.write_text(_RANK_SCRIPT)
 

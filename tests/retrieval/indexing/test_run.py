@@ -153,7 +153,7 @@ def test_missing_or_empty_root_deletes_nothing(photos, encoder, tmp_path):
 def test_other_encoder_is_refused_unless_rebuild(photos, encoder, tmp_path):
     index_folder(index_cfg(photos, encoder, tmp_path))
     other = tmp_path / "runs" / "other"
-    save_random_encoder(other, arch="resnet18", image_size=32, dim=16, seed=1)
+    save_random_encoder(other, arch="resnet18", embed_size=32, dim=16, seed=1)
     with pytest.raises(EncoderMismatchError, match="--rebuild"):
         index_folder(index_cfg(photos, other, tmp_path))
     report = index_folder(index_cfg(photos, other, tmp_path, rebuild=True))
