@@ -125,7 +125,7 @@ def _clicked(trail: Trail | None, i: object) -> Shown:
 
 def _closed() -> tuple:
     """The opened result: none (state, large picture, details, panel hidden)."""
-    return None, gr.update(value=None, label="Opened result", alt_text=""), "", gr.update(visible=False)
+    return None, None, "", gr.update(visible=False)  # plain values where they do: an update rebuilds the component
 
 
 def _upload_path(image: str) -> str | None:
