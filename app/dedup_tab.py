@@ -43,6 +43,7 @@ class Found:
     groups: list[Group]
     stays: set[str] = dataclasses.field(default_factory=set)
     identity: dict[str, str] | None = None  # the index, as the exported plan names it
+    similar: list[Group] = dataclasses.field(default_factory=list)  # shown apart, never in the move plan
 
     def reviewed(self) -> list[Group]:
         """The groups as the person left them: the members marked "not a duplicate" left out (and the groups
@@ -73,11 +74,24 @@ def kind(d: Duplicate) -> str:
     return "verified" if d.alignment is not None and d.kind == "near" else d.kind
 
 
-def find(engine: Engine, preset: str, value: float) -> tuple:
-    result = engine.duplicates(threshold(preset, value))
+def find(engine: Engine, preset: str, value: float, similar: bool = False) -> tuple:
+    """The groups at the threshold; with `similar` (the checkbox), similar pictures are listed apart: different
+    shots of one scene or drawings of one template, shown for review and never part of the move plan."""
+    if not isinstance(similar, bool):
+        raise InputError("similar: true or false")
+    result = engine.duplicates(threshold(preset, value), similar=similar)
     identity = None if result.identity is None else dict(result.identity)
-    found = Found(result.threshold, list(result.groups), identity=identity)
-    return (found, *_render(engine, found, 0))
+    found = Found(result.threshold, list(result.groups), identity=identity, similar=list(result.similar))
+    return (found, *_render(engine, found, 0), similar_table(found))
+
+
+def similar_table(found: Found) -> list[list[Any]]:
+    """One row per similar picture: its group, path, score and the check's measurements (never moved)."""
+    rows: list[list[Any]] = []
+    for n, g in enumerate(found.similar, start=1):
+        rows.append([n, "first", g.keep.path, "", ""])
+        rows += [[n, "similar", d.record.path, round(d.score, 4), check_of(d)] for d in g.duplicates]
+    return rows
 
 
 def pick_keeper(engine: Engine, found: Found | None, n: float, path: str | None) -> tuple:
@@ -262,6 +276,7 @@ def build(engine: Engine) -> None:
     with gr.Row():
         preset = gr.Radio(PRESET_CHOICES, value="default", label="threshold preset")
         value = gr.Slider(-0.99, 1.0, value=SCORE_PRESETS["default"], step=0.01, label="score threshold (custom)")
+        similar = gr.Checkbox(False, label="also list similar pictures (other shots, same template: never moved)")
         go = gr.Button("Find duplicates", variant="primary")
     summary = gr.Markdown()
     rows = gr.Dataframe(headers=TABLE_HEADERS, label="all groups", interactive=False, max_height=300)
@@ -281,7 +296,13 @@ def build(engine: Engine) -> None:
         exported = gr.File(label="export", interactive=False)
     outputs = [summary, rows, n, members, keeper]
     preset.change(guard(preset_value), preset, value, **private)
-    go.click(bind(find, engine), [preset, value], [found, *outputs], **heavy)
+    similar_rows = gr.Dataframe(
+        headers=["group", "role", "path", "score", "check"],
+        label="similar pictures: shown for review, never moved",
+        interactive=False,
+        max_height=200,
+    )
+    go.click(bind(find, engine), [preset, value, similar], [found, *outputs, similar_rows], **heavy)
     n.change(bind(show_group, engine), [found, n], [members, keeper], **private)
     keep.click(bind(pick_keeper, engine), [found, n, keeper], [found, *outputs], **private)
     not_dup.click(bind(toggle_stays, engine), [found, n, keeper], [found, *outputs], **private)

@@ -190,8 +190,10 @@ class Engine:
 
     # ------------------------------------------------------------------------------------ duplicates
 
-    def duplicates(self, threshold: Threshold) -> DedupResult:
-        return find_duplicates(DedupConfig(index=Path(self.cfg.index), threshold=threshold), index=self.index)
+    def duplicates(self, threshold: Threshold, similar: bool = False) -> DedupResult:
+        """The duplicate groups at `threshold`; with `similar`, the similar pictures too (`DedupResult.similar`)."""
+        cfg = DedupConfig(index=Path(self.cfg.index), threshold=threshold, similar=similar)
+        return find_duplicates(cfg, index=self.index)
 
     # ------------------------------------------------------------------------------------ the run
 

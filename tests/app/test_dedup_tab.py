@@ -5,6 +5,7 @@ joined, and with --move-to the move is the one `dedup --apply` makes (undo log i
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -56,7 +57,7 @@ def test_custom_threshold_comes_from_the_slider(engine):
 def test_the_engine_gets_the_threshold_object_built_from_the_controls(engine, monkeypatch):
     seen = []
     real = engine.duplicates
-    monkeypatch.setattr(engine, "duplicates", lambda t: seen.append(t) or real(t))
+    monkeypatch.setattr(engine, "duplicates", lambda t, similar=False: seen.append(t) or real(t, similar))
     dedup_tab.find(engine, dedup_tab.CUSTOM, 0.31)
     dedup_tab.find(engine, "loose", 0.9)
     assert seen == [Threshold(0.31), Threshold.preset("loose")]
@@ -152,3 +153,32 @@ def test_each_member_says_why_it_joined_and_keypoint_matches_are_drawn(engine):
     drawing = tiles[2][0]
     assert drawing.width > drawing.height  # the two pictures side by side
     assert choices["choices"] == ["a/p00.png", "a/p01.png"]
+
+
+def test_similar_pictures_are_listed_apart_and_never_planned(tiny, tmp_path, monkeypatch):
+    """The checkbox asks the library for similar pictures; they get their own table and stay out of the move plan
+    (the planted exact copy still moves). The similar group is planted in the result the engine returns."""
+    move_to = tmp_path / "aside"
+    engine = Engine.load(AppConfig(index=tiny.index, device="cpu", move_to=move_to))
+    real = engine.duplicates
+    asked: list[bool] = []
+
+    def with_similar(threshold, similar=False):
+        asked.append(similar)
+        result = real(threshold, similar)
+        records = {r.path: r for g in result.groups for r in g.records}
+        other = next(r for r in engine.index.records if r.path not in records)
+        planted = Group(result.groups[0].keep, (Duplicate(other, 0.41, "similar"),))
+        return dataclasses.replace(result, similar=(planted,) if similar else ())
+
+    monkeypatch.setattr(engine, "duplicates", with_similar)
+    out = dedup_tab.find(engine, "exact", 0.5, True)
+    found, similar_rows = out[0], out[-1]
+    assert asked == [True] and len(found.similar) == 1
+    other = found.similar[0].duplicates[0].record.path
+    assert [r[:4] for r in similar_rows] == [[1, "first", ORIGINAL, ""], [1, "similar", other, 0.41]]
+    text, _ = dedup_tab.plan(engine, found)
+    assert "Would move 1 files" in text and other not in text
+    assert dedup_tab.find(engine, "exact", 0.5, False)[-1] == [] and asked[-1] is False
+    with pytest.raises(InputError, match="similar"):
+        dedup_tab.find(engine, "exact", 0.5, "yes")
