@@ -225,10 +225,11 @@ def test_search_and_dictionary_in_chromium(server, engine, tiny, shots):
             labels = ranked.evaluate_all("(t) => t.map((b) => b.getAttribute('aria-label'))")
             assert len(labels) == engine_dictionary.K + 1 and sum("k+ the positive key" in x for x in labels) == 1
             assert any("STALE KEY OF THIS SAME PICTURE" in x and f"slot {own_slot} " in x for x in labels)
+            ranked.last.scroll_into_view_if_needed()  # the pictures load lazily, as they come into view
             page.wait_for_function(
-                "(sel) => [...document.querySelectorAll(sel)].filter((b) => b.offsetParent).every("
+                "(g) => [...g.querySelectorAll('button.thumbnail-item')].every("
                 "(b) => { const i = b.querySelector('img'); return i && i.complete && i.naturalWidth > 0; })",
-                arg=TILES,
+                arg=page.locator("[role=tabpanel]:visible .readable-gallery").first.element_handle(),
             )
             assert page.get_by_text("stale key of this same picture").count() >= 1
             assert page.get_by_text(re.compile("picture not found|no longer in")).count() == 0
