@@ -24,26 +24,11 @@ from retrieval.dedup.moves import apply_moves, plan_moves, undo_moves
 from retrieval.records import FileRecord
 from tests.reliability.conftest import make_image, one_line_error, run_cli, sha, snapshot
 from tests.reliability.undo import undo_fuzz
+from tests.reliability.undo.undo_fuzz import tree_of
 
 
 class Crash(Exception):
     """Stands for the process dying (SIGKILL): not an OSError, so no cleanup code runs."""
-
-
-def tree_of(folder: Path) -> dict[str, str]:
-    """Every entry under `folder` (not following symlinks): files by sha256, folders and links by kind."""
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = p.relative_to(folder).as_posix()
-            if p.is_symlink():
-                out[rel] = "link->" + os.readlink(p)
-            elif p.is_dir():
-                out[rel] = "dir"
-            else:
-                out[rel] = sha(p)
-    return out
 
 
 @pytest.fixture

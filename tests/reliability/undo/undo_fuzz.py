@@ -70,7 +70,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _tree(folder: Path) -> dict[str, str]:
+def tree_of(folder: Path) -> dict[str, str]:
     """Every entry under `folder` without following symlinks: files by sha256, folders and links by kind."""
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -231,8 +231,8 @@ def one_case(base: Path, rng: random.Random, tally: Tally) -> None:
     for _ in range(rng.choices([1, 2, 3], weights=[6, 3, 1])[0]):
         _edit(lines, pool, rng)
     log.write_text("".join(json.dumps(rec) + "\n" for rec in lines))
-    before = {name: _tree(base / name) for name in ("photos", "dups", "outside")}
-    everything = _tree(base)
+    before = {name: tree_of(base / name) for name in ("photos", "dups", "outside")}
+    everything = tree_of(base)
     tally.cases += 1
     fail = tally.failures.append
     try:
@@ -240,7 +240,7 @@ def one_case(base: Path, rng: random.Random, tally: Tally) -> None:
     except InputError as e:
         tally.refused += 1
         tally.reasons[_reason_kind(str(e))] += 1
-        if _tree(base) != everything:
+        if tree_of(base) != everything:
             fail(f"case {tally.cases}: refused ({e}) but the folders changed")
         return
     except Exception as e:  # noqa: BLE001
@@ -252,13 +252,13 @@ def one_case(base: Path, rng: random.Random, tally: Tally) -> None:
         undo_moves(log)  # a second run is harmless
     except Exception as e:  # noqa: BLE001
         fail(f"case {tally.cases}: the second undo raised {type(e).__name__}: {e}")
-    after = {name: _tree(base / name) for name in ("photos", "dups", "outside")}
+    after = {name: tree_of(base / name) for name in ("photos", "dups", "outside")}
     lost = {k for k, v in before["photos"].items() if after["photos"].get(k) != v}
     if lost:
         fail(f"case {tally.cases}: names under the root removed or changed: {sorted(lost)}")
     if after["outside"] != before["outside"]:
         fail(f"case {tally.cases}: outside/ changed")
-    new = sorted(k for k in set(_tree(base)) - set(everything) if not k.startswith("photos/"))
+    new = sorted(k for k in set(tree_of(base)) - set(everything) if not k.startswith("photos/"))
     if new:
         fail(f"case {tally.cases}: something new outside the root: {new}")
     gone = Counter(v for k, v in before["dups"].items() if k not in after["dups"])
@@ -327,7 +327,7 @@ def kill_loop(kills: int, seed: int = 0, work: Path | None = None, shm: Path = P
             (root / "keep.png").write_bytes(keep)
             for i in range(3):
                 (root / "sub" / f"dup{i}.png").write_bytes(keep)
-            before = _tree(root)
+            before = tree_of(root)
 
             def rec(i: int, rel: str, root: Path = root) -> FileRecord:
                 p = root / rel
@@ -357,7 +357,7 @@ def kill_loop(kills: int, seed: int = 0, work: Path | None = None, shm: Path = P
             tally.partials_reported += len(set(report.partials_removed) & left)
             if set(report.partials_removed) != left:
                 tally.failures.append(f"round {k}: left {sorted(left)}, reported {report.partials_removed}")
-            if not report.ok or _tree(root) != before:
+            if not report.ok or tree_of(root) != before:
                 tally.failures.append(f"round {k}: not restored byte for byte: {report}")
             if list(Path(fast).rglob("*.partial")) or list(Path(disk).rglob("*.partial")):
                 tally.failures.append(f"round {k}: a .partial file is still there")
