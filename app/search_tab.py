@@ -58,6 +58,13 @@ def search(engine: Engine, image: str | None, k: float) -> tuple:
     return _as_json(hits), trail, page.caption, show_page(engine, page), *_closed()
 
 
+def search_json(engine: Engine, image: str | None, k: float) -> list[dict[str, Any]]:
+    """The `search` API endpoint: only the JSON ([{"file", "score", "band", "cosine"}]), no gallery to build."""
+    if not image:
+        raise InputError("Upload, paste or take a query image first.")
+    return _as_json(engine.search_image(engine.decode_upload(image), _k(k)))
+
+
 def cleared() -> tuple:
     """A query was refused: the earlier results go, so nothing on screen answers a query that failed."""
     return [], (), "", [], *_closed()
@@ -216,7 +223,9 @@ def build(engine: Engine) -> None:
     page_out = [results, trail, caption_md, gallery]
     searched = {"fn": bind(search, engine), "inputs": [query, k], "outputs": page_out + closed, **heavy}
     failed = {"fn": guard(cleared), "inputs": None, "outputs": page_out + closed, "api_visibility": "private"}
-    go.click(api_name="search", **searched).failure(**failed)
+    go.click(api_name="search_page", api_visibility="private", **searched).failure(**failed)
+    api_only = gr.Button(visible=False)  # the `search` API endpoint: the JSON alone (the page's event builds more)
+    api_only.click(bind(search_json, engine), [query, k], results, api_name="search", **heavy)
     query.upload(api_visibility="private", **searched).failure(**failed)
     gallery.select(bind(open_result, engine), trail, [opened, large, details, opened_panel], api_visibility="private")
     with_query = page_out + [query] + closed

@@ -120,7 +120,7 @@ def test_more_like_this_only_from_a_result_on_screen(engine, tiny):
 def test_one_event_per_search_and_a_refused_query_clears_the_results(engine):
     blocks = build_app(engine)
     fns = blocks.fns
-    search = next(i for i, f in fns.items() if f.api_name == "search")
+    search = next(i for i, f in fns.items() if f.api_name == "search_page")
     after = [f for f in fns.values() if f.trigger_after == search]
     assert [f.name for f in after] == ["cleared"] and after[0].trigger_only_on_failure  # nothing chained on success
     by_name = {f.name: f for f in fns.values()}
@@ -166,3 +166,14 @@ def test_bad_uploads_get_a_readable_error(engine, tmp_path, name, content, reaso
 def test_no_image_asks_for_one(engine):
     with pytest.raises(InputError, match="query image"):
         search_tab.search(engine, None, 5)
+
+
+def test_the_search_api_answers_the_json_alone(engine, tiny):
+    """`/search` (gradio_client's api_name) returns one output, the hits as JSON, the same as the page's search."""
+    fns = build_app(engine).fns
+    api = next(f for f in fns.values() if f.api_name == "search")
+    assert len(api.outputs) == 1 and api.name == "search_json"
+    query = str(tiny.photos / "a/p00.png")
+    got = search_tab.search_json(engine, query, 3)
+    assert got == search_tab.search(engine, query, 3)[0] and got[0]["file"] == "a/p00.png"
+    assert set(got[0]) == {"file", "score", "band", "cosine"}

@@ -305,7 +305,7 @@ def test_a_session_with_real_results_still_shows_only_indexed_pictures(server, t
     """The same attacks in a session whose state holds a real search: any picture that comes back is one of the
     app's own, never the outside one (the positive control: the search's own pictures are seen and pass)."""
     fns = server.blocks.fns
-    search = next(i for i, f in fns.items() if f.api_name == "search")
+    search = next(i for i, f in fns.items() if f.api_name == "search_page")  # the page's search: it keeps a trail
     session = new_session()
     query = upload(server.url, "query.png", (tiny.photos / "a/p00.png").read_bytes())
     done = queue_call(server.url, search, [query, 5], session, fns[search].targets[0][0])
