@@ -362,8 +362,8 @@ def report(r: dict) -> str:
         f"One at a time, the server's {s['server_cpu_ms_per_search']:.0f} ms per search are about"
         f" {lib['cpu_ms_per_search']:.0f} ms of library work (decode, embed: two forwards with the flip average,"
         f" search), {idle_ms:.0f} ms of idle polling while it waits, and {rest:.0f} ms of Gradio (upload, queue,"
-        " event stream, JSON).\nAn API search makes no gallery thumbnails: those are the browser's chained events"
-        " (`show_results`), not run for `/gradio_api/call/search`."
+        " event stream, JSON).\nAn API search makes no gallery thumbnails: the page's own search event builds them,"
+        " `/gradio_api/call/search` answers the JSON alone."
     )
     errors = s["errors"] + c["errors"]
     gradio_errors = f" gradio_client: {'; '.join(g['errors'][:3]) or 'none'}." if g else ""
