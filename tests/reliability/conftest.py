@@ -4,6 +4,8 @@ the tiny random encoder and image maker of tests/retrieval, and a check of the o
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +60,12 @@ def cli_subprocess(*args: str) -> tuple[int, str, str, list[str]]:
     proc = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=REPO, timeout=300)
     shown = [line.rsplit("\r", 1)[-1] for line in proc.stderr.split("\n")]
     return proc.returncode, proc.stdout, proc.stderr, shown
+
+
+def edited_encoder(source: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the encoder folder `source` whose encoder.json went through `edit` (a dict -> dict function)."""
+    run = tmp_path / "edited"
+    shutil.copytree(source, run)
+    spec = json.loads((run / "encoder.json").read_text())
+    (run / "encoder.json").write_text(json.dumps(edit(spec)))
+    return run

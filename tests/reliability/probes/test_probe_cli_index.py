@@ -20,7 +20,7 @@ from moco.export import MAX_IMAGE_SIZE, read_spec, save_random_encoder
 from plumbing.errors import EncoderSpecError
 from plumbing.filenames import printable
 from retrieval.indexing.generations import SELF_CHECKSUM
-from tests.reliability.conftest import cli_subprocess, make_image, one_line_error, run_cli, snapshot
+from tests.reliability.conftest import cli_subprocess, edited_encoder, make_image, one_line_error, run_cli, snapshot
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="names are bytes, FIFOs and /dev on Linux")
 
@@ -140,14 +140,6 @@ HUGE = {
     "embedding_dim": lambda s: {**s, "layer": "backbone", "head_dim": 0, "embedding_dim": 10**9},
     "test_time_scales": lambda s: {**s, "embed_size": 512, "test_time_scales": [4.0]},
 }
-
-
-def edited_encoder(encoder: Path, tmp_path: Path, edit) -> Path:
-    run = tmp_path / "edited"
-    shutil.copytree(encoder, run)
-    spec = json.loads((run / "encoder.json").read_text())
-    (run / "encoder.json").write_text(json.dumps(edit(spec)))
-    return run
 
 
 @pytest.mark.parametrize("field", HUGE)

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from moco.export import read_spec
 from plumbing.errors import EncoderSpecError
-from tests.reliability.conftest import make_image, one_line_error, run_cli
+from tests.reliability.conftest import edited_encoder, make_image, one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +46,6 @@ def test_dedup_output_that_cannot_be_written(built, monkeypatch, capsys, option,
     code, out, err = run_cli(monkeypatch, capsys, "dedup", "--index", str(built["index"]), option, target)
     one_line_error(code, err, option)
     assert out == ""  # refused before any work: nothing half-done
-
-
-def edited_encoder(encoder: Path, tmp_path: Path, edit) -> Path:
-    run = tmp_path / "edited"
-    shutil.copytree(encoder, run)
-    spec = json.loads((run / "encoder.json").read_text())
-    (run / "encoder.json").write_text(json.dumps(edit(spec)))
-    return run
 
 
 EDITS = {
