@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, ImageDraw
 
+from app.batching import QueryBatcher
 from app.config import AppConfig
 from moco.checkpoint import START_AFRESH
 from moco.dictionary import Dictionary
@@ -50,6 +52,10 @@ class Engine:
     _thumbs: OrderedDict[tuple[str, int], Image.Image] = field(default_factory=OrderedDict, repr=False)
     _files: OrderedDict[tuple[str, int], str] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    batcher: QueryBatcher[torch.Tensor] = field(init=False, repr=False)  # queries waiting at once: one forward
+
+    def __post_init__(self) -> None:
+        self.batcher = QueryBatcher(lambda xs: self.embedder.encode_tensors(torch.stack(xs)))
 
     @classmethod
     def load(cls, cfg: AppConfig) -> Engine:
@@ -181,7 +187,8 @@ class Engine:
     # ------------------------------------------------------------------------------------ search
 
     def search_image(self, image: Image.Image, k: int) -> list[Hit]:
-        return self.index.search_images([image], self.embedder, k)[0]
+        """The top-k for a decoded query image: preprocessed here, embedded with the other queries waiting then."""
+        return self.index.search_vectors(self.batcher.embed(self.embedder.preprocess(image))[None], k)[0]
 
     def search_file(self, file_id: int, k: int) -> list[Hit]:
         """More like the indexed file `file_id`: its stored vector is the query; the file itself is left out."""

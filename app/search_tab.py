@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
+from app.batching import MAX_BATCH
 from app.binding import bind, guard
 from app.components import query_image
 from app.engine import GONE, Engine
@@ -184,7 +185,8 @@ def _shown(hits: list[Hit]) -> tuple[Shown, ...]:
 
 def build(engine: Engine) -> None:
     """The tab's components and events, inside the caller's gr.Blocks / gr.Tab."""
-    heavy = {"concurrency_limit": engine.cfg.concurrency, "concurrency_id": "heavy"}
+    # searches wait for the query batcher together (app.batching): as many at once as one batch holds
+    searching = {"concurrency_limit": MAX_BATCH, "concurrency_id": "search"}
     with gr.Row():
         with gr.Column(scale=1):
             query = query_image(
@@ -221,14 +223,14 @@ def build(engine: Engine) -> None:
     opened = gr.State(None)  # the catalog id of the opened result
     closed = [opened, large, details, opened_panel]
     page_out = [results, trail, caption_md, gallery]
-    searched = {"fn": bind(search, engine), "inputs": [query, k], "outputs": page_out + closed, **heavy}
+    searched = {"fn": bind(search, engine), "inputs": [query, k], "outputs": page_out + closed, **searching}
     failed = {"fn": guard(cleared), "inputs": None, "outputs": page_out + closed, "api_visibility": "private"}
     go.click(api_name="search_page", api_visibility="private", **searched).failure(**failed)
     api_only = gr.Button(visible=False)  # the `search` API endpoint: the JSON alone (the page's event builds more)
-    api_only.click(bind(search_json, engine), [query, k], results, api_name="search", **heavy)
+    api_only.click(bind(search_json, engine), [query, k], results, api_name="search", **searching)
     query.upload(api_visibility="private", **searched).failure(**failed)
     gallery.select(bind(open_result, engine), trail, [opened, large, details, opened_panel], api_visibility="private")
     with_query = page_out + [query] + closed
-    more.click(bind(more_like_this, engine), [trail, opened, k], with_query, api_visibility="private", **heavy)
+    more.click(bind(more_like_this, engine), [trail, opened, k], with_query, api_visibility="private", **searching)
     back.click(bind(show_results, engine), trail, with_query, api_visibility="private")
     close.click(guard(_closed), None, closed, api_visibility="private")

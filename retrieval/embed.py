@@ -56,9 +56,11 @@ class Embedder:
         if uses_channels_last(self.device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device):
-            f = self.module(x).float()  # (N, dim)
-            if self.spec.flip_average:
-                f = F.normalize(f, dim=1) + F.normalize(self.module(torch.flip(x, dims=[3])).float(), dim=1)
+            if self.spec.flip_average:  # the pictures and their mirror images in one pass (half the calls)
+                both = self.module(torch.cat([x, torch.flip(x, dims=[3])])).float()  # (2N, dim)
+                f = F.normalize(both[: len(x)], dim=1) + F.normalize(both[len(x) :], dim=1)
+            else:
+                f = self.module(x).float()  # (N, dim)
         return F.normalize(f, dim=1).cpu().numpy().astype(np.float32)
 
     def encode(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
