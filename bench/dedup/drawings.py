@@ -6,9 +6,12 @@ From the clip-art source (../shared/datasets/build.py), drawings grouped by subj
 within a category (apple_*, bamboo_*, aiga_*, Matieres* ...), subjects with at least MIN_PER_SUBJECT drawings, at
 most MAX_PER_SUBJECT each, one file per distinct content (same bytes kept once). The tuning folder draws on
 signs_and_symbols and bench/kit/neardup_family.py's tuning categories, the held-out folder on its held-out
-categories; the held-out folder chose nothing. Every pair of files is a negative, so every group `retrieval dedup`
-forms is a false group unless the package itself holds one artwork twice (a colour or black-and-white version):
-the groups are listed, and a contact sheet of them written to WORK/<folder>/groups.png, for a person to say which.
+categories; the held-out folder chose nothing. Every pair of files is a negative unless the package itself holds
+one artwork twice (a colour, black-and-white or card-style version of one drawing): those were read by eye from the
+contact sheets and listed in bench/dedup/drawings_truth.json ("artworks": sets of files that are one artwork;
+"ambiguous": sets a person could not call, left out of the counts). Each group is scored by its pairs: true (one
+artwork), ambiguous, false; a false group holds at least one false pair. The groups are listed, and a contact sheet
+written to WORK/<folder>/groups.png.
 
 Measured at the default threshold with: the default rule; the keypoint match without the aligned-overlap check
 (retrieval/dedup/verify/rule.py constants patched off); no verification. Writes bench/results/dedup_drawings.json
@@ -34,6 +37,7 @@ from bench.kit.neardup_family import HELDOUT_CATEGORIES, TUNING_CATEGORIES
 from retrieval.dedup.run import DedupConfig, find_duplicates
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+TRUTH = Path(__file__).with_name("drawings_truth.json")
 FOLDERS = {"tuning": ("signs_and_symbols", *TUNING_CATEGORIES), "heldout": HELDOUT_CATEGORIES}
 MIN_PER_SUBJECT = 3
 MAX_PER_SUBJECT = 8
@@ -99,6 +103,27 @@ def sheet(images: Path, groups: list[list[str]], out: Path, side: int = 120) -> 
     im.save(out)
 
 
+def pair_kinds(groups: list[list[str]], truth: dict) -> dict[str, int]:
+    """Pairs within the groups by kind ("true": one artwork, "ambiguous", "false") and "false_groups": the groups
+    holding a false pair."""
+    same = {f: i for i, s in enumerate(truth["artworks"]) for f in s}
+    unsure = [set(s) for s in truth["ambiguous"]]
+    out = {"true": 0, "ambiguous": 0, "false": 0, "false_groups": 0}
+    for g in groups:
+        wrong = 0
+        for i, a in enumerate(g):
+            for b in g[i + 1 :]:
+                if a in same and same.get(b) == same[a]:
+                    out["true"] += 1
+                elif any(a in u and b in u for u in unsure):
+                    out["ambiguous"] += 1
+                else:
+                    wrong += 1
+        out["false"] += wrong
+        out["false_groups"] += wrong > 0
+    return out
+
+
 def groups_of(index: Path, **constants: float) -> list[list[str]]:
     with patched(**constants):
         found = find_duplicates(DedupConfig(index=index)).groups
@@ -110,15 +135,20 @@ def main() -> None:
     ap.add_argument("src", type=Path)
     ap.add_argument("--model", type=Path, required=True, help="an encoder run (e.g. bench/dedup/family.py's WORK/run)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/dedup-drawings"))
+    ap.add_argument("--reuse", action="store_true", help="keep the folders and indexes a previous run made in WORK")
     a = ap.parse_args()
+    truth = json.loads(TRUTH.read_text())
     result: dict = {"machine": machine_info(), "model": str(a.model), "folders": {}}
     for name, categories in FOLDERS.items():
         work = a.work / name
-        if work.exists():
-            shutil.rmtree(work)
-        chosen = build(a.src, work, categories)
         index = work / "index"
-        run("index", str(work / "images"), "--model", str(a.model), "--index", str(index))
+        if a.reuse and (index / "CURRENT").exists():
+            chosen = {d.name: [f"{d.name}/{f.name}" for f in sorted(d.iterdir())] for d in (work / "images").iterdir()}
+        else:
+            if work.exists():
+                shutil.rmtree(work)
+            chosen = build(a.src, work, categories)
+            run("index", str(work / "images"), "--model", str(a.model), "--index", str(index))
         rows = {
             "default": groups_of(index),
             "without the overlap check": groups_of(index, **NO_OVERLAP),
@@ -130,8 +160,9 @@ def main() -> None:
             "drawings": sum(len(v) for v in chosen.values()),
             "subjects": len(chosen),
             "groups": {k: v for k, v in rows.items()},
+            "pairs": {k: pair_kinds(v, truth) for k, v in rows.items()},
         }
-        print(name, {k: len(v) for k, v in rows.items()}, flush=True)
+        print(name, {k: pair_kinds(v, truth) for k, v in rows.items()}, flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dedup_drawings.json").write_text(json.dumps(result, indent=1))
     (RESULTS / "dedup_drawings.md").write_text(markdown(result))
@@ -146,19 +177,21 @@ def markdown(r: dict) -> str:
         f"family.py trained on its tuning folder) on {r['machine']['cpus']} CPU cores. Clip art grouped by subject "
         f"(the first word of the name within a category, {MIN_PER_SUBJECT} to {MAX_PER_SUBJECT} distinct drawings "
         "each): "
-        "tuning = signs_and_symbols and the family's tuning categories, held out = its held-out categories. Every "
-        "group `retrieval dedup` forms at the default threshold is listed: false unless the package holds one "
-        "artwork twice.",
+        "tuning = signs_and_symbols and the family's tuning categories, held out = its held-out categories. A pair "
+        "within a group is true when bench/dedup/drawings_truth.json (read by eye) has both files as one artwork (a "
+        "colour, black-and-white or card-style version), ambiguous when a person could not call it, else false; a "
+        "false group holds a false pair. Cells: false groups / groups, then pairs false / true / ambiguous.",
         "",
-        "| folder | drawings | subjects | groups: default | without the overlap check | no verification |",
+        "| folder | drawings | subjects | default | without the overlap check | no verification |",
         "|---|---|---|---|---|---|",
     ]
     for name, f in r["folders"].items():
-        g = f["groups"]
-        lines.append(
-            f"| {name} | {f['drawings']} | {f['subjects']} | {len(g['default'])} | "
-            f"{len(g['without the overlap check'])} | {len(g['no verification'])} |"
-        )
+        cells = []
+        for k in ("default", "without the overlap check", "no verification"):
+            n = f["pairs"][k]
+            groups = f"{n['false_groups']} / {len(f['groups'][k])} groups"
+            cells.append(f"{groups}; pairs {n['false']} / {n['true']} / {n['ambiguous']}")
+        lines.append(f"| {name} | {f['drawings']} | {f['subjects']} | " + " | ".join(cells) + " |")
     lines.append("")
     for name, f in r["folders"].items():
         lines.append(
