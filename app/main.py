@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from app import rest
 from app.config import AppConfig
 from app.engine import Engine
 from app.ui import build_app, look
@@ -48,6 +49,7 @@ def start(engine: Engine) -> Server:
         footer_links=["api"],
         **look(),
     )
+    rest.mount(blocks.app, engine)  # POST /api/search: one request per search (not with log-in)
     return Server(blocks, url)
 
 
