@@ -44,4 +44,5 @@ SUITE: tuple[Benchmark, ...] = (
     Benchmark("eval_samples", "bench.search.eval_samples"),
     Benchmark("score_bands", "bench.search.score_bands", (), 2),  # on indexes/samples, which scripts/demo.sh builds
     Benchmark("app_load", "bench.search.app_load", (), 3),  # on indexes/samples, which scripts/demo.sh builds
+    Benchmark("app_click", "bench.search.app_click", (), 2),  # the same index, in Chromium
 )

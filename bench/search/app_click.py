@@ -52,6 +52,8 @@ def clicks(url: str, files: list[Path], n: int, pid: int | None) -> tuple[list[f
             go = page.get_by_role("button", name="Search", exact=True)
             per = max(2, n // len(files) + 1)
             for f in files:
+                k_box.fill("10")  # the upload's own search answers with the k on the page
+                k_box.press("Enter")
                 page.locator("[role=tabpanel]:visible input[type=file]").first.set_input_files(str(f))
                 page.wait_for_function(LOADED_JS, arg=[TILES, 10])
                 for i in range(per):
