@@ -180,6 +180,7 @@ def _row(g: GeometryEvidence, e: int) -> GeometryEvidence:
         g.asked[e : e + 1],
         g.scale[e : e + 1],  # type: ignore[index]
         g.conflict[e : e + 1],  # type: ignore[index]
+        g.share[e : e + 1],  # type: ignore[index]
     )
 
 
@@ -193,6 +194,7 @@ def _stack(rows: list[GeometryEvidence]) -> GeometryEvidence:
         np.concatenate([r.asked for r in rows]),
         np.concatenate([r.scale for r in rows]),  # type: ignore[misc]
         np.concatenate([r.conflict for r in rows]),  # type: ignore[misc]
+        np.concatenate([r.share for r in rows]),  # type: ignore[misc]
     )
 
 

@@ -57,9 +57,10 @@ class GeometryEvidence:
     asked: np.ndarray
     scale: np.ndarray | None = None  # (E,) float32: how much the fit enlarges one picture onto the other, NaN unknown
     conflict: np.ndarray | None = None  # (E,) float32: share of the overlap's cells that disagree, NaN unknown
+    share: np.ndarray | None = None  # (E,) float32: inliers / keypoint matches (ratio test passed), NaN unknown
 
     def __post_init__(self) -> None:
-        for name in ("scale", "conflict"):
+        for name in ("scale", "conflict", "share"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.full(self.inliers.shape, np.nan, dtype=np.float32))
 
@@ -96,9 +97,11 @@ class GeometryEvidence:
             self.asked.copy(),
             self.scale.copy(),  # type: ignore[union-attr]
             self.conflict.copy(),  # type: ignore[union-attr]
+            self.share.copy(),  # type: ignore[union-attr]
         )
         idx = np.flatnonzero(where)
         out.scale[idx], out.conflict[idx] = part.scale, part.conflict  # type: ignore[index]
+        out.share[idx] = part.share  # type: ignore[index]
         out.inliers[idx], out.contained[idx] = part.inliers, part.contained
         out.agreement[idx], out.spread[idx], out.asked[idx] = part.agreement, part.spread, part.asked
         for e, pts in zip(idx.tolist(), part.points, strict=True):
@@ -148,7 +151,10 @@ def geometry_evidence(got: Sequence[object | None]) -> GeometryEvidence:
     points = [None if g is None else g.points for g in got]  # type: ignore[attr-defined]
     scale = np.array([np.nan if g is None else g.overlap.scale for g in got], dtype=np.float32).reshape(n)  # type: ignore[attr-defined]
     conflict = np.array([np.nan if g is None else g.overlap.conflict for g in got], dtype=np.float32).reshape(n)  # type: ignore[attr-defined]
-    return GeometryEvidence(inliers, contained, agreement, spread, points, np.ones(n, dtype=bool), scale, conflict)
+    share = np.array([np.nan if g is None or not g.matches else g.inliers / g.matches for g in got], np.float32)  # type: ignore[attr-defined]
+    return GeometryEvidence(
+        inliers, contained, agreement, spread, points, np.ones(n, dtype=bool), scale, conflict, share.reshape(n)
+    )
 
 
 def feature_geometry(features: Callable[[int], object | None], src: np.ndarray, dst: np.ndarray) -> GeometryEvidence:

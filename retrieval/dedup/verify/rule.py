@@ -8,14 +8,14 @@ every one is checked against its pictures (`retrieval.dedup.verify.pair_reads`),
     s >= t - ALIGN_BELOW   the crop alignment (>= MIN_ALIGNMENT, neither picture plain) or matched geometry
     s <  t - ALIGN_BELOW   only strong geometry (STRONG_INLIERS)
 
-*Matched geometry* (`retrieval.dedup.verify.keypoints`): at least MIN_INLIERS keypoints agree on one similarity
-that maps at least MIN_CONTAINED of one picture's frame inside the other's (a crop, a screenshot; not two frames
-of a burst), and the aligned overlap agrees (`keypoints.overlap`): at least MIN_AGREEMENT of each picture's edges
-there land on the other's (in place and orientation), at most MAX_CONFLICT of the overlap's cells with edges
-disagree, the inliers reach at least MIN_SPREAD of the cells with structure, and the fit scales one picture onto
-the other by at most MAX_SCALE either way. Two
-simple drawings on one template (a white page, a frame, a few strokes) agree on keypoints by chance, through the
-template; their strokes do not land on each other.
+*Matched geometry* (`retrieval.dedup.verify.keypoints`): at least MIN_INLIERS keypoints, and at least MIN_SHARE of
+the matches, agree on one similarity that maps at least MIN_CONTAINED of one picture's frame inside the other's (a
+crop, a screenshot; not two frames of a burst), and the aligned overlap agrees (`keypoints.overlap`): at least
+MIN_AGREEMENT of each picture's edges there land on the other's (in place and orientation), at most MAX_CONFLICT of
+the overlap's cells with edges disagree, the inliers reach at least MIN_SPREAD of the cells with structure, and the
+fit scales one picture onto the other by at most MAX_SCALE either way. Two simple drawings on one template (a white
+page, a frame, a few strokes) agree on keypoints by chance, through the template; their strokes do not land on each
+other. Two shots of one scene agree through a few of their matches only (parallax, motion).
 
 A pair that is not a duplicate is *similar* when at least STRONG_INLIERS of its keypoints agree on one similarity
 (within MAX_SCALE) that covers only part of a frame (two shots of one scene) or whose overlap disagrees (two
@@ -67,6 +67,13 @@ STRONG_INLIERS = 15
 MIN_AGREEMENT = 0.4
 MAX_CONFLICT = 0.6
 MIN_SPREAD = 0.0
+# a copy shares most of its matched keypoints with its original; two shots of one scene (a stereo pair, the next frame
+# of a video, another viewpoint) or a repeated pattern (a chessboard) agree on one similarity through a few of them:
+# at least MIN_SHARE of the matches that pass the ratio test must be inliers. Chosen on the tuning sources: on the
+# family's tuning folder 0, 0.1 and 0.15 tie (F1 0.902), 0.2 gives 0.892, 0.25 0.887, 0.4 0.862; on the tuning
+# drawings 0.25 would remove 6 of 35 false groups. 0.15 costs nothing there and keeps 5 of the 9 real different shots
+# of bench/dedup/shots.py (held out) from being grouped (docs/BENCHMARKS.md).
+MIN_SHARE = 0.15
 MAX_SCALE = 6.0
 OVERLAP_INLIERS = 10**9
 
@@ -170,7 +177,9 @@ def scale_ok(g: GeometryEvidence) -> np.ndarray:
 def matched_geometry(g: GeometryEvidence, inliers: int) -> np.ndarray:
     """(E,) at least `inliers` keypoints agree on one similarity, it contains one frame in the other, and the
     overlap it makes agrees."""
-    return (g.contained >= MIN_CONTAINED) & (g.inliers >= inliers) & overlap_agrees(g)
+    with np.errstate(invalid="ignore"):
+        shared = np.isnan(g.share) | (g.share >= MIN_SHARE)  # type: ignore[arg-type, operator]
+    return (g.contained >= MIN_CONTAINED) & (g.inliers >= inliers) & shared & overlap_agrees(g)
 
 
 def decide(
