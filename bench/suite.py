@@ -38,6 +38,7 @@ SUITE: tuple[Benchmark, ...] = (
     Benchmark("dedup_family_grid", "bench.dedup.family_grid", (), 12),  # after dedup_family: its folders, encoder
     Benchmark("dedup_rule", "bench.dedup.family", ("{data}", "--reuse", "--rule-only"), 20),  # after dedup_family
     Benchmark("dedup_drawings", "bench.dedup.drawings", ("{data}", "--model", "/tmp/dedup-family/run"), 20),
+    Benchmark("dedup_shots", "bench.dedup.shots", ("--model", "/tmp/dedup-family/run"), 5),
     Benchmark("feature_votes_scale", "bench.dedup.feature_votes_scale", (), 10),
     Benchmark("dedup_train_size", "bench.dedup.train_size", (), 40),
     Benchmark("dedup_scale", "bench.dedup.scale", (), 20),
