@@ -72,6 +72,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 0.06  # SGD learning rate for batch 256, scaled linearly with batch size
     lr_schedule: str = "cosine"  # after warm-up: "cosine" decay or "linear" decay to zero over the run
+    progressive_from: int = 0  # progressive resolution (FFCV): views resized to this side at the start, growing to
+    # crop_size over the run (moco.train.view_side); 0 = off, every step at crop_size
     weight_decay: float = 5e-4
     warmup_steps: int = 20
     preset: str = "moco-v2"
@@ -120,6 +122,10 @@ class TrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.progressive_from and not 8 <= self.progressive_from < self.crop_size:
+            raise ValueError(
+                f"Illegal progressive_from {self.progressive_from}: 0 (off), or 8 to below crop_size {self.crop_size}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
         if self.model.key_views > 1 and self.augment_on == "device":

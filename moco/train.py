@@ -57,6 +57,8 @@ from plumbing.images import scan_images
 from plumbing.progress import Progress, report
 
 logger = logging.getLogger(__name__)
+PROGRESSIVE_END = 0.75  # progressive resolution reaches crop_size at this share of the run (FFCV ends its ramp early)
+VIEW_STEP = 8  # ... and grows the views by this many pixels at a time
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,26 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float, world: int) -> f
     return base * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def view_side(cfg: TrainConfig, progress: float) -> int:
+    """The side views are trained at `progress` in [0, 1] of the run: crop_size, or with progressive_from, that side
+    at the start, growing linearly in steps of VIEW_STEP pixels to crop_size by PROGRESSIVE_END of the run (smaller
+    pictures first cost fewer FLOPs per step: FFCV's progressive resizing)."""
+    if not cfg.progressive_from:
+        return cfg.crop_size
+    t = min(1.0, max(0.0, progress) / PROGRESSIVE_END)
+    if t >= 1.0:
+        return cfg.crop_size
+    grown = VIEW_STEP * int(t * (cfg.crop_size - cfg.progressive_from) / VIEW_STEP)
+    return min(cfg.crop_size, cfg.progressive_from + grown)
+
+
+def _resized(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Views (..., 3, h, w) resized to (..., 3, side, side), antialiased."""
+    flat = x.reshape(-1, *x.shape[-3:])
+    out = F.interpolate(flat, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+    return out.reshape(*x.shape[:-2], side, side)
+
+
 def train_amp(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether training autocasts: `cfg.amp`, except on a CPU when the smallest input (a multi-crop view or a query
     patch, else the training crop) would reach the last feature map at a side below CPU_BF16_MIN_MAP, near where one
@@ -105,6 +127,8 @@ def train_amp(cfg: TrainConfig, device: torch.device) -> bool:
     smallest = cfg.crop_size // 2 if cfg.model.patch_queries else cfg.crop_size
     if cfg.local_crops:
         smallest = min(smallest, cfg.local_side)
+    if cfg.progressive_from:
+        smallest = min(smallest, cfg.progressive_from)
     return last_map_side(cfg.model.stem, smallest) >= CPU_BF16_MIN_MAP
 
 
@@ -340,6 +364,9 @@ def _loop(run: _Run, device: torch.device, d: Dist, progress: Progress | None) -
         lr = learning_rate(cfg, step, progress_frac, d.world)
         set_learning_rates(optimizer, cfg, step, lr, run.head_steps)
         im_q, im_k, ids, im_local = run.views(batch)  # im_local: (N, L, 3, h, w) with multi-crop, else None
+        side = view_side(cfg, progress_frac)
+        if side != im_q.shape[-1]:  # progressive resolution: smaller views early in the run
+            im_q, im_k = _resized(im_q, side), _resized(im_k, side)
         if run.channels_last:
             im_q = im_q.contiguous(memory_format=torch.channels_last)
             im_k = im_k.contiguous(memory_format=torch.channels_last) if im_k.dim() == 4 else im_k

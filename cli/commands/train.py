@@ -44,6 +44,10 @@ def train(
     key_views: Annotated[
         int | None, typer.Option(help="Averaged keys (FastSiam): key views per image, averaged into one (1 = off)")
     ] = None,
+    progressive_from: Annotated[
+        int | None,
+        typer.Option(help="Progressive resolution: views start at this side and grow to the crop size (0 = off)"),
+    ] = None,
     symmetric: Annotated[bool | None, typer.Option("--symmetric/--no-symmetric", help="Symmetric loss")] = None,
     patch_queries: Annotated[
         bool | None,
@@ -89,7 +93,7 @@ def train(
     given = {"arch": arch, "stem": stem, "width": width, "queue_size": queue_size, "momentum": momentum}
     given |= {"temperature": temperature, "symmetric": symmetric, "patch_queries": patch_queries}
     given |= {"crop_size": crop_size, "embed_size": embed_size, "batch_size": batch_size, "epochs": epochs}
-    given |= {"lr_schedule": lr_schedule, "key_views": key_views}
+    given |= {"lr_schedule": lr_schedule, "key_views": key_views, "progressive_from": progressive_from}
     given |= {"lr": lr, "preset": preset, "time_budget_min": time_budget, "colour_strength": colour_strength}
     given |= {"local_crops": local_crops, "augment_on": augment_on, "device": device, "val": str(val or "") or None}
     given |= {"init": init, "workers": workers, "seed": seed, "resume": resume}
