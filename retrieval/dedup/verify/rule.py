@@ -175,8 +175,8 @@ def scale_ok(g: GeometryEvidence) -> np.ndarray:
 
 
 def matched_geometry(g: GeometryEvidence, inliers: int) -> np.ndarray:
-    """(E,) at least `inliers` keypoints agree on one similarity, it contains one frame in the other, and the
-    overlap it makes agrees."""
+    """(E,) at least `inliers` keypoints, and at least MIN_SHARE of the matches (unknown counts as enough), agree on
+    one similarity, it contains one frame in the other, and the overlap it makes agrees."""
     with np.errstate(invalid="ignore"):
         shared = np.isnan(g.share) | (g.share >= MIN_SHARE)  # type: ignore[arg-type, operator]
     return (g.contained >= MIN_CONTAINED) & (g.inliers >= inliers) & shared & overlap_agrees(g)
