@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -22,6 +23,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 16  # images embedded in one call at most
+BATCHES_KEPT = 1000  # sizes of the latest batches kept for reading (a server runs for months)
 
 T = TypeVar("T")
 
@@ -38,7 +40,7 @@ class QueryBatcher(Generic[T]):
         self._waiting: queue.SimpleQueue[tuple[T, Future[np.ndarray]]] = queue.SimpleQueue()
         self._start = threading.Lock()
         self._worker: threading.Thread | None = None
-        self.batches: list[int] = []  # the size of each batch embedded (what the benchmark and tests read)
+        self.batches: deque[int] = deque(maxlen=BATCHES_KEPT)  # the sizes of the latest batches (tests read them)
 
     def embed(self, query: T) -> np.ndarray:
         """The query's embedding (dim,) float32; raises what embedding it alone raised."""

@@ -57,7 +57,7 @@ def run_all(batcher: QueryBatcher, embed: SlowEmbed, queries: list[float]) -> li
 def test_one_query_alone_is_embedded_at_once() -> None:
     batcher = QueryBatcher(lambda qs: np.stack([vector(q) for q in qs]))
     np.testing.assert_array_equal(batcher.embed(3.0), vector(3.0))
-    assert batcher.batches == [1]
+    assert list(batcher.batches) == [1]
 
 
 def test_queries_waiting_together_share_one_call_and_each_gets_its_own_vector() -> None:
@@ -69,7 +69,7 @@ def test_queries_waiting_together_share_one_call_and_each_gets_its_own_vector() 
         np.testing.assert_array_equal(v, vector(q))
     assert embed.calls[0] == [1.0]  # the first query went alone, the nine that queued behind it went together
     assert sorted(embed.calls[1]) == queries[1:]
-    assert batcher.batches == [1, 9]
+    assert list(batcher.batches) == [1, 9]
 
 
 def test_a_batch_holds_at_most_max_batch() -> None:
