@@ -34,9 +34,9 @@ from bench.dedup.family import NO_OVERLAP, patched
 from bench.kit.eval_cli import run
 from bench.kit.machine import machine_info
 from bench.kit.neardup_family import HELDOUT_CATEGORIES, TUNING_CATEGORIES
+from bench.kit.results import publish
 from retrieval.dedup.run import DedupConfig, find_duplicates
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 TRUTH = Path(__file__).with_name("drawings_truth.json")
 FOLDERS = {"tuning": ("signs_and_symbols", *TUNING_CATEGORIES), "heldout": HELDOUT_CATEGORIES}
 MIN_PER_SUBJECT = 3
@@ -163,10 +163,7 @@ def main() -> None:
             "pairs": {k: pair_kinds(v, truth) for k, v in rows.items()},
         }
         print(name, {k: pair_kinds(v, truth) for k, v in rows.items()}, flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dedup_drawings.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "dedup_drawings.md").write_text(markdown(result))
-    print(markdown(result))
+    publish("dedup_drawings", result, markdown(result))
 
 
 def markdown(r: dict) -> str:

@@ -18,7 +18,6 @@ lists as similar, and every other pair grouped (all wrong). Writes bench/results
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 from itertools import combinations
@@ -28,9 +27,9 @@ from PIL import Image
 
 from bench.kit.eval_cli import run
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 from retrieval.dedup.run import DedupConfig, find_duplicates
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 CACHE = Path.home() / ".cache" / "retrieval-datasets" / "opencv-doc"
 DATA = "usr/share/doc/opencv-doc/examples/data"
 BOARD = [f"{i:02d}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14)]  # the package has no 10
@@ -103,10 +102,7 @@ def main() -> None:
         "other_pairs_grouped": sorted(sorted(p) for p in dup - set(shots)),
         "rows": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dedup_shots.json").write_text(json.dumps(r, indent=1))
-    (RESULTS / "dedup_shots.md").write_text(markdown(r))
-    print(markdown(r))
+    publish("dedup_shots", r, markdown(r))
 
 
 def markdown(r: dict) -> str:

@@ -24,6 +24,7 @@ from bench.kit.dedup_scoring import best_over_thresholds, embed_folder, folder_v
 from bench.kit.eval_cli import run
 from bench.kit.neardup_data import build
 from bench.kit.neardup_eval import pairwise_prf
+from bench.kit.results import publish
 from retrieval.dedup import groups as dedup
 from retrieval.dedup.groups import BACKGROUND_RANK
 from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
@@ -32,7 +33,6 @@ from retrieval.dedup.verify.align import MIN_EDGE_CORRELATION
 from retrieval.dedup.verify.rule import MIN_ALIGNMENT, VERIFY_BELOW
 from retrieval.searching.searcher import SearchIndex
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 GRID = [round(t, 2) for t in np.arange(0.0, 0.52, 0.04)]
 ALIGNMENTS = [round(m, 2) for m in np.arange(0.78, 0.95, 0.03)]
 EDGES = [-1.0, 0.3, 0.4, 0.5, 0.6, 0.7]  # -1: the edge check off
@@ -95,10 +95,7 @@ def main() -> None:
             "by_min_edge": by_edge,
         }
         print(name, {t: round(r["f1"], 3) for t, r in rows_verified.items()}, file=sys.stderr, flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dedup_threshold.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "dedup_threshold.md").write_text(markdown(result))
-    print(markdown(result))
+    publish("dedup_threshold", result, markdown(result))
 
 
 def prf(c: dict) -> str:

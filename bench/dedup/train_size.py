@@ -25,13 +25,12 @@ import numpy as np
 from bench.kit.dedup_scoring import best_over_thresholds, embed_folder, folder_verifier, scorer
 from bench.kit.eval_cli import run
 from bench.kit.neardup_eval import pairwise_prf
+from bench.kit.results import publish
 from moco.export import read_spec
 from moco.measure.metrics_log import last_step, read_metrics
 from retrieval.dedup.groups import BACKGROUND_RANK
 from retrieval.dedup.threshold import SCORE_PRESETS as THRESHOLD_PRESETS
 from retrieval.searching.searcher import SearchIndex
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def score(encoder: Path, folder: Path) -> dict:
@@ -71,10 +70,7 @@ def main() -> None:
     for size, (enc, info) in sorted(encoders.items()):
         result[str(size)] = {"train": info, "seed 0": score(enc, a.work), "seed 1": score(enc, a.held_out)}
         print(size, json.dumps(result[str(size)]["seed 0"]["verified"]), file=sys.stderr, flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dedup_train_size.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "dedup_train_size.md").write_text(markdown(result, a))
-    print(markdown(result, a))
+    publish("dedup_train_size", result, markdown(result, a))
 
 
 def markdown(r: dict, a: argparse.Namespace) -> str:

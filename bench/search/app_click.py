@@ -15,13 +15,12 @@ Writes bench/results/app_click.json and .md. Needs /usr/bin/chromium (apt-get in
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 from bench.search.app_load import cpu_seconds, pct, queries, start_app
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TILES = ".readable-gallery button.thumbnail-item"
@@ -94,10 +93,7 @@ def main() -> None:
         "server_cpu_ms_per_click": 1000 * cpu / max(1, len(times)),
         "goal_p50_ms": GOAL_P50_MS,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "app_click.json").write_text(json.dumps(r, indent=1))
-    (RESULTS / "app_click.md").write_text(report(r))
-    print(report(r))
+    publish("app_click", r, report(r))
 
 
 def report(r: dict) -> str:

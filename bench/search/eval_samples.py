@@ -20,10 +20,10 @@ import os
 from pathlib import Path
 
 from bench.kit.eval_cli import run
+from bench.kit.results import publish
 from moco.measure.metrics_log import last_step, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 SAMPLES = ROOT / "samples"
 CPU = "AMD EPYC, avx512_bf16, no AMX"
 
@@ -70,10 +70,7 @@ def main() -> None:
             run("eval", "pairs", "--index", samples, "--pairs", pairs_file, "--compare", "--format", "json")
         ),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "eval_samples.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "eval_samples.md").write_text(markdown(result))
-    print(markdown(result))
+    publish("eval_samples", result, markdown(result))
 
 
 def markdown(r: dict) -> str:
