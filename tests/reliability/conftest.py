@@ -69,3 +69,12 @@ def edited_encoder(source: Path, tmp_path: Path, edit) -> Path:
     spec = json.loads((run / "encoder.json").read_text())
     (run / "encoder.json").write_text(json.dumps(edit(spec)))
     return run
+
+
+HUGE = {  # issue 25 item 5: an encoder.json size that would allocate without bound, by the field that holds it
+    "embed_size": lambda s: {**s, "embed_size": 100_000},
+    "width": lambda s: {**s, "width": 1_000_000},
+    "head_dim": lambda s: {**s, "head_dim": 10**9},
+    "embedding_dim": lambda s: {**s, "layer": "backbone", "head_dim": 0, "embedding_dim": 10**9},
+    "test_time_scales": lambda s: {**s, "embed_size": 512, "test_time_scales": [4.0]},
+}

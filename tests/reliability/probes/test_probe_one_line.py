@@ -11,7 +11,7 @@ import pytest
 
 from moco.export import read_spec
 from plumbing.errors import EncoderSpecError
-from tests.reliability.conftest import edited_encoder, make_image, one_line_error, run_cli
+from tests.reliability.conftest import HUGE, edited_encoder, make_image, one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,15 @@ EDITS = {
 }
 
 
-@pytest.mark.parametrize("field", EDITS)
-def test_an_edited_encoder_json_is_refused_naming_the_file_and_the_field(built, encoder, tmp_path, field):
-    run = edited_encoder(encoder, tmp_path, EDITS[field])
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [*((EDITS[f], f) for f in EDITS), *((HUGE[f], f) for f in HUGE)],
+    ids=[*EDITS, *(f"huge-{f}" for f in HUGE)],
+)
+def test_an_edited_encoder_json_is_refused_naming_the_file_and_the_field(encoder, tmp_path, edit, field):
+    """A wrong value (probe 4) or a size that would allocate without bound (issue 25 item 5, the HUGE cases):
+    read_spec refuses it before building anything, naming encoder.json and the field."""
+    run = edited_encoder(encoder, tmp_path, edit)
     with pytest.raises(EncoderSpecError) as info:
         read_spec(run)
     assert info.value.field == field and str(run / "encoder.json") in str(info.value)

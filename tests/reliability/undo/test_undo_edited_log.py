@@ -328,28 +328,18 @@ def test_a_nul_byte_in_the_log_is_one_line(world, nul, monkeypatch, capsys):
     assert state(world) == before
 
 
-def test_a_killed_cross_device_undo_leaves_no_copy_the_rerun_does_not_find(world, monkeypatch):
-    """Killed in the middle of copying back across filesystems: the rerun removes the torn temporary copy
-    in the photo folder (its bytes are a prefix of the verified moved copy), says so, and restores."""
-    monkeypatch.setattr(moves, "_same_filesystem", lambda src, dst_dir: False)
+def kill_while_copying(m: pytest.MonkeyPatch) -> None:
+    """Killed in the middle of copying back: a torn temporary copy (a prefix of the moved copy's bytes)."""
 
     def torn_copy(src, dst, *args, **kwargs):
         Path(dst).write_bytes(Path(src).read_bytes()[:7])
         raise Crash("SIGKILL while copying")
 
-    with monkeypatch.context() as m:
-        m.setattr(shutil, "copy2", torn_copy)
-        with pytest.raises(Crash):
-            undo_moves(world["log"])
-    (left,) = [p for p in world["root"].rglob("*") if p.name.endswith(".partial")]
-    report = undo_moves(world["log"])
-    assert not [p for p in world["tmp"].rglob("*") if p.name.endswith(".partial")]
-    assert report.ok and report.restored == (str(world["root"] / "sub" / "copy.png"),)
-    assert report.partials_removed == (str(left),)  # and said so
+    m.setattr(shutil, "copy2", torn_copy)
 
 
-def test_a_kill_after_the_copy_is_linked_into_place_is_found_too(world, monkeypatch):
-    monkeypatch.setattr(moves, "_same_filesystem", lambda src, dst_dir: False)
+def kill_after_linking_into_place(m: pytest.MonkeyPatch) -> None:
+    """Killed after the copy is linked into place, before its temporary name is removed."""
     real_unlink = os.unlink
 
     def die_on_partial(path, *args, **kwargs):
@@ -357,14 +347,28 @@ def test_a_kill_after_the_copy_is_linked_into_place_is_found_too(world, monkeypa
             raise Crash("SIGKILL before the temporary name was removed")
         real_unlink(path, *args, **kwargs)
 
+    m.setattr(os, "unlink", die_on_partial)
+
+
+@pytest.mark.parametrize(
+    ("kill", "outcome"),
+    [(kill_while_copying, "restored"), (kill_after_linking_into_place, "already_in_place")],
+    ids=["copying", "linked"],
+)
+def test_a_killed_cross_device_undo_leaves_no_copy_the_rerun_does_not_find(world, monkeypatch, kill, outcome):
+    """Killed while copying back across filesystems, or after the copy is linked into place: the rerun
+    removes the temporary copy left in the photo folder, says so, and restores the original (or finds it
+    already in place)."""
+    monkeypatch.setattr(moves, "_same_filesystem", lambda src, dst_dir: False)
     with monkeypatch.context() as m:
-        m.setattr(os, "unlink", die_on_partial)
+        kill(m)
         with pytest.raises(Crash):
             undo_moves(world["log"])
     (left,) = [p for p in world["root"].rglob("*") if p.name.endswith(".partial")]
     report = undo_moves(world["log"])
     assert not [p for p in world["tmp"].rglob("*") if p.name.endswith(".partial")]
-    assert report.partials_removed == (str(left),)
+    assert report.ok and getattr(report, outcome) == (str(world["root"] / "sub" / "copy.png"),)
+    assert report.partials_removed == (str(left),)  # and said so
     assert (world["root"] / "sub" / "copy.png").is_file()
 
 
