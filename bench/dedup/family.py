@@ -34,6 +34,7 @@ from bench.kit.eval_cli import run
 from bench.kit.machine import machine_info
 from bench.kit.neardup_eval import pairwise_prf
 from bench.kit.neardup_family import HELDOUT_PHOTOS, TUNING_PHOTOS, build
+from bench.kit.results import publish
 from moco.export import read_spec, save_random_encoder
 from moco.measure.metrics_log import last_step, read_metrics
 from moco.preprocess import PRESET_PREPROCESSING
@@ -49,7 +50,6 @@ from retrieval.dedup.verify.pair_reads import GeometryEvidence, PairEvidence, fe
 from retrieval.evaluate.metrics import pair_set as pairs_of
 from retrieval.searching.searcher import SearchIndex
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 FOLDERS = ("tuning", "heldout")
 THRESHOLDS = [0.2, 0.24, 0.28, 0.32, 0.36, 0.4]
 VERIFY_BELOW = [0.26, 0.38, 0.48]
@@ -340,10 +340,7 @@ def main() -> None:
         out["phash"] = pairwise_prf(ph, truth["groups"])
         out["cost"] = {"seconds": pairs.seconds, "counts": pairs.counts}
         result["folders"][f] = out
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dedup_family.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "dedup_family.md").write_text(markdown(result, a))
-    print(markdown(result, a))
+    publish("dedup_family", result, markdown(result, a))
 
 
 RULE_SWEEPS = {
@@ -407,10 +404,7 @@ def rule_only(a: argparse.Namespace, truths: dict, run_dir: Path, t: float, info
         out["cost"] = {"seconds": pairs.seconds, "counts": pairs.counts}
         result["folders"][f] = out
         print(f, {k: round(out[k]["f1"], 3) for k in ("default", "no_overlap_check", "no_verification")}, flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dedup_rule.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "dedup_rule.md").write_text(rule_markdown(result, a))
-    print(rule_markdown(result, a))
+    publish("dedup_rule", result, rule_markdown(result, a))
 
 
 def rule_markdown(r: dict, a: argparse.Namespace) -> str:

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 # settings changed from the defaults (retrieval/dedup/verify/keypoints.py, feature_votes.py), one at a time
 # except the joint grid at the end
 SETTINGS: list[dict[str, float]] = [
@@ -75,9 +75,7 @@ def main() -> None:
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         rows.append({"setting": setting, **json.loads(done.stdout.strip().splitlines()[-1])})
         print(setting, {f: round(m["f1"], 3) for f, m in rows[-1].items() if f != "setting"}, flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dedup_family_grid.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    (RESULTS / "dedup_family_grid.md").write_text(markdown(rows))
+    publish("dedup_family_grid", {"machine": info, "rows": rows}, markdown(rows), echo=False)
 
 
 def _prf(m: dict) -> str:

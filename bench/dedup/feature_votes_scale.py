@@ -13,19 +13,17 @@ proposed per picture, and the share of planted pairs proposed. Writes bench/resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 from retrieval.dedup.candidates.feature_votes import MAX_DESCRIPTORS, vote_pairs, voting_share
 from retrieval.dedup.verify.keypoints import Features
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 KEPT = 0.08  # share of the original's descriptors a copy keeps
 FLIPS = 16  # bits flipped at most in a kept descriptor
 
@@ -83,9 +81,7 @@ def main() -> None:
     for n in a.pictures:
         rows.append(measure(n, a.per))
         print(rows[-1], flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "feature_votes_scale.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    (RESULTS / "feature_votes_scale.md").write_text(markdown(info, rows, a))
+    publish("feature_votes_scale", {"machine": info, "rows": rows}, markdown(info, rows, a), echo=False)
 
 
 def markdown(info: dict, rows: list[dict], a: argparse.Namespace) -> str:

@@ -38,6 +38,7 @@ from bench.kit.dedup_scoring import best_over_thresholds
 from bench.kit.eval_cli import eval_dedup, method, run
 from bench.kit.neardup_data import build
 from bench.kit.neardup_eval import pairwise_prf
+from bench.kit.results import RESULTS, publish
 from moco.export import read_spec, save_random_encoder
 from moco.measure.metrics_log import read_metrics
 from moco.preprocess import PRESET_PREPROCESSING
@@ -46,7 +47,6 @@ from retrieval.dedup.verify.cache import CACHE_NAME
 from retrieval.evaluate.baseline import DESCRIPTOR_FIELDS, RANDOM_SEED
 from retrieval.searching.searcher import SearchIndex
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 PHASH_DISTANCE = 10  # imagededup's default max_distance_threshold, as `retrieval eval dedup --compare` uses
 
 
@@ -241,9 +241,7 @@ def main() -> None:
         "descriptor_steps": ablation,
         "descriptor_options": options,
     }
-    a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "dedup_quality.json").write_text(json.dumps(result, indent=1))
-    (a.results / "dedup_quality.md").write_text(markdown(result, a))
+    publish("dedup_quality", result, markdown(result, a), folder=a.results, echo=False)
     print(json.dumps(result, indent=1))
 
 

@@ -9,9 +9,25 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def publish(name: str, result: object, markdown: str) -> None:
-    """Write RESULTS/name.json and RESULTS/name.md and print the markdown."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{name}.md").write_text(markdown)
-    print(markdown)
+def publish(
+    name: str,
+    result: object,
+    markdown: str | None,
+    *,
+    folder: Path = RESULTS,
+    indent: int = 1,
+    newline: bool = False,
+    echo: bool = True,
+) -> None:
+    """Write FOLDER/name.json and FOLDER/name.md and print the markdown.
+
+    The keywords keep the files of a module byte for byte as it wrote them itself: folder (its --out DIR),
+    indent and newline (json.dumps(result, indent=2) + "\\n"), markdown None (the JSON only), echo False (it
+    prints something else, or nothing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=indent) + ("\n" if newline else ""))
+    if markdown is None:
+        return
+    (folder / f"{name}.md").write_text(markdown)
+    if echo:
+        print(markdown)

@@ -52,8 +52,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 
-HERE = Path(__file__).resolve().parents[1]
 K = 10
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -373,10 +373,7 @@ def main() -> None:
         "rest_errors": not (rest_seq["errors"] or rest["errors"]),
         "rest_server_cpu": rest["server_cpu_ms_per_search"] <= 25.0,
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results/app_load.json").write_text(json.dumps(res, indent=2) + "\n")
-    (HERE / "results/app_load.md").write_text(report(res))
-    print(report(res))
+    publish("app_load", res, report(res), indent=2, newline=True)
 
 
 def report(r: dict) -> str:

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 from moco.export import read_spec, save_random_encoder
 from retrieval.indexing.run import IndexConfig, index_folder
 from retrieval.searching.query import SearchConfig, search_images
@@ -218,12 +219,9 @@ def main() -> None:
         + " random init at recall@10.",
         "",
     ]
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (a.out / f"{NAME}.md").write_text("\n".join(md))
     print(json.dumps(result, indent=2))
     print()
-    print("\n".join(md))
+    publish(NAME, result, "\n".join(md), folder=a.out, indent=2, newline=True)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import torch
 from PIL import Image
 
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 from moco.export import save_random_encoder
 from plumbing.hashing import content_hash
 from plumbing.images import image_size, load_image
@@ -291,12 +292,9 @@ def main() -> None:
         "goal_met": all(r["goal_met"] for r in runs),
     }
     md = markdown(result, jpeg_mb)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (a.out / f"{NAME}.md").write_text("\n".join(md))
     print(json.dumps(result, indent=2))
     print()
-    print("\n".join(md))
+    publish(NAME, result, "\n".join(md), folder=a.out, indent=2, newline=True)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import faiss
 import numpy as np
 
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 from retrieval.indexing.faiss_index import apply_search_params, build_index
 from retrieval.indexing.generations import Generation, Manifest
 from retrieval.records import FileRecord
@@ -386,15 +387,13 @@ def main() -> None:
     }
     for d, n in zip(a.dims, sizes, strict=True):
         result["runs"].append(bench_dim(d, n, a))
-        a.out.mkdir(parents=True, exist_ok=True)  # partial results survive a later dimension's failure
-        (a.out / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
+        # partial results survive a later dimension's failure
+        publish(NAME, result, None, folder=a.out, indent=2, newline=True)
     result["goal_met"] = all(r["goal_latency_met"] and r["goal_overhead_met"] for r in result["runs"])
     md = markdown(result)
-    (a.out / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (a.out / f"{NAME}.md").write_text("\n".join(md))
     print(json.dumps(result, indent=2))
     print()
-    print("\n".join(md))
+    publish(NAME, result, "\n".join(md), folder=a.out, indent=2, newline=True)
 
 
 if __name__ == "__main__":

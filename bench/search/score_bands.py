@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.kit.results import publish
 from retrieval.searching.score import BANDS, band
 from retrieval.searching.searcher import SearchIndex
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 KINDS = ("identical bytes", "same picture, resized", "planted edit", "other duplicate", "same clip-art category")
 KINDS += ("anything else",)
 
@@ -73,8 +73,6 @@ def main() -> None:
         "bands": {name: floor for name, floor in BANDS[:-1]},
         "rows": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "score_bands.json").write_text(json.dumps(out, indent=2) + "\n")
     names = [name for name, _ in BANDS]
     lines = [
         "## Search score bands on the bundled samples",
@@ -90,7 +88,7 @@ def main() -> None:
     for r in rows:
         q = " / ".join(f"{x:.3f}" for x in r["min_p5_median_p95_max"])
         lines.append(f"| {r['kind']} | {r['pairs']} | {q} | " + " | ".join(str(r["bands"][m]) for m in names) + " |")
-    (RESULTS / "score_bands.md").write_text("\n".join(lines) + "\n")
+    publish("score_bands", out, "\n".join(lines) + "\n", indent=2, newline=True, echo=False)
     print("\n".join(lines))
 
 

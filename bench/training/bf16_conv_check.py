@@ -12,15 +12,12 @@ bf16 units the CPU has (moco.devices.cpu_bf16_kind). Writes bench/results/bf16_c
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 from moco.devices import cpu_bf16_kind
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def check(side: int, bf16: bool, runs: int) -> dict:
@@ -59,8 +56,6 @@ def main() -> None:
     rows = [check(side, bf16, a.runs) for side in (1, 2, 4) for bf16 in (False, True)]
     for r in rows:
         print(r, flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bf16_conv_check.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
     lines = [
         "### CPU bf16 autocast: one convolution's weight gradient, repeated (bench/training/bf16_conv_check.py)",
         "",
@@ -79,7 +74,7 @@ def main() -> None:
             f"| {r['max_diff']:.3g} | {r['grad_scale']:.3g} |"
         )
     lines += ["", *PREVIOUS, ""]
-    (RESULTS / "bf16_conv_check.md").write_text("\n".join(lines))
+    publish("bf16_conv_check", {"machine": info, "rows": rows}, "\n".join(lines), echo=False)
 
 
 if __name__ == "__main__":

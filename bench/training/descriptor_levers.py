@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from bench.kit.machine import machine_info
+from bench.kit.results import publish
 from bench.training.learning_curve import DATA, Scorer, public
 
-BENCH = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict] = {  # EncoderSpec changes
     "plain (GeM of layer4; flip-averaged)": {},
     "scales 1 + 0.5": {"test_time_scales": (1.0, 0.5)},
@@ -101,7 +101,7 @@ def main() -> None:
         },
         "rows": rows,
     }
-    (BENCH / "results" / f"{a.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    publish(a.tag, result, None, indent=2, newline=True)
     print(table(rows))
 
 

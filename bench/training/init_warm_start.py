@@ -31,13 +31,12 @@ import torch
 import moco.train
 from bench.kit.knn_quality import embed_paths
 from bench.kit.machine import machine_info
+from bench.kit.results import RESULTS, publish
 from moco.config import MoCoConfig, TrainConfig
 from moco.export import read_spec, save_random_encoder
 from moco.measure.knn import weighted_knn_top1
 from moco.measure.validation import holdout_split, labelled_images
 from retrieval.embed import Embedder
-
-BENCH = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "naive": {"fill": False, "init_head_steps": 0, "init_lr_scale": 1.0},
@@ -154,16 +153,13 @@ def main() -> None:
         "rows": rows,
         "total_s": time.monotonic() - t0,
     }
-    out = BENCH / "results"
-    (out / "init_warm_start.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "init_warm_start.md").write_text(markdown(result))
-    print(markdown(result))
+    publish("init_warm_start", result, markdown(result), indent=2, newline=True)
 
 
 def rewrite_markdown() -> None:
     """Only rebuild init_warm_start.md from init_warm_start.json."""
-    r = json.loads((BENCH / "results" / "init_warm_start.json").read_text())
-    (BENCH / "results" / "init_warm_start.md").write_text(markdown(r))
+    r = json.loads((RESULTS / "init_warm_start.json").read_text())
+    (RESULTS / "init_warm_start.md").write_text(markdown(r))
 
 
 def markdown(r: dict) -> str:
