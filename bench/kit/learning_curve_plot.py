@@ -1,9 +1,11 @@
 """docs/learning_curve.png from bench/results/learning_curve.json: what a searcher sees (clip-art precision@10: the
-share of a query's first 10 results in its category) per CPU-minute of training, kNN top-1, MAP@R and emoji
-recall@10, one line per setting, dashed lines for the random-init network of each architecture; prints the markdown
-table. Results written before precision@10 was measured plot the figures they have.
+share of a query's first 10 results in its category) per CPU-minute of training (`--x epochs`: per pass over the
+training folder, pairs / pictures, to compare folders of different sizes), kNN top-1, MAP@R and emoji recall@10; one
+colour per setting, one line per run (its checkpoints, then its end, drawn larger: the only point whose learning rate
+has decayed), dashed lines for the random-init network of each architecture; prints the markdown table. Results
+written before precision@10 was measured plot the figures they have.
 
-    python -m bench.kit.learning_curve_plot [--result RESULT.json ...] [--out docs/learning_curve.png]
+    python -m bench.kit.learning_curve_plot [--result RESULT.json ...] [--x cpu|epochs] [--out docs/learning_curve.png]
 """
 
 from __future__ import annotations
@@ -22,25 +24,38 @@ METRICS = (
 )
 
 
-def plot(result: dict, out: Path) -> None:
+def plot(result: dict, out: Path, x: str = "cpu") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     rows = result["rows"]
     metrics = [(k, t) for k, t in METRICS if any(_finite(r.get(k)) for r in rows)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), dpi=100, squeeze=False)
     for ax, (key, title) in zip(axes[0], metrics, strict=True):
+        drawn: set[str] = set()
         for i, name in enumerate(dict.fromkeys(r["setting"] for r in rows)):
-            mine = sorted((r for r in rows if r["setting"] == name), key=lambda r: r["steps"])
+            mine = [r for r in rows if r["setting"] == name]
             colour = f"C{i % 10}"
-            ax.plot([minutes(r) for r in mine], [r.get(key) for r in mine], "o-", color=colour, label=name)
+            for j, run in enumerate(dict.fromkeys(r.get("run", "") for r in mine)):
+                points = sorted((r for r in mine if r.get("run", "") == run), key=lambda r: r["steps"])
+                xs = [minutes(r) if x == "cpu" else passes(r) for r in points]
+                ax.plot(xs, [r.get(key) for r in points], "o-", color=colour, ms=4, label=None if j else name)
+                ax.plot(xs[-1:], [points[-1].get(key)], "o", color=colour, ms=8)
             base = result["random_init"][mine[0]["random_init"]].get(key)
-            if _finite(base):
-                ax.axhline(base, color=colour, ls="--", lw=1, label=f"random init ({mine[0]['random_init']})")
+            if _finite(base) and mine[0]["random_init"] not in drawn:
+                drawn.add(mine[0]["random_init"])
+                ax.axhline(base, color="grey", ls="--", lw=1, label=f"random init ({mine[0]['random_init']})")
         cpu = all(r.get("cpu_s") is not None for r in rows)
-        ax.set_xlabel("training, CPU minutes (one thread)" if cpu else "training, minutes (wall)")
+        if x == "epochs":
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.set_xlabel("passes over the training folder (pairs per picture)")
+        else:
+            ax.set_xlabel("training, CPU minutes (one thread)" if cpu else "training, minutes (wall)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -53,6 +68,12 @@ def plot(result: dict, out: Path) -> None:
 def minutes(row: dict) -> float:
     """The row's training cost: CPU minutes of its one torch thread where recorded, else its wall-clock budget."""
     return row["cpu_s"] / 60 if row.get("cpu_s") is not None else row["budget_min"]
+
+
+def passes(row: dict) -> float:
+    """The row's passes over its training folder: pairs / pictures (`train_images`, attached from its result's data
+    by main()); a checkpoint's own count, not the run's end."""
+    return row["pairs"] / row["train_images"]
 
 
 def _finite(v: object) -> bool:
@@ -94,13 +115,14 @@ def main() -> None:
         "--result", type=Path, action="append", default=[], help="a result JSON; several are drawn together"
     )
     ap.add_argument("--out", type=Path, default=BENCH.parent / "docs" / "learning_curve.png")
+    ap.add_argument("--x", choices=("cpu", "epochs"), default="cpu", help="CPU minutes, or passes over the folder")
     a = ap.parse_args()
     results = [json.loads(p.read_text()) for p in a.result or [BENCH / "results" / "learning_curve.json"]]
     result = {
-        "rows": [r for res in results for r in res["rows"]],
+        "rows": [r | {"train_images": res["data"]["train_images"]} for res in results for r in res["rows"]],
         "random_init": {k: v for res in results for k, v in res["random_init"].items()},
     }
-    plot(result, a.out)
+    plot(result, a.out, a.x)
     print(f"wrote {a.out}")
     print(table(result))
 
