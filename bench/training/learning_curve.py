@@ -398,6 +398,8 @@ def main() -> None:
                 minute = snap["minute"] if snap["minute"] is not None else b * step / max(1, rec["steps"])
                 srec = {**rec, "budget_min": minute, "steps": step, "snapshot_of_min": b, "cpu_s": snap["cpu_s"]}
                 srec["pairs"] = step * srec["pairs"] // max(1, rec["steps"])
+                if rec.get("epochs"):  # the checkpoint's own passes over the folder, not the run's end
+                    srec["epochs"] = rec["epochs"] * step / max(1, rec["steps"])
                 seconds = snap["minute"] * 60 if snap["minute"] else snap["cpu_s"]
                 if seconds:  # a rebuilt record (--rescore of an older run) keeps the run's own img/s
                     srec["img_per_s"] = srec["pairs"] / seconds
