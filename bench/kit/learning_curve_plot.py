@@ -70,6 +70,15 @@ def minutes(row: dict) -> float:
     return row["cpu_s"] / 60 if row.get("cpu_s") is not None else row["budget_min"]
 
 
+def named(row: dict, train_images: int, say_size: bool) -> dict:
+    """The row with its folder's picture count attached; with `say_size` (results of folders of different sizes
+    drawn together) its setting names the size too, unless it already does."""
+    setting = row["setting"]
+    if say_size and "pictures" not in setting:
+        setting = f"{setting}, {train_images:,} pictures"
+    return row | {"train_images": train_images, "setting": setting}
+
+
 def passes(row: dict) -> float:
     """The row's passes over its training folder: pairs / pictures (`train_images`, attached from its result's data
     by main()); a checkpoint's own count, not the run's end."""
@@ -118,8 +127,9 @@ def main() -> None:
     ap.add_argument("--x", choices=("cpu", "epochs"), default="cpu", help="CPU minutes, or passes over the folder")
     a = ap.parse_args()
     results = [json.loads(p.read_text()) for p in a.result or [BENCH / "results" / "learning_curve.json"]]
+    sizes = {res["data"]["train_images"] for res in results}
     result = {
-        "rows": [r | {"train_images": res["data"]["train_images"]} for res in results for r in res["rows"]],
+        "rows": [named(r, res["data"]["train_images"], len(sizes) > 1) for res in results for r in res["rows"]],
         "random_init": {k: v for res in results for k, v in res["random_init"].items()},
     }
     plot(result, a.out, a.x)
