@@ -7,7 +7,8 @@
 
 The data sets come from `python ../shared/datasets/build.py` (default cache ~/.cache/retrieval-datasets,
 `--data` to change it). Each benchmark writes bench/results/NAME.json and NAME.md; `bench.collect` then
-rebuilds docs/BENCHMARKS.md from them. A benchmark that fails is reported and the others still run.
+rebuilds docs/BENCHMARKS.md from them and the hand-written notes in bench/notes/. A benchmark that fails is
+reported and the others still run.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The published benchmark suite: each result once, in the order docs/BENCHMARKS.md shows them.
 
-`bench.run` runs these, `bench.collect` writes their results (bench/results/NAME.md) in this order. A
-benchmark's module lives in the room of what it measures (bench/training, bench/search, bench/dedup); the
-helpers they share (machine info, data makers, scoring) live in bench/kit.
+`bench.run` runs these, `bench.collect` writes their results (bench/results/NAME.md, each followed by its
+hand-written bench/notes/NAME.md) in this order. A benchmark's module lives in the room of what it measures
+(bench/training, bench/search, bench/dedup); the helpers they share (machine info, data makers, scoring) live in
+bench/kit.
 """
 
 from __future__ import annotations

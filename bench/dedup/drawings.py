@@ -170,10 +170,10 @@ def markdown(r: dict) -> str:
     lines = [
         "## Distinct drawings of one subject or template (bench/dedup/drawings.py)",
         "",
-        "`python -m bench.dedup.drawings ~/.cache/retrieval-datasets --model RUN` (RUN: the encoder bench/dedup/"
-        f"family.py trained on its tuning folder) on {r['machine']['cpus']} CPU cores. Clip art grouped by subject "
-        f"(the first word of the name within a category, {MIN_PER_SUBJECT} to {MAX_PER_SUBJECT} distinct drawings "
-        "each): "
+        "`python -m bench.dedup.drawings ~/.cache/retrieval-datasets --model RUN [--reuse]` (RUN: the encoder "
+        f"bench/dedup/family.py trained on its tuning folder) on {r['machine']['cpus']} CPU cores. Clip art grouped "
+        f"by subject (the first word of the name within a category, {MIN_PER_SUBJECT} to {MAX_PER_SUBJECT} distinct "
+        "drawings each): "
         "tuning = signs_and_symbols and the family's tuning categories, held out = its held-out categories. A pair "
         "within a group is true when bench/dedup/drawings_truth.json (read by eye) has both files as one artwork (a "
         "colour, black-and-white or card-style version), ambiguous when a person could not call it, else false; a "

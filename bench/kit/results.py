@@ -1,5 +1,6 @@
 """Where a benchmark's result goes: bench/results/NAME.json (the figures) and NAME.md (the table docs/BENCHMARKS.md
-shows), the markdown printed too."""
+shows), the markdown printed too. Every run rewrites NAME.md: hand-written commentary on a result lives in
+bench/notes/NAME.md, which bench.collect puts after it."""
 
 from __future__ import annotations
 

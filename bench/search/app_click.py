@@ -101,7 +101,7 @@ def report(r: dict) -> str:
     met = "met" if r["p50_ms"] <= r["goal_p50_ms"] else "not met"
     return "\n".join(
         [
-            "# app_click: Search click to every result picture loaded, in Chromium",
+            "## app_click: Search click to every result picture loaded, in Chromium",
             "",
             f"Command: `{r['command']}`",
             "",
