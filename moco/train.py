@@ -607,6 +607,7 @@ _MUST_MATCH = (
     "weight_decay",
 )
 _MUST_MATCH += ("init", "init_head_steps", "init_lr_scale")  # --init also splits the optimizer's groups
+_MUST_MATCH += ("lr_schedule", "progressive_from")  # a resumed run keeps its schedule of rates and view sizes
 
 
 def _resume(
@@ -623,15 +624,18 @@ def _resume(
     state = load_checkpoint(path)
     old = TrainConfig.from_dict({"augment_on": "workers", **state["config"]})  # written before there was a choice
     old_m = MoCoConfig(**state["model_config"])
-    diffs = [k for k in _MUST_MATCH if getattr(old, k) != getattr(cfg, k)]
+    diffs = [
+        f"{k} was {getattr(old, k)}, now {getattr(cfg, k)}" for k in _MUST_MATCH if getattr(old, k) != getattr(cfg, k)
+    ]
+    model_keys = ("arch", "stem", "width", "dim", "queue_size", "momentum", "temperature", "symmetric", "patch_queries")
     diffs += [
-        f"model.{k}"
-        for k in ("arch", "stem", "width", "dim", "queue_size", "momentum", "temperature", "symmetric", "patch_queries")
+        f"model.{k} was {getattr(old_m, k)}, now {getattr(mcfg, k)}"
+        for k in (*model_keys, "key_views")
         if getattr(old_m, k) != getattr(mcfg, k)
     ]
     if diffs:
         raise InputError(
-            f"{path}: was trained with other settings ({', '.join(diffs)}); "
+            f"{path}: was trained with other settings ({'; '.join(diffs)}); "
             "use --no-resume to start over or another --out"
         )
     model.load_state_dict(state["model"])

@@ -39,7 +39,10 @@ def train(
     temperature: Annotated[float | None, typer.Option(help="T, softmax temperature")] = None,
     lr: Annotated[float | None, typer.Option(help="SGD learning rate per 256 images")] = None,
     lr_schedule: Annotated[
-        str | None, typer.Option(help="cosine | linear (to zero over the run), after the warm-up [default: cosine]")
+        str | None,
+        typer.Option(
+            help="cosine | linear (to zero over the run), after the warm-up [default: linear on CPU, else cosine]"
+        ),
     ] = None,
     key_views: Annotated[
         int | None, typer.Option(help="Averaged keys (FastSiam): key views per image, averaged into one (1 = off)")

@@ -56,6 +56,9 @@ def test_cpu_defaults_are_the_cpu_recipe():
     assert (cfg.crop_size, cfg.embed_size) == (CPU_RECIPE["crop_size"], CPU_RECIPE["embed_size"]) == (32, 64)
     assert (cfg.batch_size, cfg.model.temperature) == (64, 0.1)
     assert (cfg.epochs, cfg.time_budget_min, cfg.augment_on) == (200, 60.0, "auto")
+    assert cfg.lr_schedule == CPU_RECIPE["lr_schedule"] == "linear"  # issue 29's two-seed lever runs
+    assert TrainConfig.for_device("cuda", "p", "o").lr_schedule == "cosine"  # the GPU recipe was not measured so
+    assert TrainConfig.for_device("cpu", "p", "o", {"lr_schedule": "cosine"}).lr_schedule == "cosine"
 
 
 def test_gpu_defaults_and_given_values_win():

@@ -88,8 +88,17 @@ def test_resume_with_other_settings_is_refused(runs):
     with pytest.raises(InputError) as e:
         fit(cfg)
     msg = str(e.value)
-    assert "lr" in msg and "model.temperature" in msg and "--no-resume" in msg
+    assert "lr" in msg and "model.temperature was 0.2, now 0.07" in msg and "--no-resume" in msg
     assert "\n" not in msg
+    # the levers' schedules too, each named with the value it was trained with (a default that changed between
+    # releases: an older run is resumed by giving its value)
+    for given, named in (
+        ({"lr_schedule": "linear"}, "lr_schedule was cosine, now linear"),
+        ({"progressive_from": 8}, "progressive_from was 0, now 8"),
+        ({"model": {"key_views": 2}}, "model.key_views was 1, now 2"),
+    ):
+        with pytest.raises(InputError, match=named):
+            fit(tiny_config(base / "photos", base / "stopped", epochs=3, **given))
     assert ckpt.read_bytes() == before, "a refused resume must leave the checkpoint alone"
     with pytest.raises(InputError, match="batch_size"):
         fit(tiny_config(base / "photos", base / "stopped", epochs=3, batch_size=4))
