@@ -228,8 +228,8 @@ def resolve_augment_on(augment_on: str, device_type: str, preset: str) -> str:
 # and were ahead of 64 px crops at 20 minutes in both runs (kNN +0.009 and +0.014, emoji +0.071 and +0.024) and level
 # at 60 (+0.009, -0.011), so the CPU recipe uses them (in fp32 on every CPU: a 32 px view reaches layer4 at 1x1).
 # The learning rate decays linearly to zero over the run (issue 29, 20 minutes, two seeds against three of cosine):
-# first-page precision level (+0.027 and +0.018 over random init against +0.024, +0.009, +0.027), emoji cross-style
-# recall@10 above every cosine seed (+0.020 and +0.032 against +0.003, +0.008, -0.003) at the same cost per step.
+# first-page precision level (+0.027 and +0.017 over random init against +0.024, +0.009, +0.026), emoji cross-style
+# recall@10 above every cosine seed (+0.020 and +0.031 against +0.003, +0.008, -0.003) at the same cost per step.
 CPU_RECIPE: dict[str, Any] = {
     "crop_size": 32,
     "embed_size": 64,
