@@ -25,6 +25,18 @@ SUITE: tuple[Benchmark, ...] = (
     Benchmark("decode_pipeline", "bench.training.decode_pipeline", ("--photos", "{data}/photos"), 15),
     Benchmark("train_quality", "bench.training.quality", (), 100),  # each encoder embedded in-process and by CLI
     Benchmark("learning_curve", "bench.training.learning_curve"),  # hours: run by hand, see its docstring
+    Benchmark(  # over learning_curve's issue-29 results: which label-free signal tracks the first page
+        "learning_signals",
+        "bench.training.learning_signals",
+        tuple(
+            f"--result=bench/results/learning_curve_29_{tag}.json"
+            for tag in ("n586", "n586_long", "n2344", "quiet", "quiet_levers", "quiet_levers2")
+        )
+        + tuple(
+            f"--result=bench/results/learning_curve_29_seed{s}.json"
+            for s in ("1_keys", "1_linear", "1_progressive", "2_defaults")
+        ),
+    ),
     Benchmark("train_step_speed", "bench.training.step_speed"),
     Benchmark("bf16_conv_check", "bench.training.bf16_conv_check", (), 1),
     Benchmark("compile_speed", "bench.training.compile_speed"),

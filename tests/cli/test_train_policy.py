@@ -9,7 +9,7 @@ import pytest
 
 import moco.train
 from cli.commands import train as train_cmd
-from moco.config import CPU_RECIPE, TrainConfig, device_defaults
+from moco.config import CPU_MAX_EPOCHS, CPU_RECIPE, TrainConfig, device_defaults
 from tests import cli_runner
 
 
@@ -55,7 +55,7 @@ def test_cpu_defaults_are_the_cpu_recipe():
     cfg = TrainConfig.for_device("cpu", "photos", "runs/photos")
     assert (cfg.crop_size, cfg.embed_size) == (CPU_RECIPE["crop_size"], CPU_RECIPE["embed_size"]) == (32, 64)
     assert (cfg.batch_size, cfg.model.temperature) == (64, 0.1)
-    assert (cfg.epochs, cfg.time_budget_min, cfg.augment_on) == (200, 60.0, "auto")
+    assert (cfg.epochs, cfg.time_budget_min, cfg.augment_on) == (CPU_MAX_EPOCHS, 60.0, "auto") == (500, 60.0, "auto")
     assert cfg.lr_schedule == CPU_RECIPE["lr_schedule"] == "linear"  # issue 29's two-seed lever runs
     assert TrainConfig.for_device("cuda", "p", "o").lr_schedule == "cosine"  # the GPU recipe was not measured so
     assert TrainConfig.for_device("cpu", "p", "o", {"lr_schedule": "cosine"}).lr_schedule == "cosine"
