@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.kit.learning_curve_plot import passes
 from bench.kit.results import RESULTS, publish
 
 Signal = Callable[[dict], float | None]
@@ -37,7 +38,7 @@ def _health(key: str) -> Signal:
 
 SIGNALS: dict[str, Signal] = {
     "steps": lambda row: row["steps"],
-    "passes over the folder": lambda row: row["pairs"] / row["train_images"],
+    "passes over the folder": passes,
     "CPU minutes": lambda row: row["cpu_s"] / 60 if row.get("cpu_s") is not None else None,
     "pretext top-1": _health("pretext_top1"),
     "effective rank": _health("effective_rank"),
@@ -122,7 +123,7 @@ def table(rows: list[dict], corr: list[dict]) -> str:
         run_min = r.get("snapshot_of_min") or r["budget_min"]
         lines.append(
             f"| {r['train_images']:,} | {r['setting']} | {run_min:g} | {r['steps']:,} | "
-            f"{r['pairs'] / r['train_images']:.0f} | {_f((r.get('cpu_s') or math.nan) / 60, '.1f')} | "
+            f"{passes(r):.0f} | {_f((r.get('cpu_s') or math.nan) / 60, '.1f')} | "
             f"{r['p10_minus_random']:+.3f} (+-{r['p10_noise']:.3f}) | {_f(health.get('pretext_top1'), '.3f')} | "
             f"{_f(health.get('effective_rank'), '.1f')} | {_f(health.get('dim_std'), '.3f')} | "
             f"{_f(r.get('neighbour_agreement'), '.2f')} |"
